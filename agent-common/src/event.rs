@@ -1,0 +1,172 @@
+//! Events sent from the kernel through the `EVENTS` ring buffer. Each record
+//! starts with [`EventHeader`]; userspace dispatches on `kind` and checks
+//! `size` against the record length before reading the body.
+
+use core::mem::size_of;
+
+pub const COMM_LEN: usize = 16;
+pub const PATH_LEN: usize = 256;
+pub const ARGV_LEN: usize = 256;
+
+/// Kinds on the wire. Values are stable: never renumber, only append.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Exec = 1,
+    Exit = 2,
+    Fork = 3,
+    Connect = 4,
+    Accept = 5,
+    Close = 6,
+    ConnectFailed = 7,
+}
+
+/// One more than the largest kind: the size of the reserve-failure array.
+pub const EVENT_KIND_SLOTS: u32 = 8;
+
+impl TryFrom<u16> for EventKind {
+    type Error = u16;
+    fn try_from(v: u16) -> Result<Self, u16> {
+        Ok(match v {
+            1 => Self::Exec,
+            2 => Self::Exit,
+            3 => Self::Fork,
+            4 => Self::Connect,
+            5 => Self::Accept,
+            6 => Self::Close,
+            7 => Self::ConnectFailed,
+            other => return Err(other),
+        })
+    }
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 7] = [
+        Self::Exec,
+        Self::Exit,
+        Self::Fork,
+        Self::Connect,
+        Self::Accept,
+        Self::Close,
+        Self::ConnectFailed,
+    ];
+
+    /// Size of the full record of this kind, header included.
+    pub const fn record_size(self) -> usize {
+        match self {
+            Self::Exec => size_of::<ExecEvent>(),
+            Self::Exit => size_of::<ExitEvent>(),
+            Self::Fork => size_of::<ForkEvent>(),
+            Self::Connect | Self::Accept | Self::Close | Self::ConnectFailed => {
+                size_of::<ConnEvent>()
+            }
+        }
+    }
+}
+
+/// Common prefix of every event (after tetragon's `msg_common`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventHeader {
+    pub kind: u16,
+    /// Wire version of the record; bumped when a body layout changes.
+    pub version: u16,
+    /// Total record size in bytes, header included.
+    pub size: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the event happened.
+    pub ktime_ns: u64,
+    /// Process (thread group) the event belongs to; 0 when unknown.
+    pub tgid: u32,
+    /// Thread that caused it; 0 when unknown.
+    pub tid: u32,
+}
+
+pub const WIRE_VERSION: u16 = 1;
+
+/// The parent pid could not be read (no BTF offsets).
+pub const EXEC_PPID_UNKNOWN: u32 = 1;
+/// argv could not be read from the new mm.
+pub const EXEC_ARGV_UNAVAILABLE: u32 = 2;
+/// argv was longer than [`ARGV_LEN`] bytes.
+pub const EXEC_ARGV_TRUNCATED: u32 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub flags: u32,
+    /// Bytes of `filename` used (without the NUL).
+    pub filename_len: u32,
+    /// Bytes of `argv` used: arguments separated by NUL.
+    pub argv_len: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+    pub filename: [u8; PATH_LEN],
+    pub argv: [u8; ARGV_LEN],
+}
+
+/// `exit_code` holds the kernel's `task_struct.exit_code` (status << 8 | signal).
+pub const EXIT_CODE_KNOWN: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    pub exit_code: u32,
+    pub flags: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// The program could not tell a new process from a new thread (tracepoint tier).
+pub const FORK_MAYBE_THREAD: u32 = 1;
+
+/// A new process. The header names the parent; the body the child.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub child_tgid: u32,
+    pub child_tid: u32,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// The owning process is unknown (header tgid is 0).
+pub const CONN_OWNER_UNKNOWN: u32 = 1;
+
+/// TCP connection lifecycle: connect, accept, close and failed connect.
+/// Addresses are from the local socket's view: `saddr:sport` is this host.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnEvent {
+    pub header: EventHeader,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// IP protocol number (6 for TCP).
+    pub protocol: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub uid: u32,
+    pub flags: u32,
+    /// IPv4 in the first four bytes, the rest zero; IPv6 in all sixteen.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub comm: [u8; COMM_LEN],
+    /// TCP state the socket left (for close and failed connect).
+    pub old_state: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(size_of::<EventHeader>() == 24);
+const _: () = assert!(size_of::<ExecEvent>() == 24 + 24 + 8 + 16 + 256 + 256);
+const _: () = assert!(size_of::<ExitEvent>() == 24 + 8 + 16);
+const _: () = assert!(size_of::<ForkEvent>() == 24 + 16);
+const _: () = assert!(size_of::<ConnEvent>() == 24 + 16 + 32 + 16 + 8);
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;

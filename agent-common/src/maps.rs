@@ -1,0 +1,41 @@
+//! Names of the maps and programs in the kernel object, defined once so the
+//! loader and the kernel side cannot drift apart.
+
+/// Ring buffer carrying every event to userspace.
+pub const EVENTS: &str = "EVENTS";
+/// Per-CPU array, one slot per [`crate::EventKind`], counting ring buffer
+/// reserve failures (events lost in the kernel).
+pub const EVENT_DROPS: &str = "EVENT_DROPS";
+/// LRU hash of [`crate::FlowKey`] to [`crate::FlowStats`].
+pub const FLOWS: &str = "FLOWS";
+/// Pending outbound connects: socket address to owner, filled at SYN_SENT.
+pub const CONNECTING: &str = "CONNECTING";
+/// Listening sockets: (netns, port) to owner, used to name the accepting process.
+pub const LISTENERS: &str = "LISTENERS";
+/// Socket cookie to owning process, filled at socket creation.
+pub const SOCK_OWNER: &str = "SOCK_OWNER";
+/// Name of the read-only global holding [`crate::AgentConfig`].
+pub const CONFIG: &str = "CONFIG";
+
+/// Default capacity of the flow map; `flows.max_entries` overrides it.
+pub const FLOWS_MAX_ENTRIES: u32 = 131_072;
+/// Capacity of the pending-connect, listener and socket owner maps.
+pub const CONNECTING_MAX_ENTRIES: u32 = 16_384;
+pub const LISTENERS_MAX_ENTRIES: u32 = 4_096;
+pub const SOCK_OWNER_MAX_ENTRIES: u32 = 65_536;
+/// Default ring buffer size in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_BYTES: u32 = 8 << 20;
+
+/// Program names as they appear in the object file.
+pub mod prog {
+    pub const EXEC: &str = "vigil_exec";
+    pub const EXIT: &str = "vigil_exit";
+    pub const FORK_BTF: &str = "vigil_fork_btf";
+    pub const FORK_TP: &str = "vigil_fork_tp";
+    pub const SOCK_STATE: &str = "vigil_sock_state";
+    pub const SOCK_CREATE: &str = "vigil_sock_create";
+    pub const FLOW_CG_INGRESS: &str = "vigil_flow_cg_in";
+    pub const FLOW_CG_EGRESS: &str = "vigil_flow_cg_out";
+    pub const FLOW_TC_INGRESS: &str = "vigil_flow_tc_in";
+    pub const FLOW_TC_EGRESS: &str = "vigil_flow_tc_out";
+}

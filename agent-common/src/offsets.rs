@@ -1,0 +1,78 @@
+//! Layout facts about the running kernel that the kernel programs cannot
+//! know at compile time (no CO-RE from Rust): struct field offsets resolved
+//! from `/sys/kernel/btf/vmlinux` and tracepoint field offsets parsed from
+//! tracefs. Userspace fills one [`AgentConfig`] and writes it into the
+//! object's read-only `CONFIG` global before load.
+
+/// Offset value meaning "not resolved"; the kernel side then skips the read.
+pub const OFFSET_UNKNOWN: u32 = u32::MAX;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Thread group id of the agent itself, whose own events are dropped in the kernel.
+    pub agent_tgid: u32,
+    /// Offsets into `struct task_struct`.
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_pid: u32,
+    pub task_mm: u32,
+    pub task_exit_code: u32,
+    /// Offsets into `struct mm_struct`.
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    /// Offset of `skc_net` in `struct sock` (through `__sk_common`).
+    pub sock_net: u32,
+    /// `sched/sched_process_exec`: `__data_loc char[] filename`.
+    pub tp_exec_filename: u32,
+    /// `sched/sched_process_exit`: `bool group_dead` (unknown on older kernels).
+    pub tp_exit_group_dead: u32,
+    /// `sched/sched_process_fork`: `parent_pid`, `child_pid`.
+    pub tp_fork_parent_pid: u32,
+    pub tp_fork_child_pid: u32,
+    /// `sock/inet_sock_set_state` fields.
+    pub tp_sk_skaddr: u32,
+    pub tp_sk_oldstate: u32,
+    pub tp_sk_newstate: u32,
+    pub tp_sk_sport: u32,
+    pub tp_sk_dport: u32,
+    pub tp_sk_family: u32,
+    pub tp_sk_protocol: u32,
+    pub tp_sk_saddr: u32,
+    pub tp_sk_daddr: u32,
+    pub tp_sk_saddr_v6: u32,
+    pub tp_sk_daddr_v6: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 24 * 4);
+
+impl AgentConfig {
+    /// Offsets as seen on Linux 6.x x86-64 tracefs; struct offsets unknown.
+    /// Userspace overwrites each with what it resolves on the running kernel.
+    pub const DEFAULT: AgentConfig = AgentConfig {
+        agent_tgid: 0,
+        task_real_parent: OFFSET_UNKNOWN,
+        task_tgid: OFFSET_UNKNOWN,
+        task_pid: OFFSET_UNKNOWN,
+        task_mm: OFFSET_UNKNOWN,
+        task_exit_code: OFFSET_UNKNOWN,
+        mm_arg_start: OFFSET_UNKNOWN,
+        mm_arg_end: OFFSET_UNKNOWN,
+        sock_net: OFFSET_UNKNOWN,
+        tp_exec_filename: 8,
+        tp_exit_group_dead: OFFSET_UNKNOWN,
+        tp_fork_parent_pid: 12,
+        tp_fork_child_pid: 20,
+        tp_sk_skaddr: 8,
+        tp_sk_oldstate: 16,
+        tp_sk_newstate: 20,
+        tp_sk_sport: 24,
+        tp_sk_dport: 26,
+        tp_sk_family: 28,
+        tp_sk_protocol: 30,
+        tp_sk_saddr: 32,
+        tp_sk_daddr: 36,
+        tp_sk_saddr_v6: 40,
+        tp_sk_daddr_v6: 56,
+    };
+}

@@ -1,0 +1,278 @@
+//! Flow accounting: per-flow running sums in an LRU hash, updated for every
+//! packet of every local socket (cgroup_skb on the cgroup v2 root, tier 1)
+//! or of every interface (TC clsact, tier 2). Nothing is sent per packet.
+//!
+//! The socket owner is recorded at socket creation (cgroup/sock_create,
+//! process context) under the socket cookie, so flows of sockets a process
+//! created carry its pid from their first packet.
+
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
+use agent_common::{
+    maps, FlowKey, FlowStats, SockOwner, FLOW_FIRST_IN, FLOW_FIRST_OUT, IPPROTO_TCP, IPPROTO_UDP,
+};
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
+    macros::{cgroup_skb, cgroup_sock, classifier, map},
+    maps::LruHashMap,
+    programs::{SkBuffContext, SockContext, TcContext},
+};
+
+use crate::config::conf;
+
+#[map]
+static FLOWS: LruHashMap<FlowKey, FlowStats> =
+    LruHashMap::with_max_entries(maps::FLOWS_MAX_ENTRIES, 0);
+
+#[map]
+static SOCK_OWNER: LruHashMap<u64, SockOwner> =
+    LruHashMap::with_max_entries(maps::SOCK_OWNER_MAX_ENTRIES, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+
+#[cgroup_sock(sock_create)]
+pub fn vigil_sock_create(ctx: SockContext) -> i32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.sock.cast()) };
+    let owner = SockOwner {
+        tgid,
+        uid: bpf_get_current_uid_gid() as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    let _ = SOCK_OWNER.insert(&cookie, &owner, 0);
+    1 // never deny: this program only observes
+}
+
+/// The subset of packet access both attach points offer.
+trait Packet {
+    fn load<T>(&self, off: usize) -> Option<T>;
+    fn len(&self) -> u32;
+    fn gso_segs(&self) -> u32;
+    fn cookie(&self) -> u64;
+}
+
+impl Packet for SkBuffContext {
+    fn load<T>(&self, off: usize) -> Option<T> {
+        SkBuffContext::load(self, off).ok()
+    }
+    fn len(&self) -> u32 {
+        SkBuffContext::len(self)
+    }
+    fn gso_segs(&self) -> u32 {
+        unsafe { (*self.skb.skb).gso_segs }
+    }
+    fn cookie(&self) -> u64 {
+        unsafe { generated::bpf_get_socket_cookie(self.skb.skb.cast()) }
+    }
+}
+
+impl Packet for TcContext {
+    fn load<T>(&self, off: usize) -> Option<T> {
+        TcContext::load(self, off).ok()
+    }
+    fn len(&self) -> u32 {
+        TcContext::len(self)
+    }
+    fn gso_segs(&self) -> u32 {
+        unsafe { (*self.skb.skb).gso_segs }
+    }
+    fn cookie(&self) -> u64 {
+        unsafe { generated::bpf_get_socket_cookie(self.skb.skb.cast()) }
+    }
+}
+
+#[cgroup_skb(ingress)]
+pub fn vigil_flow_cg_in(ctx: SkBuffContext) -> i32 {
+    account(&ctx, 0, false);
+    1
+}
+
+#[cgroup_skb(egress)]
+pub fn vigil_flow_cg_out(ctx: SkBuffContext) -> i32 {
+    account(&ctx, 0, true);
+    1
+}
+
+#[classifier]
+pub fn vigil_flow_tc_in(ctx: TcContext) -> i32 {
+    tc_account(&ctx, false);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn vigil_flow_tc_out(ctx: TcContext) -> i32 {
+    tc_account(&ctx, true);
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn tc_account(ctx: &TcContext, egress: bool) {
+    let Some(proto) = Packet::load::<u16>(ctx, 12) else {
+        return;
+    };
+    let proto = u16::from_be(proto);
+    if proto == ETH_P_IP || proto == ETH_P_IPV6 {
+        account(ctx, ETH_HLEN, egress);
+    }
+}
+
+struct Parsed {
+    key: FlowKey,
+    payload: u64,
+    flags: u8,
+}
+
+#[inline(always)]
+fn parse<P: Packet>(p: &P, l3: usize, egress: bool) -> Option<Parsed> {
+    let b0: u8 = p.load(l3)?;
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    let (proto, l4, ip_version) = match b0 >> 4 {
+        4 => {
+            let ihl = ((b0 & 0x0f) as usize) * 4;
+            let frag: u16 = u16::from_be(p.load(l3 + 6)?);
+            let proto: u8 = p.load(l3 + 9)?;
+            let s: [u8; 4] = p.load(l3 + 12)?;
+            let d: [u8; 4] = p.load(l3 + 16)?;
+            src[..4].copy_from_slice(&s);
+            dst[..4].copy_from_slice(&d);
+            // Later fragments carry no L4 header: account them without ports.
+            let proto = if frag & 0x1fff != 0 { 0 } else { proto };
+            (proto, l3 + ihl, 4u8)
+        }
+        6 => {
+            let proto: u8 = p.load(l3 + 6)?;
+            src = p.load(l3 + 8)?;
+            dst = p.load(l3 + 24)?;
+            (proto, l3 + 40, 6u8)
+        }
+        _ => return None,
+    };
+    let len = p.len() as usize;
+    let (sport, dport, hdr, flags) = match proto {
+        IPPROTO_TCP => {
+            let sport: u16 = u16::from_be(p.load(l4)?);
+            let dport: u16 = u16::from_be(p.load(l4 + 2)?);
+            let doff: u8 = p.load(l4 + 12)?;
+            let flags: u8 = p.load(l4 + 13)?;
+            (sport, dport, ((doff >> 4) as usize) * 4, flags)
+        }
+        IPPROTO_UDP => {
+            let sport: u16 = u16::from_be(p.load(l4)?);
+            let dport: u16 = u16::from_be(p.load(l4 + 2)?);
+            (sport, dport, 8, 0)
+        }
+        _ => (0, 0, 0, 0),
+    };
+    let payload = len.saturating_sub(l4 + hdr) as u64;
+    let (local_addr, remote_addr, local_port, remote_port) = if egress {
+        (src, dst, sport, dport)
+    } else {
+        (dst, src, dport, sport)
+    };
+    Some(Parsed {
+        key: FlowKey {
+            local_addr,
+            remote_addr,
+            local_port,
+            remote_port,
+            proto,
+            ip_version,
+            _pad: [0; 2],
+        },
+        payload,
+        flags,
+    })
+}
+
+#[inline(always)]
+fn add(field: &mut u64, v: u64) {
+    // Several CPUs update one flow at once; the counters must stay exact.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, v) };
+}
+
+#[inline(always)]
+fn account<P: Packet>(p: &P, l3: usize, egress: bool) {
+    let Some(parsed) = parse(p, l3, egress) else {
+        return;
+    };
+    let now = unsafe { generated::bpf_ktime_get_ns() };
+    let segs = match p.gso_segs() {
+        0 => 1u64,
+        n => n as u64,
+    };
+
+    let stats = match FLOWS.get_ptr_mut(&parsed.key) {
+        Some(s) => s,
+        None => {
+            let owner = unsafe { SOCK_OWNER.get(&p.cookie()) }
+                .map(|o| o.tgid)
+                .unwrap_or(0);
+            if owner != 0 && owner == conf!(agent_tgid) {
+                return;
+            }
+            let fresh = FlowStats {
+                t_first_ns: now,
+                t_last_ns: now,
+                pid: owner,
+                flags: if egress {
+                    FLOW_FIRST_OUT
+                } else {
+                    FLOW_FIRST_IN
+                },
+                ..FlowStats::default()
+            };
+            let _ = FLOWS.insert(&parsed.key, &fresh, BPF_NOEXIST as u64);
+            match FLOWS.get_ptr_mut(&parsed.key) {
+                Some(s) => s,
+                None => return,
+            }
+        }
+    };
+
+    let s = unsafe { &mut *stats };
+    if s.pid != 0 && s.pid == conf!(agent_tgid) {
+        return;
+    }
+    // Inter-arrival time against the previous packet of this flow.
+    let prev = s.t_last_ns;
+    if now > prev && (s.n_out + s.n_in) > 0 {
+        let iat = (now - prev) / 1000;
+        add(&mut s.iat_n, 1);
+        add(&mut s.iat_sum, iat);
+        add(&mut s.iat_sq, iat * iat);
+        if iat > s.iat_max {
+            s.iat_max = iat;
+        }
+    }
+    if now > prev {
+        s.t_last_ns = now;
+    }
+    // A GSO packet stands for `segs` wire packets of about equal payload.
+    let seg = parsed.payload / segs;
+    let sq = seg * seg * segs;
+    if egress {
+        add(&mut s.n_out, segs);
+        add(&mut s.bytes_out, parsed.payload);
+        add(&mut s.sq_out, sq);
+    } else {
+        add(&mut s.n_in, segs);
+        add(&mut s.bytes_in, parsed.payload);
+        add(&mut s.sq_in, sq);
+    }
+    if parsed.flags & TCP_SYN != 0 {
+        add(&mut s.syn, 1);
+    }
+    if parsed.flags & TCP_RST != 0 {
+        add(&mut s.rst, 1);
+    }
+    if parsed.flags & TCP_FIN != 0 {
+        add(&mut s.fin, 1);
+    }
+}

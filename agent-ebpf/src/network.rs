@@ -1,0 +1,166 @@
+//! TCP connection lifecycle from `sock/inet_sock_set_state`.
+//!
+//! Only the SYN_SENT and LISTEN transitions run in the owning process's
+//! context; the outcome (established, refused, accepted) arrives in softirq
+//! on whatever task was running. So the owner is remembered at SYN_SENT
+//! (per socket) and at LISTEN (per netns and port) and looked up when the
+//! outcome is known.
+
+use agent_common::{
+    ConnEvent, EventKind, ListenKey, SockOwner, AF_INET, AF_INET6, CONN_OWNER_UNKNOWN, IPPROTO_TCP,
+    OFFSET_UNKNOWN,
+};
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_probe_read_kernel,
+    },
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+
+use crate::{
+    config::conf,
+    events::{count_drop, header, EVENTS},
+};
+
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
+const TCP_CLOSE: i32 = 7;
+const TCP_LISTEN: i32 = 10;
+
+#[map]
+static CONNECTING: LruHashMap<u64, SockOwner> =
+    LruHashMap::with_max_entries(agent_common::maps::CONNECTING_MAX_ENTRIES, 0);
+
+#[map]
+static LISTENERS: LruHashMap<ListenKey, SockOwner> =
+    LruHashMap::with_max_entries(agent_common::maps::LISTENERS_MAX_ENTRIES, 0);
+
+#[inline(always)]
+fn current_owner() -> SockOwner {
+    SockOwner {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        uid: bpf_get_current_uid_gid() as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+#[inline(always)]
+fn listen_key(skaddr: u64, port: u16, family: u16) -> ListenKey {
+    let off = conf!(sock_net);
+    let netns = if off == OFFSET_UNKNOWN {
+        0
+    } else {
+        unsafe { bpf_probe_read_kernel((skaddr + off as u64) as *const u64).unwrap_or(0) }
+    };
+    ListenKey {
+        netns,
+        port,
+        family,
+        _pad: 0,
+    }
+}
+
+#[tracepoint]
+pub fn vigil_sock_state(ctx: TracePointContext) -> u32 {
+    let _ = unsafe { try_sock_state(&ctx) };
+    0
+}
+
+unsafe fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
+    let protocol: u16 = unsafe { ctx.read_at(conf!(tp_sk_protocol) as usize)? };
+    if protocol != IPPROTO_TCP as u16 {
+        return Ok(());
+    }
+    let old: i32 = unsafe { ctx.read_at(conf!(tp_sk_oldstate) as usize)? };
+    let new: i32 = unsafe { ctx.read_at(conf!(tp_sk_newstate) as usize)? };
+    let skaddr: u64 = unsafe { ctx.read_at(conf!(tp_sk_skaddr) as usize)? };
+    let agent = conf!(agent_tgid);
+
+    let (kind, owner) = match (old, new) {
+        (TCP_CLOSE, TCP_SYN_SENT) => {
+            let owner = current_owner();
+            if owner.tgid != agent {
+                let _ = CONNECTING.insert(&skaddr, &owner, 0);
+            }
+            return Ok(());
+        }
+        (TCP_CLOSE, TCP_LISTEN) => {
+            let owner = current_owner();
+            let sport: u16 = unsafe { ctx.read_at(conf!(tp_sk_sport) as usize)? };
+            let family: u16 = unsafe { ctx.read_at(conf!(tp_sk_family) as usize)? };
+            let _ = LISTENERS.insert(&listen_key(skaddr, sport, family), &owner, 0);
+            return Ok(());
+        }
+        (TCP_SYN_SENT, TCP_ESTABLISHED) | (TCP_SYN_SENT, TCP_CLOSE) => {
+            let Some(owner) = (unsafe { CONNECTING.get(&skaddr) }).copied() else {
+                // Not seen at SYN_SENT: the agent's own socket, or older than us.
+                return Ok(());
+            };
+            let _ = CONNECTING.remove(&skaddr);
+            let kind = if new == TCP_ESTABLISHED {
+                EventKind::Connect
+            } else {
+                EventKind::ConnectFailed
+            };
+            (kind, Some(owner))
+        }
+        (TCP_SYN_RECV, TCP_ESTABLISHED) => {
+            let sport: u16 = unsafe { ctx.read_at(conf!(tp_sk_sport) as usize)? };
+            let family: u16 = unsafe { ctx.read_at(conf!(tp_sk_family) as usize)? };
+            let owner = unsafe { LISTENERS.get(&listen_key(skaddr, sport, family)) }.copied();
+            (EventKind::Accept, owner)
+        }
+        (TCP_LISTEN, TCP_CLOSE) => return Ok(()),
+        (_, TCP_CLOSE) => (EventKind::Close, None),
+        _ => return Ok(()),
+    };
+    if let Some(o) = owner {
+        if o.tgid == agent {
+            return Ok(());
+        }
+    }
+
+    let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
+        count_drop(kind);
+        return Ok(());
+    };
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        let (tgid, uid, comm, flags) = match owner {
+            Some(o) => (o.tgid, o.uid, o.comm, 0),
+            None => (0, 0, [0u8; 16], CONN_OWNER_UNKNOWN),
+        };
+        (*ev).header = header(kind, tgid, 0);
+        (*ev).uid = uid;
+        (*ev).comm = comm;
+        (*ev).flags = flags;
+        (*ev).protocol = protocol;
+        (*ev).old_state = old as u32;
+        (*ev)._pad = 0;
+        (*ev).sport = ctx.read_at(conf!(tp_sk_sport) as usize).unwrap_or(0);
+        (*ev).dport = ctx.read_at(conf!(tp_sk_dport) as usize).unwrap_or(0);
+        let family: u16 = ctx.read_at(conf!(tp_sk_family) as usize).unwrap_or(0);
+        (*ev).family = family;
+        (*ev).saddr = [0; 16];
+        (*ev).daddr = [0; 16];
+        if family == AF_INET {
+            let s: [u8; 4] = ctx.read_at(conf!(tp_sk_saddr) as usize).unwrap_or([0; 4]);
+            let d: [u8; 4] = ctx.read_at(conf!(tp_sk_daddr) as usize).unwrap_or([0; 4]);
+            (*ev).saddr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            (*ev).daddr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        } else if family == AF_INET6 {
+            (*ev).saddr = ctx
+                .read_at(conf!(tp_sk_saddr_v6) as usize)
+                .unwrap_or([0; 16]);
+            (*ev).daddr = ctx
+                .read_at(conf!(tp_sk_daddr_v6) as usize)
+                .unwrap_or([0; 16]);
+        }
+    }
+    entry.submit(0);
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! A minimal reader of kernel BTF (`/sys/kernel/btf/vmlinux`): just enough
+//! to find the byte offset of a struct member, following anonymous structs
+//! and unions. Rust kernel programs get no CO-RE relocations, so the loader
+//! resolves the offsets it needs here and hands them over in `CONFIG`.
+
+use std::collections::HashMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("not BTF data (bad magic {0:#06x})")]
+    BadMagic(u16),
+    #[error("BTF data truncated at byte {0}")]
+    Truncated(usize),
+    #[error("unknown BTF kind {kind} at type {id}")]
+    UnknownKind { kind: u32, id: u32 },
+}
+
+const KIND_INT: u32 = 1;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_TYPE_TAG: u32 = 18;
+const KIND_ENUM64: u32 = 19;
+
+struct Member {
+    name_off: u32,
+    type_id: u32,
+    bit_offset: u32,
+}
+
+struct Type {
+    kind: u32,
+    name_off: u32,
+    /// Referenced type for modifiers and typedefs.
+    type_ref: u32,
+    members: Vec<Member>,
+}
+
+pub struct Btf {
+    strings: Vec<u8>,
+    /// Index 0 is BTF's implicit `void`.
+    types: Vec<Type>,
+    structs_by_name: HashMap<String, u32>,
+}
+
+fn u32_at(data: &[u8], off: usize) -> Result<u32, BtfError> {
+    data.get(off..off + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .ok_or(BtfError::Truncated(off))
+}
+
+impl Btf {
+    pub fn from_sys_fs() -> Result<Self, BtfError> {
+        Self::from_file("/sys/kernel/btf/vmlinux")
+    }
+
+    pub fn from_file(path: &str) -> Result<Self, BtfError> {
+        let data = std::fs::read(path).map_err(|source| BtfError::Read {
+            path: path.to_string(),
+            source,
+        })?;
+        Self::parse(&data)
+    }
+
+    pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
+        let magic = data
+            .get(0..2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .ok_or(BtfError::Truncated(0))?;
+        if magic != 0xeb9f {
+            return Err(BtfError::BadMagic(magic));
+        }
+        let hdr_len = u32_at(data, 4)? as usize;
+        let type_off = u32_at(data, 8)? as usize;
+        let type_len = u32_at(data, 12)? as usize;
+        let str_off = u32_at(data, 16)? as usize;
+        let str_len = u32_at(data, 20)? as usize;
+        let str_start = hdr_len + str_off;
+        let strings = data
+            .get(str_start..str_start + str_len)
+            .ok_or(BtfError::Truncated(str_start))?
+            .to_vec();
+
+        let mut types = vec![Type {
+            kind: 0,
+            name_off: 0,
+            type_ref: 0,
+            members: Vec::new(),
+        }];
+        let mut pos = hdr_len + type_off;
+        let end = pos + type_len;
+        while pos < end {
+            let name_off = u32_at(data, pos)?;
+            let info = u32_at(data, pos + 4)?;
+            let size_type = u32_at(data, pos + 8)?;
+            pos += 12;
+            let kind = (info >> 24) & 0x1f;
+            let vlen = (info & 0xffff) as usize;
+            let kflag = info >> 31 == 1;
+            let mut members = Vec::new();
+            let extra = match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                KIND_ARRAY => 12,
+                KIND_STRUCT | KIND_UNION => {
+                    for i in 0..vlen {
+                        let m = pos + i * 12;
+                        let raw = u32_at(data, m + 8)?;
+                        members.push(Member {
+                            name_off: u32_at(data, m)?,
+                            type_id: u32_at(data, m + 4)?,
+                            bit_offset: if kflag { raw & 0x00ff_ffff } else { raw },
+                        });
+                    }
+                    12 * vlen
+                }
+                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+                KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+                2 | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12 | 16
+                | KIND_TYPE_TAG => 0,
+                other => {
+                    return Err(BtfError::UnknownKind {
+                        kind: other,
+                        id: types.len() as u32,
+                    })
+                }
+            };
+            pos += extra;
+            types.push(Type {
+                kind,
+                name_off,
+                type_ref: size_type,
+                members,
+            });
+        }
+
+        let mut btf = Btf {
+            strings,
+            types,
+            structs_by_name: HashMap::new(),
+        };
+        for (id, t) in btf.types.iter().enumerate() {
+            if t.kind == KIND_STRUCT || t.kind == KIND_UNION {
+                let name = btf.name(t.name_off);
+                if !name.is_empty() && !t.members.is_empty() {
+                    btf.structs_by_name
+                        .entry(name.to_string())
+                        .or_insert(id as u32);
+                }
+            }
+        }
+        Ok(btf)
+    }
+
+    fn name(&self, off: u32) -> &str {
+        let s = self.strings.get(off as usize..).unwrap_or(&[]);
+        let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+        std::str::from_utf8(&s[..end]).unwrap_or("")
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type.
+    fn resolve(&self, mut id: u32) -> Option<&Type> {
+        for _ in 0..32 {
+            let t = self.types.get(id as usize)?;
+            match t.kind {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = t.type_ref
+                }
+                _ => return Some(t),
+            }
+        }
+        None
+    }
+
+    fn find_in(&self, t: &Type, field: &str) -> Option<u32> {
+        for m in &t.members {
+            let name = self.name(m.name_off);
+            if name == field {
+                return Some(m.bit_offset);
+            }
+            if name.is_empty() {
+                if let Some(inner) = self.resolve(m.type_id) {
+                    if inner.kind == KIND_STRUCT || inner.kind == KIND_UNION {
+                        if let Some(off) = self.find_in(inner, field) {
+                            return Some(m.bit_offset + off);
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Byte offset of `field` in `struct name` (anonymous members included).
+    pub fn member_offset(&self, name: &str, field: &str) -> Option<u32> {
+        let id = *self.structs_by_name.get(name)?;
+        let t = self.types.get(id as usize)?;
+        let bits = self.find_in(t, field)?;
+        (bits % 8 == 0).then_some(bits / 8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds BTF with `struct outer { int a; struct { int b; long c; }; }`.
+    fn fixture() -> Vec<u8> {
+        let strings = b"\0outer\0a\0b\0c\0int\0long\0".to_vec();
+        // offsets: outer=1 a=7 b=9 c=11 int=13 long=17
+        let mut types = Vec::new();
+        let push = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_le_bytes());
+        // 1: int
+        push(&mut types, 13);
+        push(&mut types, KIND_INT << 24);
+        push(&mut types, 4);
+        push(&mut types, 32);
+        // 2: long
+        push(&mut types, 17);
+        push(&mut types, KIND_INT << 24);
+        push(&mut types, 8);
+        push(&mut types, 64);
+        // 3: anonymous struct { int b @0; long c @64 bits }
+        push(&mut types, 0);
+        push(&mut types, (KIND_STRUCT << 24) | 2);
+        push(&mut types, 16);
+        for (n, t, o) in [(9u32, 1u32, 0u32), (11, 2, 64)] {
+            push(&mut types, n);
+            push(&mut types, t);
+            push(&mut types, o);
+        }
+        // 4: struct outer { int a @0; <anon> @64 }
+        push(&mut types, 1);
+        push(&mut types, (KIND_STRUCT << 24) | 2);
+        push(&mut types, 24);
+        for (n, t, o) in [(7u32, 1u32, 0u32), (0, 3, 64)] {
+            push(&mut types, n);
+            push(&mut types, t);
+            push(&mut types, o);
+        }
+        let mut data = Vec::new();
+        data.extend_from_slice(&0xeb9fu16.to_le_bytes());
+        data.push(1);
+        data.push(0);
+        push(&mut data, 24);
+        push(&mut data, 0);
+        push(&mut data, types.len() as u32);
+        push(&mut data, types.len() as u32);
+        push(&mut data, strings.len() as u32);
+        data.extend_from_slice(&types);
+        data.extend_from_slice(&strings);
+        data
+    }
+
+    #[test]
+    fn finds_direct_and_anonymous_members() {
+        let btf = Btf::parse(&fixture()).expect("parse");
+        assert_eq!(btf.member_offset("outer", "a"), Some(0));
+        assert_eq!(btf.member_offset("outer", "b"), Some(8));
+        assert_eq!(btf.member_offset("outer", "c"), Some(16));
+        assert_eq!(btf.member_offset("outer", "nope"), None);
+        assert_eq!(btf.member_offset("missing", "a"), None);
+    }
+
+    #[test]
+    fn rejects_garbage_and_truncation() {
+        assert!(matches!(Btf::parse(b"xx"), Err(BtfError::BadMagic(_))));
+        let data = fixture();
+        assert!(Btf::parse(&data[..30]).is_err());
+    }
+
+    #[test]
+    fn resolves_running_kernel_offsets_when_available() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            eprintln!("skipped: no /sys/kernel/btf/vmlinux");
+            return;
+        };
+        // task_struct and mm_struct exist on every BTF kernel.
+        assert!(btf.member_offset("task_struct", "tgid").is_some());
+        assert!(btf.member_offset("task_struct", "real_parent").is_some());
+        assert!(btf.member_offset("mm_struct", "arg_start").is_some());
+    }
+}

@@ -1,0 +1,230 @@
+//! Agent configuration (`/etc/vigil/vigil.yaml`). Every key has a default,
+//! so an empty file or `{}` runs the agent; an unknown key is an error that
+//! names the key, so a typo never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source} (check the path and its permissions)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Host name put on every record; empty means the kernel's hostname.
+    pub host: String,
+    /// Where the agent keeps its state and, by default, its output.
+    pub state_dir: PathBuf,
+    /// JSON lines output: a file path, or `-` for stdout. Empty means
+    /// `<state_dir>/events.jsonl`.
+    pub output: String,
+    pub flows: FlowConfig,
+    pub process_cache: ProcessCacheConfig,
+    /// Seconds between `agent_stats` records (0 disables them).
+    pub stats_interval_s: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: String::new(),
+            state_dir: PathBuf::from("/var/lib/vigil"),
+            output: String::new(),
+            flows: FlowConfig::default(),
+            process_cache: ProcessCacheConfig::default(),
+            stats_interval_s: 60,
+        }
+    }
+}
+
+/// Which hook counts packets for flow accounting.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowAttach {
+    /// cgroup_skb on the cgroup v2 root, falling back to TC.
+    Auto,
+    /// cgroup_skb only: every local socket, in every network namespace.
+    Cgroup,
+    /// TC clsact on every interface of the agent's network namespace.
+    Tc,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowConfig {
+    /// Capacity of the kernel flow map (LRU: the least recently updated flow
+    /// is evicted when full, and counted as lost by the sweep).
+    pub max_entries: u32,
+    /// Milliseconds between full sweeps of the flow map.
+    pub sweep_interval_ms: u64,
+    /// A flow still active after this many seconds is emitted and restarted
+    /// (CICFlowMeter uses 120 s).
+    pub active_timeout_s: u64,
+    /// A UDP (or other non-TCP) flow idle this long is emitted.
+    pub udp_idle_timeout_s: u64,
+    /// A TCP flow idle this long without a close is emitted.
+    pub tcp_idle_timeout_s: u64,
+    /// After a TCP close, wait this long for trailing packets before emitting.
+    pub close_linger_ms: u64,
+    pub attach: FlowAttach,
+    /// cgroup v2 directory for cgroup_skb; empty means auto-detect.
+    pub cgroup_path: String,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            max_entries: agent_common::maps::FLOWS_MAX_ENTRIES,
+            sweep_interval_ms: 1000,
+            active_timeout_s: 120,
+            udp_idle_timeout_s: 30,
+            tcp_idle_timeout_s: 300,
+            close_linger_ms: 200,
+            attach: FlowAttach::Auto,
+            cgroup_path: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessCacheConfig {
+    /// Processes remembered for enrichment; the least recently used is
+    /// evicted (and counted) past this.
+    pub max_entries: usize,
+}
+
+impl Default for ProcessCacheConfig {
+    fn default() -> Self {
+        ProcessCacheConfig {
+            max_entries: 65_536,
+        }
+    }
+}
+
+impl Config {
+    /// Parses YAML text. `source` names the file in error messages.
+    pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+                path: source.to_path_buf(),
+                message: e.to_string(),
+            })?
+        };
+        config.validate(source)?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(&text, path)
+    }
+
+    fn validate(&self, source: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: &str| {
+            Err(ConfigError::Invalid {
+                path: source.to_path_buf(),
+                message: message.to_string(),
+            })
+        };
+        if self.flows.max_entries == 0 {
+            return invalid("flows.max_entries must be at least 1");
+        }
+        if self.flows.sweep_interval_ms == 0 {
+            return invalid("flows.sweep_interval_ms must be at least 1");
+        }
+        if self.process_cache.max_entries == 0 {
+            return invalid("process_cache.max_entries must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The output path after defaults: `None` means stdout.
+    pub fn output_path(&self) -> Option<PathBuf> {
+        match self.output.as_str() {
+            "-" => None,
+            "" => Some(self.state_dir.join("events.jsonl")),
+            p => Some(PathBuf::from(p)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(text, Path::new("test.yaml"))
+    }
+
+    #[test]
+    fn empty_and_braces_mean_defaults() {
+        assert_eq!(parse("").expect("empty"), Config::default());
+        assert_eq!(parse("{}").expect("braces"), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("flows:\n  sweep_intervall_ms: 5\n").expect_err("must fail");
+        let msg = err.to_string();
+        assert!(msg.contains("sweep_intervall_ms"), "{msg}");
+        assert!(msg.contains("test.yaml"), "{msg}");
+    }
+
+    #[test]
+    fn values_override_defaults() {
+        let c =
+            parse("output: \"-\"\nflows:\n  udp_idle_timeout_s: 2\n  attach: tc\n").expect("parse");
+        assert_eq!(c.output_path(), None);
+        assert_eq!(c.flows.udp_idle_timeout_s, 2);
+        assert_eq!(c.flows.attach, FlowAttach::Tc);
+        assert_eq!(c.flows.active_timeout_s, 120);
+    }
+
+    #[test]
+    fn default_output_is_under_state_dir() {
+        assert_eq!(
+            Config::default().output_path(),
+            Some(PathBuf::from("/var/lib/vigil/events.jsonl"))
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        assert!(parse("flows:\n  max_entries: 0\n").is_err());
+        assert!(parse("flows: [1, 2]\n").is_err());
+    }
+}
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+
+    #[test]
+    fn packaged_config_parses_and_equals_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/vigil.yaml");
+        let text = std::fs::read_to_string(&path).expect("packaging/vigil.yaml");
+        let c = Config::from_yaml(&text, &path).expect("parses");
+        assert_eq!(
+            c,
+            Config::default(),
+            "packaging/vigil.yaml drifted from the defaults"
+        );
+    }
+}

@@ -1,0 +1,414 @@
+//! `vigil run`: load, attach, then one task that reads the ring buffer,
+//! sweeps the flow map and writes records until SIGINT or SIGTERM. Single
+//! task, so the process cache and output need no locks.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_common::{maps, EventKind, FlowKey, FlowStats, IPPROTO_TCP};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::clock::{monotonic_ns, now_rfc3339, Clock};
+use crate::config::Config;
+use crate::event::{ConnKind, Event};
+use crate::loader::{self, LoaderError};
+use crate::output::{AgentStart, AgentStats, Body, OutputError, Record, Sink};
+use crate::pipeline::{FlowEnd, Pipeline};
+use crate::proc_cache::ProcessCache;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("vigil run must be started as root (it loads eBPF programs): run it with sudo")]
+    NotRoot,
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("kernel map {name} unusable: {reason}")]
+    Map { name: &'static str, reason: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+fn flow_key(proto: u8, local: IpAddr, lport: u16, remote: IpAddr, rport: u16) -> FlowKey {
+    let (l, r, v) = match (local, remote) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mut l = [0u8; 16];
+            let mut r = [0u8; 16];
+            l[..4].copy_from_slice(&a.octets());
+            r[..4].copy_from_slice(&b.octets());
+            (l, r, 4)
+        }
+        (a, b) => {
+            let v6 = |ip: IpAddr| match ip {
+                IpAddr::V4(x) => x.to_ipv6_mapped().octets(),
+                IpAddr::V6(x) => x.octets(),
+            };
+            (v6(a), v6(b), 6)
+        }
+    };
+    FlowKey {
+        local_addr: l,
+        remote_addr: r,
+        local_port: lport,
+        remote_port: rport,
+        proto,
+        ip_version: v,
+        _pad: [0; 2],
+    }
+}
+
+/// Decides whether a swept flow is due, and why.
+pub fn flow_due(cfg: &crate::config::FlowConfig, s: &FlowStats, now_ns: u64) -> Option<FlowEnd> {
+    let idle_ns = now_ns.saturating_sub(s.t_last_ns);
+    let age_ns = now_ns.saturating_sub(s.t_first_ns);
+    let sec = 1_000_000_000u64;
+    if age_ns >= cfg.active_timeout_s * sec {
+        return Some(FlowEnd::ActiveTimeout);
+    }
+    let is_tcp_done = s.rst > 0 || s.fin >= 2;
+    let idle_limit = if s.syn > 0 || s.fin > 0 || s.rst > 0 {
+        if is_tcp_done {
+            // Close seen on the wire but no close event (e.g. missed): short wait.
+            (cfg.close_linger_ms * 1_000_000).max(sec)
+        } else {
+            cfg.tcp_idle_timeout_s * sec
+        }
+    } else {
+        cfg.udp_idle_timeout_s * sec
+    };
+    (idle_ns >= idle_limit).then_some(FlowEnd::Idle)
+}
+
+struct Maps {
+    flows: BpfHashMap<MapData, FlowKey, FlowStats>,
+    drops: PerCpuArray<MapData, u64>,
+}
+
+impl Maps {
+    fn kernel_drops(&self) -> u64 {
+        let mut total = 0;
+        for kind in 0..agent_common::EVENT_KIND_SLOTS {
+            if let Ok(values) = self.drops.get(&kind, 0) {
+                total += values.iter().sum::<u64>();
+            }
+        }
+        total
+    }
+}
+
+struct State {
+    cfg: Config,
+    pipeline: Pipeline,
+    sink: Sink,
+    maps: Maps,
+    /// Flows whose socket closed, emitted after the linger.
+    pending_close: VecDeque<(u64, FlowKey)>,
+    pending_set: HashSet<FlowKey>,
+    flows_tracked: u64,
+}
+
+impl State {
+    fn on_ring_record(&mut self, data: &[u8]) -> Result<(), DaemonError> {
+        match crate::decode::decode(data) {
+            Ok(ev) => {
+                if let Event::Conn(c) = &ev {
+                    if c.kind == ConnKind::Close {
+                        let key = flow_key(IPPROTO_TCP, c.src_ip, c.src_port, c.dst_ip, c.dst_port);
+                        if self.pending_set.insert(key) {
+                            let due = monotonic_ns() + self.cfg.flows.close_linger_ms * 1_000_000;
+                            self.pending_close.push_back((due, key));
+                        }
+                    }
+                }
+                let r = self.pipeline.on_event(ev);
+                self.sink.write(&r)?;
+            }
+            Err(e) => {
+                self.pipeline.stats.decode_errors += 1;
+                // One line per bad record kind would flood; the count is in agent_stats.
+                if self.pipeline.stats.decode_errors.is_power_of_two() {
+                    tracing::warn!(
+                        "dropped a malformed kernel record: {e} ({} so far)",
+                        self.pipeline.stats.decode_errors
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn emit_flow(&mut self, key: &FlowKey, end: FlowEnd) -> Result<(), DaemonError> {
+        if let Ok(stats) = self.maps.flows.get(key, 0) {
+            let _ = self.maps.flows.remove(key);
+            let r = self.pipeline.on_flow(key, &stats, end);
+            self.sink.write(&r)?;
+        }
+        Ok(())
+    }
+
+    fn flush_closed(&mut self, all: bool) -> Result<(), DaemonError> {
+        let now = monotonic_ns();
+        while let Some(&(due, key)) = self.pending_close.front() {
+            if !all && due > now {
+                break;
+            }
+            self.pending_close.pop_front();
+            self.pending_set.remove(&key);
+            self.emit_flow(&key, FlowEnd::Close)?;
+        }
+        Ok(())
+    }
+
+    fn sweep(&mut self, shutdown: bool) -> Result<(), DaemonError> {
+        let now = monotonic_ns();
+        let mut due = Vec::new();
+        let mut tracked = 0u64;
+        for item in self.maps.flows.iter() {
+            let Ok((key, stats)) = item else { continue };
+            tracked += 1;
+            let end = if shutdown {
+                Some(FlowEnd::Shutdown)
+            } else {
+                flow_due(&self.cfg.flows, &stats, now)
+            };
+            if let Some(end) = end {
+                due.push((key, end));
+            }
+        }
+        self.flows_tracked = tracked.saturating_sub(due.len() as u64);
+        for (key, end) in due {
+            self.emit_flow(&key, end)?;
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> AgentStats {
+        let mut events = BTreeMap::new();
+        for kind in EventKind::ALL {
+            let name = match kind {
+                EventKind::Exec => "process_exec",
+                EventKind::Exit => "process_exit",
+                EventKind::Fork => "process_fork",
+                EventKind::Connect => "net_connect",
+                EventKind::Accept => "net_accept",
+                EventKind::Close => "net_close",
+                EventKind::ConnectFailed => "net_connect_failed",
+            };
+            events.insert(name, self.pipeline.stats.events[kind as usize]);
+        }
+        AgentStats {
+            events,
+            decode_errors: self.pipeline.stats.decode_errors,
+            kernel_reserve_failures: self.maps.kernel_drops(),
+            flows_emitted: self.pipeline.stats.flows,
+            flows_tracked: self.flows_tracked,
+            process_cache_entries: self.pipeline.procs.len(),
+            process_cache_evicted: self.pipeline.procs.evicted,
+        }
+    }
+
+    fn write_agent(&mut self, body: Body) -> Result<(), DaemonError> {
+        let r = Record {
+            body,
+            ts: now_rfc3339(),
+            host: self.pipeline.host(),
+        };
+        self.sink.write(&r)?;
+        self.sink.flush()?;
+        Ok(())
+    }
+}
+
+fn take<T>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<T, DaemonError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DaemonError::Map {
+        name,
+        reason: "missing from the object".to_string(),
+    })?;
+    T::try_from(map).map_err(|e| DaemonError::Map {
+        name,
+        reason: e.to_string(),
+    })
+}
+
+pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(DaemonError::NotRoot);
+    }
+    let mut loaded = loader::load(&cfg)?;
+    for p in &loaded.probes {
+        tracing::info!(
+            "probe {:<14} {:<45} tier {} {} {}",
+            p.name,
+            p.hook,
+            p.tier,
+            p.state,
+            p.detail
+        );
+    }
+    let ring: RingBuf<MapData> = take(&mut loaded.ebpf, maps::EVENTS)?;
+    let maps = Maps {
+        flows: take(&mut loaded.ebpf, maps::FLOWS)?,
+        drops: take(&mut loaded.ebpf, maps::EVENT_DROPS)?,
+    };
+    let sink = Sink::open(cfg.output_path().as_deref())?;
+    let host: Arc<str> = if cfg.host.is_empty() {
+        Arc::from(hostname())
+    } else {
+        Arc::from(cfg.host.as_str())
+    };
+    let mut procs = ProcessCache::new(cfg.process_cache.max_entries);
+    let seeded = procs.seed_from_proc();
+    let mut st = State {
+        pipeline: Pipeline::new(host, Clock::new(), procs),
+        sink,
+        maps,
+        pending_close: VecDeque::new(),
+        pending_set: HashSet::new(),
+        flows_tracked: 0,
+        cfg,
+    };
+    let probes = std::mem::take(&mut loaded.probes);
+    st.write_agent(Body::AgentStart(AgentStart {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION"),
+        probes,
+        processes_seeded: seeded,
+    }))?;
+    match st.cfg.output_path() {
+        Some(p) => tracing::info!("vigil running; writing JSON lines to {}", p.display()),
+        None => tracing::info!("vigil running; writing JSON lines to stdout"),
+    }
+
+    // SAFETY: the ring buffer owns its fd and outlives the registration
+    // (both live in `ring` until the end of this function).
+    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| DaemonError::Io(e.into()))?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sweep = tokio::time::interval(Duration::from_millis(st.cfg.flows.sweep_interval_ms));
+    let mut closes = tokio::time::interval(Duration::from_millis(50));
+    let stats_every = Duration::from_secs(st.cfg.stats_interval_s.max(1));
+    let mut stats =
+        tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
+    let stats_on = st.cfg.stats_interval_s > 0;
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    st.on_ring_record(&item)?;
+                }
+                guard.clear_ready();
+                st.sink.flush()?;
+            }
+            _ = closes.tick() => {
+                if !st.pending_close.is_empty() {
+                    st.flush_closed(false)?;
+                    st.sink.flush()?;
+                }
+            }
+            _ = sweep.tick() => {
+                st.sweep(false)?;
+                st.sink.flush()?;
+            }
+            _ = stats.tick(), if stats_on => {
+                let s = st.stats();
+                st.write_agent(Body::AgentStats(s))?;
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+
+    // Drain what the kernel already queued, then emit every live flow.
+    let rb = ring.get_mut();
+    while let Some(item) = rb.next() {
+        let data = item.to_vec();
+        drop(item);
+        st.on_ring_record(&data)?;
+    }
+    st.flush_closed(true)?;
+    st.sweep(true)?;
+    let s = st.stats();
+    st.write_agent(Body::AgentStop(s))?;
+    tracing::info!("vigil stopped; programs detached");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FlowConfig;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn udp_flow_is_due_after_idle_timeout() {
+        let cfg = FlowConfig::default();
+        let s = FlowStats {
+            t_first_ns: 100 * S,
+            t_last_ns: 100 * S,
+            n_out: 1,
+            ..FlowStats::default()
+        };
+        assert_eq!(flow_due(&cfg, &s, 129 * S), None);
+        assert_eq!(flow_due(&cfg, &s, 130 * S), Some(FlowEnd::Idle));
+    }
+
+    #[test]
+    fn long_flow_hits_active_timeout() {
+        let cfg = FlowConfig::default();
+        let s = FlowStats {
+            t_first_ns: 0,
+            t_last_ns: 119 * S,
+            syn: 1,
+            ..FlowStats::default()
+        };
+        assert_eq!(flow_due(&cfg, &s, 120 * S), Some(FlowEnd::ActiveTimeout));
+    }
+
+    #[test]
+    fn tcp_with_fins_both_ways_goes_soon() {
+        let cfg = FlowConfig::default();
+        let s = FlowStats {
+            t_first_ns: 10 * S,
+            t_last_ns: 10 * S,
+            syn: 2,
+            fin: 2,
+            ..FlowStats::default()
+        };
+        assert_eq!(flow_due(&cfg, &s, 11 * S), Some(FlowEnd::Idle));
+        let open = FlowStats { fin: 0, ..s };
+        assert_eq!(flow_due(&cfg, &open, 11 * S), None);
+    }
+
+    #[test]
+    fn close_key_matches_kernel_orientation() {
+        let k = flow_key(
+            6,
+            "10.0.0.1".parse().unwrap(),
+            5,
+            "10.0.0.2".parse().unwrap(),
+            80,
+        );
+        assert_eq!(k.ip_version, 4);
+        assert_eq!(&k.local_addr[..4], &[10, 0, 0, 1]);
+        assert_eq!(k.remote_port, 80);
+    }
+}

@@ -1,0 +1,418 @@
+//! Wire records to typed events. Every read is length-checked and done with
+//! `read_unaligned` (ring buffer records carry no alignment promise), and
+//! kinds go through `TryFrom`, so a short, unknown or garbled record is a
+//! clear error and never a panic.
+
+use std::mem::size_of;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use agent_common as wire;
+use agent_common::EventKind;
+
+use crate::event::{ConnEvent, ConnKind, Event, ExecEvent, ExitEvent, ForkEvent};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {got} bytes is shorter than the {need}-byte event header")]
+    ShortHeader { got: usize, need: usize },
+    #[error("unknown event kind {0}")]
+    UnknownKind(u16),
+    #[error("unsupported wire version {version} for {kind:?} (agent speaks {expected})")]
+    Version {
+        kind: EventKind,
+        version: u16,
+        expected: u16,
+    },
+    #[error("{kind:?} record truncated: {got} bytes, need {need}")]
+    Truncated {
+        kind: EventKind,
+        got: usize,
+        need: usize,
+    },
+    #[error("{kind:?} record declares size {declared}, expected {expected}")]
+    SizeMismatch {
+        kind: EventKind,
+        declared: u32,
+        expected: usize,
+    },
+    #[error("unknown address family {0}")]
+    Family(u16),
+}
+
+/// Reads a `T` from the start of `data` after checking the length.
+fn read<T: Copy>(data: &[u8]) -> Option<T> {
+    if data.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked above; T is a plain repr(C) wire type for which
+    // every bit pattern is valid; read_unaligned has no alignment demand.
+    Some(unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<T>()) })
+}
+
+pub fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn split_argv(bytes: &[u8]) -> Vec<String> {
+    let mut args: Vec<String> = bytes
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    // The buffer ends with the last argument's NUL.
+    if args.last().is_some_and(|a| a.is_empty()) {
+        args.pop();
+    }
+    args
+}
+
+fn addr(family: u16, raw: [u8; 16]) -> Result<IpAddr, DecodeError> {
+    match family {
+        wire::AF_INET => Ok(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+        wire::AF_INET6 => {
+            let v6 = Ipv6Addr::from(raw);
+            // Dual-stack sockets talking IPv4 show as ::ffff:a.b.c.d.
+            Ok(match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            })
+        }
+        other => Err(DecodeError::Family(other)),
+    }
+}
+
+/// The kind of a record, checked, without decoding the body.
+pub fn peek_kind(data: &[u8]) -> Result<EventKind, DecodeError> {
+    let header: wire::EventHeader = read(data).ok_or(DecodeError::ShortHeader {
+        got: data.len(),
+        need: size_of::<wire::EventHeader>(),
+    })?;
+    EventKind::try_from(header.kind).map_err(DecodeError::UnknownKind)
+}
+
+pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
+    let header: wire::EventHeader = read(data).ok_or(DecodeError::ShortHeader {
+        got: data.len(),
+        need: size_of::<wire::EventHeader>(),
+    })?;
+    let kind = EventKind::try_from(header.kind).map_err(DecodeError::UnknownKind)?;
+    if header.version != wire::WIRE_VERSION {
+        return Err(DecodeError::Version {
+            kind,
+            version: header.version,
+            expected: wire::WIRE_VERSION,
+        });
+    }
+    let need = kind.record_size();
+    if header.size as usize != need {
+        return Err(DecodeError::SizeMismatch {
+            kind,
+            declared: header.size,
+            expected: need,
+        });
+    }
+    if data.len() < need {
+        return Err(DecodeError::Truncated {
+            kind,
+            got: data.len(),
+            need,
+        });
+    }
+    let h = header;
+    Ok(match kind {
+        EventKind::Exec => {
+            let e: wire::ExecEvent = read(data).ok_or(DecodeError::Truncated {
+                kind,
+                got: data.len(),
+                need,
+            })?;
+            let flen = (e.filename_len as usize).min(wire::PATH_LEN);
+            let alen = (e.argv_len as usize).min(wire::ARGV_LEN);
+            Event::Exec(ExecEvent {
+                ktime_ns: h.ktime_ns,
+                pid: h.tgid,
+                tid: h.tid,
+                ppid: (e.flags & wire::EXEC_PPID_UNKNOWN == 0).then_some(e.ppid),
+                uid: e.uid,
+                gid: e.gid,
+                cgroup_id: e.cgroup_id,
+                comm: cstr(&e.comm),
+                filename: cstr(&e.filename[..flen]),
+                argv: split_argv(&e.argv[..alen]),
+                argv_truncated: e.flags & wire::EXEC_ARGV_TRUNCATED != 0,
+                argv_unavailable: e.flags & wire::EXEC_ARGV_UNAVAILABLE != 0,
+            })
+        }
+        EventKind::Exit => {
+            let e: wire::ExitEvent = read(data).ok_or(DecodeError::Truncated {
+                kind,
+                got: data.len(),
+                need,
+            })?;
+            Event::Exit(ExitEvent {
+                ktime_ns: h.ktime_ns,
+                pid: h.tgid,
+                tid: h.tid,
+                comm: cstr(&e.comm),
+                raw_code: (e.flags & wire::EXIT_CODE_KNOWN != 0).then_some(e.exit_code),
+            })
+        }
+        EventKind::Fork => {
+            let e: wire::ForkEvent = read(data).ok_or(DecodeError::Truncated {
+                kind,
+                got: data.len(),
+                need,
+            })?;
+            Event::Fork(ForkEvent {
+                ktime_ns: h.ktime_ns,
+                parent_pid: h.tgid,
+                child_pid: e.child_tgid,
+                maybe_thread: e.flags & wire::FORK_MAYBE_THREAD != 0,
+            })
+        }
+        EventKind::Connect | EventKind::Accept | EventKind::Close | EventKind::ConnectFailed => {
+            let e: wire::ConnEvent = read(data).ok_or(DecodeError::Truncated {
+                kind,
+                got: data.len(),
+                need,
+            })?;
+            let conn_kind = match kind {
+                EventKind::Connect => ConnKind::Connect,
+                EventKind::Accept => ConnKind::Accept,
+                EventKind::Close => ConnKind::Close,
+                _ => ConnKind::ConnectFailed,
+            };
+            let owner_known = e.flags & wire::CONN_OWNER_UNKNOWN == 0 && h.tgid != 0;
+            Event::Conn(ConnEvent {
+                kind: conn_kind,
+                ktime_ns: h.ktime_ns,
+                pid: owner_known.then_some(h.tgid),
+                uid: e.uid,
+                comm: if owner_known {
+                    cstr(&e.comm)
+                } else {
+                    String::new()
+                },
+                proto: e.protocol as u8,
+                src_ip: addr(e.family, e.saddr)?,
+                src_port: e.sport,
+                dst_ip: addr(e.family, e.daddr)?,
+                dst_port: e.dport,
+                old_state: e.old_state,
+            })
+        }
+    })
+}
+
+/// Byte images of wire records, for tests and the benchmark's recorded input.
+pub mod fixtures {
+    use super::*;
+
+    fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: T is a repr(C) wire type with explicit padding fields.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn header(kind: EventKind, ktime_ns: u64, tgid: u32) -> wire::EventHeader {
+        wire::EventHeader {
+            kind: kind as u16,
+            version: wire::WIRE_VERSION,
+            size: kind.record_size() as u32,
+            ktime_ns,
+            tgid,
+            tid: tgid,
+        }
+    }
+
+    fn fill<const N: usize>(s: &[u8]) -> [u8; N] {
+        let mut out = [0u8; N];
+        let n = s.len().min(N);
+        out[..n].copy_from_slice(&s[..n]);
+        out
+    }
+
+    pub fn exec(pid: u32, ppid: u32, path: &str, argv: &[&str]) -> Vec<u8> {
+        let mut args = Vec::new();
+        for a in argv {
+            args.extend_from_slice(a.as_bytes());
+            args.push(0);
+        }
+        let comm = path.rsplit('/').next().unwrap_or(path).as_bytes();
+        let e = wire::ExecEvent {
+            header: header(EventKind::Exec, 1_000, pid),
+            ppid,
+            uid: 1000,
+            gid: 1000,
+            flags: 0,
+            filename_len: path.len().min(wire::PATH_LEN) as u32,
+            argv_len: args.len().min(wire::ARGV_LEN) as u32,
+            cgroup_id: 1,
+            comm: fill(comm),
+            filename: fill(path.as_bytes()),
+            argv: fill(&args),
+        };
+        bytes_of(&e)
+    }
+
+    pub fn exit(pid: u32, raw_code: u32) -> Vec<u8> {
+        let e = wire::ExitEvent {
+            header: header(EventKind::Exit, 2_000, pid),
+            exit_code: raw_code,
+            flags: wire::EXIT_CODE_KNOWN,
+            comm: fill(b"proc"),
+        };
+        bytes_of(&e)
+    }
+
+    pub fn fork(parent: u32, child: u32) -> Vec<u8> {
+        let e = wire::ForkEvent {
+            header: header(EventKind::Fork, 1_500, parent),
+            child_tgid: child,
+            child_tid: child,
+            flags: 0,
+            _pad: 0,
+        };
+        bytes_of(&e)
+    }
+
+    pub fn conn(
+        kind: EventKind,
+        pid: u32,
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+    ) -> Vec<u8> {
+        let e = wire::ConnEvent {
+            header: header(kind, 3_000, pid),
+            family: wire::AF_INET,
+            protocol: wire::IPPROTO_TCP as u16,
+            sport,
+            dport,
+            uid: 0,
+            flags: if pid == 0 {
+                wire::CONN_OWNER_UNKNOWN
+            } else {
+                0
+            },
+            saddr: fill(&src),
+            daddr: fill(&dst),
+            comm: fill(b"curl"),
+            old_state: 1,
+            _pad: 0,
+        };
+        bytes_of(&e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn decodes_exec_with_argv() {
+        let ev = decode(&exec(42, 7, "/usr/bin/ls", &["ls", "-l", "/tmp"])).expect("decode");
+        let Event::Exec(e) = ev else {
+            panic!("not exec")
+        };
+        assert_eq!(e.pid, 42);
+        assert_eq!(e.ppid, Some(7));
+        assert_eq!(e.filename, "/usr/bin/ls");
+        assert_eq!(e.comm, "ls");
+        assert_eq!(e.argv, vec!["ls", "-l", "/tmp"]);
+        assert!(!e.argv_truncated);
+    }
+
+    #[test]
+    fn decodes_exit_status_and_signal() {
+        let Event::Exit(e) = decode(&exit(9, 3 << 8)).expect("decode") else {
+            panic!()
+        };
+        assert_eq!((e.exit_status(), e.signal()), (Some(3), None));
+        let Event::Exit(e) = decode(&exit(9, 9)).expect("decode") else {
+            panic!()
+        };
+        assert_eq!(e.signal(), Some(9));
+    }
+
+    #[test]
+    fn decodes_connect_tuple() {
+        let bytes = conn(
+            EventKind::Connect,
+            5,
+            [10, 0, 0, 1],
+            40000,
+            [10, 0, 0, 2],
+            80,
+        );
+        let Event::Conn(c) = decode(&bytes).expect("decode") else {
+            panic!()
+        };
+        assert_eq!(c.kind, ConnKind::Connect);
+        assert_eq!(c.pid, Some(5));
+        assert_eq!(c.src_ip.to_string(), "10.0.0.1");
+        assert_eq!((c.src_port, c.dst_port), (40000, 80));
+        let unknown = conn(EventKind::Accept, 0, [1, 1, 1, 1], 1, [2, 2, 2, 2], 2);
+        let Event::Conn(c) = decode(&unknown).expect("decode") else {
+            panic!()
+        };
+        assert_eq!(c.pid, None);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        for bytes in [
+            exec(1, 1, "/bin/x", &["x"]),
+            exit(1, 0),
+            fork(1, 2),
+            conn(EventKind::Close, 1, [1; 4], 1, [2; 4], 2),
+        ] {
+            for cut in 0..bytes.len() {
+                assert!(decode(&bytes[..cut]).is_err(), "cut at {cut} decoded");
+            }
+            assert!(decode(&bytes).is_ok());
+        }
+        assert_eq!(
+            decode(&[1, 2, 3]),
+            Err(DecodeError::ShortHeader { got: 3, need: 24 })
+        );
+    }
+
+    #[test]
+    fn unknown_kind_and_bad_size_are_errors() {
+        let mut bytes = fork(1, 2);
+        bytes[0] = 99;
+        bytes[1] = 0;
+        assert_eq!(decode(&bytes), Err(DecodeError::UnknownKind(99)));
+        let mut bytes = fork(1, 2);
+        bytes[4] = 200; // declared size
+        assert!(matches!(
+            decode(&bytes),
+            Err(DecodeError::SizeMismatch { .. })
+        ));
+        let mut bytes = conn(EventKind::Close, 1, [1; 4], 1, [2; 4], 2);
+        bytes[24] = 77; // family
+        assert_eq!(decode(&bytes), Err(DecodeError::Family(77)));
+    }
+
+    #[test]
+    fn unaligned_input_decodes() {
+        let bytes = exec(3, 1, "/bin/sh", &["sh"]);
+        let mut shifted = vec![0u8; 1];
+        shifted.extend_from_slice(&bytes);
+        assert!(decode(&shifted[1..]).is_ok());
+    }
+
+    #[test]
+    fn layout_sizes_match_the_kernel_side() {
+        assert_eq!(EventKind::Exec.record_size(), 584);
+        assert_eq!(EventKind::Exit.record_size(), 48);
+        assert_eq!(EventKind::Fork.record_size(), 40);
+        assert_eq!(EventKind::Connect.record_size(), 96);
+        assert_eq!(size_of::<wire::FlowKey>(), 40);
+        assert_eq!(size_of::<wire::FlowStats>(), 128);
+        assert_eq!(std::mem::offset_of!(wire::ExecEvent, filename), 72);
+        assert_eq!(std::mem::offset_of!(wire::ConnEvent, saddr), 40);
+    }
+}

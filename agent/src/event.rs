@@ -1,0 +1,128 @@
+//! Typed events owned by userspace, decoded from the kernel wire records.
+
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Exec(ExecEvent),
+    Exit(ExitEvent),
+    Fork(ForkEvent),
+    Conn(ConnEvent),
+}
+
+impl Event {
+    pub fn ktime_ns(&self) -> u64 {
+        match self {
+            Event::Exec(e) => e.ktime_ns,
+            Event::Exit(e) => e.ktime_ns,
+            Event::Fork(e) => e.ktime_ns,
+            Event::Conn(e) => e.ktime_ns,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecEvent {
+    pub ktime_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    /// None when the kernel could not read the parent (no BTF offsets).
+    pub ppid: Option<u32>,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub comm: String,
+    /// Path as passed to execve (may be relative).
+    pub filename: String,
+    pub argv: Vec<String>,
+    pub argv_truncated: bool,
+    /// argv could not be read in the kernel; empty is not the truth.
+    pub argv_unavailable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExitEvent {
+    pub ktime_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// Raw `task_struct.exit_code` (status << 8 | signal), when known.
+    pub raw_code: Option<u32>,
+}
+
+impl ExitEvent {
+    /// Exit status passed to exit(2), when the process was not killed.
+    pub fn exit_status(&self) -> Option<u32> {
+        self.raw_code.map(|c| (c >> 8) & 0xff)
+    }
+
+    /// Signal that killed the process, if any.
+    pub fn signal(&self) -> Option<u32> {
+        self.raw_code.map(|c| c & 0x7f).filter(|&s| s != 0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForkEvent {
+    pub ktime_ns: u64,
+    pub parent_pid: u32,
+    pub child_pid: u32,
+    /// Tracepoint tier: the child may be a thread rather than a process.
+    pub maybe_thread: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnKind {
+    Connect,
+    Accept,
+    Close,
+    ConnectFailed,
+}
+
+impl ConnKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnKind::Connect => "net_connect",
+            ConnKind::Accept => "net_accept",
+            ConnKind::Close => "net_close",
+            ConnKind::ConnectFailed => "net_connect_failed",
+        }
+    }
+}
+
+/// A TCP lifecycle event. `src` is this host's end of the socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnEvent {
+    pub kind: ConnKind,
+    pub ktime_ns: u64,
+    /// Owning process; None when the kernel could not tell.
+    pub pid: Option<u32>,
+    pub uid: u32,
+    pub comm: String,
+    pub proto: u8,
+    pub src_ip: IpAddr,
+    pub src_port: u16,
+    pub dst_ip: IpAddr,
+    pub dst_port: u16,
+    /// TCP state the socket left (close and failed connect).
+    pub old_state: u32,
+}
+
+/// Name of a TCP state as the kernel numbers them.
+pub fn tcp_state_name(state: u32) -> &'static str {
+    match state {
+        1 => "established",
+        2 => "syn_sent",
+        3 => "syn_recv",
+        4 => "fin_wait1",
+        5 => "fin_wait2",
+        6 => "time_wait",
+        7 => "close",
+        8 => "close_wait",
+        9 => "last_ack",
+        10 => "listen",
+        11 => "closing",
+        12 => "new_syn_recv",
+        _ => "unknown",
+    }
+}

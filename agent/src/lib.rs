@@ -1,0 +1,16 @@
+//! Vigil userspace agent: loads the kernel programs, turns their events and
+//! flow sums into typed records, and writes them out.
+
+pub mod btf;
+pub mod clock;
+pub mod community_id;
+pub mod config;
+pub mod daemon;
+pub mod decode;
+pub mod event;
+pub mod flow;
+pub mod loader;
+pub mod output;
+pub mod pipeline;
+pub mod proc_cache;
+pub mod tracefs;

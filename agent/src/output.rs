@@ -1,0 +1,201 @@
+//! The JSON lines output contract (docs/events.md): one object per line,
+//! each with `kind`, `ts` (RFC 3339) and `host`.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("cannot open output {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("writing output: {0}")]
+    Write(#[from] std::io::Error),
+    #[error("serializing a record: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+#[derive(Debug, Serialize)]
+pub struct Record {
+    #[serde(flatten)]
+    pub body: Body,
+    pub ts: String,
+    pub host: Arc<str>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    ProcessExec(ProcessExec),
+    ProcessExit(ProcessExit),
+    ProcessFork(ProcessFork),
+    NetConnect(Conn),
+    NetAccept(Conn),
+    NetClose(Conn),
+    NetConnectFailed(Conn),
+    Flow(Box<Flow>),
+    AgentStart(AgentStart),
+    AgentStats(AgentStats),
+    AgentStop(AgentStats),
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessExec {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    pub exe: String,
+    pub argv: Vec<String>,
+    pub argv_truncated: bool,
+    pub cgroup_id: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessExit {
+    pub pid: u32,
+    /// Status given to exit(2); null when killed by a signal or unknown.
+    pub exit_code: Option<u32>,
+    pub signal: Option<u32>,
+    pub comm: String,
+    pub exe: Option<Arc<str>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessFork {
+    pub pid: u32,
+    pub ppid: u32,
+    pub maybe_thread: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Conn {
+    pub pid: Option<u32>,
+    pub comm: String,
+    pub exe: Option<Arc<str>>,
+    pub uid: Option<u32>,
+    pub proto: &'static str,
+    pub src_ip: IpAddr,
+    pub src_port: u16,
+    pub dst_ip: IpAddr,
+    pub dst_port: u16,
+    pub community_id: String,
+    /// State left, for close and failed connects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_state: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Flow {
+    pub community_id: String,
+    pub proto: &'static str,
+    /// `outbound` when the first packet seen left the host, else `inbound`.
+    pub direction: &'static str,
+    pub src_ip: IpAddr,
+    pub src_port: u16,
+    pub dst_ip: IpAddr,
+    pub dst_port: u16,
+    pub pid: Option<u32>,
+    pub comm: Option<Arc<str>>,
+    pub exe: Option<Arc<str>>,
+    pub packets_out: u64,
+    pub packets_in: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub duration_ms: f64,
+    pub syn: u64,
+    pub rst: u64,
+    pub fin: u64,
+    /// Why the flow was emitted: close, idle, active_timeout or shutdown.
+    pub end_reason: &'static str,
+    pub features: [f64; 16],
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbeRow {
+    pub name: String,
+    pub hook: String,
+    pub tier: u8,
+    pub state: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AgentStart {
+    pub pid: u32,
+    pub version: &'static str,
+    pub probes: Vec<ProbeRow>,
+    pub processes_seeded: usize,
+}
+
+#[derive(Debug, Serialize, Default, Clone)]
+pub struct AgentStats {
+    pub events: std::collections::BTreeMap<&'static str, u64>,
+    pub decode_errors: u64,
+    /// Events the kernel could not reserve ring buffer space for.
+    pub kernel_reserve_failures: u64,
+    pub flows_emitted: u64,
+    pub flows_tracked: u64,
+    pub process_cache_entries: usize,
+    pub process_cache_evicted: u64,
+}
+
+/// Buffered JSON lines writer to a file (appending) or stdout.
+pub struct Sink {
+    out: std::io::BufWriter<Box<dyn Write + Send>>,
+}
+
+impl Sink {
+    pub fn open(path: Option<&Path>) -> Result<Sink, OutputError> {
+        let out: Box<dyn Write + Send> = match path {
+            None => Box::new(std::io::stdout()),
+            Some(p) => {
+                if let Some(dir) = p.parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir).map_err(|source| OutputError::Open {
+                            path: p.display().to_string(),
+                            source,
+                        })?;
+                    }
+                }
+                Box::new(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(p)
+                        .map_err(|source| OutputError::Open {
+                            path: p.display().to_string(),
+                            source,
+                        })?,
+                )
+            }
+        };
+        Ok(Sink {
+            out: std::io::BufWriter::with_capacity(256 * 1024, out),
+        })
+    }
+
+    pub fn from_writer(w: Box<dyn Write + Send>) -> Sink {
+        Sink {
+            out: std::io::BufWriter::new(w),
+        }
+    }
+
+    pub fn write(&mut self, r: &Record) -> Result<(), OutputError> {
+        serde_json::to_writer(&mut self.out, r)?;
+        self.out.write_all(b"\n")?;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), OutputError> {
+        self.out.flush()?;
+        Ok(())
+    }
+}

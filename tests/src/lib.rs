@@ -1,0 +1,303 @@
+//! Harness for the root-only integration tests: start the real agent, read
+//! its JSON lines, and build throw-away network namespaces joined by veth.
+//! Everything created here is removed on drop, on failure too.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Upper bound on waiting for something the kernel should report. It bounds
+/// a hang, it does not judge speed.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("integration tests must run as root (they load eBPF programs): use sudo");
+    }
+}
+
+pub fn vigil_bin() -> PathBuf {
+    match std::env::var_os("VIGIL_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            root.join("target/release/vigil")
+        }
+    }
+}
+
+/// The `netpeer` helper, which cargo builds next to the test binaries
+/// (`target/<profile>/netpeer`, tests run from `target/<profile>/deps`).
+pub fn netpeer() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let p = profile_dir.join("netpeer");
+    assert!(p.exists(), "netpeer helper not built at {}", p.display());
+    p
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!("vigil-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The agent running as a child process, writing JSON lines to a file.
+pub struct Agent {
+    child: Option<Child>,
+    pub output: PathBuf,
+    pub dir: TempDir,
+}
+
+pub const TEST_CONFIG: &str = "\
+stats_interval_s: 1
+flows:
+  sweep_interval_ms: 200
+  udp_idle_timeout_s: 1
+  close_linger_ms: 100
+";
+
+impl Agent {
+    pub fn start() -> Agent {
+        Agent::start_with(TEST_CONFIG)
+    }
+
+    pub fn start_with(config: &str) -> Agent {
+        require_root();
+        let dir = TempDir::new("agent");
+        let cfg = dir.0.join("vigil.yaml");
+        std::fs::write(&cfg, format!("state_dir: {}\n{config}", dir.0.display()))
+            .expect("write config");
+        let output = dir.0.join("events.jsonl");
+        let child = Command::new(vigil_bin())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .arg("--output")
+            .arg(&output)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(dir.0.join("stderr.log")).expect("stderr log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", vigil_bin().display()));
+        let mut agent = Agent {
+            child: Some(child),
+            output,
+            dir,
+        };
+        agent.wait_for("agent_start", |_| true);
+        agent
+    }
+
+    pub fn records(&self) -> Vec<Value> {
+        let Ok(f) = std::fs::File::open(&self.output) else {
+            return Vec::new();
+        };
+        BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Waits for a record of `kind` matching `pred`, panicking with context
+    /// if it does not appear.
+    pub fn wait_for(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            if let Some(r) = self
+                .records()
+                .into_iter()
+                .find(|r| r["kind"] == kind && pred(r))
+            {
+                return r;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "agent exited ({status}) before {kind} appeared:\n{}",
+                        self.stderr()
+                    );
+                }
+            }
+            if start.elapsed() > PATIENCE {
+                let kinds: Vec<String> = self
+                    .records()
+                    .iter()
+                    .map(|r| r["kind"].to_string())
+                    .collect();
+                panic!(
+                    "no matching {kind} record within {PATIENCE:?}; saw {} records ({:?}…)\nstderr:\n{}",
+                    kinds.len(),
+                    &kinds[..kinds.len().min(20)],
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status success.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if start.elapsed() > PATIENCE {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// Two network namespaces joined by a veth pair: `a` at `10.X.0.1` and
+/// `fd00:X::1`, `b` at `10.X.0.2` and `fd00:X::2`.
+pub struct NetPair {
+    pub a: String,
+    pub b: String,
+    pub subnet: u8,
+}
+
+impl NetPair {
+    pub fn new(tag: &str, subnet: u8) -> NetPair {
+        let pair = NetPair {
+            a: format!("vg-{tag}-a"),
+            b: format!("vg-{tag}-b"),
+            subnet,
+        };
+        pair.cleanup();
+        let (a, b) = (pair.a.as_str(), pair.b.as_str());
+        run("ip", &["netns", "add", a]);
+        run("ip", &["netns", "add", b]);
+        let va = format!("vg{subnet}a");
+        let vb = format!("vg{subnet}b");
+        run(
+            "ip",
+            &["link", "add", &va, "type", "veth", "peer", "name", &vb],
+        );
+        run("ip", &["link", "set", &va, "netns", a]);
+        run("ip", &["link", "set", &vb, "netns", b]);
+        for (ns, dev, host) in [(a, &va, 1), (b, &vb, 2)] {
+            let v4 = format!("10.{subnet}.0.{host}/24");
+            let v6 = format!("fd00:{subnet}::{host}/64");
+            run("ip", &["-n", ns, "addr", "add", &v4, "dev", dev]);
+            run("ip", &["-n", ns, "addr", "add", &v6, "dev", dev, "nodad"]);
+            run("ip", &["-n", ns, "link", "set", dev, "up"]);
+            run("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+
+    pub fn ip_a(&self) -> String {
+        format!("10.{}.0.1", self.subnet)
+    }
+
+    pub fn ip_b(&self) -> String {
+        format!("10.{}.0.2", self.subnet)
+    }
+
+    pub fn ip6_b(&self) -> String {
+        format!("fd00:{}::2", self.subnet)
+    }
+
+    /// Starts `netpeer` in namespace `ns` and returns it with stdout piped.
+    pub fn spawn(&self, ns: &str, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(netpeer())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn netpeer")
+    }
+
+    fn cleanup(&self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for NetPair {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// Reads the next JSON line a child prints.
+pub fn read_json_line(child: &mut Child) -> Value {
+    let stdout = child.stdout.as_mut().expect("piped stdout");
+    let mut line = String::new();
+    let mut byte = [0u8; 1];
+    while std::io::Read::read(stdout, &mut byte)
+        .map(|n| n == 1)
+        .unwrap_or(false)
+    {
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0] as char);
+    }
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad peer output {line:?}: {e}"))
+}

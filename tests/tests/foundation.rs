@@ -1,0 +1,312 @@
+//! Foundation: real programs in the real kernel see real execs, TCP
+//! connections and flows. Run as root with `--test-threads=1`.
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use vigil_integration::*;
+
+fn u64_of(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("field {k} missing or not a number in {v}"))
+}
+
+#[test]
+fn exec_of_a_unique_binary_is_reported_with_pid_ppid_exe_and_argv() {
+    let mut agent = Agent::start();
+    let dir = TempDir::new("exec");
+    let unique = dir.0.join(format!("vigil-probe-{}", std::process::id()));
+    std::fs::copy("/bin/sleep", &unique).expect("copy sleep");
+    let path = unique.to_string_lossy().into_owned();
+    let mut child = Command::new(&unique)
+        .args(["0.05", "0.05"])
+        .spawn()
+        .expect("spawn unique binary");
+    let pid = child.id();
+    assert!(child.wait().expect("wait").success());
+
+    let exec = agent.wait_for("process_exec", |r| r["exe"] == path.as_str());
+    assert_eq!(u64_of(&exec, "pid"), pid as u64, "{exec}");
+    assert_eq!(u64_of(&exec, "ppid"), std::process::id() as u64, "{exec}");
+    assert_eq!(
+        exec["argv"],
+        serde_json::json!([path, "0.05", "0.05"]),
+        "{exec}"
+    );
+    assert_eq!(u64_of(&exec, "uid"), 0);
+    assert!(exec["ts"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(exec["host"].as_str().is_some_and(|h| !h.is_empty()));
+
+    let exit = agent.wait_for("process_exit", |r| r["pid"] == pid);
+    assert_eq!(exit["exit_code"], 0, "{exit}");
+    assert_eq!(exit["exe"], path.as_str(), "{exit}");
+
+    // A failing exit code is reported as such.
+    let status = Command::new("/bin/sh")
+        .args(["-c", "exit 3"])
+        .status()
+        .expect("sh");
+    assert_eq!(status.code(), Some(3));
+    agent.wait_for("process_exit", |r| r["exit_code"] == 3 && r["comm"] == "sh");
+    assert!(
+        agent.stop(),
+        "agent did not stop cleanly:\n{}",
+        agent.stderr()
+    );
+    let last = agent.records().pop().expect("records");
+    assert_eq!(last["kind"], "agent_stop");
+}
+
+#[test]
+fn tcp_between_namespaces_yields_connect_accept_and_an_exact_flow() {
+    let mut agent = Agent::start();
+    let net = NetPair::new("tcp", 211);
+    let server_addr = format!("{}:7000", net.ip_b());
+    let (send, reply) = (300_000u64, 12_345u64);
+
+    let mut server = net.spawn(&net.b, &["tcp-server", &server_addr, &reply.to_string()]);
+    let ready = read_json_line(&mut server);
+    let server_pid = u64_of(&ready, "pid");
+    let mut client = net.spawn(&net.a, &["tcp-client", &server_addr, &send.to_string()]);
+    let client_out = read_json_line(&mut client);
+    let server_out = read_json_line(&mut server);
+    assert!(client.wait().expect("client").success());
+    assert!(server.wait().expect("server").success());
+    assert_eq!(u64_of(&client_out, "received"), reply);
+    assert_eq!(u64_of(&server_out, "received"), send);
+    let client_pid = u64_of(&client_out, "pid");
+    let local = client_out["local"].as_str().expect("local").to_string();
+    let client_port: u64 = local
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+
+    let ip_a = net.ip_a();
+    let ip_b = net.ip_b();
+    let connect = agent.wait_for("net_connect", |r| {
+        r["src_port"] == client_port && r["dst_ip"] == ip_b.as_str()
+    });
+    assert_eq!(u64_of(&connect, "pid"), client_pid, "{connect}");
+    assert_eq!(connect["src_ip"], ip_a.as_str());
+    assert_eq!(connect["dst_port"], 7000);
+    assert_eq!(connect["proto"], "tcp");
+    assert!(
+        connect["exe"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("netpeer")),
+        "{connect}"
+    );
+
+    let accept = agent.wait_for("net_accept", |r| {
+        r["dst_port"] == client_port && r["src_port"] == 7000
+    });
+    assert_eq!(u64_of(&accept, "pid"), server_pid, "{accept}");
+    assert_eq!(accept["src_ip"], ip_b.as_str());
+    assert_eq!(accept["dst_ip"], ip_a.as_str());
+    assert_eq!(accept["community_id"], connect["community_id"]);
+
+    agent.wait_for("net_close", |r| r["src_port"] == client_port);
+
+    // The client's side of the flow: exact payload bytes, and the packets the
+    // socket itself counted (TCP_INFO segs_out / segs_in).
+    let flow = agent.wait_for("flow", |r| {
+        r["src_port"] == client_port && r["src_ip"] == ip_a.as_str() && r["proto"] == "tcp"
+    });
+    assert_eq!(u64_of(&flow, "bytes_out"), send, "{flow}");
+    assert_eq!(u64_of(&flow, "bytes_in"), reply, "{flow}");
+    assert_eq!(
+        u64_of(&flow, "packets_out"),
+        u64_of(&client_out, "segs_out"),
+        "{flow}"
+    );
+    assert_eq!(
+        u64_of(&flow, "packets_in"),
+        u64_of(&client_out, "segs_in"),
+        "{flow}"
+    );
+    assert_eq!(u64_of(&flow, "pid"), client_pid, "{flow}");
+    assert_eq!(flow["direction"], "outbound");
+    assert_eq!(flow["end_reason"], "close");
+    assert_eq!(flow["community_id"], connect["community_id"]);
+    let features = flow["features"].as_array().expect("features");
+    assert_eq!(features.len(), 16);
+    // Feature 4 is ln(1 + bytes_out).
+    let f4 = features[3].as_f64().expect("number");
+    assert!((f4 - (1.0 + send as f64).ln()).abs() < 1e-9, "{f4}");
+
+    // Exactly one flow for the client's socket.
+    let n = agent
+        .records()
+        .iter()
+        .filter(|r| {
+            r["kind"] == "flow" && r["src_port"] == client_port && r["src_ip"] == ip_a.as_str()
+        })
+        .count();
+    assert_eq!(n, 1);
+
+    // And the server's side mirrors it.
+    let sflow = agent.wait_for("flow", |r| {
+        r["dst_port"] == client_port && r["src_port"] == 7000
+    });
+    assert_eq!(u64_of(&sflow, "bytes_in"), send, "{sflow}");
+    assert_eq!(u64_of(&sflow, "bytes_out"), reply, "{sflow}");
+    assert_eq!(sflow["direction"], "inbound");
+    assert_eq!(u64_of(&sflow, "pid"), server_pid, "{sflow}");
+    assert!(agent.stop());
+}
+
+#[test]
+fn tcp_over_ipv6_is_reported() {
+    let mut agent = Agent::start();
+    let net = NetPair::new("tcp6", 212);
+    let server_addr = format!("[{}]:7001", net.ip6_b());
+    let mut server = net.spawn(&net.b, &["tcp-server", &server_addr, "10"]);
+    read_json_line(&mut server);
+    let mut client = net.spawn(&net.a, &["tcp-client", &server_addr, "1000"]);
+    let out = read_json_line(&mut client);
+    assert!(client.wait().expect("client").success());
+    let _ = server.wait();
+    let local = out["local"].as_str().expect("local").to_string();
+    let port: u64 = local
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let ip6 = net.ip6_b();
+    let c = agent.wait_for("net_connect", |r| r["src_port"] == port);
+    assert_eq!(c["dst_ip"], ip6.as_str(), "{c}");
+    let f = agent.wait_for("flow", |r| r["src_port"] == port && r["proto"] == "tcp");
+    assert_eq!(u64_of(&f, "bytes_out"), 1000, "{f}");
+    assert_eq!(u64_of(&f, "bytes_in"), 10, "{f}");
+    assert!(agent.stop());
+}
+
+#[test]
+fn udp_exchange_yields_a_flow_with_exact_counts() {
+    let mut agent = Agent::start();
+    let net = NetPair::new("udp", 213);
+    let addr = format!("{}:5353", net.ip_b());
+    let (count, size) = (20u64, 512u64);
+    let mut echo = net.spawn(&net.b, &["udp-echo", &addr, &count.to_string()]);
+    read_json_line(&mut echo);
+    let mut client = net.spawn(
+        &net.a,
+        &["udp-client", &addr, &count.to_string(), &size.to_string()],
+    );
+    let out = read_json_line(&mut client);
+    assert!(client.wait().expect("client").success());
+    assert!(echo.wait().expect("echo").success());
+    assert_eq!(u64_of(&out, "echoed"), count * size);
+    let local = out["local"].as_str().expect("local").to_string();
+    let port: u64 = local
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+
+    // UDP has no close: the flow is emitted after the (test: 1 s) idle timeout.
+    let f = agent.wait_for("flow", |r| r["src_port"] == port && r["proto"] == "udp");
+    assert_eq!(u64_of(&f, "packets_out"), count, "{f}");
+    assert_eq!(u64_of(&f, "packets_in"), count, "{f}");
+    assert_eq!(u64_of(&f, "bytes_out"), count * size, "{f}");
+    assert_eq!(u64_of(&f, "bytes_in"), count * size, "{f}");
+    assert_eq!(f["end_reason"], "idle");
+    assert_eq!(u64_of(&f, "pid"), u64_of(&out, "pid"));
+    // Mean payload size out (feature 7) is exactly the datagram size.
+    assert_eq!(f["features"][6].as_f64(), Some(size as f64));
+    assert!(agent.stop());
+}
+
+#[test]
+fn reserve_failure_counter_is_readable_from_userspace_and_the_kernel_map() {
+    let mut agent = Agent::start();
+    let stats = agent.wait_for("agent_stats", |_| true);
+    assert!(stats["kernel_reserve_failures"].is_u64(), "{stats}");
+    assert!(stats["events"]["process_exec"].is_u64(), "{stats}");
+    // The same per-CPU array, read straight from the kernel with bpftool.
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "name", "EVENT_DROPS"])
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump: Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+    let entries = dump.as_array().expect("array");
+    assert_eq!(entries.len(), 8, "one slot per event kind: {dump}");
+    assert!(agent.stop());
+}
+
+#[test]
+fn the_agent_does_not_report_itself() {
+    let mut agent = Agent::start();
+    // Give it work: an exec we trigger, then look for anything owned by the agent.
+    Command::new("/bin/true").status().expect("true");
+    agent.wait_for("process_exec", |r| r["exe"] == "/bin/true");
+    let start = agent.records().into_iter().next().expect("agent_start");
+    let me = u64_of(&start, "pid");
+    assert!(agent.stop());
+    let own = agent
+        .records()
+        .into_iter()
+        .filter(|r| {
+            r["kind"] != "agent_start" && r["kind"] != "agent_stats" && r["kind"] != "agent_stop"
+        })
+        .filter(|r| r["pid"].as_u64() == Some(me))
+        .count();
+    assert_eq!(own, 0, "the agent's own activity leaked into its output");
+}
+
+#[test]
+fn bad_config_unknown_key_fails_with_one_clear_line() {
+    let dir = TempDir::new("badcfg");
+    let cfg = dir.0.join("bad.yaml");
+    std::fs::write(&cfg, "flows:\n  sweep_intervall_ms: 5\n").expect("write");
+    let out = Command::new(vigil_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run vigil");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sweep_intervall_ms"), "{err}");
+    assert!(err.contains("bad.yaml"), "{err}");
+
+    let out = Command::new(vigil_bin())
+        .args(["run", "--config", "/nonexistent/vigil.yaml"])
+        .output()
+        .expect("run vigil");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/vigil.yaml"), "{err}");
+}
+
+#[test]
+fn without_root_or_capabilities_the_agent_says_what_is_missing() {
+    // Not root: refused up front.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(vigil_bin())
+        .args(["run", "--output", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("root"), "{err}");
+
+    // Root without capabilities: the load fails and names them.
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-all", "--inh-caps=-all"])
+        .arg(vigil_bin())
+        .args(["run", "--output", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CAP_BPF"), "{err}");
+}

@@ -1,0 +1,273 @@
+//! Developer tasks: `setup` (toolchain), `run`, `test`, `bench`.
+//!
+//! `setup` is idempotent and quick when everything is present; `run`,
+//! `test` and `bench` call it first so a fresh machine needs no other step.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+/// bpf-linker release verified against Debian's LLVM 22 on our machines.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// Debian packages the kernel-side build needs.
+const BUILD_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+/// Debian packages the root integration tests use.
+const TEST_PACKAGES: &[&str] = &["iproute2", "bpftool", "util-linux", "procps"];
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build needs (nightly + rust-src, LLVM 22, bpf-linker).
+    Setup {
+        /// Also install the tools the integration tests drive.
+        #[arg(long)]
+        test_tools: bool,
+    },
+    /// Build and run the agent as root with the default config.
+    Run {
+        /// Arguments passed to `vigil run`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit tests, then the root-only kernel integration tests.
+    Test,
+    /// Run the benchmarks and print their figures.
+    Bench,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Setup { test_tools } => setup(test_tools),
+        Cmd::Run { args } => {
+            setup(false)?;
+            require_root("cargo xtask run")?;
+            cargo(&["build", "--release", "-p", "vigil"])?;
+            let bin = workspace_root().join("target/release/vigil");
+            let mut cmd = Command::new(&bin);
+            cmd.arg("run").args(&args);
+            step(&format!("running {}", bin.display()));
+            let status = cmd.status().context("starting vigil")?;
+            if !status.success() {
+                bail!("vigil exited with {status}");
+            }
+            Ok(())
+        }
+        Cmd::Test => test(),
+        Cmd::Bench => {
+            setup(false)?;
+            cargo(&["bench", "-p", "vigil", "--bench", "pipeline"])
+        }
+    }
+}
+
+fn step(msg: &str) {
+    eprintln!("==> {msg}");
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn require_root(what: &str) -> Result<()> {
+    if !is_root() {
+        bail!("{what} must run as root (it loads eBPF programs and installs packages): use sudo");
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    step(&format!("cargo {}", args.join(" ")));
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .context("starting cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn ok(cmd: &mut Command) -> bool {
+    cmd.output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn output(cmd: &mut Command) -> String {
+    cmd.output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn missing_debs(pkgs: &[&str]) -> Vec<String> {
+    pkgs.iter()
+        .filter(|p| {
+            let status = output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]));
+            !status.contains("install ok installed")
+        })
+        .map(|p| p.to_string())
+        .collect()
+}
+
+fn apt_install(pkgs: &[&str]) -> Result<()> {
+    let missing = missing_debs(pkgs);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    require_root("installing Debian packages")?;
+    step(&format!("apt-get install {}", missing.join(" ")));
+    let update = Command::new("apt-get")
+        .args(["update", "-qq"])
+        .status()
+        .context("running apt-get update")?;
+    if !update.success() {
+        bail!("apt-get update failed: the Debian mirror must be reachable");
+    }
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get install")?;
+    if !status.success() {
+        bail!("apt-get install {} failed", missing.join(" "));
+    }
+    Ok(())
+}
+
+fn setup(test_tools: bool) -> Result<()> {
+    apt_install(BUILD_PACKAGES)?;
+    if test_tools {
+        apt_install(TEST_PACKAGES)?;
+    }
+
+    if !ok(Command::new("rustup").arg("--version")) {
+        bail!("rustup is missing: the kernel programs need a nightly toolchain managed by rustup");
+    }
+    let installed = output(Command::new("rustup").args(["toolchain", "list"]));
+    if !installed.lines().any(|l| l.starts_with("nightly")) {
+        step("rustup toolchain install nightly --component rust-src");
+        let s = Command::new("rustup")
+            .args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ])
+            .status()?;
+        if !s.success() {
+            bail!("installing the nightly toolchain failed");
+        }
+    }
+    let comps = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]));
+    if !comps.lines().any(|l| l.starts_with("rust-src")) {
+        step("rustup component add rust-src --toolchain nightly");
+        let s = Command::new("rustup")
+            .args(["component", "add", "rust-src", "--toolchain", "nightly"])
+            .status()?;
+        if !s.success() {
+            bail!("adding rust-src to the nightly toolchain failed");
+        }
+    }
+
+    let linker = output(Command::new("bpf-linker").arg("--version"));
+    if !linker.contains(BPF_LINKER_VERSION) {
+        step(&format!(
+            "cargo install bpf-linker {BPF_LINKER_VERSION} against {LLVM_PREFIX} (about a minute)"
+        ));
+        let s = Command::new(env!("CARGO"))
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            // 0.13 reads LLVM_PREFIX; llvm-sys reads LLVM_SYS_221_PREFIX.
+            .env("LLVM_PREFIX", LLVM_PREFIX)
+            .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX)
+            .status()
+            .context("running cargo install bpf-linker")?;
+        if !s.success() {
+            bail!("building bpf-linker failed: llvm-22-dev must be installed at {LLVM_PREFIX}");
+        }
+    }
+    if !ok(Command::new("bpf-linker").arg("--version")) {
+        bail!("bpf-linker is installed but not on PATH: add ~/.cargo/bin to PATH");
+    }
+    step("setup complete: nightly + rust-src, LLVM 22, bpf-linker");
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    setup(true)?;
+    cargo(&["fmt", "--all", "--check"])?;
+    // Unit tests: no root needed.
+    cargo(&["test"])?;
+    require_root("the kernel integration tests")?;
+    cargo(&["build", "--release", "-p", "vigil"])?;
+    let bin = workspace_root().join("target/release/vigil");
+    step("kernel integration tests (real programs, real traffic, one at a time)");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "vigil-integration",
+            "--",
+            "--test-threads=1",
+        ])
+        .env("VIGIL_BIN", &bin)
+        .current_dir(workspace_root())
+        .status()
+        .context("starting cargo test")?;
+    if !status.success() {
+        bail!("integration tests failed");
+    }
+    Ok(())
+}
