@@ -6,6 +6,7 @@
 //! turned into [`EventKind`] with `TryFrom`, never by transmuting.
 #![no_std]
 
+pub mod enforce;
 pub mod event;
 pub mod flow;
 pub mod maps;

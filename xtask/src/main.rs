@@ -79,7 +79,13 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Test => test(),
         Cmd::Bench => {
             setup(false)?;
-            cargo(&["bench", "-p", "vigil", "--bench", "pipeline"])
+            cargo(&["bench", "-p", "vigil", "--bench", "pipeline"])?;
+            if is_root() {
+                memory_bench()
+            } else {
+                step("skipping the agent memory benchmark: it runs the real agent and needs root");
+                Ok(())
+            }
         }
     }
 }
@@ -269,5 +275,108 @@ fn test() -> Result<()> {
     if !status.success() {
         bail!("integration tests failed");
     }
+    Ok(())
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Largest `flows_tracked` in the agent's stats records so far.
+fn flows_tracked(output: &Path) -> u64 {
+    let text = std::fs::read_to_string(output).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split("\"flows_tracked\":").nth(1))
+        .filter_map(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .filter_map(|v| v.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The agent's RSS with 100,000 live flows, then after a flood of 300,000
+/// new keys (more than the kernel map holds, so the LRU sheds).
+fn memory_bench() -> Result<()> {
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "vigil",
+        "-p",
+        "vigil-integration",
+        "--bins",
+    ])?;
+    let root = workspace_root();
+    let dir = std::env::temp_dir().join(format!("vigil-membench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let cfg = dir.join("vigil.yaml");
+    let output = dir.join("events.jsonl");
+    // Idle timeouts longer than the run, so every flow stays live.
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir: {}\nstats_interval_s: 1\nflows:\n  udp_idle_timeout_s: 600\n  sweep_interval_ms: 1000\n",
+            dir.display()
+        ),
+    )?;
+    let mut agent = Command::new(root.join("target/release/vigil"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .arg("--output")
+        .arg(&output)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting the agent")?;
+    let pid = agent.id();
+    let wait_tracked = |want: u64| {
+        for _ in 0..120 {
+            if flows_tracked(&output) >= want {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        false
+    };
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let idle_rss = proc_status_kib(pid, "VmRSS:");
+    let load = root.join("target/release/flowload");
+    let result = (|| -> Result<(u64, u64, u64, u64)> {
+        let s = Command::new(&load).arg("100000").status()?;
+        if !s.success() {
+            bail!("flowload failed");
+        }
+        let reached = wait_tracked(100_000);
+        let tracked = flows_tracked(&output);
+        if !reached {
+            step(&format!("only {tracked} flows tracked after waiting"));
+        }
+        let rss_100k = proc_status_kib(pid, "VmRSS:");
+        let s = Command::new(&load).arg("300000").status()?;
+        if !s.success() {
+            bail!("flowload failed");
+        }
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        let rss_flood = proc_status_kib(pid, "VmRSS:");
+        let hwm = proc_status_kib(pid, "VmHWM:");
+        Ok((tracked, rss_100k, rss_flood, hwm))
+    })();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = agent.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (tracked, rss_100k, rss_flood, hwm) = result?;
+    println!("agent memory benchmark (real agent, real UDP flows on loopback)");
+    println!("  idle RSS:                          {idle_rss:>8} KiB");
+    println!("  RSS with {tracked:>6} live flows:        {rss_100k:>8} KiB");
+    println!("  RSS after 300,000 new keys:        {rss_flood:>8} KiB");
+    println!("  peak RSS (VmHWM):                  {hwm:>8} KiB  (budget 131072 KiB)");
     Ok(())
 }

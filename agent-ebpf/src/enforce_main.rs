@@ -1,0 +1,168 @@
+//! Vigil's enforcement programs, a separate object from the observation
+//! programs so the CLI can load it alone: an XDP program dropping inbound
+//! packets from blocked sources and a cgroup_skb egress program dropping
+//! outbound packets to blocked destinations. Maps are pinned by name; each
+//! entry's expiry is checked here, so blocks lapse even with no agent.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
+use agent_common::enforce::{
+    BlockValue, BLOCK_EGRESS, BLOCK_INGRESS, BLOCK_MAX_ENTRIES, STAT_IN_BYTES, STAT_IN_PACKETS,
+    STAT_OUT_BYTES, STAT_OUT_PACKETS, STAT_SLOTS,
+};
+use aya_ebpf::{
+    bindings::{xdp_action, BPF_F_NO_PREALLOC},
+    helpers::generated::bpf_ktime_get_ns,
+    macros::{cgroup_skb, map, xdp},
+    maps::{lpm_trie::Key, HashMap, LpmTrie, PerCpuArray},
+    programs::{SkBuffContext, XdpContext},
+};
+
+#[map]
+static BLOCK4: HashMap<[u8; 4], BlockValue> = HashMap::pinned(BLOCK_MAX_ENTRIES, 0);
+#[map]
+static BLOCK6: HashMap<[u8; 16], BlockValue> = HashMap::pinned(BLOCK_MAX_ENTRIES, 0);
+#[map]
+static BLOCK4_LPM: LpmTrie<[u8; 4], BlockValue> =
+    LpmTrie::pinned(BLOCK_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+#[map]
+static BLOCK6_LPM: LpmTrie<[u8; 16], BlockValue> =
+    LpmTrie::pinned(BLOCK_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+#[map]
+static BLOCK_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STAT_SLOTS, 0);
+
+#[inline(always)]
+fn add(p: *mut u64, v: u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
+}
+
+#[inline(always)]
+fn stat(slot: u32, v: u64) {
+    if let Some(p) = BLOCK_STATS.get_ptr_mut(slot) {
+        unsafe { *p += v };
+    }
+}
+
+/// Counts the drop on the entry if it is live for `dir`.
+#[inline(always)]
+fn enforce(v: *mut BlockValue, dir: u32, now: u64, len: u64) -> bool {
+    let live = unsafe { (*v).flags & dir != 0 && now < (*v).expires_ns };
+    if live {
+        unsafe {
+            add(&raw mut (*v).packets, 1);
+            add(&raw mut (*v).bytes, len);
+        }
+    }
+    live
+}
+
+#[inline(always)]
+fn blocked4(addr: [u8; 4], dir: u32, len: u64) -> bool {
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(v) = BLOCK4.get_ptr_mut(&addr) {
+        if enforce(v, dir, now, len) {
+            return true;
+        }
+    }
+    match BLOCK4_LPM.get(Key::new(32, addr)) {
+        Some(v) => enforce(v as *const BlockValue as *mut BlockValue, dir, now, len),
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn blocked6(addr: [u8; 16], dir: u32, len: u64) -> bool {
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(v) = BLOCK6.get_ptr_mut(&addr) {
+        if enforce(v, dir, now, len) {
+            return true;
+        }
+    }
+    match BLOCK6_LPM.get(Key::new(128, addr)) {
+        Some(v) => enforce(v as *const BlockValue as *mut BlockValue, dir, now, len),
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + off) as *const T)
+}
+
+#[xdp]
+pub fn vigil_xdp_block(ctx: XdpContext) -> u32 {
+    match try_xdp(&ctx) {
+        Some(true) => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+fn try_xdp(ctx: &XdpContext) -> Option<bool> {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let mut proto = u16::from_be(unsafe { *ptr_at::<u16>(ctx, 12)? });
+    let mut l3 = 14;
+    if proto == 0x8100 || proto == 0x88a8 {
+        proto = u16::from_be(unsafe { *ptr_at::<u16>(ctx, 16)? });
+        l3 = 18;
+    }
+    let hit = match proto {
+        0x0800 => blocked4(
+            unsafe { *ptr_at::<[u8; 4]>(ctx, l3 + 12)? },
+            BLOCK_INGRESS,
+            len,
+        ),
+        0x86dd => blocked6(
+            unsafe { *ptr_at::<[u8; 16]>(ctx, l3 + 8)? },
+            BLOCK_INGRESS,
+            len,
+        ),
+        _ => false,
+    };
+    if hit {
+        stat(STAT_IN_PACKETS, 1);
+        stat(STAT_IN_BYTES, len);
+    }
+    Some(hit)
+}
+
+#[cgroup_skb(egress)]
+pub fn vigil_egress_block(ctx: SkBuffContext) -> i32 {
+    match try_egress(&ctx) {
+        Some(true) => 0,
+        _ => 1,
+    }
+}
+
+fn try_egress(ctx: &SkBuffContext) -> Option<bool> {
+    let len = ctx.len() as u64;
+    let b0: u8 = ctx.load(0).ok()?;
+    let hit = match b0 >> 4 {
+        4 => blocked4(ctx.load::<[u8; 4]>(16).ok()?, BLOCK_EGRESS, len),
+        6 => blocked6(ctx.load::<[u8; 16]>(24).ok()?, BLOCK_EGRESS, len),
+        _ => false,
+    };
+    if hit {
+        stat(STAT_OUT_PACKETS, 1);
+        stat(STAT_OUT_BYTES, len);
+    }
+    Some(hit)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
