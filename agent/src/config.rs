@@ -33,6 +33,8 @@ pub struct Config {
     pub process_cache: ProcessCacheConfig,
     /// Seconds between `agent_stats` records (0 disables them).
     pub stats_interval_s: u64,
+    pub enforce: EnforceConfig,
+    pub kafka: KafkaConfig,
 }
 
 impl Default for Config {
@@ -44,6 +46,8 @@ impl Default for Config {
             flows: FlowConfig::default(),
             process_cache: ProcessCacheConfig::default(),
             stats_interval_s: 60,
+            enforce: EnforceConfig::default(),
+            kafka: KafkaConfig::default(),
         }
     }
 }
@@ -113,6 +117,47 @@ impl Default for ProcessCacheConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnforceConfig {
+    /// Attach the blocklist programs when the daemon starts.
+    pub enabled: bool,
+    /// bpffs directory for the pinned blocklist maps and program links.
+    pub pin_dir: PathBuf,
+    /// Interfaces for the XDP blocklist; empty means every non-loopback
+    /// interface, including ones that appear later.
+    pub interfaces: Vec<String>,
+    /// XDP mode: auto (native, generic when the driver refuses), driver or skb.
+    pub xdp_mode: String,
+    /// Networks the operators manage the host from: never blocked, never isolated away.
+    pub management_cidrs: Vec<String>,
+    /// Extra resolvers to protect besides those in /etc/resolv.conf.
+    pub dns_resolvers: Vec<String>,
+    /// Seconds between expiry sweeps and interface rescans in the daemon.
+    pub maintenance_interval_s: u64,
+}
+
+impl Default for EnforceConfig {
+    fn default() -> Self {
+        EnforceConfig {
+            enabled: true,
+            pin_dir: PathBuf::from("/sys/fs/bpf/vigil"),
+            interfaces: Vec::new(),
+            xdp_mode: "auto".to_string(),
+            management_cidrs: Vec::new(),
+            dns_resolvers: Vec::new(),
+            maintenance_interval_s: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port,…`; empty disables Kafka. Brokers are never blocked.
+    pub brokers: String,
+}
+
 impl Config {
     /// Parses YAML text. `source` names the file in error messages.
     pub fn from_yaml(text: &str, source: &Path) -> Result<Config, ConfigError> {
@@ -151,6 +196,19 @@ impl Config {
         }
         if self.process_cache.max_entries == 0 {
             return invalid("process_cache.max_entries must be at least 1");
+        }
+        if !["auto", "driver", "skb"].contains(&self.enforce.xdp_mode.as_str()) {
+            return invalid("enforce.xdp_mode must be auto, driver or skb");
+        }
+        for c in self
+            .enforce
+            .management_cidrs
+            .iter()
+            .chain(&self.enforce.dns_resolvers)
+        {
+            if let Err(e) = c.parse::<crate::enforce::cidr::Cidr>() {
+                return invalid(&format!("enforce: {e}"));
+            }
         }
         Ok(())
     }

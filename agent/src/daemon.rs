@@ -14,9 +14,10 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::clock::{monotonic_ns, now_rfc3339, Clock};
 use crate::config::Config;
+use crate::enforce::containment::Containment;
 use crate::event::{ConnKind, Event};
 use crate::loader::{self, LoaderError};
-use crate::output::{AgentStart, AgentStats, Body, OutputError, Record, Sink};
+use crate::output::{AgentStart, AgentStats, Body, OutputError, ProbeRow, Record, Sink};
 use crate::pipeline::{FlowEnd, Pipeline};
 use crate::proc_cache::ProcessCache;
 
@@ -28,6 +29,8 @@ pub enum DaemonError {
     Loader(#[from] LoaderError),
     #[error(transparent)]
     Output(#[from] OutputError),
+    #[error(transparent)]
+    Enforce(#[from] crate::enforce::EnforceError),
     #[error("kernel map {name} unusable: {reason}")]
     Map { name: &'static str, reason: String },
     #[error("{0}")]
@@ -116,6 +119,7 @@ struct State {
     pending_close: VecDeque<(u64, FlowKey)>,
     pending_set: HashSet<FlowKey>,
     flows_tracked: u64,
+    containment: Option<Containment>,
 }
 
 impl State {
@@ -218,6 +222,26 @@ impl State {
         }
     }
 
+    /// Expires lapsed blocks and attaches XDP to new interfaces.
+    fn maintain(&mut self) -> Result<(), DaemonError> {
+        let Some(c) = self.containment.as_mut() else {
+            return Ok(());
+        };
+        let expired = c.expire();
+        for a in c.rescan_interfaces() {
+            tracing::info!(
+                "xdp blocklist on new interface {}: {} {}",
+                a.interface,
+                a.mode,
+                a.detail
+            );
+        }
+        for a in expired {
+            self.sink.write_line(&a.to_line())?;
+        }
+        Ok(())
+    }
+
     fn write_agent(&mut self, body: Body) -> Result<(), DaemonError> {
         let r = Record {
             body,
@@ -271,6 +295,45 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     } else {
         Arc::from(cfg.host.as_str())
     };
+    let mut probes = std::mem::take(&mut loaded.probes);
+    let containment = if cfg.enforce.enabled {
+        let (c, report) = Containment::open(&cfg, &host)?;
+        for x in &report.xdp {
+            let state = if x.mode == "failed" {
+                "failed"
+            } else {
+                "attached"
+            };
+            probes.push(ProbeRow {
+                name: "blocklist_in".to_string(),
+                hook: format!("xdp/{}", x.interface),
+                tier: if x.mode == "generic" { 2 } else { 1 },
+                state: state.to_string(),
+                detail: x.mode.clone() + if x.detail.is_empty() { "" } else { ": " } + &x.detail,
+            });
+        }
+        probes.push(ProbeRow {
+            name: "blocklist_out".to_string(),
+            hook: format!("cgroup_skb/egress {}", c.cgroup().unwrap_or("?")),
+            tier: 1,
+            state: if report.egress.starts_with("failed") {
+                "failed"
+            } else {
+                "attached"
+            }
+            .to_string(),
+            detail: report.egress.clone(),
+        });
+        if report.restored > 0 {
+            tracing::info!(
+                "restored {} blocks from the state directory",
+                report.restored
+            );
+        }
+        Some(c)
+    } else {
+        None
+    };
     let mut procs = ProcessCache::new(cfg.process_cache.max_entries);
     let seeded = procs.seed_from_proc();
     let mut st = State {
@@ -280,9 +343,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         pending_close: VecDeque::new(),
         pending_set: HashSet::new(),
         flows_tracked: 0,
+        containment,
         cfg,
     };
-    let probes = std::mem::take(&mut loaded.probes);
     st.write_agent(Body::AgentStart(AgentStart {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION"),
@@ -305,6 +368,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut stats =
         tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
     let stats_on = st.cfg.stats_interval_s > 0;
+    let mut maintain = tokio::time::interval(Duration::from_secs(
+        st.cfg.enforce.maintenance_interval_s.max(1),
+    ));
 
     loop {
         tokio::select! {
@@ -330,6 +396,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             _ = stats.tick(), if stats_on => {
                 let s = st.stats();
                 st.write_agent(Body::AgentStats(s))?;
+            }
+            _ = maintain.tick(), if st.containment.is_some() => {
+                st.maintain()?;
+                st.sink.flush()?;
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,

@@ -7,6 +7,7 @@ pub mod community_id;
 pub mod config;
 pub mod daemon;
 pub mod decode;
+pub mod enforce;
 pub mod event;
 pub mod flow;
 pub mod loader;

@@ -3,8 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use agent_common::enforce::{BLOCK_EGRESS, BLOCK_INGRESS};
 use clap::{Parser, Subcommand};
 use vigil::config::Config;
+use vigil::enforce::actions::Action;
+use vigil::enforce::cidr::{parse_duration, Cidr};
+use vigil::enforce::containment::{direction, kill_action, Containment};
 
 #[derive(Parser)]
 #[command(name = "vigil", version, about = "eBPF host defense agent")]
@@ -26,6 +30,65 @@ enum Command {
     },
     /// Check a config file and print the effective configuration.
     CheckConfig { config: PathBuf },
+    /// The kernel IP blocklist (XDP inbound, cgroup_skb outbound).
+    Blocks {
+        #[command(subcommand)]
+        cmd: BlocksCmd,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Isolate the host with nftables for a TTL (renews a running isolation).
+    Isolate {
+        /// How long, e.g. 10m; isolation lapses by itself afterwards.
+        #[arg(long)]
+        ttl: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Remove the isolation table, restoring the prior ruleset exactly.
+    Unisolate {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// SIGKILL a process through a pidfd (or freeze its cgroup).
+    Kill {
+        pid: u32,
+        /// Only act if the process started at this time (ticks since boot,
+        /// /proc/PID/stat field 22): protects against pid reuse.
+        #[arg(long)]
+        start_time: Option<u64>,
+        /// Freeze the process's cgroup instead of killing it.
+        #[arg(long)]
+        freeze: bool,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Detach the enforcement programs and delete their pinned maps.
+    EnforceDetach {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BlocksCmd {
+    /// List blocks with their remaining TTL and drop counters.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Block an address or prefix.
+    Add {
+        target: String,
+        /// e.g. 30s, 10m, 4h
+        #[arg(long)]
+        ttl: String,
+        /// in, out or both
+        #[arg(long, default_value = "both")]
+        direction: String,
+    },
+    /// Remove a block.
+    Remove { target: String },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +128,158 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = Config::load(&config)?;
             println!("{cfg:#?}");
             Ok(())
+        }
+        Command::Blocks { cmd, config } => cli::blocks(&load_config(&config)?, cmd),
+        Command::Isolate { ttl, config } => {
+            let cfg = load_config(&config)?;
+            let ttl_s = parse_duration(&ttl)?;
+            let (c, _) = open_containment(&cfg)?;
+            finish(c.isolate(ttl_s))
+        }
+        Command::Unisolate { config } => {
+            let cfg = load_config(&config)?;
+            let (c, _) = open_containment(&cfg)?;
+            finish(c.unisolate())
+        }
+        Command::Kill {
+            pid,
+            start_time,
+            freeze,
+            config,
+        } => {
+            let cfg = load_config(&config)?;
+            finish(kill_action(&cfg, &host_name(&cfg), pid, start_time, freeze))
+        }
+        Command::EnforceDetach { config } => {
+            let cfg = load_config(&config)?;
+            let n = vigil::enforce::attach::detach_all(&cfg.enforce.pin_dir)?;
+            println!("removed {n} pins under {}", cfg.enforce.pin_dir.display());
+            Ok(())
+        }
+    }
+}
+
+fn load_config(path: &Option<PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+fn host_name(cfg: &Config) -> String {
+    if cfg.host.is_empty() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    } else {
+        cfg.host.clone()
+    }
+}
+
+fn require_root() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("containment commands must run as root: use sudo");
+    }
+    Ok(())
+}
+
+fn open_containment(
+    cfg: &Config,
+) -> anyhow::Result<(Containment, vigil::enforce::containment::AttachReport)> {
+    require_root()?;
+    Ok(Containment::open(cfg, &host_name(cfg))?)
+}
+
+/// Prints the action record; refused or failed actions exit non-zero.
+fn finish(a: Action) -> anyhow::Result<()> {
+    println!("{}", a.to_line());
+    match a.state {
+        "applied" | "noop" | "expired" => Ok(()),
+        _ => anyhow::bail!("{} {}: {}", a.action, a.state, a.detail),
+    }
+}
+
+mod cli {
+    use super::*;
+
+    pub fn blocks(cfg: &Config, cmd: BlocksCmd) -> anyhow::Result<()> {
+        let (mut c, _) = open_containment(cfg)?;
+        match cmd {
+            BlocksCmd::List { json } => {
+                let now = vigil::clock::monotonic_ns();
+                let entries = c.blocks.list();
+                let totals = c.blocks.totals();
+                if json {
+                    let rows: Vec<serde_json::Value> = entries
+                        .iter()
+                        .map(|e| {
+                            serde_json::json!({
+                                "target": e.target.to_string(),
+                                "direction": direction(e.flags),
+                                "ttl_remaining_s": e.expires_ns.saturating_sub(now) / 1_000_000_000,
+                                "expired": e.expires_ns <= now,
+                                "packets": e.packets,
+                                "bytes": e.bytes,
+                            })
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::json!({"blocks": rows, "dropped": {
+                            "in_packets": totals[0], "in_bytes": totals[1],
+                            "out_packets": totals[2], "out_bytes": totals[3]}})
+                    );
+                } else {
+                    println!(
+                        "{:<40} {:<7} {:>10} {:>12} {:>14}",
+                        "TARGET", "DIR", "TTL LEFT", "PACKETS", "BYTES"
+                    );
+                    for e in &entries {
+                        let left = if e.expires_ns <= now {
+                            "expired".to_string()
+                        } else {
+                            format!("{}s", (e.expires_ns - now) / 1_000_000_000)
+                        };
+                        println!(
+                            "{:<40} {:<7} {:>10} {:>12} {:>14}",
+                            e.target.to_string(),
+                            direction(e.flags),
+                            left,
+                            e.packets,
+                            e.bytes
+                        );
+                    }
+                    println!(
+                        "{} entries; dropped in {} packets / {} bytes, out {} packets / {} bytes",
+                        entries.len(),
+                        totals[0],
+                        totals[1],
+                        totals[2],
+                        totals[3]
+                    );
+                }
+                Ok(())
+            }
+            BlocksCmd::Add {
+                target,
+                ttl,
+                direction,
+            } => {
+                let target: Cidr = target.parse()?;
+                let ttl_s = parse_duration(&ttl)?;
+                let flags = match direction.as_str() {
+                    "in" => BLOCK_INGRESS,
+                    "out" => BLOCK_EGRESS,
+                    "both" => BLOCK_INGRESS | BLOCK_EGRESS,
+                    other => anyhow::bail!("--direction must be in, out or both, not {other:?}"),
+                };
+                finish(c.block(&target, ttl_s, flags))
+            }
+            BlocksCmd::Remove { target } => {
+                let target: Cidr = target.parse()?;
+                finish(c.unblock(&target))
+            }
         }
     }
 }

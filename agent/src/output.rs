@@ -194,6 +194,13 @@ impl Sink {
         Ok(())
     }
 
+    /// Writes an already-serialized JSON line (e.g. an action record).
+    pub fn write_line(&mut self, line: &str) -> Result<(), OutputError> {
+        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(b"\n")?;
+        Ok(())
+    }
+
     pub fn flush(&mut self) -> Result<(), OutputError> {
         self.out.flush()?;
         Ok(())

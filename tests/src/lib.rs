@@ -60,7 +60,9 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -77,6 +79,8 @@ flows:
   sweep_interval_ms: 200
   udp_idle_timeout_s: 1
   close_linger_ms: 100
+enforce:
+  enabled: false
 ";
 
 impl Agent {
@@ -85,13 +89,26 @@ impl Agent {
     }
 
     pub fn start_with(config: &str) -> Agent {
+        Agent::start_in(None, config, TempDir::new("agent"))
+    }
+
+    /// Starts the agent inside network namespace `netns` (only the network
+    /// namespace: bpffs and cgroups stay the host's), keeping its state in `dir`.
+    pub fn start_in(netns: Option<&str>, config: &str, dir: TempDir) -> Agent {
         require_root();
-        let dir = TempDir::new("agent");
         let cfg = dir.0.join("vigil.yaml");
         std::fs::write(&cfg, format!("state_dir: {}\n{config}", dir.0.display()))
             .expect("write config");
         let output = dir.0.join("events.jsonl");
-        let child = Command::new(vigil_bin())
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(vigil_bin());
+                c
+            }
+            None => Command::new(vigil_bin()),
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&cfg)
             .arg("--output")
@@ -159,6 +176,24 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL, as a crash would; nothing is cleaned up by the agent.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Takes the state directory (to hand to a restarted agent).
+    pub fn into_dir(mut self) -> TempDir {
+        self.stop();
+        std::mem::replace(&mut self.dir, TempDir(PathBuf::new()))
     }
 
     /// SIGTERM and wait; returns the exit status success.
@@ -300,4 +335,161 @@ pub fn read_json_line(child: &mut Child) -> Value {
         line.push(byte[0] as char);
     }
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad peer output {line:?}: {e}"))
+}
+
+/// A host namespace `h` with three neighbours on their own veth links:
+/// attacker `a` (10.S.1.2 and .3, fd00:S:1::2), peer `b` (10.S.2.2,
+/// fd00:S:2::2) and management `m` (10.S.3.2). The host side is `.1`.
+pub struct Topology {
+    pub h: String,
+    pub peers: Vec<String>,
+    pub s: u8,
+}
+
+impl Topology {
+    pub fn new(tag: &str, s: u8) -> Topology {
+        let t = Topology {
+            h: format!("vg-{tag}-h"),
+            peers: ["a", "b", "m"]
+                .iter()
+                .map(|p| format!("vg-{tag}-{p}"))
+                .collect(),
+            s,
+        };
+        t.cleanup();
+        run("ip", &["netns", "add", &t.h]);
+        run("ip", &["-n", &t.h, "link", "set", "lo", "up"]);
+        for (i, ns) in t.peers.iter().enumerate() {
+            let n = i + 1;
+            run("ip", &["netns", "add", ns]);
+            let (hv, pv) = (format!("vg{s}h{n}"), format!("vg{s}p{n}"));
+            run(
+                "ip",
+                &["link", "add", &hv, "type", "veth", "peer", "name", &pv],
+            );
+            run("ip", &["link", "set", &hv, "netns", &t.h]);
+            run("ip", &["link", "set", &pv, "netns", ns]);
+            for (space, dev, host) in [(t.h.as_str(), &hv, 1), (ns.as_str(), &pv, 2)] {
+                run(
+                    "ip",
+                    &[
+                        "-n",
+                        space,
+                        "addr",
+                        "add",
+                        &format!("10.{s}.{n}.{host}/24"),
+                        "dev",
+                        dev,
+                    ],
+                );
+                run(
+                    "ip",
+                    &[
+                        "-n",
+                        space,
+                        "addr",
+                        "add",
+                        &format!("fd00:{s}:{n}::{host}/64"),
+                        "dev",
+                        dev,
+                        "nodad",
+                    ],
+                );
+                run("ip", &["-n", space, "link", "set", dev, "up"]);
+                run("ip", &["-n", space, "link", "set", "lo", "up"]);
+            }
+        }
+        let a = &t.peers[0];
+        run(
+            "ip",
+            &[
+                "-n",
+                a,
+                "addr",
+                "add",
+                &format!("10.{s}.1.3/24"),
+                "dev",
+                &format!("vg{s}p1"),
+            ],
+        );
+        t
+    }
+
+    pub fn host_ip(&self, n: u8) -> String {
+        format!("10.{}.{n}.1", self.s)
+    }
+
+    pub fn peer_ip(&self, n: u8) -> String {
+        format!("10.{}.{n}.2", self.s)
+    }
+
+    /// Runs netpeer in namespace `ns`, waiting for its exit status.
+    pub fn netpeer_ok(&self, ns: &str, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(netpeer())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Starts a long-running netpeer; killed when the returned guard drops.
+    pub fn spawn(&self, ns: &str, args: &[&str]) -> ChildGuard {
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(netpeer())
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn netpeer");
+        read_json_line(&mut c);
+        ChildGuard(c)
+    }
+
+    /// `vigil ARGS --config CFG` inside the host namespace.
+    pub fn vigil(&self, config: &Path, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.h))
+            .arg(vigil_bin())
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .expect("run vigil")
+    }
+
+    pub fn in_host(&self, cmd: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.h, cmd])
+            .args(args)
+            .output()
+            .expect("run in host namespace")
+    }
+
+    fn cleanup(&self) {
+        for ns in std::iter::once(&self.h).chain(self.peers.iter()) {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

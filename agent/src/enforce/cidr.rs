@@ -89,7 +89,10 @@ impl FromStr for Cidr {
             reason,
         };
         let (a, len) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l.parse::<u8>().map_err(|_| err("bad prefix length"))?)),
+            Some((a, l)) => (
+                a,
+                Some(l.parse::<u8>().map_err(|_| err("bad prefix length"))?),
+            ),
             None => (s, None),
         };
         let addr: IpAddr = a.trim().parse().map_err(|_| err("not an IP address"))?;
@@ -143,7 +146,8 @@ pub fn parse_duration(s: &str) -> Result<u64, DurationError> {
     if n == 0 {
         return Err(DurationError(s.to_string()));
     }
-    n.checked_mul(mult).ok_or_else(|| DurationError(s.to_string()))
+    n.checked_mul(mult)
+        .ok_or_else(|| DurationError(s.to_string()))
 }
 
 #[cfg(test)]

@@ -6,8 +6,12 @@
 //!   netpeer tcp-client ADDR:PORT SEND_BYTES
 //!   netpeer udp-echo ADDR:PORT COUNT
 //!   netpeer udp-client ADDR:PORT COUNT SIZE
+//!   netpeer serve ADDR:PORT                      TCP line echo + UDP echo, until killed
+//!   netpeer tcp-probe ADDR:PORT TIMEOUT_MS [SRC] exit 0 if a round trip works
+//!   netpeer udp-probe ADDR:PORT TIMEOUT_MS [SRC] exit 0 if an echo comes back
+//!   netpeer tcp-hold ADDR:PORT ROUNDS INTERVAL_MS one session, a round trip per interval
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -32,6 +36,83 @@ fn tcp_segs(s: &TcpStream) -> (u32, u32) {
     let out = u32::from_ne_bytes([buf[136], buf[137], buf[138], buf[139]]);
     let inn = u32::from_ne_bytes([buf[140], buf[141], buf[142], buf[143]]);
     (out, inn)
+}
+
+fn bracket(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    }
+}
+
+/// A TCP connect from a chosen source address (libc: std cannot bind first).
+fn bound_tcp(
+    domain: i32,
+    src: &str,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let bind: SocketAddr = format!("{}:0", bracket(src))
+        .parse()
+        .map_err(std::io::Error::other)?;
+    // SAFETY: standard socket/bind calls on a fresh fd we own.
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let (sa, len) = sockaddr(&bind);
+        if libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        stream.set_write_timeout(Some(timeout))?;
+        let (da, dlen) = sockaddr(&dst);
+        // Blocking connect bounded by SO_SNDTIMEO.
+        if libc::connect(fd, &da as *const _ as *const libc::sockaddr, dlen) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+fn sockaddr(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: zeroed sockaddr_storage is valid; we fill the matching variant.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match a {
+        SocketAddr::V4(v4) => {
+            let sin = &mut ss as *mut _ as *mut libc::sockaddr_in;
+            unsafe {
+                (*sin).sin_family = libc::AF_INET as u16;
+                (*sin).sin_port = v4.port().to_be();
+                (*sin).sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+            }
+            (ss, std::mem::size_of::<libc::sockaddr_in>() as u32)
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = &mut ss as *mut _ as *mut libc::sockaddr_in6;
+            unsafe {
+                (*sin6).sin6_family = libc::AF_INET6 as u16;
+                (*sin6).sin6_port = v6.port().to_be();
+                (*sin6).sin6_addr.s6_addr = v6.ip().octets();
+            }
+            (ss, std::mem::size_of::<libc::sockaddr_in6>() as u32)
+        }
+    }
+}
+
+fn round_trip(mut s: TcpStream, timeout: Duration) -> std::io::Result<()> {
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(b"probe\n")?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    if line.trim() == "probe" {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("bad echo"))
+    }
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -118,6 +199,98 @@ fn main() {
             }
             let local = s.local_addr().expect("local addr");
             println!("{{\"pid\":{pid},\"local\":\"{local}\",\"echoed\":{echoed}}}");
+        }
+        Some("serve") => {
+            let a = addr(&args[2]);
+            let u = UdpSocket::bind(a).expect("bind udp");
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while let Ok((n, peer)) = u.recv_from(&mut buf) {
+                    let _ = u.send_to(&buf[..n], peer);
+                }
+            });
+            let l = TcpListener::bind(a).expect("bind tcp");
+            println!("{{\"ready\":true,\"pid\":{pid}}}");
+            std::io::stdout().flush().expect("flush");
+            for s in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut w = match s.try_clone() {
+                        Ok(w) => w,
+                        Err(_) => return,
+                    };
+                    for line in BufReader::new(s).lines().map_while(Result::ok) {
+                        if writeln!(w, "{line}").is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+        Some("tcp-probe") => {
+            let timeout = Duration::from_millis(num(&args[3]) as u64);
+            let ok = (|| -> std::io::Result<()> {
+                let dst = addr(&args[2]);
+                let sock = match args.get(4) {
+                    Some(src) => {
+                        let domain = if dst.is_ipv4() {
+                            libc::AF_INET
+                        } else {
+                            libc::AF_INET6
+                        };
+                        bound_tcp(domain, src, dst, timeout)?
+                    }
+                    None => TcpStream::connect_timeout(&dst, timeout)?,
+                };
+                round_trip(sock, timeout)
+            })();
+            std::process::exit(if ok.is_ok() { 0 } else { 1 });
+        }
+        Some("udp-probe") => {
+            let timeout = Duration::from_millis(num(&args[3]) as u64);
+            let dst = addr(&args[2]);
+            let src = args.get(4).cloned().unwrap_or_else(|| {
+                if dst.is_ipv4() {
+                    "0.0.0.0".into()
+                } else {
+                    "::".into()
+                }
+            });
+            let ok = (|| -> std::io::Result<()> {
+                let s = UdpSocket::bind(format!("{}:0", bracket(&src)))?;
+                s.set_read_timeout(Some(timeout))?;
+                s.send_to(b"probe", dst)?;
+                let mut buf = [0u8; 64];
+                let (n, _) = s.recv_from(&mut buf)?;
+                if &buf[..n] == b"probe" {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other("bad echo"))
+                }
+            })();
+            std::process::exit(if ok.is_ok() { 0 } else { 1 });
+        }
+        Some("tcp-hold") => {
+            let s = TcpStream::connect_timeout(&addr(&args[2]), Duration::from_secs(5))
+                .expect("connect");
+            s.set_read_timeout(Some(Duration::from_millis(1500)))
+                .expect("timeout");
+            println!("{{\"connected\":true,\"pid\":{pid}}}");
+            std::io::stdout().flush().expect("flush");
+            let mut w = s.try_clone().expect("clone");
+            let mut r = BufReader::new(s);
+            let (rounds, interval) = (num(&args[3]), num(&args[4]) as u64);
+            let mut ok = 0;
+            for i in 0..rounds {
+                let mut line = String::new();
+                if writeln!(w, "round {i}").is_ok()
+                    && r.read_line(&mut line).is_ok()
+                    && line.trim() == format!("round {i}")
+                {
+                    ok += 1;
+                }
+                std::thread::sleep(Duration::from_millis(interval));
+            }
+            println!("{{\"rounds\":{rounds},\"ok\":{ok}}}");
         }
         _ => {
             eprintln!("usage: netpeer tcp-server|tcp-client|udp-echo|udp-client ...");

@@ -1,0 +1,79 @@
+//! `action` records: every enforcement change, as one JSON line with
+//! `kind, id, ts, host, action, target, ttl_s, state`.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::clock::now_rfc3339;
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Action {
+    pub kind: &'static str,
+    pub id: String,
+    pub ts: String,
+    pub host: String,
+    /// block, unblock, expire, isolate, unisolate, kill, freeze.
+    pub action: &'static str,
+    pub target: String,
+    pub ttl_s: Option<u64>,
+    /// applied, refused, failed, expired, noop.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// A unique id: wall-clock nanoseconds, pid and a sequence number.
+pub fn new_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{nanos:x}-{:x}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Action {
+    pub fn new(
+        host: &str,
+        action: &'static str,
+        target: impl Into<String>,
+        ttl_s: Option<u64>,
+        state: &'static str,
+        detail: impl Into<String>,
+    ) -> Action {
+        Action {
+            kind: "action",
+            id: new_id(),
+            ts: now_rfc3339(),
+            host: host.to_string(),
+            action,
+            target: target.into(),
+            ttl_s,
+            state,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Appends to `<state_dir>/actions.jsonl` (flushed before returning).
+    pub fn record(&self, state_dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(state_dir)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state_dir.join("actions.jsonl"))?;
+        writeln!(f, "{}", self.to_line())?;
+        f.sync_data()
+    }
+}

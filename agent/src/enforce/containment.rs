@@ -1,0 +1,296 @@
+//! The one entry point the daemon and the CLI use for containment: it owns
+//! the loaded programs, the blocklist, the guard and the saved state, and
+//! turns every request into an `action` record.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use agent_common::enforce::{BLOCK_EGRESS, BLOCK_INGRESS};
+
+use super::actions::Action;
+use super::attach::{Enforcer, XdpAttachment};
+use super::blocklist::{BlockEntry, Blocklist};
+use super::cidr::Cidr;
+use super::guard::{self, Guard, GuardInputs};
+use super::{isolate, kill, state, EnforceError};
+use crate::clock::monotonic_ns;
+use crate::config::Config;
+
+pub struct Containment {
+    host: String,
+    state_dir: PathBuf,
+    interfaces: Vec<String>,
+    xdp_mode: String,
+    cgroup: Option<String>,
+    enforcer: Enforcer,
+    pub blocks: Blocklist,
+    pub guard: Guard,
+}
+
+/// Where the programs ended up, for the probe table and `vigil status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttachReport {
+    pub xdp: Vec<XdpAttachment>,
+    pub egress: String,
+    pub restored: usize,
+}
+
+pub fn guard_inputs(cfg: &Config) -> GuardInputs {
+    let parse_all =
+        |v: &[String]| -> Vec<Cidr> { v.iter().filter_map(|c| c.parse().ok()).collect() };
+    let mut dns = guard::resolvers();
+    dns.extend(
+        parse_all(&cfg.enforce.dns_resolvers)
+            .into_iter()
+            .map(|c| c.addr),
+    );
+    GuardInputs {
+        management: parse_all(&cfg.enforce.management_cidrs),
+        dns,
+        kafka_brokers: guard::broker_addresses(&cfg.kafka.brokers),
+        own_addresses: guard::own_addresses(),
+        gateways: guard::gateways(),
+        operator_peers: guard::operator_peers(),
+    }
+}
+
+impl Containment {
+    pub fn open(cfg: &Config, host: &str) -> Result<(Containment, AttachReport), EnforceError> {
+        let mut enforcer = Enforcer::load(&cfg.enforce.pin_dir)?;
+        let mut blocks = Blocklist::open(&cfg.enforce.pin_dir)?;
+        let cgroup = crate::loader::cgroup2_root();
+        let xdp = enforcer.attach_interfaces(&cfg.enforce.interfaces, &cfg.enforce.xdp_mode);
+        let egress = match &cgroup {
+            Some(cg) => match enforcer.attach_egress(cg) {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("failed: {e}"),
+            },
+            None => "failed: no cgroup v2 mount".to_string(),
+        };
+        // Pinned maps are the truth; the state file only refills empty maps.
+        let state_path = cfg.state_dir.join("blocks.json");
+        let mut restored = 0;
+        if blocks.list().is_empty() {
+            let saved = state::load(&state_path)?;
+            restored = state::restore(&mut blocks, &saved)?;
+        }
+        let c = Containment {
+            host: host.to_string(),
+            state_dir: cfg.state_dir.clone(),
+            interfaces: cfg.enforce.interfaces.clone(),
+            xdp_mode: cfg.enforce.xdp_mode.clone(),
+            cgroup,
+            enforcer,
+            blocks,
+            guard: Guard::new(&guard_inputs(cfg)),
+        };
+        Ok((
+            c,
+            AttachReport {
+                xdp,
+                egress,
+                restored,
+            },
+        ))
+    }
+
+    fn record(&self, a: Action) -> Action {
+        if let Err(e) = a.record(&self.state_dir) {
+            tracing::warn!("could not append to the actions log: {e}");
+        }
+        a
+    }
+
+    fn save(&self) {
+        let saved = state::to_saved(&self.blocks.list());
+        if let Err(e) = state::save(&self.state_dir.join("blocks.json"), &saved) {
+            tracing::warn!("could not save blocks: {e}");
+        }
+    }
+
+    /// Attaches XDP to interfaces that appeared since the last call.
+    pub fn rescan_interfaces(&mut self) -> Vec<XdpAttachment> {
+        self.enforcer
+            .attach_interfaces(&self.interfaces, &self.xdp_mode)
+            .into_iter()
+            .filter(|a| a.mode != "pinned")
+            .collect()
+    }
+
+    pub fn cgroup(&self) -> Option<&str> {
+        self.cgroup.as_deref()
+    }
+
+    /// Blocks `target` for `ttl_s` seconds in the given directions.
+    pub fn block(&mut self, target: &Cidr, ttl_s: u64, flags: u32) -> Action {
+        let label = target.to_string();
+        if let Err(refusal) = self.guard.check(target) {
+            return self.record(Action::new(
+                &self.host,
+                "block",
+                label,
+                Some(ttl_s),
+                "refused",
+                refusal.to_string(),
+            ));
+        }
+        let expires = monotonic_ns() + ttl_s * 1_000_000_000;
+        let a = match self.blocks.insert(target, expires, flags) {
+            Ok(()) => Action::new(
+                &self.host,
+                "block",
+                label,
+                Some(ttl_s),
+                "applied",
+                direction(flags),
+            ),
+            Err(e) => Action::new(
+                &self.host,
+                "block",
+                label,
+                Some(ttl_s),
+                "failed",
+                e.to_string(),
+            ),
+        };
+        self.save();
+        self.record(a)
+    }
+
+    pub fn unblock(&mut self, target: &Cidr) -> Action {
+        let state = if self.blocks.remove(target) {
+            "applied"
+        } else {
+            "noop"
+        };
+        self.save();
+        self.record(Action::new(
+            &self.host,
+            "unblock",
+            target.to_string(),
+            None,
+            state,
+            "",
+        ))
+    }
+
+    /// Removes lapsed entries (the kernel already ignores them).
+    pub fn expire(&mut self) -> Vec<Action> {
+        let now = monotonic_ns();
+        let expired: Vec<BlockEntry> = self
+            .blocks
+            .list()
+            .into_iter()
+            .filter(|e| e.expires_ns <= now)
+            .collect();
+        let mut out = Vec::new();
+        for e in &expired {
+            self.blocks.remove(&e.target);
+            let detail = format!("dropped {} packets, {} bytes", e.packets, e.bytes);
+            out.push(self.record(Action::new(
+                &self.host,
+                "expire",
+                e.target.to_string(),
+                None,
+                "expired",
+                detail,
+            )));
+        }
+        if !expired.is_empty() {
+            self.save();
+        }
+        out
+    }
+
+    /// Prefixes isolation must keep reachable: everything the guard protects.
+    fn isolation_allow(&self) -> Vec<Cidr> {
+        self.guard.protected.iter().map(|p| p.cidr).collect()
+    }
+
+    pub fn isolate(&self, ttl_s: u64) -> Action {
+        let a = match isolate::isolate(ttl_s, &self.isolation_allow()) {
+            Ok(true) => Action::new(&self.host, "isolate", "host", Some(ttl_s), "applied", ""),
+            Ok(false) => Action::new(
+                &self.host,
+                "isolate",
+                "host",
+                Some(ttl_s),
+                "applied",
+                "renewed",
+            ),
+            Err(e) => Action::new(
+                &self.host,
+                "isolate",
+                "host",
+                Some(ttl_s),
+                "failed",
+                e.to_string(),
+            ),
+        };
+        self.record(a)
+    }
+
+    pub fn unisolate(&self) -> Action {
+        let a = match isolate::unisolate() {
+            Ok(true) => Action::new(&self.host, "unisolate", "host", None, "applied", ""),
+            Ok(false) => Action::new(
+                &self.host,
+                "unisolate",
+                "host",
+                None,
+                "noop",
+                "not isolated",
+            ),
+            Err(e) => Action::new(
+                &self.host,
+                "unisolate",
+                "host",
+                None,
+                "failed",
+                e.to_string(),
+            ),
+        };
+        self.record(a)
+    }
+}
+
+pub fn direction(flags: u32) -> &'static str {
+    match (flags & BLOCK_INGRESS != 0, flags & BLOCK_EGRESS != 0) {
+        (true, true) => "in+out",
+        (true, false) => "in",
+        (false, true) => "out",
+        _ => "none",
+    }
+}
+
+/// Kill needs no loaded programs; it is recorded like every other action.
+pub fn kill_action(cfg: &Config, host: &str, pid: u32, start: Option<u64>, freeze: bool) -> Action {
+    let (verb, result) = if freeze {
+        let root = crate::loader::cgroup2_root().unwrap_or_else(|| "/sys/fs/cgroup".to_string());
+        (
+            "freeze",
+            kill::freeze(pid, &root).map(|cg| format!("froze cgroup {cg}")),
+        )
+    } else {
+        (
+            "kill",
+            kill::kill(pid, start).map(|st| format!("SIGKILL via pidfd, start time {st}")),
+        )
+    };
+    let a = match result {
+        Ok(detail) => Action::new(host, verb, pid.to_string(), None, "applied", detail),
+        Err(e) => Action::new(host, verb, pid.to_string(), None, "refused", e.to_string()),
+    };
+    if let Err(e) = a.record(&cfg.state_dir) {
+        tracing::warn!("could not append to the actions log: {e}");
+    }
+    a
+}
+
+/// Whether an address falls under any listed block that is live now.
+pub fn is_blocked(entries: &[BlockEntry], ip: &IpAddr) -> bool {
+    let now = monotonic_ns();
+    entries
+        .iter()
+        .any(|e| e.expires_ns > now && e.target.contains(ip))
+}

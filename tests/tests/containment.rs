@@ -1,0 +1,460 @@
+//! Containment in the real kernel: XDP/cgroup blocklist, expiry without the
+//! agent, restarts, nftables isolation, the guard and pid-safe kill. The
+//! "host" is its own network namespace, so nothing here touches the
+//! machine's real interfaces or ruleset. Run as root, one test at a time.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_integration::*;
+
+/// Pinned enforcement state for one test, removed on drop (even on failure).
+struct Pins(PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = Command::new(vigil_bin())
+            .arg("enforce-detach")
+            .arg("--config")
+            .arg(self.0.join("detach.yaml"))
+            .output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn setup(tag: &str, s: u8) -> (Topology, Agent, PathBuf, Pins) {
+    let topo = Topology::new(tag, s);
+    let pin_dir = format!("/sys/fs/bpf/vigil-test-{tag}-{}", std::process::id());
+    let config = format!(
+        "stats_interval_s: 1\nenforce:\n  pin_dir: {pin_dir}\n  maintenance_interval_s: 1\n  \
+         management_cidrs: [\"10.{s}.3.0/24\", \"fd00:{s}:3::/64\"]\n"
+    );
+    let agent = Agent::start_in(Some(&topo.h), &config, TempDir::new(tag));
+    let cfg = agent.dir.0.join("vigil.yaml");
+    let scratch = TempDir::new(&format!("{tag}-pins"));
+    let pins_dir = scratch.0.clone();
+    std::mem::forget(scratch); // Pins owns its removal
+    std::fs::write(
+        pins_dir.join("detach.yaml"),
+        format!("enforce:\n  pin_dir: {pin_dir}\n"),
+    )
+    .expect("write detach config");
+    (topo, agent, cfg, Pins(pins_dir))
+}
+
+fn action(out: &std::process::Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|e| {
+        panic!(
+            "no action record ({e}): {text} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn tcp(topo: &Topology, from: &str, to: &str, src: Option<&str>) -> bool {
+    let mut args = vec!["tcp-probe", to, "700"];
+    if let Some(s) = src {
+        args.push(s);
+    }
+    topo.netpeer_ok(from, &args)
+}
+
+fn udp(topo: &Topology, from: &str, to: &str) -> bool {
+    topo.netpeer_ok(from, &["udp-probe", to, "700"])
+}
+
+#[test]
+fn blocked_attacker_loses_tcp_and_udp_while_a_peer_keeps_both_v4_cidr_and_v6() {
+    let (topo, mut agent, cfg, _pins) = setup("blk", 221);
+    let start = agent.wait_for("agent_start", |_| true);
+    let probes = start["probes"].as_array().expect("probes").clone();
+    assert!(
+        probes
+            .iter()
+            .any(|p| p["name"] == "blocklist_in" && p["state"] == "attached"),
+        "{probes:?}"
+    );
+    let _srv4 = topo.spawn(&topo.h, &["serve", "0.0.0.0:7100"]);
+    let _srv6 = topo.spawn(&topo.h, &["serve", "[::]:7101"]);
+    let (a, b) = (&topo.peers[0], &topo.peers[1]);
+    let h1 = format!("{}:7100", topo.host_ip(1));
+    let h2 = format!("{}:7100", topo.host_ip(2));
+    assert!(
+        tcp(&topo, a, &h1, None) && udp(&topo, a, &h1),
+        "baseline: attacker reaches host"
+    );
+
+    let out = topo.vigil(&cfg, &["blocks", "add", &topo.peer_ip(1), "--ttl", "60s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let act = action(&out);
+    assert_eq!(
+        (
+            act["kind"].as_str(),
+            act["action"].as_str(),
+            act["state"].as_str()
+        ),
+        (Some("action"), Some("block"), Some("applied"))
+    );
+    assert_eq!(act["ttl_s"], 60);
+    assert!(act["id"].as_str().is_some_and(|i| !i.is_empty()));
+
+    assert!(
+        !tcp(&topo, a, &h1, None),
+        "blocked attacker still opens TCP"
+    );
+    assert!(
+        !udp(&topo, a, &h1),
+        "blocked attacker still gets UDP through"
+    );
+    assert!(
+        tcp(&topo, b, &h2, None) && udp(&topo, b, &h2),
+        "the other peer was cut off"
+    );
+    // The attacker's second address is not covered by a single-address block.
+    assert!(tcp(&topo, a, &h1, Some(&format!("10.{}.1.3", topo.s))));
+
+    let list = topo.vigil(&cfg, &["blocks", "list", "--json"]);
+    let v: Value = serde_json::from_slice(&list.stdout).expect("list json");
+    let entry = v["blocks"]
+        .as_array()
+        .expect("blocks")
+        .iter()
+        .find(|e| e["target"] == topo.peer_ip(1).as_str())
+        .cloned()
+        .expect("entry listed");
+    assert!(entry["packets"].as_u64().unwrap_or(0) >= 2, "{entry}");
+    assert!(v["dropped"]["in_packets"].as_u64().unwrap_or(0) >= 2, "{v}");
+
+    // Unblock, then a CIDR block covers both attacker addresses (a /31: the
+    // /24 would cover the host's own address, which the guard refuses).
+    assert!(topo
+        .vigil(&cfg, &["blocks", "remove", &topo.peer_ip(1)])
+        .status
+        .success());
+    assert!(tcp(&topo, a, &h1, None), "unblock did not restore access");
+    let cidr = format!("10.{}.1.2/31", topo.s);
+    assert!(topo
+        .vigil(&cfg, &["blocks", "add", &cidr, "--ttl", "60s"])
+        .status
+        .success());
+    assert!(!tcp(&topo, a, &h1, None));
+    assert!(!tcp(&topo, a, &h1, Some(&format!("10.{}.1.3", topo.s))));
+    assert!(tcp(&topo, b, &h2, None));
+    assert!(topo
+        .vigil(&cfg, &["blocks", "remove", &cidr])
+        .status
+        .success());
+
+    // IPv6.
+    let h1v6 = format!("[fd00:{}:1::1]:7101", topo.s);
+    let h2v6 = format!("[fd00:{}:2::1]:7101", topo.s);
+    assert!(tcp(&topo, a, &h1v6, None), "baseline v6");
+    let a6 = format!("fd00:{}:1::2", topo.s);
+    assert!(topo
+        .vigil(&cfg, &["blocks", "add", &a6, "--ttl", "60s"])
+        .status
+        .success());
+    assert!(
+        !tcp(&topo, a, &h1v6, None) && !udp(&topo, a, &h1v6),
+        "v6 block ineffective"
+    );
+    assert!(tcp(&topo, b, &h2v6, None), "v6 peer cut off");
+    assert!(agent.stop());
+}
+
+#[test]
+fn egress_block_stops_the_host_reaching_a_destination() {
+    let (topo, mut agent, cfg, _pins) = setup("egr", 222);
+    let b = &topo.peers[1];
+    let _srv = topo.spawn(b, &["serve", "0.0.0.0:7200"]);
+    let dst = format!("{}:7200", topo.peer_ip(2));
+    assert!(tcp(&topo, &topo.h, &dst, None), "baseline");
+    let out = topo.vigil(
+        &cfg,
+        &[
+            "blocks",
+            "add",
+            &topo.peer_ip(2),
+            "--ttl",
+            "60s",
+            "--direction",
+            "out",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !tcp(&topo, &topo.h, &dst, None),
+        "host still reaches the blocked destination"
+    );
+    assert!(!udp(&topo, &topo.h, &dst));
+    let list: Value =
+        serde_json::from_slice(&topo.vigil(&cfg, &["blocks", "list", "--json"]).stdout)
+            .expect("json");
+    assert!(
+        list["dropped"]["out_packets"].as_u64().unwrap_or(0) >= 1,
+        "{list}"
+    );
+    assert!(topo
+        .vigil(&cfg, &["blocks", "remove", &topo.peer_ip(2)])
+        .status
+        .success());
+    assert!(tcp(&topo, &topo.h, &dst, None));
+    agent.wait_for("agent_stats", |_| true);
+    assert!(agent.stop());
+}
+
+#[test]
+fn a_short_block_lapses_by_itself_after_the_agent_is_killed() {
+    let (topo, mut agent, cfg, _pins) = setup("ttl", 223);
+    let _srv = topo.spawn(&topo.h, &["serve", "0.0.0.0:7300"]);
+    let a = &topo.peers[0];
+    let h1 = format!("{}:7300", topo.host_ip(1));
+    assert!(topo
+        .vigil(&cfg, &["blocks", "add", &topo.peer_ip(1), "--ttl", "3s"])
+        .status
+        .success());
+    agent.kill9();
+    assert!(
+        !tcp(&topo, a, &h1, None),
+        "block not in force with the agent dead"
+    );
+    let start = Instant::now();
+    let mut back = false;
+    while start.elapsed() < PATIENCE {
+        if tcp(&topo, a, &h1, None) {
+            back = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(back, "the block never lapsed without the agent");
+}
+
+#[test]
+fn restarting_the_agent_keeps_blocks_in_force_without_a_gap() {
+    let (topo, agent, cfg, _pins) = setup("rst", 224);
+    let _srv = topo.spawn(&topo.h, &["serve", "0.0.0.0:7400"]);
+    let a = topo.peers[0].clone();
+    let h1 = format!("{}:7400", topo.host_ip(1));
+    assert!(topo
+        .vigil(&cfg, &["blocks", "add", &topo.peer_ip(1), "--ttl", "120s"])
+        .status
+        .success());
+
+    // The attacker probes without pause across the restart.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop2, a2, h2) = (stop.clone(), a.clone(), h1.clone());
+    let netpeer_path = netpeer();
+    let prober = std::thread::spawn(move || {
+        let (mut tries, mut through) = (0u32, 0u32);
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) && tries < 200 {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", &a2])
+                .arg(&netpeer_path)
+                .args(["udp-probe", &h2, "150"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            tries += 1;
+            through += ok as u32;
+        }
+        (tries, through)
+    });
+    let dir = agent.into_dir(); // SIGTERM: the agent stops
+    let mut agent = Agent::start_in(
+        Some(&topo.h),
+        &std::fs::read_to_string(&cfg)
+            .expect("cfg")
+            .lines()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        dir,
+    );
+    agent.wait_for("agent_start", |_| true);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (tries, through) = prober.join().expect("prober");
+    assert!(tries >= 3, "prober ran only {tries} times");
+    assert_eq!(
+        through, 0,
+        "{through} of {tries} probes got through during the restart"
+    );
+    assert!(!tcp(&topo, &a, &h1, None));
+    assert!(agent.stop());
+}
+
+#[test]
+fn isolation_keeps_management_cuts_the_rest_and_unisolation_restores_the_ruleset_exactly() {
+    let (topo, mut agent, cfg, _pins) = setup("iso", 225);
+    let _srv = topo.spawn(&topo.h, &["serve", "0.0.0.0:7500"]);
+    let (a, m) = (&topo.peers[0], &topo.peers[2]);
+    let h1 = format!("{}:7500", topo.host_ip(1));
+    let h3 = format!("{}:7500", topo.host_ip(3));
+    let before = topo.in_host("nft", &["list", "ruleset"]).stdout;
+
+    // An SSH-like management session, established before isolation.
+    let mut session = Command::new("ip")
+        .args(["netns", "exec", m])
+        .arg(netpeer())
+        .args(["tcp-hold", &h3, "12", "250"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("session");
+    read_json_line(&mut session);
+
+    let out = topo.vigil(&cfg, &["isolate", "--ttl", "60s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(action(&out)["action"], "isolate");
+    assert!(
+        !tcp(&topo, a, &h1, None),
+        "isolated host still reachable from the attacker"
+    );
+    assert!(
+        tcp(&topo, m, &h3, None),
+        "management cannot open new sessions"
+    );
+    let held = read_json_line(&mut session);
+    let _ = session.wait();
+    assert_eq!(
+        held["ok"], held["rounds"],
+        "the management session was disturbed: {held}"
+    );
+
+    let out = topo.vigil(&cfg, &["unisolate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = topo.in_host("nft", &["list", "ruleset"]).stdout;
+    assert_eq!(
+        String::from_utf8_lossy(&before),
+        String::from_utf8_lossy(&after)
+    );
+    assert!(
+        tcp(&topo, a, &h1, None),
+        "unisolation did not restore access"
+    );
+    assert!(agent.stop());
+}
+
+#[test]
+fn the_guard_refuses_loopback_the_gateway_and_management() {
+    let (topo, mut agent, cfg, _pins) = setup("grd", 226);
+    run(
+        "ip",
+        &[
+            "-n",
+            &topo.h,
+            "route",
+            "add",
+            "default",
+            "via",
+            &topo.peer_ip(2),
+        ],
+    );
+    for (target, why) in [
+        ("127.0.0.1".to_string(), "loopback"),
+        ("::1".to_string(), "loopback"),
+        (topo.peer_ip(2), "gateway"),
+        (format!("10.{}.3.9", topo.s), "management"),
+        (format!("10.{}.0.0/16", topo.s), ""),
+        (topo.host_ip(1), "this host"),
+    ] {
+        let out = topo.vigil(&cfg, &["blocks", "add", &target, "--ttl", "60s"]);
+        assert!(!out.status.success(), "{target} was blocked");
+        let act = action(&out);
+        assert_eq!(act["state"], "refused", "{act}");
+        assert!(
+            act["detail"].as_str().unwrap_or("").contains(why),
+            "{target}: {act}"
+        );
+    }
+    let list: Value =
+        serde_json::from_slice(&topo.vigil(&cfg, &["blocks", "list", "--json"]).stdout)
+            .expect("json");
+    assert_eq!(
+        list["blocks"].as_array().map(|b| b.len()),
+        Some(0),
+        "{list}"
+    );
+    assert!(agent.stop());
+}
+
+fn spawn_sleep() -> std::process::Child {
+    Command::new("sleep").arg("30").spawn().expect("sleep")
+}
+
+#[test]
+fn killing_a_reused_pid_does_nothing_harmful() {
+    require_root();
+    // The original process, and its start time while it lived.
+    let mut first = spawn_sleep();
+    let pid = first.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let start: u64 = stat[stat.rfind(')').expect(")") + 1..]
+        .split_whitespace()
+        .nth(19)
+        .and_then(|v| v.parse().ok())
+        .expect("starttime");
+    first.kill().expect("kill");
+    first.wait().expect("wait");
+
+    // Make the kernel hand the same pid to an innocent process. Start times
+    // have clock-tick (10 ms) resolution, and a real pid reuse takes a full
+    // wrap of the pid space, so let at least one tick pass first.
+    std::thread::sleep(Duration::from_millis(30));
+    let mut innocent = None;
+    for _ in 0..50 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).expect("ns_last_pid");
+        let c = spawn_sleep();
+        if c.id() == pid {
+            innocent = Some(c);
+            break;
+        }
+        let mut c = c;
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let mut innocent = ChildGuard(innocent.expect("could not reuse the pid in 50 tries"));
+    let dir = TempDir::new("kill");
+    let cfg = dir.0.join("c.yaml");
+    std::fs::write(&cfg, format!("state_dir: {}\n", dir.0.display())).expect("cfg");
+    let out = Command::new(vigil_bin())
+        .args([
+            "kill",
+            &pid.to_string(),
+            "--start-time",
+            &start.to_string(),
+            "--config",
+        ])
+        .arg(&cfg)
+        .output()
+        .expect("vigil kill");
+    assert!(!out.status.success());
+    let act = action(&out);
+    assert_eq!(act["state"], "refused", "{act}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        innocent.0.try_wait().expect("try_wait").is_none(),
+        "the innocent process was killed"
+    );
+    let log = std::fs::read_to_string(dir.0.join("actions.jsonl")).expect("actions log");
+    assert!(log.contains("\"refused\""));
+}
