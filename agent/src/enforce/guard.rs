@@ -240,7 +240,7 @@ mod tests {
             ("10.0.0.9", "Kafka"),
             ("10.0.0.10", "this host"),
             ("192.0.2.7", "operator"),
-            ("10.0.0.0/8", "gateway"),
+            ("10.0.0.0/8", "covers"),
             ("0.0.0.0/0", "loopback"),
         ] {
             let err = g.check(&target.parse().expect("cidr")).expect_err(target);
