@@ -63,6 +63,11 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Enforcement counters: entries, drops, isolation state (JSON).
+    EnforceStatus {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Detach the enforcement programs and delete their pinned maps.
     EnforceDetach {
         #[arg(long, short)]
@@ -149,6 +154,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let cfg = load_config(&config)?;
             finish(kill_action(&cfg, &host_name(&cfg), pid, start_time, freeze))
+        }
+        Command::EnforceStatus { config } => {
+            let cfg = load_config(&config)?;
+            let (c, report) = open_containment(&cfg)?;
+            let now = vigil::clock::monotonic_ns();
+            let entries = c.blocks.list();
+            let live = entries.iter().filter(|e| e.expires_ns > now).count();
+            let t = c.blocks.totals();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "entries": entries.len(),
+                    "entries_live": live,
+                    "dropped": {"in_packets": t[0], "in_bytes": t[1], "out_packets": t[2], "out_bytes": t[3]},
+                    "isolated": vigil::enforce::isolate::remaining_s().is_some(),
+                    "isolation_remaining_s": vigil::enforce::isolate::remaining_s(),
+                    "xdp": report.xdp,
+                    "egress": report.egress,
+                })
+            );
+            Ok(())
         }
         Command::EnforceDetach { config } => {
             let cfg = load_config(&config)?;

@@ -329,6 +329,15 @@ fn isolation_keeps_management_cuts_the_rest_and_unisolation_restores_the_ruleset
         tcp(&topo, m, &h3, None),
         "management cannot open new sessions"
     );
+    let status: Value =
+        serde_json::from_slice(&topo.vigil(&cfg, &["enforce-status"]).stdout).expect("status json");
+    assert_eq!(status["isolated"], true, "{status}");
+    assert!(
+        status["isolation_remaining_s"]
+            .as_u64()
+            .is_some_and(|s| s <= 60 && s > 0),
+        "{status}"
+    );
     let held = read_json_line(&mut session);
     let _ = session.wait();
     assert_eq!(
@@ -457,4 +466,77 @@ fn killing_a_reused_pid_does_nothing_harmful() {
     );
     let log = std::fs::read_to_string(dir.0.join("actions.jsonl")).expect("actions log");
     assert!(log.contains("\"refused\""));
+}
+
+#[test]
+fn interfaces_that_appear_later_get_the_blocklist_too() {
+    let (topo, mut agent, cfg, _pins) = setup("late", 227);
+    let _srv = topo.spawn(&topo.h, &["serve", "0.0.0.0:7600"]);
+    // A fourth neighbour, cabled after the agent started.
+    let late = format!("vg-late-x{}", std::process::id());
+    run("ip", &["netns", "add", &late]);
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _late_guard = Ns(late.clone());
+    run(
+        "ip",
+        &[
+            "link", "add", "vg227h9", "type", "veth", "peer", "name", "vg227p9",
+        ],
+    );
+    run("ip", &["link", "set", "vg227h9", "netns", &topo.h]);
+    run("ip", &["link", "set", "vg227p9", "netns", &late]);
+    run(
+        "ip",
+        &[
+            "-n",
+            &topo.h,
+            "addr",
+            "add",
+            "10.227.9.1/24",
+            "dev",
+            "vg227h9",
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &late,
+            "addr",
+            "add",
+            "10.227.9.2/24",
+            "dev",
+            "vg227p9",
+        ],
+    );
+    run("ip", &["-n", &topo.h, "link", "set", "vg227h9", "up"]);
+    run("ip", &["-n", &late, "link", "set", "vg227p9", "up"]);
+    run("ip", &["-n", &late, "link", "set", "lo", "up"]);
+
+    // The daemon's rescan (every second here) attaches XDP to it.
+    let start = Instant::now();
+    loop {
+        let link = topo.in_host("ip", &["link", "show", "vg227h9"]);
+        if String::from_utf8_lossy(&link.stdout).contains("prog/xdp") {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "XDP never attached to the new interface"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dst = "10.227.9.1:7600";
+    assert!(tcp(&topo, &late, dst, None), "baseline on the new link");
+    assert!(topo
+        .vigil(&cfg, &["blocks", "add", "10.227.9.2", "--ttl", "60s"])
+        .status
+        .success());
+    assert!(!tcp(&topo, &late, dst, None), "new interface not protected");
+    assert!(agent.stop());
 }

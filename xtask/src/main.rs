@@ -81,6 +81,8 @@ fn run(cli: Cli) -> Result<()> {
             setup(false)?;
             cargo(&["bench", "-p", "vigil", "--bench", "pipeline"])?;
             if is_root() {
+                cargo(&["build", "--release", "-p", "vigil-integration", "--bins"])?;
+                cargo(&["bench", "-p", "vigil", "--bench", "enforce"])?;
                 memory_bench()
             } else {
                 step("skipping the agent memory benchmark: it runs the real agent and needs root");

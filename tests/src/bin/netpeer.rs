@@ -10,6 +10,7 @@
 //!   netpeer tcp-probe ADDR:PORT TIMEOUT_MS [SRC] exit 0 if a round trip works
 //!   netpeer udp-probe ADDR:PORT TIMEOUT_MS [SRC] exit 0 if an echo comes back
 //!   netpeer tcp-hold ADDR:PORT ROUNDS INTERVAL_MS one session, a round trip per interval
+//!   netpeer udp-flood ADDR:PORT INTERVAL_US COUNT  paced datagrams, bounded by COUNT
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -268,6 +269,15 @@ fn main() {
                 }
             })();
             std::process::exit(if ok.is_ok() { 0 } else { 1 });
+        }
+        Some("udp-flood") => {
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            let dst = addr(&args[2]);
+            let gap = Duration::from_micros(num(&args[3]) as u64);
+            for _ in 0..num(&args[4]) {
+                let _ = s.send_to(b"flood", dst);
+                std::thread::sleep(gap);
+            }
         }
         Some("tcp-hold") => {
             let s = TcpStream::connect_timeout(&addr(&args[2]), Duration::from_secs(5))
