@@ -20,7 +20,7 @@ const BUILD_PACKAGES: &[&str] = &[
     "zlib1g-dev",
 ];
 /// Debian packages the root integration tests use.
-const TEST_PACKAGES: &[&str] = &["iproute2", "bpftool", "util-linux", "procps"];
+const TEST_PACKAGES: &[&str] = &["iproute2", "bpftool", "util-linux", "procps", "nftables"];
 
 #[derive(Parser)]
 #[command(name = "xtask")]
