@@ -19,10 +19,14 @@ pub enum EventKind {
     Accept = 5,
     Close = 6,
     ConnectFailed = 7,
+    /// `pam_authenticate` returned (libpam uprobe).
+    Auth = 8,
+    /// The kernel answered an inbound TCP packet with a reset: no socket.
+    Refused = 9,
 }
 
 /// One more than the largest kind: the size of the reserve-failure array.
-pub const EVENT_KIND_SLOTS: u32 = 8;
+pub const EVENT_KIND_SLOTS: u32 = 10;
 
 impl TryFrom<u16> for EventKind {
     type Error = u16;
@@ -35,13 +39,15 @@ impl TryFrom<u16> for EventKind {
             5 => Self::Accept,
             6 => Self::Close,
             7 => Self::ConnectFailed,
+            8 => Self::Auth,
+            9 => Self::Refused,
             other => return Err(other),
         })
     }
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 9] = [
         Self::Exec,
         Self::Exit,
         Self::Fork,
@@ -49,6 +55,8 @@ impl EventKind {
         Self::Accept,
         Self::Close,
         Self::ConnectFailed,
+        Self::Auth,
+        Self::Refused,
     ];
 
     /// Size of the full record of this kind, header included.
@@ -57,9 +65,10 @@ impl EventKind {
             Self::Exec => size_of::<ExecEvent>(),
             Self::Exit => size_of::<ExitEvent>(),
             Self::Fork => size_of::<ForkEvent>(),
-            Self::Connect | Self::Accept | Self::Close | Self::ConnectFailed => {
+            Self::Connect | Self::Accept | Self::Close | Self::ConnectFailed | Self::Refused => {
                 size_of::<ConnEvent>()
             }
+            Self::Auth => size_of::<AuthEvent>(),
         }
     }
 }
@@ -160,6 +169,27 @@ pub struct ConnEvent {
     pub _pad: u32,
 }
 
+/// service, user and rhost were read at verified offsets.
+pub const AUTH_FIELDS_KNOWN: u32 = 1;
+pub const AUTH_STR_LEN: usize = 64;
+
+/// The result of one `pam_authenticate` call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AuthEvent {
+    pub header: EventHeader,
+    /// PAM return code: 0 success, 7 auth error, 10 user unknown, …
+    pub retval: i32,
+    pub flags: u32,
+    pub uid: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+    pub service: [u8; 32],
+    pub user: [u8; AUTH_STR_LEN],
+    pub rhost: [u8; AUTH_STR_LEN],
+}
+
+const _: () = assert!(size_of::<AuthEvent>() == 24 + 16 + 16 + 32 + 64 + 64);
 const _: () = assert!(size_of::<EventHeader>() == 24);
 const _: () = assert!(size_of::<ExecEvent>() == 24 + 24 + 8 + 16 + 256 + 256);
 const _: () = assert!(size_of::<ExitEvent>() == 24 + 8 + 16);

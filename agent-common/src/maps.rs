@@ -38,4 +38,7 @@ pub mod prog {
     pub const FLOW_CG_EGRESS: &str = "vigil_flow_cg_out";
     pub const FLOW_TC_INGRESS: &str = "vigil_flow_tc_in";
     pub const FLOW_TC_EGRESS: &str = "vigil_flow_tc_out";
+    pub const PAM_ENTER: &str = "vigil_pam_enter";
+    pub const PAM_EXIT: &str = "vigil_pam_exit";
+    pub const TCP_RESET: &str = "vigil_tcp_reset";
 }

@@ -42,9 +42,18 @@ pub struct AgentConfig {
     pub tp_sk_daddr: u32,
     pub tp_sk_saddr_v6: u32,
     pub tp_sk_daddr_v6: u32,
+    /// `tcp/tcp_send_reset`: `skaddr` and the sockaddr blobs.
+    pub tp_rst_skaddr: u32,
+    pub tp_rst_saddr: u32,
+    pub tp_rst_daddr: u32,
+    /// Offsets of `service_name`, `user` and `rhost` in libpam's private
+    /// `struct pam_handle`, verified against the installed build.
+    pub pam_service: u32,
+    pub pam_user: u32,
+    pub pam_rhost: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 24 * 4);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 30 * 4);
 
 impl AgentConfig {
     /// Offsets as seen on Linux 6.x x86-64 tracefs; struct offsets unknown.
@@ -74,5 +83,11 @@ impl AgentConfig {
         tp_sk_daddr: 36,
         tp_sk_saddr_v6: 40,
         tp_sk_daddr_v6: 56,
+        tp_rst_skaddr: 16,
+        tp_rst_saddr: 32,
+        tp_rst_daddr: 60,
+        pam_service: OFFSET_UNKNOWN,
+        pam_user: OFFSET_UNKNOWN,
+        pam_rhost: OFFSET_UNKNOWN,
     };
 }

@@ -7,6 +7,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod auth;
 mod config;
 mod events;
 mod flow;

@@ -164,3 +164,52 @@ unsafe fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
     entry.submit(0);
     Ok(())
 }
+
+/// `tcp/tcp_send_reset` with no socket: an inbound SYN (or stray segment)
+/// to a port nobody listens on, the footprint of a port scan. The tracepoint
+/// reverses the packet's tuple, so `saddr` is this host.
+#[tracepoint]
+pub fn vigil_tcp_reset(ctx: TracePointContext) -> u32 {
+    let _ = unsafe { try_tcp_reset(&ctx) };
+    0
+}
+
+unsafe fn try_tcp_reset(ctx: &TracePointContext) -> Result<(), i64> {
+    let skaddr: u64 = unsafe { ctx.read_at(conf!(tp_rst_skaddr) as usize)? };
+    if skaddr != 0 {
+        return Ok(());
+    }
+    let s_off = conf!(tp_rst_saddr) as usize;
+    let d_off = conf!(tp_rst_daddr) as usize;
+    let family: u16 = unsafe { ctx.read_at(s_off)? };
+    let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
+        count_drop(EventKind::Refused);
+        return Ok(());
+    };
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        (*ev).header = header(EventKind::Refused, 0, 0);
+        (*ev).uid = 0;
+        (*ev).comm = [0; 16];
+        (*ev).flags = CONN_OWNER_UNKNOWN;
+        (*ev).protocol = IPPROTO_TCP as u16;
+        (*ev).old_state = 0;
+        (*ev)._pad = 0;
+        (*ev).family = family;
+        (*ev).sport = u16::from_be(ctx.read_at::<u16>(s_off + 2).unwrap_or(0));
+        (*ev).dport = u16::from_be(ctx.read_at::<u16>(d_off + 2).unwrap_or(0));
+        (*ev).saddr = [0; 16];
+        (*ev).daddr = [0; 16];
+        if family == AF_INET {
+            let s: [u8; 4] = ctx.read_at(s_off + 4).unwrap_or([0; 4]);
+            let d: [u8; 4] = ctx.read_at(d_off + 4).unwrap_or([0; 4]);
+            (*ev).saddr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            (*ev).daddr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        } else {
+            (*ev).saddr = ctx.read_at(s_off + 8).unwrap_or([0; 16]);
+            (*ev).daddr = ctx.read_at(d_off + 8).unwrap_or([0; 16]);
+        }
+    }
+    entry.submit(0);
+    Ok(())
+}

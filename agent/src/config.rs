@@ -35,6 +35,7 @@ pub struct Config {
     pub stats_interval_s: u64,
     pub enforce: EnforceConfig,
     pub kafka: KafkaConfig,
+    pub detect: crate::detect::config::DetectConfig,
 }
 
 impl Default for Config {
@@ -48,6 +49,7 @@ impl Default for Config {
             stats_interval_s: 60,
             enforce: EnforceConfig::default(),
             kafka: KafkaConfig::default(),
+            detect: crate::detect::config::DetectConfig::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::clock::{monotonic_ns, now_rfc3339, Clock};
 use crate::config::Config;
+use crate::detect::Engine;
 use crate::enforce::containment::Containment;
 use crate::event::{ConnKind, Event};
 use crate::loader::{self, LoaderError};
@@ -120,6 +121,7 @@ struct State {
     pending_set: HashSet<FlowKey>,
     flows_tracked: u64,
     containment: Option<Containment>,
+    engine: Option<Engine>,
 }
 
 impl State {
@@ -137,6 +139,7 @@ impl State {
                 }
                 let r = self.pipeline.on_event(ev);
                 self.sink.write(&r)?;
+                self.detect(&r)?;
             }
             Err(e) => {
                 self.pipeline.stats.decode_errors += 1;
@@ -152,11 +155,27 @@ impl State {
         Ok(())
     }
 
+    /// Runs the detectors on a record; alerts go to the output and, one
+    /// readable line each, to stderr.
+    fn detect(&mut self, r: &Record) -> Result<(), DaemonError> {
+        let Some(engine) = self.engine.as_mut() else {
+            return Ok(());
+        };
+        let now_s = r.wall_ns as f64 / 1e9;
+        for alert in engine.on_record(now_s, &r.ts, &r.host, &r.body) {
+            eprintln!("{}", alert.line());
+            self.sink
+                .write_line(&serde_json::to_string(&alert).unwrap_or_default())?;
+        }
+        Ok(())
+    }
+
     fn emit_flow(&mut self, key: &FlowKey, end: FlowEnd) -> Result<(), DaemonError> {
         if let Ok(stats) = self.maps.flows.get(key, 0) {
             let _ = self.maps.flows.remove(key);
             let r = self.pipeline.on_flow(key, &stats, end);
             self.sink.write(&r)?;
+            self.detect(&r)?;
         }
         Ok(())
     }
@@ -208,6 +227,8 @@ impl State {
                 EventKind::Accept => "net_accept",
                 EventKind::Close => "net_close",
                 EventKind::ConnectFailed => "net_connect_failed",
+                EventKind::Auth => "auth_attempt",
+                EventKind::Refused => "net_refused",
             };
             events.insert(name, self.pipeline.stats.events[kind as usize]);
         }
@@ -247,6 +268,7 @@ impl State {
             body,
             ts: now_rfc3339(),
             host: self.pipeline.host(),
+            wall_ns: 0,
         };
         self.sink.write(&r)?;
         self.sink.flush()?;
@@ -344,6 +366,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         pending_set: HashSet::new(),
         flows_tracked: 0,
         containment,
+        engine: crate::detect::config::engine(&cfg.detect),
         cfg,
     };
     st.write_agent(Body::AgentStart(AgentStart {

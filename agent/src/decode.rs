@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use agent_common as wire;
 use agent_common::EventKind;
 
-use crate::event::{ConnEvent, ConnKind, Event, ExecEvent, ExitEvent, ForkEvent};
+use crate::event::{AuthEvent, ConnEvent, ConnKind, Event, ExecEvent, ExitEvent, ForkEvent};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -170,7 +170,30 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 maybe_thread: e.flags & wire::FORK_MAYBE_THREAD != 0,
             })
         }
-        EventKind::Connect | EventKind::Accept | EventKind::Close | EventKind::ConnectFailed => {
+        EventKind::Auth => {
+            let e: wire::AuthEvent = read(data).ok_or(DecodeError::Truncated {
+                kind,
+                got: data.len(),
+                need,
+            })?;
+            let known = e.flags & wire::AUTH_FIELDS_KNOWN != 0;
+            let field = |b: &[u8]| Some(cstr(b)).filter(|s| known && !s.is_empty());
+            Event::Auth(AuthEvent {
+                ktime_ns: h.ktime_ns,
+                pid: h.tgid,
+                uid: e.uid,
+                comm: cstr(&e.comm),
+                retval: e.retval,
+                service: field(&e.service),
+                user: field(&e.user),
+                rhost: field(&e.rhost),
+            })
+        }
+        EventKind::Connect
+        | EventKind::Accept
+        | EventKind::Close
+        | EventKind::ConnectFailed
+        | EventKind::Refused => {
             let e: wire::ConnEvent = read(data).ok_or(DecodeError::Truncated {
                 kind,
                 got: data.len(),
@@ -180,6 +203,7 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 EventKind::Connect => ConnKind::Connect,
                 EventKind::Accept => ConnKind::Accept,
                 EventKind::Close => ConnKind::Close,
+                EventKind::Refused => ConnKind::Refused,
                 _ => ConnKind::ConnectFailed,
             };
             let owner_known = e.flags & wire::CONN_OWNER_UNKNOWN == 0 && h.tgid != 0;
@@ -264,6 +288,21 @@ pub mod fixtures {
         bytes_of(&e)
     }
 
+    pub fn auth(pid: u32, retval: i32, user: &str, rhost: &str) -> Vec<u8> {
+        let e = wire::AuthEvent {
+            header: header(EventKind::Auth, 4_000, pid),
+            retval,
+            flags: wire::AUTH_FIELDS_KNOWN,
+            uid: 0,
+            _pad: 0,
+            comm: fill(b"sshd"),
+            service: fill(b"sshd"),
+            user: fill(user.as_bytes()),
+            rhost: fill(rhost.as_bytes()),
+        };
+        bytes_of(&e)
+    }
+
     pub fn fork(parent: u32, child: u32) -> Vec<u8> {
         let e = wire::ForkEvent {
             header: header(EventKind::Fork, 1_500, parent),
@@ -325,6 +364,18 @@ mod tests {
     }
 
     #[test]
+    fn decodes_auth() {
+        let Event::Auth(a) = decode(&auth(7, 7, "root", "192.0.2.9")).expect("decode") else {
+            panic!()
+        };
+        assert_eq!(
+            (a.retval, a.user.as_deref(), a.rhost.as_deref()),
+            (7, Some("root"), Some("192.0.2.9"))
+        );
+        assert_eq!(a.service.as_deref(), Some("sshd"));
+    }
+
+    #[test]
     fn decodes_exit_status_and_signal() {
         let Event::Exit(e) = decode(&exit(9, 3 << 8)).expect("decode") else {
             panic!()
@@ -367,6 +418,7 @@ mod tests {
             exit(1, 0),
             fork(1, 2),
             conn(EventKind::Close, 1, [1; 4], 1, [2; 4], 2),
+            auth(1, 0, "u", "h"),
         ] {
             for cut in 0..bytes.len() {
                 assert!(decode(&bytes[..cut]).is_err(), "cut at {cut} decoded");

@@ -8,6 +8,7 @@ pub enum Event {
     Exit(ExitEvent),
     Fork(ForkEvent),
     Conn(ConnEvent),
+    Auth(AuthEvent),
 }
 
 impl Event {
@@ -17,6 +18,7 @@ impl Event {
             Event::Exit(e) => e.ktime_ns,
             Event::Fork(e) => e.ktime_ns,
             Event::Conn(e) => e.ktime_ns,
+            Event::Auth(e) => e.ktime_ns,
         }
     }
 }
@@ -62,6 +64,20 @@ impl ExitEvent {
     }
 }
 
+/// One `pam_authenticate` result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthEvent {
+    pub ktime_ns: u64,
+    pub pid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub retval: i32,
+    /// None when libpam's private offsets could not be verified.
+    pub service: Option<String>,
+    pub user: Option<String>,
+    pub rhost: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForkEvent {
     pub ktime_ns: u64,
@@ -77,6 +93,7 @@ pub enum ConnKind {
     Accept,
     Close,
     ConnectFailed,
+    Refused,
 }
 
 impl ConnKind {
@@ -86,6 +103,7 @@ impl ConnKind {
             ConnKind::Accept => "net_accept",
             ConnKind::Close => "net_close",
             ConnKind::ConnectFailed => "net_connect_failed",
+            ConnKind::Refused => "net_refused",
         }
     }
 }

@@ -7,8 +7,8 @@ use std::fs::File;
 
 use agent_common::{maps, maps::prog, AgentConfig, OFFSET_UNKNOWN};
 use aya::programs::{
-    tc, BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
-    SchedClassifier, TcAttachType, TracePoint,
+    tc, uprobe::UProbeScope, BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType,
+    CgroupSock, SchedClassifier, TcAttachType, TracePoint, UProbe,
 };
 use aya::{Btf, Ebpf, EbpfLoader};
 
@@ -97,6 +97,10 @@ pub fn agent_config(root: &str) -> (AgentConfig, Vec<String>) {
     c.tp_sk_daddr = get(&sk, "daddr", c.tp_sk_daddr);
     c.tp_sk_saddr_v6 = get(&sk, "saddr_v6", c.tp_sk_saddr_v6);
     c.tp_sk_daddr_v6 = get(&sk, "daddr_v6", c.tp_sk_daddr_v6);
+    let rst = tp_offsets(root, "tcp", "tcp_send_reset");
+    c.tp_rst_skaddr = get(&rst, "skaddr", c.tp_rst_skaddr);
+    c.tp_rst_saddr = get(&rst, "saddr", c.tp_rst_saddr);
+    c.tp_rst_daddr = get(&rst, "daddr", c.tp_rst_daddr);
     (c, missing)
 }
 
@@ -166,6 +170,20 @@ fn btf_tracepoint(ebpf: &mut Ebpf, prog_name: &str, name: &str) -> Result<(), St
         .map_err(|e| format!("{e}"))?;
     p.load(name, &btf).map_err(|e| format!("load: {e}"))?;
     p.attach().map_err(|e| format!("attach: {e}"))?;
+    Ok(())
+}
+
+fn pam_uprobes(ebpf: &mut Ebpf, lib: &std::path::Path) -> Result<(), String> {
+    for name in [prog::PAM_ENTER, prog::PAM_EXIT] {
+        let p: &mut UProbe = ebpf
+            .program_mut(name)
+            .ok_or("program missing from object")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        p.load().map_err(|e| format!("load: {e}"))?;
+        p.attach("pam_authenticate", lib, UProbeScope::AllProcesses)
+            .map_err(|e| format!("attach: {e}"))?;
+    }
     Ok(())
 }
 
@@ -254,7 +272,18 @@ fn tc_flows(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
 
 pub fn load(cfg: &Config) -> Result<Loaded, LoaderError> {
     let root = tracefs::ensure_mounted()?;
-    let (config, missing) = agent_config(root);
+    let (mut config, missing) = agent_config(root);
+    // libpam's private layout, verified against the installed build first.
+    let libpam = crate::pam::find_libpam();
+    let pam_check = match &libpam {
+        Some(lib) => crate::pam::verify_offsets(lib),
+        None => Err("libpam.so.0 not installed".to_string()),
+    };
+    if let Ok(o) = &pam_check {
+        config.pam_service = o.service;
+        config.pam_user = o.user;
+        config.pam_rhost = o.rhost;
+    }
     let mut loader = EbpfLoader::new();
     loader
         .override_global(maps::CONFIG, &config, true)
@@ -282,6 +311,33 @@ pub fn load(cfg: &Config) -> Result<Loaded, LoaderError> {
         if let Err(reason) = r {
             return Err(LoaderError::Required { name, hook, reason });
         }
+    }
+
+    // Optional: resets to closed ports (inbound scans).
+    let r = tracepoint(&mut ebpf, prog::TCP_RESET, "tcp", "tcp_send_reset");
+    probes.push("tcp_refused", "tracepoint/tcp/tcp_send_reset", 1, &r);
+
+    // Optional: authentication results from libpam.
+    match &libpam {
+        Some(lib) => {
+            let r = pam_uprobes(&mut ebpf, lib);
+            let hook = format!("uprobe {}:pam_authenticate", lib.display());
+            probes.push("auth", &hook, 1, &r);
+            if let Err(e) = &pam_check {
+                probes.note(
+                    "auth_fields",
+                    "libpam struct pam_handle",
+                    "degraded",
+                    format!("user and rhost not reported: {e}"),
+                );
+            }
+        }
+        None => probes.note(
+            "auth",
+            "uprobe pam_authenticate",
+            "failed",
+            "libpam.so.0 not found".into(),
+        ),
     }
 
     // fork: tp_btf tells threads from processes; the tracepoint cannot.

@@ -27,6 +27,9 @@ pub struct Record {
     pub body: Body,
     pub ts: String,
     pub host: Arc<str>,
+    /// Wall-clock time in ns, for the detectors (not serialized: `ts` says it).
+    #[serde(skip)]
+    pub wall_ns: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -39,6 +42,9 @@ pub enum Body {
     NetAccept(Conn),
     NetClose(Conn),
     NetConnectFailed(Conn),
+    /// An inbound TCP attempt answered with a reset: no socket on that port.
+    NetRefused(Conn),
+    AuthAttempt(AuthAttempt),
     Flow(Box<Flow>),
     AgentStart(AgentStart),
     AgentStats(AgentStats),
@@ -56,6 +62,12 @@ pub struct ProcessExec {
     pub argv: Vec<String>,
     pub argv_truncated: bool,
     pub cgroup_id: u64,
+    /// For shells: standard input or output is a socket (a reverse shell's tell).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdio_socket: Option<bool>,
+    /// Executable of the parent process, from the process cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_exe: Option<Arc<str>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +78,23 @@ pub struct ProcessExit {
     pub signal: Option<u32>,
     pub comm: String,
     pub exe: Option<Arc<str>>,
+}
+
+/// A `pam_authenticate` call and its result (uprobe on libpam).
+#[derive(Debug, Serialize)]
+pub struct AuthAttempt {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: Option<Arc<str>>,
+    /// PAM service (sshd, sudo, login, …), when the offsets were verified.
+    pub service: Option<String>,
+    pub user: Option<String>,
+    /// Remote host as PAM saw it (an address for sshd).
+    pub rhost: Option<String>,
+    /// `success` or `failure`.
+    pub result: &'static str,
+    /// PAM return code (0 success, 7 auth error, 10 unknown user, …).
+    pub code: i32,
 }
 
 #[derive(Debug, Serialize)]

@@ -26,6 +26,23 @@ pub struct Endpoints {
     pub remote: (IpAddr, u16),
 }
 
+/// Shells worth a reverse-shell check at exec.
+pub fn is_shell(exe: &str) -> bool {
+    matches!(
+        exe.rsplit('/').next().unwrap_or(""),
+        "sh" | "bash" | "dash" | "zsh" | "ksh" | "ash" | "busybox" | "fish"
+    )
+}
+
+/// Whether fd 0 or 1 of a process is a socket (read from /proc at exec).
+fn stdio_is_socket(pid: u32) -> bool {
+    (0..2).any(|fd| {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .map(|p| p.to_string_lossy().starts_with("socket:"))
+            .unwrap_or(false)
+    })
+}
+
 /// Connection owners remembered for flows whose socket the kernel could not
 /// attribute (accepted sockets). Bounded like every per-key structure.
 const CONN_OWNERS: usize = 65_536;
@@ -77,10 +94,12 @@ impl Pipeline {
     }
 
     fn record(&self, ktime_ns: u64, body: Body) -> Record {
+        let wall_ns = self.clock.wall_ns(ktime_ns);
         Record {
             body,
-            ts: self.clock.rfc3339(ktime_ns),
+            ts: crate::clock::rfc3339_ns(wall_ns),
             host: self.host.clone(),
+            wall_ns,
         }
     }
 
@@ -108,7 +127,11 @@ impl Pipeline {
                         .unwrap_or_else(|_| e.filename.clone())
                 };
                 let info = self.procs.on_exec(&e, &exe);
+                let parent_exe = self.procs.get(info.ppid).map(|p| p.exe.clone());
+                let stdio_socket = is_shell(&exe).then(|| stdio_is_socket(e.pid));
                 Body::ProcessExec(output::ProcessExec {
+                    stdio_socket,
+                    parent_exe,
                     pid: e.pid,
                     ppid: info.ppid,
                     uid: e.uid,
@@ -146,6 +169,20 @@ impl Pipeline {
                 })
             }
             Event::Conn(c) => self.on_conn(c),
+            Event::Auth(a) => {
+                self.stats.events[EventKind::Auth as usize] += 1;
+                let exe = self.procs.get(a.pid).map(|p| p.exe.clone());
+                Body::AuthAttempt(output::AuthAttempt {
+                    pid: a.pid,
+                    comm: a.comm,
+                    exe,
+                    service: a.service,
+                    user: a.user,
+                    rhost: a.rhost,
+                    result: if a.retval == 0 { "success" } else { "failure" },
+                    code: a.retval,
+                })
+            }
         };
         self.record(ktime, body)
     }
@@ -156,6 +193,7 @@ impl Pipeline {
             ConnKind::Accept => EventKind::Accept,
             ConnKind::Close => EventKind::Close,
             ConnKind::ConnectFailed => EventKind::ConnectFailed,
+            ConnKind::Refused => EventKind::Refused,
         };
         self.stats.events[slot as usize] += 1;
         let ends = Endpoints {
@@ -171,7 +209,7 @@ impl Pipeline {
             }
             // Close arrives in softirq: the owner comes from what we saw earlier.
             ConnKind::Close => c.pid.or_else(|| self.conn_owners.pop(&ends)),
-            ConnKind::ConnectFailed => c.pid,
+            ConnKind::ConnectFailed | ConnKind::Refused => c.pid,
         };
         let info: Option<ProcInfo> = pid.and_then(|p| self.procs.get(p).cloned());
         let comm = if c.comm.is_empty() {
@@ -200,6 +238,7 @@ impl Pipeline {
             ConnKind::Accept => Body::NetAccept(conn),
             ConnKind::Close => Body::NetClose(conn),
             ConnKind::ConnectFailed => Body::NetConnectFailed(conn),
+            ConnKind::Refused => Body::NetRefused(conn),
         }
     }
 

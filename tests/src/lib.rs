@@ -449,6 +449,17 @@ impl Topology {
         ChildGuard(c)
     }
 
+    /// Starts netpeer with its stdout piped, without waiting for anything.
+    pub fn spawn_raw(&self, ns: &str, args: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(netpeer())
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn netpeer")
+    }
+
     /// `vigil ARGS --config CFG` inside the host namespace.
     pub fn vigil(&self, config: &Path, args: &[&str]) -> Output {
         Command::new("nsenter")

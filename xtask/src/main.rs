@@ -20,7 +20,18 @@ const BUILD_PACKAGES: &[&str] = &[
     "zlib1g-dev",
 ];
 /// Debian packages the root integration tests use.
-const TEST_PACKAGES: &[&str] = &["iproute2", "bpftool", "util-linux", "procps", "nftables"];
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "bpftool",
+    "util-linux",
+    "procps",
+    "nftables",
+    "openssh-server",
+    "openssh-client",
+    "hydra",
+    "nmap",
+    "passwd",
+];
 
 #[derive(Parser)]
 #[command(name = "xtask")]

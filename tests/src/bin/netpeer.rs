@@ -11,6 +11,7 @@
 //!   netpeer udp-probe ADDR:PORT TIMEOUT_MS [SRC] exit 0 if an echo comes back
 //!   netpeer tcp-hold ADDR:PORT ROUNDS INTERVAL_MS one session, a round trip per interval
 //!   netpeer udp-flood ADDR:PORT INTERVAL_US COUNT  paced datagrams, bounded by COUNT
+//!   netpeer beacon ADDR:PORT PERIOD_MS JITTER_PCT COUNT  periodic short connections
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -269,6 +270,31 @@ fn main() {
                 }
             })();
             std::process::exit(if ok.is_ok() { 0 } else { 1 });
+        }
+        Some("beacon") => {
+            let dst = addr(&args[2]);
+            let (period, jitter, count) = (
+                num(&args[3]) as f64,
+                num(&args[4]) as f64 / 100.0,
+                num(&args[5]),
+            );
+            // Deterministic uniform jitter in [-j, +j] of the period.
+            let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut ok = 0;
+            for _ in 0..count {
+                if let Ok(s) = TcpStream::connect_timeout(&dst, Duration::from_secs(2)) {
+                    if round_trip(s, Duration::from_secs(2)).is_ok() {
+                        ok += 1;
+                    }
+                }
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (seed >> 11) as f64 / (1u64 << 53) as f64;
+                let wait = period * (1.0 + jitter * (2.0 * u - 1.0));
+                std::thread::sleep(Duration::from_millis(wait as u64));
+            }
+            println!("{{\"pid\":{pid},\"connections\":{ok}}}");
         }
         Some("udp-flood") => {
             let s = UdpSocket::bind("0.0.0.0:0").expect("bind");

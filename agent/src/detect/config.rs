@@ -1,0 +1,64 @@
+//! The `detect:` section of the config: every detector's thresholds, with
+//! the documented defaults (docs/detectors.md), and the engine built from it.
+
+use serde::Deserialize;
+
+use super::beacon::{BeaconConfig, BeaconDetector};
+use super::brute_force::{BruteForceConfig, BruteForceDetector};
+use super::exfil::{ExfilConfig, ExfilDetector};
+use super::lateral::{LateralConfig, LateralDetector};
+use super::process::{ProcessConfig, ProcessDetector};
+use super::scan::{ScanConfig, ScanDetector};
+use super::{Detector, Engine};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Run the detectors at all.
+    pub enabled: bool,
+    /// Seconds during which repeats of one attack fold into one alert.
+    pub dedup_window_s: f64,
+    /// Seconds between re-emissions of a folded alert with its new count.
+    pub update_interval_s: f64,
+    pub brute_force: BruteForceConfig,
+    pub scan: ScanConfig,
+    pub beacon: BeaconConfig,
+    pub exfil: ExfilConfig,
+    pub lateral: LateralConfig,
+    pub process: ProcessConfig,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            enabled: true,
+            dedup_window_s: 600.0,
+            update_interval_s: 30.0,
+            brute_force: BruteForceConfig::default(),
+            scan: ScanConfig::default(),
+            beacon: BeaconConfig::default(),
+            exfil: ExfilConfig::default(),
+            lateral: LateralConfig::default(),
+            process: ProcessConfig::default(),
+        }
+    }
+}
+
+pub fn engine(cfg: &DetectConfig) -> Option<Engine> {
+    if !cfg.enabled {
+        return None;
+    }
+    let beaconing = super::beacon::Beaconing::default();
+    let detectors: Vec<Box<dyn Detector>> = vec![
+        Box::new(BruteForceDetector::new(cfg.brute_force.clone())),
+        Box::new(ScanDetector::new(cfg.scan.clone())),
+        Box::new(BeaconDetector::new(cfg.beacon.clone(), beaconing.clone())),
+        Box::new(ExfilDetector::new(cfg.exfil.clone(), beaconing)),
+        Box::new(LateralDetector::new(cfg.lateral.clone())),
+        Box::new(ProcessDetector::new(cfg.process.clone())),
+    ];
+    let mut e = Engine::new(detectors);
+    e.dedup_window_s = cfg.dedup_window_s;
+    e.update_interval_s = cfg.update_interval_s;
+    Some(e)
+}

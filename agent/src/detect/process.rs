@@ -1,0 +1,210 @@
+//! Suspicious process behaviour (T1059.004, T1620, T1564.001, T1204):
+//! execution from world-writable or hidden paths or from memory, a shell
+//! spawned by a network service, and a shell wired to a socket.
+
+use serde::Deserialize;
+
+use super::{Detector, Finding, Severity};
+use crate::output::{Body, ProcessExec};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Directories no legitimate binary runs from.
+    pub suspicious_dirs: Vec<String>,
+    /// Executables of network services whose shells are suspicious.
+    pub network_services: Vec<String>,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        ProcessConfig {
+            suspicious_dirs: vec!["/tmp/".into(), "/var/tmp/".into(), "/dev/shm/".into()],
+            network_services: [
+                "nginx",
+                "apache2",
+                "httpd",
+                "lighttpd",
+                "php-fpm",
+                "mysqld",
+                "mariadbd",
+                "postgres",
+                "redis-server",
+                "mongod",
+                "tomcat",
+                "java",
+                "node",
+                "caddy",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        }
+    }
+}
+
+pub struct ProcessDetector {
+    cfg: ProcessConfig,
+}
+
+impl ProcessDetector {
+    pub fn new(cfg: ProcessConfig) -> Self {
+        ProcessDetector { cfg }
+    }
+}
+
+fn base(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn entities(e: &ProcessExec) -> serde_json::Value {
+    serde_json::json!({"pid": e.pid, "ppid": e.ppid, "exe": e.exe, "parent_exe": e.parent_exe, "uid": e.uid, "argv": e.argv})
+}
+
+impl Detector for ProcessDetector {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn on_record(&mut self, _now: f64, body: &Body, out: &mut Vec<Finding>) {
+        let Body::ProcessExec(e) = body else { return };
+        let mut push = |key: &str,
+                        severity,
+                        confidence,
+                        techniques: Vec<&'static str>,
+                        summary: String,
+                        evidence| {
+            out.push(Finding {
+                detector: "process",
+                key: format!("{key}|{}", e.exe),
+                severity,
+                confidence,
+                techniques,
+                summary,
+                entities: entities(e),
+                evidence,
+            })
+        };
+        if e.exe.starts_with("/memfd:") || e.exe.contains("(deleted)") {
+            push(
+                "memfd",
+                Severity::High,
+                0.9,
+                vec!["T1620"],
+                format!("process {} runs from memory ({})", e.pid, e.exe),
+                serde_json::json!({"exe": e.exe}),
+            );
+        } else if let Some(dir) = self
+            .cfg
+            .suspicious_dirs
+            .iter()
+            .find(|d| e.exe.starts_with(d.as_str()))
+        {
+            push(
+                "tmpexec",
+                Severity::Medium,
+                0.7,
+                vec!["T1059", "T1204"],
+                format!("{} executed from {dir}", e.exe),
+                serde_json::json!({"exe": e.exe, "dir": dir}),
+            );
+        }
+        // A hidden executable, or a hidden directory inside a world-writable
+        // one (dot-directories in home directories are everyday tooling).
+        let hidden_file = base(&e.exe).starts_with('.');
+        let hidden_in_tmp = self.cfg.suspicious_dirs.iter().any(|d| {
+            e.exe
+                .strip_prefix(d.as_str())
+                .is_some_and(|rest| rest.split('/').any(|c| c.starts_with('.') && c.len() > 1))
+        });
+        if hidden_file || hidden_in_tmp {
+            push(
+                "hidden",
+                Severity::Medium,
+                0.7,
+                vec!["T1564.001"],
+                format!("{} executed from a hidden path", e.exe),
+                serde_json::json!({"exe": e.exe}),
+            );
+        }
+        let shell = crate::pipeline::is_shell(&e.exe);
+        if shell && e.stdio_socket == Some(true) {
+            push(
+                "revshell",
+                Severity::Critical,
+                0.95,
+                vec!["T1059.004"],
+                format!(
+                    "reverse shell: {} (pid {}) has a socket for stdin/stdout",
+                    e.exe, e.pid
+                ),
+                serde_json::json!({"stdio_socket": true}),
+            );
+        }
+        if shell {
+            if let Some(parent) = e.parent_exe.as_deref() {
+                if self.cfg.network_services.iter().any(|s| base(parent) == s) {
+                    push(
+                        "svcshell",
+                        Severity::High,
+                        0.85,
+                        vec!["T1059.004"],
+                        format!("network service {parent} spawned the shell {}", e.exe),
+                        serde_json::json!({"parent_exe": parent}),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(exe: &str, parent: Option<&str>, socket: Option<bool>) -> Body {
+        Body::ProcessExec(ProcessExec {
+            pid: 100,
+            ppid: 10,
+            uid: 33,
+            gid: 33,
+            comm: base(exe).to_string(),
+            exe: exe.to_string(),
+            argv: vec![exe.to_string()],
+            argv_truncated: false,
+            cgroup_id: 1,
+            stdio_socket: socket,
+            parent_exe: parent.map(std::sync::Arc::from),
+        })
+    }
+
+    fn run(b: Body) -> Vec<Finding> {
+        let mut out = Vec::new();
+        ProcessDetector::new(ProcessConfig::default()).on_record(0.0, &b, &mut out);
+        out
+    }
+
+    #[test]
+    fn each_behaviour_fires_and_normal_exec_does_not() {
+        assert!(run(exec("/usr/bin/ls", Some("/usr/bin/bash"), None)).is_empty());
+        assert!(run(exec("/usr/bin/bash", Some("/usr/sbin/sshd"), Some(false))).is_empty());
+        assert_eq!(
+            run(exec("/tmp/x", None, None))[0].techniques,
+            vec!["T1059", "T1204"]
+        );
+        assert_eq!(run(exec("/dev/shm/.k", None, None)).len(), 2);
+        assert!(run(exec("/root/.pyenv/shims/python3", None, None)).is_empty());
+        assert_eq!(
+            run(exec("/home/u/.x", None, None))[0].techniques,
+            vec!["T1564.001"]
+        );
+        assert_eq!(
+            run(exec("/memfd:payload (deleted)", None, None))[0].techniques,
+            vec!["T1620"]
+        );
+        let rs = run(exec("/usr/bin/bash", None, Some(true)));
+        assert_eq!(rs[0].severity, Severity::Critical);
+        let svc = run(exec("/bin/sh", Some("/usr/sbin/nginx"), Some(false)));
+        assert_eq!(svc[0].techniques, vec!["T1059.004"]);
+    }
+}

@@ -1,0 +1,144 @@
+//! Finds the installed libpam and verifies, against that very build, where
+//! its private `struct pam_handle` keeps service, user and rhost (the
+//! layout is not ABI). The check opens a real PAM handle in this process
+//! with marker values and reads them back at the candidate offsets (x86-64
+//! Linux-PAM: 40, 48, 56, as pamspy documents). Reads go through
+//! process_vm_readv, so a wrong guess is an error, not a crash. If anything
+//! disagrees, the uprobes still report results, without user and rhost.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::path::PathBuf;
+
+const CANDIDATES: [&str; 4] = [
+    "/lib/x86_64-linux-gnu/libpam.so.0",
+    "/usr/lib/x86_64-linux-gnu/libpam.so.0",
+    "/usr/lib64/libpam.so.0",
+    "/lib64/libpam.so.0",
+];
+
+pub fn find_libpam() -> Option<PathBuf> {
+    CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PamOffsets {
+    pub service: u32,
+    pub user: u32,
+    pub rhost: u32,
+}
+
+#[repr(C)]
+struct PamConv {
+    conv: *const c_void,
+    appdata: *mut c_void,
+}
+
+type PamStart =
+    unsafe extern "C" fn(*const c_char, *const c_char, *const PamConv, *mut *mut c_void) -> c_int;
+type PamSetItem = unsafe extern "C" fn(*mut c_void, c_int, *const c_void) -> c_int;
+type PamEnd = unsafe extern "C" fn(*mut c_void, c_int) -> c_int;
+
+const PAM_RHOST: c_int = 4;
+
+/// Reads `len` bytes at `addr` of our own memory without faulting.
+fn safe_read(addr: usize, len: usize) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: len,
+    };
+    // SAFETY: reading our own address space through the kernel, which
+    // reports EFAULT instead of faulting on a bad address.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    (n == len as isize).then_some(buf)
+}
+
+fn string_at(pamh: usize, off: u32) -> Option<String> {
+    let ptr = safe_read(pamh + off as usize, 8)?;
+    let p = usize::from_ne_bytes(ptr.try_into().ok()?);
+    if p == 0 {
+        return None;
+    }
+    let bytes = safe_read(p, 64)?;
+    let end = bytes.iter().position(|&b| b == 0)?;
+    String::from_utf8(bytes[..end].to_vec()).ok()
+}
+
+fn sym<T>(lib: *mut c_void, name: &CStr) -> Option<T> {
+    // SAFETY: dlsym on a handle we opened; the caller names the right type.
+    let p = unsafe { libc::dlsym(lib, name.as_ptr()) };
+    (!p.is_null()).then(|| unsafe { std::mem::transmute_copy::<*mut c_void, T>(&p) })
+}
+
+/// Verifies the candidate offsets against `lib`; Err says why not.
+pub fn verify_offsets(lib: &std::path::Path) -> Result<PamOffsets, String> {
+    let path = CString::new(lib.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: dlopen with a valid path; the handle is closed below.
+    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        return Err(format!("dlopen {} failed", lib.display()));
+    }
+    let result = (|| {
+        let start: PamStart = sym(handle, c"pam_start").ok_or("no pam_start")?;
+        let set_item: PamSetItem = sym(handle, c"pam_set_item").ok_or("no pam_set_item")?;
+        let end: PamEnd = sym(handle, c"pam_end").ok_or("no pam_end")?;
+        let (service, user, rhost) = (c"vigil-offset-check", c"vigil-probe-user", c"192.0.2.123");
+        let conv = PamConv {
+            conv: std::ptr::null(),
+            appdata: std::ptr::null_mut(),
+        };
+        let mut pamh: *mut c_void = std::ptr::null_mut();
+        // SAFETY: documented libpam calls with valid arguments.
+        let rc = unsafe { start(service.as_ptr(), user.as_ptr(), &conv, &mut pamh) };
+        if rc != 0 || pamh.is_null() {
+            return Err(format!("pam_start returned {rc}"));
+        }
+        unsafe { set_item(pamh, PAM_RHOST, rhost.as_ptr().cast()) };
+        let h = pamh as usize;
+        let offsets = PamOffsets {
+            service: 40,
+            user: 48,
+            rhost: 56,
+        };
+        let got = (
+            string_at(h, offsets.service),
+            string_at(h, offsets.user),
+            string_at(h, offsets.rhost),
+        );
+        unsafe { end(pamh, 0) };
+        let want = (
+            Some("vigil-offset-check".to_string()),
+            Some("vigil-probe-user".to_string()),
+            Some("192.0.2.123".to_string()),
+        );
+        if got == want {
+            Ok(offsets)
+        } else {
+            Err(format!(
+                "libpam layout differs from the known one (read {got:?})"
+            ))
+        }
+    })();
+    // SAFETY: closing the handle opened above.
+    unsafe { libc::dlclose(handle) };
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installed_libpam_offsets_verify() {
+        let Some(lib) = find_libpam() else {
+            eprintln!("skipped: no libpam.so.0 installed");
+            return;
+        };
+        let o = verify_offsets(&lib).expect("offsets verify against the installed libpam");
+        assert_eq!((o.service, o.user, o.rhost), (40, 48, 56));
+    }
+}
