@@ -369,6 +369,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         engine: crate::detect::config::engine(&cfg.detect),
         cfg,
     };
+    if let Some(engine) = st.engine.as_mut() {
+        let dir = st.cfg.state_dir.clone();
+        for e in engine.load_states(|name| std::fs::read(dir.join(name)).ok()) {
+            tracing::warn!("ignored saved detector state ({e}); learning afresh");
+        }
+    }
     st.write_agent(Body::AgentStart(AgentStart {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION"),

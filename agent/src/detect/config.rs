@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use super::anomaly::{AnomalyConfig, AnomalyDetector};
 use super::beacon::{BeaconConfig, BeaconDetector};
 use super::brute_force::{BruteForceConfig, BruteForceDetector};
 use super::exfil::{ExfilConfig, ExfilDetector};
@@ -26,6 +27,7 @@ pub struct DetectConfig {
     pub exfil: ExfilConfig,
     pub lateral: LateralConfig,
     pub process: ProcessConfig,
+    pub anomaly: AnomalyConfig,
 }
 
 impl Default for DetectConfig {
@@ -40,6 +42,7 @@ impl Default for DetectConfig {
             exfil: ExfilConfig::default(),
             lateral: LateralConfig::default(),
             process: ProcessConfig::default(),
+            anomaly: AnomalyConfig::default(),
         }
     }
 }
@@ -56,6 +59,7 @@ pub fn engine(cfg: &DetectConfig) -> Option<Engine> {
         Box::new(ExfilDetector::new(cfg.exfil.clone(), beaconing)),
         Box::new(LateralDetector::new(cfg.lateral.clone())),
         Box::new(ProcessDetector::new(cfg.process.clone())),
+        Box::new(AnomalyDetector::new(cfg.anomaly.clone())),
     ];
     let mut e = Engine::new(detectors);
     e.dedup_window_s = cfg.dedup_window_s;

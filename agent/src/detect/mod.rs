@@ -2,11 +2,13 @@
 //! bounded per-key state, and an engine that maps their findings to
 //! ATT&CK, de-duplicates them and turns them into `alert` records.
 
+pub mod anomaly;
 pub mod attack;
 pub mod beacon;
 pub mod brute_force;
 pub mod config;
 pub mod exfil;
+pub mod iforest;
 pub mod lateral;
 pub mod lru;
 pub mod process;
@@ -48,6 +50,18 @@ pub struct Finding {
 pub trait Detector: Send {
     fn name(&self) -> &'static str;
     fn on_record(&mut self, now_s: f64, body: &Body, out: &mut Vec<Finding>);
+    /// Files under the state directory this detector persists.
+    fn state_files(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// State to persist now (file name, bytes), when it changed.
+    fn take_state(&mut self) -> Option<(&'static str, Vec<u8>)> {
+        None
+    }
+    /// Restores persisted state; an error leaves the detector as it was.
+    fn load_state(&mut self, _name: &str, _bytes: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +114,30 @@ impl Engine {
             update_interval_s: 30.0,
             alerts_by_detector: BTreeMap::new(),
         }
+    }
+
+    /// Persisted state that changed since the last call.
+    pub fn take_states(&mut self) -> Vec<(&'static str, Vec<u8>)> {
+        self.detectors
+            .iter_mut()
+            .filter_map(|d| d.take_state())
+            .collect()
+    }
+
+    /// Loads persisted state through `read`; returns one message per file
+    /// that could not be used (the detector then starts fresh).
+    pub fn load_states(&mut self, read: impl Fn(&str) -> Option<Vec<u8>>) -> Vec<String> {
+        let mut errors = Vec::new();
+        for d in &mut self.detectors {
+            for name in d.state_files() {
+                if let Some(bytes) = read(name) {
+                    if let Err(e) = d.load_state(name, &bytes) {
+                        errors.push(e);
+                    }
+                }
+            }
+        }
+        errors
     }
 
     pub fn names(&self) -> Vec<&'static str> {
