@@ -91,6 +91,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench => {
             setup(false)?;
             cargo(&["bench", "-p", "vigil", "--bench", "pipeline"])?;
+            cargo(&["bench", "-p", "vigil", "--bench", "detect"])?;
+            sklearn_side_by_side()?;
             if is_root() {
                 cargo(&["build", "--release", "-p", "vigil-integration", "--bins"])?;
                 cargo(&["bench", "-p", "vigil", "--bench", "enforce"])?;
@@ -391,5 +393,37 @@ fn memory_bench() -> Result<()> {
     println!("  RSS with {tracked:>6} live flows:        {rss_100k:>8} KiB");
     println!("  RSS after 300,000 new keys:        {rss_flood:>8} KiB");
     println!("  peak RSS (VmHWM):                  {hwm:>8} KiB  (budget 131072 KiB)");
+    Ok(())
+}
+
+/// scikit-learn's IsolationForest on the dataset the detect bench wrote.
+fn sklearn_side_by_side() -> Result<()> {
+    let have = ok(Command::new("python3").args(["-c", "import sklearn, threadpoolctl"]));
+    if !have {
+        step("pip install scikit-learn threadpoolctl (for the side-by-side)");
+        let s = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "scikit-learn",
+                "threadpoolctl",
+            ])
+            .status()?;
+        if !s.success() {
+            bail!("installing scikit-learn from PyPI failed");
+        }
+    }
+    let script = workspace_root().join("xtask/bench/iforest_sklearn.py");
+    let csv = std::env::temp_dir().join("vigil-iforest-bench.csv");
+    let out = Command::new("python3").arg(&script).arg(&csv).output()?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    println!(
+        "  isolation forest (scikit-learn, same data): {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
     Ok(())
 }

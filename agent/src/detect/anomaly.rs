@@ -197,10 +197,16 @@ impl Detector for AnomalyDetector {
             }
             return;
         };
-        let view = ndarray::ArrayView1::from(&x[..]);
-        let s = model.forest.score(view);
-        let pct = model.percentile(s);
-        if s >= self.cfg.min_score && pct >= self.cfg.threshold_percentile {
+        // Most flows are normal: stop scoring once the score cannot reach
+        // the alert floor (exact, see score_at_least).
+        let scored = model.forest.score_at_least(&x, self.cfg.min_score);
+        let s = scored.unwrap_or(0.0);
+        let pct = if scored.is_some() {
+            model.percentile(s)
+        } else {
+            0.0
+        };
+        if scored.is_some() && pct >= self.cfg.threshold_percentile {
             let drivers = model.drivers(&x);
             let technique = technique_for(&drivers, &x);
             let severity = if s >= 0.75 {

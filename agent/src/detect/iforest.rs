@@ -83,12 +83,24 @@ struct Tree {
     nodes: Vec<Node>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IsolationForest {
     trees: Vec<Tree>,
     psi: usize,
     features: usize,
     pub seed: u64,
+    /// Scoring layout, rebuilt from `trees` after deserialization.
+    #[serde(skip)]
+    flat: std::sync::OnceLock<Flat>,
+}
+
+impl PartialEq for IsolationForest {
+    fn eq(&self, other: &Self) -> bool {
+        self.trees == other.trees
+            && self.psi == other.psi
+            && self.features == other.features
+            && self.seed == other.seed
+    }
 }
 
 impl Tree {
@@ -144,28 +156,87 @@ impl Tree {
         };
         id
     }
+}
 
-    fn path_length(&self, x: &ArrayView1<f64>) -> f64 {
-        let mut id = 0usize;
-        let mut depth = 0.0;
-        loop {
-            match &self.nodes[id] {
-                Node::Leaf { size } => return depth + c(*size as usize),
-                Node::Split {
-                    feature,
-                    value,
-                    left,
-                    right,
-                } => {
-                    id = if x[*feature as usize] < *value {
-                        *left
-                    } else {
-                        *right
-                    } as usize;
-                    depth += 1.0;
+/// Trees flattened for scoring: one array per field, leaves marked by
+/// `LEAF` with their full path contribution (depth + c(size)) precomputed.
+#[derive(Debug, Clone, Default)]
+struct Flat {
+    feature: Vec<u16>,
+    value: Vec<f64>,
+    left: Vec<u32>,
+    right: Vec<u32>,
+    roots: Vec<u32>,
+}
+
+const LEAF: u16 = u16::MAX;
+
+impl Flat {
+    fn build(trees: &[Tree]) -> Flat {
+        let mut f = Flat::default();
+        for t in trees {
+            let base = f.feature.len() as u32;
+            f.roots.push(base);
+            // Depth of every node; parents come before their children.
+            let mut depth = vec![0.0f64; t.nodes.len()];
+            for (i, n) in t.nodes.iter().enumerate() {
+                if let Node::Split { left, right, .. } = n {
+                    depth[*left as usize] = depth[i] + 1.0;
+                    depth[*right as usize] = depth[i] + 1.0;
+                }
+            }
+            for (i, n) in t.nodes.iter().enumerate() {
+                match n {
+                    Node::Split {
+                        feature,
+                        value,
+                        left,
+                        right,
+                    } => {
+                        f.feature.push(*feature);
+                        f.value.push(*value);
+                        f.left.push(base + left);
+                        f.right.push(base + right);
+                    }
+                    Node::Leaf { size } => {
+                        f.feature.push(LEAF);
+                        f.value.push(depth[i] + c(*size as usize));
+                        f.left.push(0);
+                        f.right.push(0);
+                    }
                 }
             }
         }
+        f
+    }
+
+    fn total_path(&self, x: &[f64]) -> f64 {
+        self.total_path_until(x, f64::INFINITY)
+    }
+
+    /// Sum of path lengths, stopping early once it exceeds `cap` (path
+    /// lengths are never negative, so the final sum would too).
+    fn total_path_until(&self, x: &[f64], cap: f64) -> f64 {
+        let mut sum = 0.0;
+        for &root in &self.roots {
+            if sum > cap {
+                return sum;
+            }
+            let mut id = root as usize;
+            loop {
+                let feat = self.feature[id];
+                if feat == LEAF {
+                    sum += self.value[id];
+                    break;
+                }
+                id = if x[feat as usize] < self.value[id] {
+                    self.left[id]
+                } else {
+                    self.right[id]
+                } as usize;
+            }
+        }
+        sum
     }
 }
 
@@ -200,6 +271,7 @@ impl IsolationForest {
             psi,
             features: data.ncols(),
             seed,
+            flat: std::sync::OnceLock::new(),
         }
     }
 
@@ -212,9 +284,28 @@ impl IsolationForest {
         if self.trees.is_empty() {
             return 0.5;
         }
-        let mean =
-            self.trees.iter().map(|t| t.path_length(&x)).sum::<f64>() / self.trees.len() as f64;
-        score_from_depth(mean, self.psi)
+        let flat = self.flat.get_or_init(|| Flat::build(&self.trees));
+        let total = match x.as_slice() {
+            Some(s) => flat.total_path(s),
+            None => flat.total_path(&x.to_vec()),
+        };
+        score_from_depth(total / self.trees.len() as f64, self.psi)
+    }
+
+    /// The score when it is at least `min_score`, else None. Exact: it
+    /// stops only once the remaining trees cannot lift the score that high.
+    pub fn score_at_least(&self, x: &[f64], min_score: f64) -> Option<f64> {
+        if self.trees.is_empty() || min_score <= 0.0 {
+            return Some(self.score(ArrayView1::from(x)));
+        }
+        let flat = self.flat.get_or_init(|| Flat::build(&self.trees));
+        // s ≥ min ⇔ mean depth ≤ −c(ψ)·log₂(min).
+        let cap = -c(self.psi) * min_score.log2() * self.trees.len() as f64;
+        let total = flat.total_path_until(x, cap);
+        if total > cap {
+            return None;
+        }
+        Some(score_from_depth(total / self.trees.len() as f64, self.psi))
     }
 
     pub fn score_all(&self, data: ArrayView2<f64>) -> Vec<f64> {
@@ -257,6 +348,17 @@ pub fn auc(scores: &[f64], labels: &[bool]) -> f64 {
 /// A planted-outlier dataset: `n` Gaussian inliers and `k` outliers shifted
 /// far along random features (deterministic for `seed`).
 pub fn planted(n: usize, k: usize, dims: usize, seed: u64) -> (Array2<f64>, Vec<bool>) {
+    planted_with_shift(n, k, dims, seed, 6.0)
+}
+
+/// As [`planted`], with outliers shifted by `shift` standard deviations.
+pub fn planted_with_shift(
+    n: usize,
+    k: usize,
+    dims: usize,
+    seed: u64,
+    shift: f64,
+) -> (Array2<f64>, Vec<bool>) {
     let mut rng = Rng::new(seed);
     let mut gauss = || {
         let (u1, u2) = (rng.unit().max(1e-12), rng.unit());
@@ -272,7 +374,7 @@ pub fn planted(n: usize, k: usize, dims: usize, seed: u64) -> (Array2<f64>, Vec<
             labels[i] = true;
             for j in 0..dims {
                 if j % 3 == i % 3 {
-                    data[[i, j]] += 6.0;
+                    data[[i, j]] += shift;
                 }
             }
         }
@@ -318,6 +420,20 @@ mod tests {
         let json = serde_json::to_string(&a).expect("serialize");
         let back: IsolationForest = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back.score(data.row(0)), a.score(data.row(0)));
+    }
+
+    #[test]
+    fn early_exit_agrees_with_the_full_score() {
+        let (data, _) = planted(1000, 20, 16, 4);
+        let f = IsolationForest::fit(data.view(), 100, 256, 1);
+        for r in data.rows() {
+            let full = f.score(r);
+            let x = r.to_vec();
+            match f.score_at_least(&x, 0.6) {
+                Some(s) => assert!((s - full).abs() < 1e-12 && full >= 0.6),
+                None => assert!(full < 0.6),
+            }
+        }
     }
 
     #[test]
