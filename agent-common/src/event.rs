@@ -23,10 +23,12 @@ pub enum EventKind {
     Auth = 8,
     /// The kernel answered an inbound TCP packet with a reset: no socket.
     Refused = 9,
+    /// A network-facing process created or truncated a file for writing.
+    FileWrite = 10,
 }
 
 /// One more than the largest kind: the size of the reserve-failure array.
-pub const EVENT_KIND_SLOTS: u32 = 10;
+pub const EVENT_KIND_SLOTS: u32 = 11;
 
 impl TryFrom<u16> for EventKind {
     type Error = u16;
@@ -41,13 +43,14 @@ impl TryFrom<u16> for EventKind {
             7 => Self::ConnectFailed,
             8 => Self::Auth,
             9 => Self::Refused,
+            10 => Self::FileWrite,
             other => return Err(other),
         })
     }
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         Self::Exec,
         Self::Exit,
         Self::Fork,
@@ -57,6 +60,7 @@ impl EventKind {
         Self::ConnectFailed,
         Self::Auth,
         Self::Refused,
+        Self::FileWrite,
     ];
 
     /// Size of the full record of this kind, header included.
@@ -69,6 +73,7 @@ impl EventKind {
                 size_of::<ConnEvent>()
             }
             Self::Auth => size_of::<AuthEvent>(),
+            Self::FileWrite => size_of::<FileEvent>(),
         }
     }
 }
@@ -189,6 +194,20 @@ pub struct AuthEvent {
     pub rhost: [u8; AUTH_STR_LEN],
 }
 
+/// A file opened with O_CREAT for writing by a process that has talked to
+/// the network (connected, accepted or listened).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileEvent {
+    pub header: EventHeader,
+    pub flags: u32,
+    pub path_len: u32,
+    pub comm: [u8; COMM_LEN],
+    /// As passed to openat (may be relative to the process's directory).
+    pub path: [u8; PATH_LEN],
+}
+
+const _: () = assert!(size_of::<FileEvent>() == 24 + 8 + 16 + 256);
 const _: () = assert!(size_of::<AuthEvent>() == 24 + 16 + 16 + 32 + 64 + 64);
 const _: () = assert!(size_of::<EventHeader>() == 24);
 const _: () = assert!(size_of::<ExecEvent>() == 24 + 24 + 8 + 16 + 256 + 256);

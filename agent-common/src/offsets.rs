@@ -51,9 +51,12 @@ pub struct AgentConfig {
     pub pam_service: u32,
     pub pam_user: u32,
     pub pam_rhost: u32,
+    /// `syscalls/sys_enter_openat`: `filename` pointer and `flags`.
+    pub tp_openat_filename: u32,
+    pub tp_openat_flags: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 30 * 4);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 32 * 4);
 
 impl AgentConfig {
     /// Offsets as seen on Linux 6.x x86-64 tracefs; struct offsets unknown.
@@ -89,5 +92,7 @@ impl AgentConfig {
         pam_service: OFFSET_UNKNOWN,
         pam_user: OFFSET_UNKNOWN,
         pam_rhost: OFFSET_UNKNOWN,
+        tp_openat_filename: 24,
+        tp_openat_flags: 32,
     };
 }

@@ -10,6 +10,7 @@
 mod auth;
 mod config;
 mod events;
+mod file;
 mod flow;
 mod network;
 mod process;

@@ -90,6 +90,7 @@ unsafe fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
         }
         (TCP_CLOSE, TCP_LISTEN) => {
             let owner = current_owner();
+            crate::file::mark_netfacing(owner.tgid);
             let sport: u16 = unsafe { ctx.read_at(conf!(tp_sk_sport) as usize)? };
             let family: u16 = unsafe { ctx.read_at(conf!(tp_sk_family) as usize)? };
             let _ = LISTENERS.insert(&listen_key(skaddr, sport, family), &owner, 0);
@@ -101,6 +102,9 @@ unsafe fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
                 return Ok(());
             };
             let _ = CONNECTING.remove(&skaddr);
+            if new == TCP_ESTABLISHED {
+                crate::file::mark_netfacing(owner.tgid);
+            }
             let kind = if new == TCP_ESTABLISHED {
                 EventKind::Connect
             } else {

@@ -229,6 +229,7 @@ impl State {
                 EventKind::ConnectFailed => "net_connect_failed",
                 EventKind::Auth => "auth_attempt",
                 EventKind::Refused => "net_refused",
+                EventKind::FileWrite => "file_write",
             };
             events.insert(name, self.pipeline.stats.events[kind as usize]);
         }

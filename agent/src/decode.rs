@@ -9,7 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use agent_common as wire;
 use agent_common::EventKind;
 
-use crate::event::{AuthEvent, ConnEvent, ConnKind, Event, ExecEvent, ExitEvent, ForkEvent};
+use crate::event::{
+    AuthEvent, ConnEvent, ConnKind, Event, ExecEvent, ExitEvent, FileWriteEvent, ForkEvent,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -187,6 +189,20 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 service: field(&e.service),
                 user: field(&e.user),
                 rhost: field(&e.rhost),
+            })
+        }
+        EventKind::FileWrite => {
+            let e: wire::FileEvent = read(data).ok_or(DecodeError::Truncated {
+                kind,
+                got: data.len(),
+                need,
+            })?;
+            let n = (e.path_len as usize).min(wire::PATH_LEN);
+            Event::FileWrite(FileWriteEvent {
+                ktime_ns: h.ktime_ns,
+                pid: h.tgid,
+                comm: cstr(&e.comm),
+                path: cstr(&e.path[..n]),
             })
         }
         EventKind::Connect

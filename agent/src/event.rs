@@ -9,6 +9,7 @@ pub enum Event {
     Fork(ForkEvent),
     Conn(ConnEvent),
     Auth(AuthEvent),
+    FileWrite(FileWriteEvent),
 }
 
 impl Event {
@@ -19,6 +20,7 @@ impl Event {
             Event::Fork(e) => e.ktime_ns,
             Event::Conn(e) => e.ktime_ns,
             Event::Auth(e) => e.ktime_ns,
+            Event::FileWrite(e) => e.ktime_ns,
         }
     }
 }
@@ -62,6 +64,16 @@ impl ExitEvent {
     pub fn signal(&self) -> Option<u32> {
         self.raw_code.map(|c| c & 0x7f).filter(|&s| s != 0)
     }
+}
+
+/// A file created for writing by a network-facing process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileWriteEvent {
+    pub ktime_ns: u64,
+    pub pid: u32,
+    pub comm: String,
+    /// As given to openat; may be relative.
+    pub path: String,
 }
 
 /// One `pam_authenticate` result.

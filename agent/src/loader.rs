@@ -101,6 +101,9 @@ pub fn agent_config(root: &str) -> (AgentConfig, Vec<String>) {
     c.tp_rst_skaddr = get(&rst, "skaddr", c.tp_rst_skaddr);
     c.tp_rst_saddr = get(&rst, "saddr", c.tp_rst_saddr);
     c.tp_rst_daddr = get(&rst, "daddr", c.tp_rst_daddr);
+    let openat = tp_offsets(root, "syscalls", "sys_enter_openat");
+    c.tp_openat_filename = get(&openat, "filename", c.tp_openat_filename);
+    c.tp_openat_flags = get(&openat, "flags", c.tp_openat_flags);
     (c, missing)
 }
 
@@ -316,6 +319,10 @@ pub fn load(cfg: &Config) -> Result<Loaded, LoaderError> {
     // Optional: resets to closed ports (inbound scans).
     let r = tracepoint(&mut ebpf, prog::TCP_RESET, "tcp", "tcp_send_reset");
     probes.push("tcp_refused", "tracepoint/tcp/tcp_send_reset", 1, &r);
+
+    // Optional: files written by network-facing processes.
+    let r = tracepoint(&mut ebpf, prog::FILE_WRITE, "syscalls", "sys_enter_openat");
+    probes.push("file_write", "tracepoint/syscalls/sys_enter_openat", 1, &r);
 
     // Optional: authentication results from libpam.
     match &libpam {

@@ -45,6 +45,7 @@ pub enum Body {
     /// An inbound TCP attempt answered with a reset: no socket on that port.
     NetRefused(Conn),
     AuthAttempt(AuthAttempt),
+    FileWrite(FileWrite),
     Flow(Box<Flow>),
     AgentStart(AgentStart),
     AgentStats(AgentStats),
@@ -78,6 +79,16 @@ pub struct ProcessExit {
     pub signal: Option<u32>,
     pub comm: String,
     pub exe: Option<Arc<str>>,
+}
+
+/// A file created for writing by a process that has talked to the network.
+#[derive(Debug, Serialize)]
+pub struct FileWrite {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: Option<Arc<str>>,
+    /// Absolute when it could be resolved against the process's directory.
+    pub path: String,
 }
 
 /// A `pam_authenticate` call and its result (uprobe on libpam).

@@ -169,6 +169,22 @@ impl Pipeline {
                 })
             }
             Event::Conn(c) => self.on_conn(c),
+            Event::FileWrite(w) => {
+                self.stats.events[EventKind::FileWrite as usize] += 1;
+                let path = if w.path.starts_with('/') {
+                    w.path
+                } else {
+                    std::fs::read_link(format!("/proc/{}/cwd", w.pid))
+                        .map(|cwd| cwd.join(&w.path).to_string_lossy().into_owned())
+                        .unwrap_or(w.path)
+                };
+                Body::FileWrite(output::FileWrite {
+                    pid: w.pid,
+                    comm: w.comm,
+                    exe: self.procs.get(w.pid).map(|p| p.exe.clone()),
+                    path,
+                })
+            }
             Event::Auth(a) => {
                 self.stats.events[EventKind::Auth as usize] += 1;
                 let exe = self.procs.get(a.pid).map(|p| p.exe.clone());

@@ -359,3 +359,51 @@ fn a_bulk_upload_raises_t1048() {
     );
     assert!(agent.stop());
 }
+
+#[test]
+fn a_downloaded_file_that_is_then_run_raises_t1204() {
+    let topo = Topology::new("dfx", 235);
+    let mut agent = Agent::start_in(Some(&topo.h), DETECT_CONFIG, TempDir::new("dfx"));
+    // Outside /tmp, so only the download-then-run rule can fire.
+    let dir = format!("/var/cache/vigil-t1204-{}", std::process::id());
+    std::fs::create_dir_all(&dir).expect("dir");
+    struct Rm(String);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(dir.clone());
+    let payload = format!("{dir}/payload.src");
+    std::fs::write(&payload, "#!/bin/sh\nexit 0\n").expect("payload");
+    let b = topo.peers[1].clone();
+    let addr = format!("{}:9200", topo.peer_ip(2));
+    let mut srv = topo.spawn_raw(&b, &["send-file", &addr, &payload]);
+    read_json_line(&mut srv);
+    let target = format!("{dir}/update.sh");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &topo.h])
+        .arg(netpeer())
+        .args(["fetch", &addr, &target])
+        .output()
+        .expect("fetch");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = srv.wait();
+    agent.wait_for("file_write", |r| r["path"] == target.as_str());
+    assert!(Command::new(&target).status().expect("run").success());
+    let alert = agent.wait_for("alert", |r| {
+        r["detector"] == "process" && r["entities"]["exe"] == target.as_str()
+    });
+    assert!(has_technique(&alert, "T1204.002"), "{alert}");
+    assert!(
+        alert["evidence"]["writer"]
+            .as_str()
+            .is_some_and(|w| w.ends_with("netpeer")),
+        "{alert}"
+    );
+    assert!(agent.stop());
+}

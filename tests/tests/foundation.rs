@@ -236,7 +236,7 @@ fn reserve_failure_counter_is_readable_from_userspace_and_the_kernel_map() {
     );
     let dump: Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
     let entries = dump.as_array().expect("array");
-    assert_eq!(entries.len(), 10, "one slot per event kind: {dump}");
+    assert_eq!(entries.len(), 11, "one slot per event kind: {dump}");
     assert!(agent.stop());
 }
 

@@ -43,13 +43,24 @@ impl Default for ProcessConfig {
     }
 }
 
+/// Who wrote a file, remembered until it is executed (or evicted).
+struct Written {
+    pid: u32,
+    writer: String,
+    at: f64,
+}
+
 pub struct ProcessDetector {
     cfg: ProcessConfig,
+    written: super::lru::Bounded<String, Written>,
 }
 
 impl ProcessDetector {
     pub fn new(cfg: ProcessConfig) -> Self {
-        ProcessDetector { cfg }
+        ProcessDetector {
+            cfg,
+            written: super::lru::Bounded::new(4096),
+        }
     }
 }
 
@@ -66,8 +77,40 @@ impl Detector for ProcessDetector {
         "process"
     }
 
-    fn on_record(&mut self, _now: f64, body: &Body, out: &mut Vec<Finding>) {
+    fn on_record(&mut self, now: f64, body: &Body, out: &mut Vec<Finding>) {
+        if let Body::FileWrite(w) = body {
+            let writer = w
+                .exe
+                .as_deref()
+                .map(str::to_string)
+                .unwrap_or_else(|| w.comm.clone());
+            self.written.put(
+                w.path.clone(),
+                Written {
+                    pid: w.pid,
+                    writer,
+                    at: now,
+                },
+            );
+            return;
+        }
         let Body::ProcessExec(e) = body else { return };
+        // A file a network-facing process wrote, now executed (T1204.002).
+        if let Some(w) = self.written.get_mut(&e.exe) {
+            out.push(Finding {
+                detector: "process",
+                key: format!("netexec|{}", e.exe),
+                severity: Severity::High,
+                confidence: 0.85,
+                techniques: vec!["T1204.002"],
+                summary: format!(
+                    "{} was written by network-facing {} (pid {}) and then executed",
+                    e.exe, w.writer, w.pid
+                ),
+                entities: entities(e),
+                evidence: serde_json::json!({"writer": w.writer, "writer_pid": w.pid, "written_s_before_exec": now - w.at}),
+            });
+        }
         let mut push = |key: &str,
                         severity,
                         confidence,
@@ -182,6 +225,37 @@ mod tests {
         let mut out = Vec::new();
         ProcessDetector::new(ProcessConfig::default()).on_record(0.0, &b, &mut out);
         out
+    }
+
+    #[test]
+    fn a_file_written_by_a_network_process_then_run_fires() {
+        let mut d = ProcessDetector::new(ProcessConfig::default());
+        let mut out = Vec::new();
+        d.on_record(
+            1.0,
+            &Body::FileWrite(crate::output::FileWrite {
+                pid: 5,
+                comm: "curl".into(),
+                exe: Some(std::sync::Arc::from("/usr/bin/curl")),
+                path: "/srv/app/update".into(),
+            }),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        d.on_record(
+            2.0,
+            &exec("/srv/app/update", Some("/usr/bin/bash"), None),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].techniques, vec!["T1204.002"]);
+        out.clear();
+        d.on_record(
+            3.0,
+            &exec("/srv/app/other", Some("/usr/bin/bash"), None),
+            &mut out,
+        );
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!   netpeer tcp-hold ADDR:PORT ROUNDS INTERVAL_MS one session, a round trip per interval
 //!   netpeer udp-flood ADDR:PORT INTERVAL_US COUNT  paced datagrams, bounded by COUNT
 //!   netpeer beacon ADDR:PORT PERIOD_MS JITTER_PCT COUNT  periodic short connections
+//!   netpeer send-file ADDR:PORT FILE             serve one file to one client
+//!   netpeer fetch ADDR:PORT PATH                 download to PATH and make it executable
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -270,6 +272,25 @@ fn main() {
                 }
             })();
             std::process::exit(if ok.is_ok() { 0 } else { 1 });
+        }
+        Some("send-file") => {
+            let l = TcpListener::bind(addr(&args[2])).expect("bind");
+            println!("{{\"ready\":true,\"pid\":{pid}}}");
+            std::io::stdout().flush().expect("flush");
+            let (mut s, _) = l.accept().expect("accept");
+            let data = std::fs::read(&args[3]).expect("read file");
+            s.write_all(&data).expect("write");
+        }
+        Some("fetch") => {
+            let mut s = TcpStream::connect_timeout(&addr(&args[2]), Duration::from_secs(5))
+                .expect("connect");
+            let mut data = Vec::new();
+            s.read_to_end(&mut data).expect("read");
+            std::fs::write(&args[3], &data).expect("write file");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&args[3], std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+            println!("{{\"pid\":{pid},\"bytes\":{}}}", data.len());
         }
         Some("beacon") => {
             let dst = addr(&args[2]);
