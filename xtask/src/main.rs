@@ -268,6 +268,21 @@ fn setup(test_tools: bool) -> Result<()> {
 fn test() -> Result<()> {
     setup(true)?;
     cargo(&["fmt", "--all", "--check"])?;
+    cargo(&[
+        "clippy",
+        "-p",
+        "vigil",
+        "-p",
+        "agent-common",
+        "-p",
+        "xtask",
+        "-p",
+        "vigil-integration",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     // Unit tests: no root needed.
     cargo(&["test"])?;
     require_root("the kernel integration tests")?;

@@ -141,7 +141,7 @@ impl Blocklist {
         for (k, v) in self.lpm6.iter().flatten() {
             out.push(entry(IpAddr::from(k.data()), k.prefix_len() as u8, v));
         }
-        out.sort_by(|a, b| a.target.to_string().cmp(&b.target.to_string()));
+        out.sort_by_key(|e| (e.target.addr, e.target.len));
         out
     }
 
