@@ -147,10 +147,25 @@ fn blocked_attacker_loses_tcp_and_udp_while_a_peer_keeps_both_v4_cidr_and_v6() {
     assert!(!tcp(&topo, a, &h1, None));
     assert!(!tcp(&topo, a, &h1, Some(&format!("10.{}.1.3", topo.s))));
     assert!(tcp(&topo, b, &h2, None));
+    // Drops through the prefix are counted on the prefix entry.
+    let v: Value = serde_json::from_slice(&topo.vigil(&cfg, &["blocks", "list", "--json"]).stdout)
+        .expect("json");
+    let entry = v["blocks"]
+        .as_array()
+        .expect("blocks")
+        .iter()
+        .find(|e| e["target"] == cidr.as_str())
+        .cloned()
+        .expect("cidr listed");
+    assert!(entry["packets"].as_u64().unwrap_or(0) >= 4, "{entry}");
     assert!(topo
         .vigil(&cfg, &["blocks", "remove", &cidr])
         .status
         .success());
+    assert!(
+        tcp(&topo, a, &h1, None),
+        "removing the prefix did not restore access"
+    );
 
     // IPv6.
     let h1v6 = format!("[fd00:{}:1::1]:7101", topo.s);
