@@ -1,6 +1,7 @@
 //! Vigil userspace agent: loads the kernel programs, turns their events and
 //! flow sums into typed records, and writes them out.
 
+pub mod audit;
 pub mod btf;
 pub mod clock;
 pub mod community_id;

@@ -63,6 +63,13 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Enforcement counters: entries, drops, isolation state (JSON).
     EnforceStatus {
         #[arg(long, short)]
@@ -72,6 +79,16 @@ enum Command {
     EnforceDetach {
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain; reports the first broken link and exits non-zero.
+    Verify {
+        /// Audit file (default: audit.jsonl in the state directory).
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
 }
 
@@ -154,6 +171,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let cfg = load_config(&config)?;
             finish(kill_action(&cfg, &host_name(&cfg), pid, start_time, freeze))
+        }
+        Command::Audit {
+            cmd: AuditCmd::Verify { file },
+            config,
+        } => {
+            let cfg = load_config(&config)?;
+            let path = file.unwrap_or_else(|| cfg.state_dir.join(vigil::audit::FILE));
+            let n = vigil::audit::verify(&path)?;
+            println!("{}: {n} records, hash chain intact", path.display());
+            Ok(())
         }
         Command::EnforceStatus { config } => {
             let cfg = load_config(&config)?;

@@ -479,8 +479,45 @@ fn killing_a_reused_pid_does_nothing_harmful() {
         innocent.0.try_wait().expect("try_wait").is_none(),
         "the innocent process was killed"
     );
-    let log = std::fs::read_to_string(dir.0.join("actions.jsonl")).expect("actions log");
+    let log = std::fs::read_to_string(dir.0.join("audit.jsonl")).expect("audit log");
     assert!(log.contains("\"refused\""));
+    let verify = Command::new(vigil_bin())
+        .args(["audit", "verify", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("audit verify");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    // A second record, then tamper with the first: the chain names the line.
+    let again = Command::new(vigil_bin())
+        .args([
+            "kill",
+            &pid.to_string(),
+            "--start-time",
+            &start.to_string(),
+            "--config",
+        ])
+        .arg(&cfg)
+        .output()
+        .expect("vigil kill");
+    assert!(!again.status.success());
+    let log = std::fs::read_to_string(dir.0.join("audit.jsonl")).expect("audit log");
+    let tampered = log.replacen("refused", "applied", 1);
+    std::fs::write(dir.0.join("audit.jsonl"), tampered).expect("tamper");
+    let bad = Command::new(vigil_bin())
+        .args(["audit", "verify", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("audit verify");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("line"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! `action` records: every enforcement change, as one JSON line with
 //! `kind, id, ts, host, action, target, ttl_s, state`.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -66,14 +65,10 @@ impl Action {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// Appends to `<state_dir>/actions.jsonl` (flushed before returning).
-    pub fn record(&self, state_dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(state_dir)?;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(state_dir.join("actions.jsonl"))?;
-        writeln!(f, "{}", self.to_line())?;
-        f.sync_data()
+    /// Appends to the hash-chained audit log `<state_dir>/audit.jsonl`,
+    /// synced before returning.
+    pub fn record(&self, state_dir: &Path) -> Result<(), crate::audit::AuditError> {
+        let v = serde_json::to_value(self).unwrap_or_default();
+        crate::audit::append(state_dir, &v)
     }
 }

@@ -96,7 +96,7 @@ impl Containment {
 
     fn record(&self, a: Action) -> Action {
         if let Err(e) = a.record(&self.state_dir) {
-            tracing::warn!("could not append to the actions log: {e}");
+            tracing::warn!("could not append to the audit log: {e}");
         }
         a
     }
@@ -282,7 +282,7 @@ pub fn kill_action(cfg: &Config, host: &str, pid: u32, start: Option<u64>, freez
         Err(e) => Action::new(host, verb, pid.to_string(), None, "refused", e.to_string()),
     };
     if let Err(e) = a.record(&cfg.state_dir) {
-        tracing::warn!("could not append to the actions log: {e}");
+        tracing::warn!("could not append to the audit log: {e}");
     }
     a
 }
