@@ -43,6 +43,13 @@ pub fn netpeer() -> PathBuf {
     p
 }
 
+/// `netpeer ARGS` inside network namespace `ns`.
+pub fn netpeer_in(ns: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(netpeer()).args(args);
+    c
+}
+
 /// A scratch directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -294,10 +301,7 @@ impl NetPair {
 
     /// Starts `netpeer` in namespace `ns` and returns it with stdout piped.
     pub fn spawn(&self, ns: &str, args: &[&str]) -> Child {
-        Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(netpeer())
-            .args(args)
+        netpeer_in(ns, args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -425,10 +429,7 @@ impl Topology {
 
     /// Runs netpeer in namespace `ns`, waiting for its exit status.
     pub fn netpeer_ok(&self, ns: &str, args: &[&str]) -> bool {
-        Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(netpeer())
-            .args(args)
+        netpeer_in(ns, args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -438,10 +439,7 @@ impl Topology {
 
     /// Starts a long-running netpeer; killed when the returned guard drops.
     pub fn spawn(&self, ns: &str, args: &[&str]) -> ChildGuard {
-        let mut c = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(netpeer())
-            .args(args)
+        let mut c = netpeer_in(ns, args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn netpeer");
@@ -451,10 +449,7 @@ impl Topology {
 
     /// Starts netpeer with its stdout piped, without waiting for anything.
     pub fn spawn_raw(&self, ns: &str, args: &[&str]) -> Child {
-        Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(netpeer())
-            .args(args)
+        netpeer_in(ns, args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn netpeer")

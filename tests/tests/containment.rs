@@ -320,10 +320,7 @@ fn isolation_keeps_management_cuts_the_rest_and_unisolation_restores_the_ruleset
     let before = topo.in_host("nft", &["list", "ruleset"]).stdout;
 
     // An SSH-like management session, established before isolation.
-    let mut session = Command::new("ip")
-        .args(["netns", "exec", m])
-        .arg(netpeer())
-        .args(["tcp-hold", &h3, "12", "250"])
+    let mut session = netpeer_in(m, &["tcp-hold", &h3, "12", "250"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("session");

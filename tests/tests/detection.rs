@@ -286,18 +286,18 @@ fn a_jittered_beacon_raises_t1071_and_a_single_download_does_not() {
         &["tcp-probe", &format!("{}:8081", topo.peer_ip(2)), "1000"]
     ));
     // Beacon: every 500 ms ±20 % for ~24 s, so it spans the 20 s test window.
-    let out = Command::new("ip")
-        .args(["netns", "exec", &topo.h])
-        .arg(netpeer())
-        .args([
+    let out = netpeer_in(
+        &topo.h,
+        &[
             "beacon",
             &format!("{}:8080", topo.peer_ip(2)),
             "500",
             "20",
             "48",
-        ])
-        .output()
-        .expect("beacon");
+        ],
+    )
+    .output()
+    .expect("beacon");
     let v: Value = serde_json::from_slice(&out.stdout).expect("beacon output");
     assert_eq!(v["connections"], 48, "{v}");
     let peer = topo.peer_ip(2);
@@ -327,10 +327,7 @@ fn a_bulk_upload_raises_t1048() {
     // A normal request/response first: small upload, big download.
     let mut small_srv = topo.spawn_raw(&b, &["tcp-server", &dst_small, "1000000"]);
     read_json_line(&mut small_srv);
-    let out = Command::new("ip")
-        .args(["netns", "exec", &topo.h])
-        .arg(netpeer())
-        .args(["tcp-client", &dst_small, "2000"])
+    let out = netpeer_in(&topo.h, &["tcp-client", &dst_small, "2000"])
         .output()
         .expect("download");
     assert!(out.status.success());
@@ -338,10 +335,7 @@ fn a_bulk_upload_raises_t1048() {
     // The exfiltration: 8 MB out to one destination.
     let mut srv = topo.spawn_raw(&b, &["tcp-server", &dst, "10"]);
     read_json_line(&mut srv);
-    let out = Command::new("ip")
-        .args(["netns", "exec", &topo.h])
-        .arg(netpeer())
-        .args(["tcp-client", &dst, "8000000"])
+    let out = netpeer_in(&topo.h, &["tcp-client", &dst, "8000000"])
         .output()
         .expect("upload");
     assert!(out.status.success());
@@ -381,10 +375,7 @@ fn a_downloaded_file_that_is_then_run_raises_t1204() {
     let mut srv = topo.spawn_raw(&b, &["send-file", &addr, &payload]);
     read_json_line(&mut srv);
     let target = format!("{dir}/update.sh");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &topo.h])
-        .arg(netpeer())
-        .args(["fetch", &addr, &target])
+    let out = netpeer_in(&topo.h, &["fetch", &addr, &target])
         .output()
         .expect("fetch");
     assert!(

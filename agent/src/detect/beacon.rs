@@ -237,12 +237,7 @@ impl Detector for BeaconDetector {
         if f.direction != "outbound" || f.dst_ip.is_loopback() {
             return;
         }
-        let process = f
-            .exe
-            .as_deref()
-            .map(str::to_string)
-            .or_else(|| f.pid.map(|p| format!("pid:{p}")))
-            .unwrap_or_else(|| "unknown".to_string());
+        let process = super::process_label(f.exe.as_deref(), f.pid);
         let key = Key {
             process: process.clone(),
             dst: f.dst_ip,

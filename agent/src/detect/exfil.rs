@@ -110,12 +110,7 @@ impl Detector for ExfilDetector {
         if f.dst_ip.is_loopback() || f.bytes_out == 0 {
             return;
         }
-        let process = f
-            .exe
-            .as_deref()
-            .map(str::to_string)
-            .or_else(|| f.pid.map(|p| format!("pid:{p}")))
-            .unwrap_or_else(|| "unknown".to_string());
+        let process = super::process_label(f.exe.as_deref(), f.pid);
         let cfg = self.cfg.clone();
         let beaconing = self
             .beaconing

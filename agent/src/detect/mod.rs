@@ -22,6 +22,15 @@ use serde::Serialize;
 use crate::output::Body;
 use attack::Technique;
 
+/// How detectors name the process behind a flow: its executable, else its pid.
+pub fn process_label(exe: Option<&str>, pid: Option<u32>) -> String {
+    match (exe, pid) {
+        (Some(e), _) => e.to_string(),
+        (None, Some(p)) => format!("pid:{p}"),
+        (None, None) => "unknown".to_string(),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
