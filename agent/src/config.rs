@@ -36,6 +36,22 @@ pub struct Config {
     pub enforce: EnforceConfig,
     pub kafka: KafkaConfig,
     pub detect: crate::detect::config::DetectConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` for /metrics and /healthz; empty turns them off.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "127.0.0.1:9184".to_string(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -50,6 +66,7 @@ impl Default for Config {
             enforce: EnforceConfig::default(),
             kafka: KafkaConfig::default(),
             detect: crate::detect::config::DetectConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::detect::Engine;
 use crate::enforce::containment::Containment;
 use crate::event::{ConnKind, Event};
 use crate::loader::{self, LoaderError};
+use crate::metrics::Metrics;
 use crate::output::{AgentStart, AgentStats, Body, OutputError, ProbeRow, Record, Sink};
 use crate::pipeline::{FlowEnd, Pipeline};
 use crate::proc_cache::ProcessCache;
@@ -32,6 +33,8 @@ pub enum DaemonError {
     Output(#[from] OutputError),
     #[error(transparent)]
     Enforce(#[from] crate::enforce::EnforceError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("kernel map {name} unusable: {reason}")]
     Map { name: &'static str, reason: String },
     #[error("{0}")]
@@ -122,6 +125,8 @@ struct State {
     flows_tracked: u64,
     containment: Option<Containment>,
     engine: Option<Engine>,
+    metrics: Option<Arc<Metrics>>,
+    metric_ticks: u64,
 }
 
 impl State {
@@ -139,6 +144,9 @@ impl State {
                 }
                 let r = self.pipeline.on_event(ev);
                 self.sink.write(&r)?;
+                if let Some(m) = &self.metrics {
+                    m.events.with_label_values(&[r.body.kind()]).inc();
+                }
                 self.detect(&r)?;
             }
             Err(e) => {
@@ -164,6 +172,16 @@ impl State {
         let now_s = r.wall_ns as f64 / 1e9;
         for alert in engine.on_record(now_s, &r.ts, &r.host, &r.body) {
             eprintln!("{}", alert.line());
+            if let Some(m) = &self.metrics {
+                for t in &alert.techniques {
+                    m.alerts.with_label_values(&[alert.detector, t.id]).inc();
+                }
+                let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+                if r.wall_ns > 0 && now_ns > r.wall_ns {
+                    m.pipeline_latency
+                        .observe((now_ns - r.wall_ns) as f64 / 1e9);
+                }
+            }
             self.sink
                 .write_line(&serde_json::to_string(&alert).unwrap_or_default())?;
         }
@@ -175,6 +193,10 @@ impl State {
             let _ = self.maps.flows.remove(key);
             let r = self.pipeline.on_flow(key, &stats, end);
             self.sink.write(&r)?;
+            if let Some(m) = &self.metrics {
+                m.events.with_label_values(&["flow"]).inc();
+                m.flows_emitted.inc();
+            }
             self.detect(&r)?;
         }
         Ok(())
@@ -259,9 +281,68 @@ impl State {
             );
         }
         for a in expired {
+            if let Some(m) = &self.metrics {
+                m.actions.with_label_values(&[a.action, a.state]).inc();
+            }
             self.sink.write_line(&a.to_line())?;
         }
         Ok(())
+    }
+
+    /// Refreshes the gauges and mirrors the kernel-kept counters.
+    fn update_metrics(&mut self, ebpf: &aya::Ebpf) {
+        let Some(m) = self.metrics.clone() else {
+            return;
+        };
+        self.metric_ticks += 1;
+        m.mirror(
+            "decode_errors",
+            self.pipeline.stats.decode_errors,
+            &m.decode_errors,
+        );
+        m.mirror(
+            "reserve_failures",
+            self.maps.kernel_drops(),
+            &m.kernel_reserve_failures,
+        );
+        m.flows_tracked.set(self.flows_tracked as i64);
+        m.process_cache_entries
+            .set(self.pipeline.procs.len() as i64);
+        for (name, prog) in ebpf.programs() {
+            if let Ok(info) = prog.info() {
+                m.program_up.with_label_values(&[name]).set(1);
+                let t = info.run_time().as_nanos() as u64;
+                m.mirror_seconds(
+                    &format!("rt:{name}"),
+                    t,
+                    &m.program_run_time.with_label_values(&[name]),
+                );
+                m.mirror(
+                    &format!("rc:{name}"),
+                    info.run_count(),
+                    &m.program_run_count.with_label_values(&[name]),
+                );
+            }
+        }
+        if let Some(c) = &self.containment {
+            let t = c.blocks.totals();
+            m.mirror(
+                "drop_in",
+                t[0],
+                &m.blocklist_dropped_packets.with_label_values(&["in"]),
+            );
+            m.mirror(
+                "drop_out",
+                t[2],
+                &m.blocklist_dropped_packets.with_label_values(&["out"]),
+            );
+            // Listing walks every entry and isolation asks nft: every 10 s.
+            if self.metric_ticks % 10 == 1 {
+                m.blocklist_entries.set(c.blocks.list().len() as i64);
+                m.isolation_active
+                    .set(crate::enforce::isolate::remaining_s().is_some() as i64);
+            }
+        }
     }
 
     fn write_agent(&mut self, body: Body) -> Result<(), DaemonError> {
@@ -368,7 +449,33 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         flows_tracked: 0,
         containment,
         engine: crate::detect::config::engine(&cfg.detect),
+        metrics: None,
+        metric_ticks: 0,
         cfg,
+    };
+    let _metrics_task = if st.cfg.metrics.listen.is_empty() {
+        None
+    } else {
+        let m = Metrics::new()?;
+        // Per-program run time needs the kernel's bpf_stats switch.
+        if let Err(e) = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1") {
+            tracing::warn!("bpf_stats not enabled ({e}): program run time will read 0");
+        }
+        // Bind before serving so a taken port fails start-up with a clear line.
+        let listener = std::net::TcpListener::bind(&st.cfg.metrics.listen).map_err(|source| {
+            crate::metrics::MetricsError::Bind {
+                addr: st.cfg.metrics.listen.clone(),
+                source,
+            }
+        })?;
+        drop(listener);
+        st.metrics = Some(m.clone());
+        let addr = st.cfg.metrics.listen.clone();
+        Some(tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(addr, m).await {
+                tracing::error!("{e}");
+            }
+        }))
     };
     if let Some(engine) = st.engine.as_mut() {
         let dir = st.cfg.state_dir.clone();
@@ -402,7 +509,11 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         st.cfg.enforce.maintenance_interval_s.max(1),
     ));
 
+    let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
     loop {
+        if let Some(m) = &st.metrics {
+            m.beat();
+        }
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
@@ -426,6 +537,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             _ = stats.tick(), if stats_on => {
                 let s = st.stats();
                 st.write_agent(Body::AgentStats(s))?;
+            }
+            _ = metrics_tick.tick(), if st.metrics.is_some() => {
+                st.update_metrics(&loaded.ebpf);
             }
             _ = maintain.tick(), if st.containment.is_some() => {
                 st.maintain()?;

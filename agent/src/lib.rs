@@ -13,6 +13,7 @@ pub mod enforce;
 pub mod event;
 pub mod flow;
 pub mod loader;
+pub mod metrics;
 pub mod output;
 pub mod pam;
 pub mod pipeline;

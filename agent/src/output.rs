@@ -52,6 +52,28 @@ pub enum Body {
     AgentStop(AgentStats),
 }
 
+impl Body {
+    /// The record's `kind`, as serialized.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::ProcessExec(_) => "process_exec",
+            Body::ProcessExit(_) => "process_exit",
+            Body::ProcessFork(_) => "process_fork",
+            Body::NetConnect(_) => "net_connect",
+            Body::NetAccept(_) => "net_accept",
+            Body::NetClose(_) => "net_close",
+            Body::NetConnectFailed(_) => "net_connect_failed",
+            Body::NetRefused(_) => "net_refused",
+            Body::AuthAttempt(_) => "auth_attempt",
+            Body::FileWrite(_) => "file_write",
+            Body::Flow(_) => "flow",
+            Body::AgentStart(_) => "agent_start",
+            Body::AgentStats(_) => "agent_stats",
+            Body::AgentStop(_) => "agent_stop",
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct ProcessExec {
     pub pid: u32,

@@ -88,6 +88,8 @@ flows:
   close_linger_ms: 100
 enforce:
   enabled: false
+metrics:
+  listen: \"\"
 ";
 
 impl Agent {

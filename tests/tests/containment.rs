@@ -28,7 +28,7 @@ fn setup(tag: &str, s: u8) -> (Topology, Agent, PathBuf, Pins) {
     let topo = Topology::new(tag, s);
     let pin_dir = format!("/sys/fs/bpf/vigil-test-{tag}-{}", std::process::id());
     let config = format!(
-        "stats_interval_s: 1\nenforce:\n  pin_dir: {pin_dir}\n  maintenance_interval_s: 1\n  \
+        "stats_interval_s: 1\nmetrics:\n  listen: \"\"\nenforce:\n  pin_dir: {pin_dir}\n  maintenance_interval_s: 1\n  \
          management_cidrs: [\"10.{s}.3.0/24\", \"fd00:{s}:3::/64\"]\n"
     );
     let agent = Agent::start_in(Some(&topo.h), &config, TempDir::new(tag));

@@ -17,6 +17,8 @@ flows:
   close_linger_ms: 100
 enforce:
   enabled: false
+metrics:
+  listen: \"\"
 detect:
   update_interval_s: 1
   beacon:

@@ -310,3 +310,100 @@ fn without_root_or_capabilities_the_agent_says_what_is_missing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CAP_BPF"), "{err}");
 }
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_pass_promtool_and_match_the_jsonl_output() {
+    let port = 19_000 + (std::process::id() % 1000) as u16;
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = TEST_CONFIG.replace("listen: \"\"", &format!("listen: \"{addr}\""));
+    let mut agent = Agent::start_with(&cfg);
+    for _ in 0..3 {
+        Command::new("/bin/true").status().expect("true");
+    }
+    agent.wait_for("agent_stats", |_| true);
+    let (status, health) = http_get(&addr, "/healthz");
+    assert_eq!((status, health.trim()), (200, "ok"));
+    let before = agent
+        .records()
+        .iter()
+        .filter(|r| r["kind"] == "process_exec")
+        .count();
+    let (status, text) = http_get(&addr, "/metrics");
+    let after = agent
+        .records()
+        .iter()
+        .filter(|r| r["kind"] == "process_exec")
+        .count();
+    assert_eq!(status, 200);
+    let execs =
+        metric(&text, "vigil_events_total{kind=\"process_exec\"}").expect("exec counter") as usize;
+    assert!(
+        execs >= 3 && before <= execs && execs <= after,
+        "metric {execs}, jsonl {before}..{after}"
+    );
+    assert!(
+        metric(&text, "vigil_kernel_reserve_failures_total").is_some(),
+        "{text}"
+    );
+    assert!(
+        text.contains("vigil_program_runs_total{program=\"vigil_exec\"}"),
+        "{text}"
+    );
+    // promtool, from Debian's prometheus package, lints the exposition.
+    let (ok, msg) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .output_with_stdin(&text);
+    assert!(ok, "promtool check metrics failed: {msg}");
+    assert!(agent.stop());
+}
+
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &str) -> (bool, String);
+}
+
+impl OutputWithStdin for Command {
+    fn output_with_stdin(&mut self, input: &str) -> (bool, String) {
+        use std::io::Write;
+        let mut child = self
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn promtool");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("promtool");
+        let msg = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), msg)
+    }
+}

@@ -31,6 +31,7 @@ const TEST_PACKAGES: &[&str] = &[
     "hydra",
     "nmap",
     "passwd",
+    "prometheus",
 ];
 
 #[derive(Parser)]

@@ -1,0 +1,211 @@
+//! Prometheus metrics on a loopback port (`metrics.listen`): `/metrics` in
+//! the text format and `/healthz`, 200 while the pipeline loop is turning.
+//! Counters the kernel keeps (reserve failures, drops, program run time)
+//! are mirrored by adding the delta since the last poll.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use prometheus::{
+    CounterVec, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("metrics: {0}")]
+    Prometheus(#[from] prometheus::Error),
+    #[error("metrics.listen {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub events: IntCounterVec,
+    pub decode_errors: IntCounter,
+    pub kernel_reserve_failures: IntCounter,
+    pub flows_emitted: IntCounter,
+    pub flows_tracked: IntGauge,
+    pub process_cache_entries: IntGauge,
+    pub alerts: IntCounterVec,
+    pub actions: IntCounterVec,
+    pub blocklist_entries: IntGauge,
+    pub blocklist_dropped_packets: IntCounterVec,
+    pub isolation_active: IntGauge,
+    pub pipeline_latency: Histogram,
+    pub program_run_time: CounterVec,
+    pub program_run_count: IntCounterVec,
+    pub program_up: IntGaugeVec,
+    /// Last seen kernel totals, to turn them into counter increments.
+    last: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Monotonic seconds of the pipeline loop's last turn (for /healthz).
+    pub heartbeat: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Arc<Metrics>, MetricsError> {
+        let r = Registry::new_custom(Some("vigil".into()), None)?;
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                r.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
+            let c = IntCounter::new(name, help)?;
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, MetricsError> {
+            let g = IntGauge::new(name, help)?;
+            r.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "pipeline_latency_seconds",
+                "Time from the kernel event to the alert it raised.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+            ]),
+        )?;
+        r.register(Box::new(latency.clone()))?;
+        let up = IntGaugeVec::new(
+            Opts::new("program_attached", "1 for each attached kernel program."),
+            &["program"],
+        )?;
+        r.register(Box::new(up.clone()))?;
+        Ok(Arc::new(Metrics {
+            events: counter_vec("events_total", "Records produced, by kind.", &["kind"])?,
+            decode_errors: counter("decode_errors_total", "Malformed kernel records dropped.")?,
+            kernel_reserve_failures: counter(
+                "kernel_reserve_failures_total",
+                "Events the kernel could not queue (ring buffer full).",
+            )?,
+            flows_emitted: counter("flows_emitted_total", "Flow records emitted.")?,
+            flows_tracked: gauge(
+                "flows_tracked",
+                "Flows live in the kernel map at the last sweep.",
+            )?,
+            process_cache_entries: gauge("process_cache_entries", "Processes in the cache.")?,
+            alerts: counter_vec(
+                "alerts_total",
+                "Alerts raised, by detector and technique.",
+                &["detector", "technique"],
+            )?,
+            actions: counter_vec(
+                "actions_total",
+                "Enforcement actions by type and state.",
+                &["action", "state"],
+            )?,
+            blocklist_entries: gauge("blocklist_entries", "Entries in the kernel blocklist.")?,
+            blocklist_dropped_packets: counter_vec(
+                "blocklist_dropped_packets_total",
+                "Packets dropped by the blocklist, by direction.",
+                &["direction"],
+            )?,
+            isolation_active: gauge("isolation_active", "1 while the host is isolated.")?,
+            pipeline_latency: latency,
+            program_run_time: {
+                let c = CounterVec::new(
+                    Opts::new(
+                        "program_run_time_seconds_total",
+                        "Kernel run time per program (bpf_stats).",
+                    ),
+                    &["program"],
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
+            program_run_count: counter_vec(
+                "program_runs_total",
+                "Kernel runs per program (bpf_stats).",
+                &["program"],
+            )?,
+            program_up: up,
+            last: Default::default(),
+            heartbeat: AtomicU64::new(crate::clock::monotonic_ns() / 1_000_000_000),
+            registry: r,
+        }))
+    }
+
+    /// Adds the growth of a kernel-kept total to a counter.
+    pub fn mirror(&self, key: &str, total: u64, counter: &IntCounter) {
+        if let Ok(mut last) = self.last.lock() {
+            let prev = last.insert(key.to_string(), total).unwrap_or(0);
+            counter.inc_by(total.saturating_sub(prev));
+        }
+    }
+
+    /// As [`mirror`](Self::mirror), for a total kept in nanoseconds and
+    /// exposed in seconds.
+    pub fn mirror_seconds(&self, key: &str, total_ns: u64, counter: &prometheus::Counter) {
+        if let Ok(mut last) = self.last.lock() {
+            let prev = last.insert(key.to_string(), total_ns).unwrap_or(0);
+            counter.inc_by(total_ns.saturating_sub(prev) as f64 / 1e9);
+        }
+    }
+
+    pub fn beat(&self) {
+        self.heartbeat.store(
+            crate::clock::monotonic_ns() / 1_000_000_000,
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    fn healthy(&self) -> bool {
+        let now = crate::clock::monotonic_ns() / 1_000_000_000;
+        now.saturating_sub(self.heartbeat.load(Ordering::Relaxed)) <= 10
+    }
+}
+
+/// Serves /metrics and /healthz until the task is dropped.
+pub async fn serve(addr: String, metrics: Arc<Metrics>) -> Result<(), MetricsError> {
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| MetricsError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    tracing::info!("metrics on http://{addr}/metrics");
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let mut req = [0u8; 1024];
+            let n = sock.read(&mut req).await.unwrap_or(0);
+            let line = String::from_utf8_lossy(&req[..n]);
+            let path = line.split_whitespace().nth(1).unwrap_or("/");
+            let (status, ctype, body) = match path {
+                "/metrics" => ("200 OK", "text/plain; version=0.0.4", m.render()),
+                "/healthz" if m.healthy() => ("200 OK", "text/plain", "ok\n".to_string()),
+                "/healthz" => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "pipeline stalled\n".to_string(),
+                ),
+                _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+        });
+    }
+}
