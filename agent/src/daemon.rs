@@ -489,6 +489,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         probes,
         processes_seeded: seeded,
     }))?;
+    crate::notify::notify("READY=1\nSTATUS=kernel programs attached");
     match st.cfg.output_path() {
         Some(p) => tracing::info!("vigil running; writing JSON lines to {}", p.display()),
         None => tracing::info!("vigil running; writing JSON lines to stdout"),
@@ -510,6 +511,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     ));
 
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
+    // The watchdog is fed from this loop, so only a turning pipeline feeds it.
+    let watchdog_every = crate::notify::watchdog_interval();
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
     loop {
         if let Some(m) = &st.metrics {
             m.beat();
@@ -538,6 +542,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
                 let s = st.stats();
                 st.write_agent(Body::AgentStats(s))?;
             }
+            _ = watchdog.tick(), if watchdog_every.is_some() => {
+                crate::notify::notify("WATCHDOG=1");
+            }
             _ = metrics_tick.tick(), if st.metrics.is_some() => {
                 st.update_metrics(&loaded.ebpf);
             }
@@ -550,6 +557,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         }
     }
 
+    crate::notify::notify("STOPPING=1");
     // Drain what the kernel already queued, then emit every live flow.
     let rb = ring.get_mut();
     while let Some(item) = rb.next() {

@@ -14,6 +14,7 @@ pub mod event;
 pub mod flow;
 pub mod loader;
 pub mod metrics;
+pub mod notify;
 pub mod output;
 pub mod pam;
 pub mod pipeline;

@@ -104,6 +104,16 @@ impl Agent {
     /// Starts the agent inside network namespace `netns` (only the network
     /// namespace: bpffs and cgroups stay the host's), keeping its state in `dir`.
     pub fn start_in(netns: Option<&str>, config: &str, dir: TempDir) -> Agent {
+        Agent::start_env(netns, config, dir, &[])
+    }
+
+    /// As [`Agent::start_in`], with extra environment variables.
+    pub fn start_env(
+        netns: Option<&str>,
+        config: &str,
+        dir: TempDir,
+        env: &[(&str, &str)],
+    ) -> Agent {
         require_root();
         let cfg = dir.0.join("vigil.yaml");
         std::fs::write(&cfg, format!("state_dir: {}\n{config}", dir.0.display()))
@@ -117,6 +127,9 @@ impl Agent {
             }
             None => Command::new(vigil_bin()),
         };
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let child = cmd
             .args(["run", "--config"])
             .arg(&cfg)

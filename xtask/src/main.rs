@@ -32,6 +32,7 @@ const TEST_PACKAGES: &[&str] = &[
     "nmap",
     "passwd",
     "prometheus",
+    "systemd",
 ];
 
 #[derive(Parser)]

@@ -1,0 +1,89 @@
+//! Running as a service: the systemd unit verifies, and the notify protocol
+//! works against a real datagram socket (PID 1 here is not systemd).
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use vigil_integration::*;
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd/vigil.service");
+    let text = std::fs::read_to_string(&unit).expect("unit");
+    // Point ExecStart at the built binary; the rest is checked as shipped.
+    let dir = TempDir::new("unit");
+    let local = dir.0.join("vigil.service");
+    std::fs::write(
+        &local,
+        text.replace("/usr/bin/vigil", &vigil_bin().to_string_lossy()),
+    )
+    .expect("write");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&local)
+        .output()
+        .expect("systemd-analyze");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for key in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "NoNewPrivileges=yes",
+        "StateDirectory=vigil",
+        "RuntimeDirectory=vigil",
+        "CapabilityBoundingSet=CAP_BPF",
+    ] {
+        assert!(text.contains(key), "unit lacks {key}");
+    }
+}
+
+#[test]
+fn ready_watchdog_and_stopping_reach_the_notify_socket() {
+    let sock_dir = TempDir::new("notify");
+    let path = sock_dir.0.join("notify.sock");
+    let server = UnixDatagram::bind(&path).expect("bind notify socket");
+    server
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let path_s = path.to_string_lossy().into_owned();
+    let mut agent = Agent::start_env(
+        None,
+        TEST_CONFIG,
+        TempDir::new("notify-agent"),
+        &[("NOTIFY_SOCKET", &path_s), ("WATCHDOG_USEC", "1000000")],
+    );
+    let mut seen: Vec<String> = Vec::new();
+    let start = Instant::now();
+    let mut buf = [0u8; 256];
+    while start.elapsed() < PATIENCE
+        && !(seen.iter().any(|m| m.starts_with("READY=1"))
+            && seen.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2)
+    {
+        if let Ok(n) = server.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    assert!(
+        seen.first().is_some_and(|m| m.starts_with("READY=1")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2,
+        "{seen:?}"
+    );
+    assert!(agent.stop());
+    let mut stopping = false;
+    while let Ok(n) = server.recv(&mut buf) {
+        stopping |= &buf[..n] == b"STOPPING=1";
+    }
+    assert!(stopping, "no STOPPING=1 after SIGTERM");
+}
