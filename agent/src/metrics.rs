@@ -209,3 +209,44 @@ pub async fn serve(addr: String, metrics: Arc<Metrics>) -> Result<(), MetricsErr
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_dashboard_only_queries_series_we_export() {
+        let m = Metrics::new().expect("metrics");
+        // Touch the labelled families so they render.
+        m.events.with_label_values(&["process_exec"]).inc();
+        m.alerts.with_label_values(&["scan", "T1046"]).inc();
+        m.actions.with_label_values(&["expire", "expired"]).inc();
+        m.blocklist_dropped_packets.with_label_values(&["in"]).inc();
+        m.program_run_time
+            .with_label_values(&["vigil_exec"])
+            .inc_by(1.0);
+        m.program_run_count.with_label_values(&["vigil_exec"]).inc();
+        m.pipeline_latency.observe(0.001);
+        let exposed = m.render();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/grafana/vigil-dashboard.json");
+        let dash: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("json");
+        let mut n = 0;
+        for panel in dash["panels"].as_array().expect("panels") {
+            for t in panel["targets"].as_array().expect("targets") {
+                let expr = t["expr"].as_str().expect("expr");
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.starts_with("vigil_") {
+                        assert!(
+                            exposed.contains(word),
+                            "dashboard queries {word}, which is not exported"
+                        );
+                        n += 1;
+                    }
+                }
+            }
+        }
+        assert!(n >= 8, "{n}");
+    }
+}

@@ -87,3 +87,87 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     }
     assert!(stopping, "no STOPPING=1 after SIGTERM");
 }
+
+/// Removes the package even when an assertion fails halfway.
+struct Installed;
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["--purge", "vigil"]).output();
+    }
+}
+
+#[test]
+fn the_debian_package_installs_where_the_unit_expects_and_removes_cleanly() {
+    require_root();
+    let Some(deb) = std::env::var_os("VIGIL_DEB") else {
+        eprintln!("skipped: VIGIL_DEB not set (cargo xtask test builds the package and sets it)");
+        return;
+    };
+    let _ = Command::new("dpkg").args(["--purge", "vigil"]).output();
+    let out = Command::new("dpkg")
+        .arg("-i")
+        .arg(&deb)
+        .output()
+        .expect("dpkg -i");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _installed = Installed;
+    for path in [
+        "/usr/bin/vigil",
+        "/etc/vigil/vigil.yaml",
+        "/lib/systemd/system/vigil.service",
+        "/usr/share/vigil/playbooks/README.md",
+        "/usr/share/doc/vigil/README.md",
+    ] {
+        assert!(std::path::Path::new(path).exists(), "{path} not installed");
+    }
+    let unit = std::fs::read_to_string("/lib/systemd/system/vigil.service").expect("unit");
+    assert!(unit.contains("ExecStart=/usr/bin/vigil run --config /etc/vigil/vigil.yaml"));
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "/lib/systemd/system/vigil.service"])
+        .output()
+        .expect("verify");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let check = Command::new("/usr/bin/vigil")
+        .args(["check-config", "/etc/vigil/vigil.yaml"])
+        .output()
+        .expect("check-config");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let conffiles = Command::new("dpkg-query")
+        .args(["-W", "-f=${Conffiles}", "vigil"])
+        .output()
+        .expect("dpkg-query");
+    assert!(String::from_utf8_lossy(&conffiles.stdout).contains("/etc/vigil/vigil.yaml"));
+
+    let out = Command::new("dpkg")
+        .args(["-r", "vigil"])
+        .output()
+        .expect("dpkg -r");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for gone in [
+        "/usr/bin/vigil",
+        "/lib/systemd/system/vigil.service",
+        "/usr/share/vigil/playbooks/README.md",
+    ] {
+        assert!(
+            !std::path::Path::new(gone).exists(),
+            "{gone} left after dpkg -r"
+        );
+    }
+}

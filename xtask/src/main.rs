@@ -60,6 +60,8 @@ enum Cmd {
     Test,
     /// Run the benchmarks and print their figures.
     Bench,
+    /// Build the Debian package (target/debian/vigil_*.deb) with cargo-deb.
+    Package,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +92,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Test => test(),
+        Cmd::Package => package().map(|deb| println!("{}", deb.display())),
         Cmd::Bench => {
             setup(false)?;
             cargo(&["bench", "-p", "vigil", "--bench", "pipeline"])?;
@@ -289,6 +292,7 @@ fn test() -> Result<()> {
     cargo(&["test"])?;
     require_root("the kernel integration tests")?;
     cargo(&["build", "--release", "-p", "vigil"])?;
+    let deb = package()?;
     let bin = workspace_root().join("target/release/vigil");
     step("kernel integration tests (real programs, real traffic, one at a time)");
     let status = Command::new(env!("CARGO"))
@@ -301,6 +305,7 @@ fn test() -> Result<()> {
             "--test-threads=1",
         ])
         .env("VIGIL_BIN", &bin)
+        .env("VIGIL_DEB", &deb)
         .current_dir(workspace_root())
         .status()
         .context("starting cargo test")?;
@@ -443,4 +448,48 @@ fn sklearn_side_by_side() -> Result<()> {
         String::from_utf8_lossy(&out.stdout).trim()
     );
     Ok(())
+}
+
+/// cargo-deb release verified with our toolchain.
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+/// Builds the .deb and returns its path.
+fn package() -> Result<PathBuf> {
+    setup(false)?;
+    let have = output(Command::new(env!("CARGO")).args(["deb", "--version"]));
+    if !have.contains(CARGO_DEB_VERSION) {
+        step(&format!("cargo install cargo-deb {CARGO_DEB_VERSION}"));
+        let s = Command::new(env!("CARGO"))
+            .args([
+                "install",
+                "cargo-deb",
+                "--version",
+                CARGO_DEB_VERSION,
+                "--locked",
+            ])
+            .status()?;
+        if !s.success() {
+            bail!("installing cargo-deb failed");
+        }
+    }
+    step("cargo deb -p vigil");
+    let out = Command::new(env!("CARGO"))
+        .args(["deb", "-p", "vigil"])
+        .current_dir(workspace_root())
+        .output()
+        .context("running cargo deb")?;
+    if !out.status.success() {
+        bail!("cargo deb failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let path = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    let deb = PathBuf::from(path);
+    if !deb.exists() {
+        bail!("cargo deb did not report a package path");
+    }
+    Ok(deb)
 }
