@@ -186,9 +186,24 @@ pub async fn serve(addr: String, metrics: Arc<Metrics>) -> Result<(), MetricsErr
         };
         let m = metrics.clone();
         tokio::spawn(async move {
-            let mut req = [0u8; 1024];
-            let n = sock.read(&mut req).await.unwrap_or(0);
-            let line = String::from_utf8_lossy(&req[..n]);
+            // Read the request head, which may arrive in several segments.
+            let mut req = Vec::with_capacity(1024);
+            let mut buf = [0u8; 512];
+            let read_head = async {
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+            };
+            if tokio::time::timeout(std::time::Duration::from_secs(5), read_head)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let line = String::from_utf8_lossy(&req);
             let path = line.split_whitespace().nth(1).unwrap_or("/");
             let (status, ctype, body) = match path {
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", m.render()),

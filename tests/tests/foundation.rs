@@ -314,7 +314,11 @@ fn without_root_or_capabilities_the_agent_says_what_is_missing() {
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("send");
+    // Sent in two pieces on purpose: the server must wait for the whole head.
+    s.write_all(b"GET ").expect("send");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    s.write_all(format!("{path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .expect("send");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
     let status = out
