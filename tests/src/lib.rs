@@ -43,6 +43,14 @@ pub fn netpeer() -> PathBuf {
     p
 }
 
+/// Deletes a network namespace, quietly (it may already be gone).
+pub fn delete_netns(ns: &str) {
+    let _ = Command::new("ip")
+        .args(["netns", "del", ns])
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// `netpeer ARGS` inside network namespace `ns`.
 pub fn netpeer_in(ns: &str, args: &[&str]) -> Command {
     let mut c = Command::new("ip");
@@ -324,12 +332,8 @@ impl NetPair {
     }
 
     fn cleanup(&self) {
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
+        delete_netns(&self.a);
+        delete_netns(&self.b);
     }
 }
 
@@ -492,10 +496,7 @@ impl Topology {
 
     fn cleanup(&self) {
         for ns in std::iter::once(&self.h).chain(self.peers.iter()) {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
+            delete_netns(ns);
         }
     }
 }

@@ -457,17 +457,17 @@ fn killing_a_reused_pid_does_nothing_harmful() {
     let dir = TempDir::new("kill");
     let cfg = dir.0.join("c.yaml");
     std::fs::write(&cfg, format!("state_dir: {}\n", dir.0.display())).expect("cfg");
-    let out = Command::new(vigil_bin())
-        .args([
-            "kill",
-            &pid.to_string(),
-            "--start-time",
-            &start.to_string(),
-            "--config",
-        ])
-        .arg(&cfg)
-        .output()
-        .expect("vigil kill");
+    let vigil = |args: &[&str]| {
+        Command::new(vigil_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .expect("run vigil")
+    };
+    let (pid_s, start_s) = (pid.to_string(), start.to_string());
+    let kill_old = || vigil(&["kill", &pid_s, "--start-time", &start_s]);
+    let out = kill_old();
     assert!(!out.status.success());
     let act = action(&out);
     assert_eq!(act["state"], "refused", "{act}");
@@ -478,37 +478,19 @@ fn killing_a_reused_pid_does_nothing_harmful() {
     );
     let log = std::fs::read_to_string(dir.0.join("audit.jsonl")).expect("audit log");
     assert!(log.contains("\"refused\""));
-    let verify = Command::new(vigil_bin())
-        .args(["audit", "verify", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("audit verify");
+    let verify = vigil(&["audit", "verify"]);
     assert!(
         verify.status.success(),
         "{}",
         String::from_utf8_lossy(&verify.stderr)
     );
     // A second record, then tamper with the first: the chain names the line.
-    let again = Command::new(vigil_bin())
-        .args([
-            "kill",
-            &pid.to_string(),
-            "--start-time",
-            &start.to_string(),
-            "--config",
-        ])
-        .arg(&cfg)
-        .output()
-        .expect("vigil kill");
+    let again = kill_old();
     assert!(!again.status.success());
     let log = std::fs::read_to_string(dir.0.join("audit.jsonl")).expect("audit log");
     let tampered = log.replacen("refused", "applied", 1);
     std::fs::write(dir.0.join("audit.jsonl"), tampered).expect("tamper");
-    let bad = Command::new(vigil_bin())
-        .args(["audit", "verify", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("audit verify");
+    let bad = vigil(&["audit", "verify"]);
     assert!(!bad.status.success());
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("line"),
@@ -527,7 +509,7 @@ fn interfaces_that_appear_later_get_the_blocklist_too() {
     struct Ns(String);
     impl Drop for Ns {
         fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+            delete_netns(&self.0);
         }
     }
     let _late_guard = Ns(late.clone());
