@@ -355,11 +355,14 @@ fn memory_bench() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let cfg = dir.join("vigil.yaml");
     let output = dir.join("events.jsonl");
-    // Idle timeouts longer than the run, so every flow stays live.
+    // Idle timeouts longer than the run, so every flow stays live; no
+    // enforcement programs (they would stay pinned on the host's interfaces)
+    // and no metrics port.
     std::fs::write(
         &cfg,
         format!(
-            "state_dir: {}\nstats_interval_s: 1\nflows:\n  udp_idle_timeout_s: 600\n  sweep_interval_ms: 1000\n",
+            "state_dir: {}\nstats_interval_s: 1\nflows:\n  udp_idle_timeout_s: 600\n  sweep_interval_ms: 1000\n\
+             enforce:\n  enabled: false\nmetrics:\n  listen: \"\"\n",
             dir.display()
         ),
     )?;
