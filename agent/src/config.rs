@@ -37,6 +37,62 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub detect: crate::detect::config::DetectConfig,
     pub metrics: MetricsConfig,
+    pub response: ResponseConfig,
+    pub playbooks: PlaybooksConfig,
+    pub control: ControlConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResponseConfig {
+    /// `dry-run` (default) records what playbooks would do; `enforce` does it.
+    pub mode: crate::response::playbook::Mode,
+    /// Host changes (block, isolate, kill, quarantine) allowed per minute;
+    /// past it steps are recorded as rate-limited, not run.
+    pub max_actions_per_minute: usize,
+    /// Playbook blocks refused while this many blocks are active.
+    pub max_concurrent_blocks: usize,
+}
+
+impl Default for ResponseConfig {
+    fn default() -> Self {
+        ResponseConfig {
+            mode: crate::response::playbook::Mode::DryRun,
+            max_actions_per_minute: 30,
+            max_concurrent_blocks: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlaybooksConfig {
+    /// Directory of `*.yaml` playbooks; a missing directory means none.
+    pub dir: PathBuf,
+}
+
+impl Default for PlaybooksConfig {
+    fn default() -> Self {
+        PlaybooksConfig {
+            dir: PathBuf::from("/usr/share/vigil/playbooks"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Unix socket for `vigil status/approve/...` (mode 0600, root only);
+    /// empty turns it off.
+    pub socket: PathBuf,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: PathBuf::from("/run/vigil/vigil.sock"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -67,6 +123,9 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             detect: crate::detect::config::DetectConfig::default(),
             metrics: MetricsConfig::default(),
+            response: ResponseConfig::default(),
+            playbooks: PlaybooksConfig::default(),
+            control: ControlConfig::default(),
         }
     }
 }

@@ -22,6 +22,9 @@ use crate::metrics::Metrics;
 use crate::output::{AgentStart, AgentStats, Body, OutputError, ProbeRow, Record, Sink};
 use crate::pipeline::{FlowEnd, Pipeline};
 use crate::proc_cache::ProcessCache;
+use crate::response::engine::{Limits, Responder};
+use crate::response::executor::HostExecutor;
+use crate::response::playbook::{self, Decision, PlaybookError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -35,6 +38,10 @@ pub enum DaemonError {
     Enforce(#[from] crate::enforce::EnforceError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error("refusing to start with bad playbooks:\n{0}")]
+    Playbooks(#[from] PlaybookError),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
     #[error("kernel map {name} unusable: {reason}")]
     Map { name: &'static str, reason: String },
     #[error("{0}")]
@@ -127,6 +134,33 @@ struct State {
     engine: Option<Engine>,
     metrics: Option<Arc<Metrics>>,
     metric_ticks: u64,
+    responder: Responder,
+    /// The last alerts, for `vigil alerts`.
+    recent_alerts: VecDeque<serde_json::Value>,
+    alert_feed: tokio::sync::broadcast::Sender<Arc<str>>,
+    probes: Vec<ProbeRow>,
+}
+
+const RECENT_ALERTS: usize = 256;
+const RESPONSE_STATE: &str = "response.json";
+
+/// Wall-clock seconds, the clock approvals' deadlines use.
+fn wall_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn responder_for(cfg: &Config, playbooks: Vec<playbook::Playbook>) -> Responder {
+    Responder::new(
+        playbooks,
+        cfg.response.mode,
+        Limits {
+            max_actions_per_minute: cfg.response.max_actions_per_minute,
+            max_concurrent_blocks: cfg.response.max_concurrent_blocks,
+        },
+    )
 }
 
 impl State {
@@ -182,9 +216,204 @@ impl State {
                         .observe((now_ns - r.wall_ns) as f64 / 1e9);
                 }
             }
-            self.sink
-                .write_line(&serde_json::to_string(&alert).unwrap_or_default())?;
+            let line = serde_json::to_string(&alert).unwrap_or_default();
+            self.sink.write_line(&line)?;
+            let _ = self.alert_feed.send(Arc::from(line.as_str()));
+            if self.recent_alerts.len() == RECENT_ALERTS {
+                self.recent_alerts.pop_front();
+            }
+            self.recent_alerts
+                .push_back(serde_json::to_value(&alert).unwrap_or_default());
+            let host = self.pipeline.host();
+            let mut ex = HostExecutor {
+                containment: self.containment.as_mut(),
+                state_dir: &self.cfg.state_dir,
+                host: &host,
+            };
+            let out = self.responder.on_alert(&alert, wall_s(), &mut ex);
+            self.write_response(out)?;
         }
+        Ok(())
+    }
+
+    /// Writes what the responder did to the output and the metrics, and
+    /// saves its state when it changed.
+    fn write_response(&mut self, out: Vec<serde_json::Value>) -> Result<(), DaemonError> {
+        for v in &out {
+            if let Some(m) = &self.metrics {
+                if v["kind"] == "action" {
+                    let a = v["action"].as_str().unwrap_or("");
+                    let st = v["state"].as_str().unwrap_or("");
+                    m.actions.with_label_values(&[a, st]).inc();
+                }
+            }
+            self.sink.write_line(&v.to_string())?;
+        }
+        if self.responder.take_dirty() {
+            let path = self.cfg.state_dir.join(RESPONSE_STATE);
+            let tmp = path.with_extension("json.tmp");
+            let body = serde_json::to_vec(&self.responder.save()).unwrap_or_default();
+            if let Err(e) = std::fs::write(&tmp, body).and_then(|_| std::fs::rename(&tmp, &path)) {
+                tracing::warn!("could not save response state to {}: {e}", path.display());
+            }
+        }
+        Ok(())
+    }
+
+    fn respond_tick(&mut self) -> Result<(), DaemonError> {
+        let host = self.pipeline.host();
+        let mut ex = HostExecutor {
+            containment: self.containment.as_mut(),
+            state_dir: &self.cfg.state_dir,
+            host: &host,
+        };
+        let out = self.responder.tick(wall_s(), &mut ex);
+        self.write_response(out)
+    }
+
+    /// Re-reads the playbook directory; on any problem the running set stays.
+    fn reload(&mut self) -> Result<usize, PlaybookError> {
+        match playbook::load_dir(&self.cfg.playbooks.dir) {
+            Ok(set) => {
+                let n = set.len();
+                tracing::info!(
+                    "reloaded {n} playbooks from {}",
+                    self.cfg.playbooks.dir.display()
+                );
+                self.responder.playbooks = set;
+                Ok(n)
+            }
+            Err(e) => {
+                tracing::error!("playbook reload refused; keeping the running set:\n{e}");
+                Err(e)
+            }
+        }
+    }
+
+    fn status(&mut self) -> serde_json::Value {
+        let blocks: Vec<serde_json::Value> = self
+            .containment
+            .as_ref()
+            .map(|c| {
+                let now = monotonic_ns();
+                c.blocks
+                    .list()
+                    .into_iter()
+                    .filter(|e| e.expires_ns > now)
+                    .map(|e| {
+                        serde_json::json!({
+                            "target": e.target.to_string(),
+                            "ttl_s": (e.expires_ns - now) / 1_000_000_000,
+                            "packets": e.packets,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let playbooks: Vec<serde_json::Value> = self
+            .responder
+            .playbooks
+            .iter()
+            .map(|p| {
+                let mode = match p.mode {
+                    Some(playbook::Mode::DryRun) => "dry-run",
+                    Some(playbook::Mode::Enforce) => "enforce",
+                    None => "inherit",
+                };
+                serde_json::json!({"name": p.name, "mode": mode, "file": p.file, "steps": p.steps.len()})
+            })
+            .collect();
+        let detectors = self
+            .engine
+            .as_ref()
+            .map(|e| serde_json::to_value(&e.alerts_by_detector).unwrap_or_default())
+            .unwrap_or_default();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "probes": self.probes,
+            "stats": self.stats(),
+            "detectors": detectors,
+            "blocks": blocks,
+            "isolation_remaining_s": crate::enforce::isolate::remaining_s(),
+            "approvals": self.responder.approvals.values().collect::<Vec<_>>(),
+            "response_mode": self.cfg.response.mode,
+            "playbooks": playbooks,
+            "incidents": self.responder.incidents.len(),
+            "rate_limited": self.responder.rate_limited,
+        })
+    }
+
+    fn decide(
+        &mut self,
+        id: &str,
+        d: Decision,
+        uid: u32,
+        now: f64,
+        out: &mut Vec<serde_json::Value>,
+    ) -> crate::control::Response {
+        let host = self.pipeline.host();
+        let mut ex = HostExecutor {
+            containment: self.containment.as_mut(),
+            state_dir: &self.cfg.state_dir,
+            host: &host,
+        };
+        match self.responder.decide(id, d, Some(uid), now, &mut ex) {
+            Ok(o) => {
+                *out = o.clone();
+                crate::control::Response::ok(serde_json::Value::Array(o))
+            }
+            Err(e) => crate::control::Response::err(e),
+        }
+    }
+
+    fn on_call(&mut self, call: crate::control::Call) -> Result<(), DaemonError> {
+        use crate::control::{Request, Response};
+        let host = self.pipeline.host();
+        let now = wall_s();
+        let mut out = Vec::new();
+        let resp = match call.request {
+            Request::Status => Response::ok(self.status()),
+            Request::Alerts { .. } => Response::ok(serde_json::Value::Array(
+                self.recent_alerts.iter().cloned().collect(),
+            )),
+            Request::Approvals => Response::ok(
+                serde_json::to_value(self.responder.approvals.values().collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            ),
+            Request::Incidents => Response::ok(
+                serde_json::to_value(self.responder.save().incidents).unwrap_or_default(),
+            ),
+            Request::Approve { id } | Request::Deny { id }
+                if !self.responder.approvals.contains_key(&id) =>
+            {
+                Response::err(crate::response::engine::ResponseError::NoApproval(id))
+            }
+            Request::Approve { id } => self.decide(&id, Decision::Approve, call.uid, now, &mut out),
+            Request::Deny { id } => self.decide(&id, Decision::Deny, call.uid, now, &mut out),
+            Request::Rollback { incident } => {
+                let mut ex = HostExecutor {
+                    containment: self.containment.as_mut(),
+                    state_dir: &self.cfg.state_dir,
+                    host: &host,
+                };
+                match self.responder.rollback(&incident, Some(call.uid), &mut ex) {
+                    Ok(o) => {
+                        let r = Response::ok(serde_json::Value::Array(o.clone()));
+                        out = o;
+                        r
+                    }
+                    Err(e) => Response::err(e),
+                }
+            }
+            Request::Reload => match self.reload() {
+                Ok(n) => Response::ok(serde_json::json!({"playbooks": n})),
+                Err(e) => Response::err(format!("reload refused, the running playbooks stay:\n{e}")),
+            },
+        };
+        let _ = call.reply.send(resp);
+        self.write_response(out)?;
+        self.sink.flush()?;
         Ok(())
     }
 
@@ -377,6 +606,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     if unsafe { libc::geteuid() } != 0 {
         return Err(DaemonError::NotRoot);
     }
+    // A bad playbook stops start-up before anything is attached.
+    let playbooks = playbook::load_dir(&cfg.playbooks.dir)?;
     let mut loaded = loader::load(&cfg)?;
     for p in &loaded.probes {
         tracing::info!(
@@ -451,7 +682,33 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         engine: crate::detect::config::engine(&cfg.detect),
         metrics: None,
         metric_ticks: 0,
+        responder: responder_for(&cfg, playbooks),
+        recent_alerts: VecDeque::new(),
+        alert_feed: tokio::sync::broadcast::channel(1024).0,
+        probes: probes.clone(),
         cfg,
+    };
+    tracing::info!(
+        "{} playbooks loaded from {} (response mode {:?})",
+        st.responder.playbooks.len(),
+        st.cfg.playbooks.dir.display(),
+        st.cfg.response.mode
+    );
+    match std::fs::read(st.cfg.state_dir.join(RESPONSE_STATE)) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(saved) => st.responder.restore(saved),
+            Err(e) => tracing::warn!("ignored unreadable {RESPONSE_STATE} ({e})"),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("could not read {RESPONSE_STATE}: {e}"),
+    }
+    let (call_tx, mut call_rx) = tokio::sync::mpsc::channel(64);
+    let _control_task = if st.cfg.control.socket.as_os_str().is_empty() {
+        None
+    } else {
+        let listener = crate::control::bind(&st.cfg.control.socket)?;
+        let feed = st.alert_feed.clone();
+        Some(tokio::spawn(crate::control::serve(listener, call_tx, feed)))
     };
     let _metrics_task = if st.cfg.metrics.listen.is_empty() {
         None
@@ -500,6 +757,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| DaemonError::Io(e.into()))?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut respond = tokio::time::interval(Duration::from_secs(1));
     let mut sweep = tokio::time::interval(Duration::from_millis(st.cfg.flows.sweep_interval_ms));
     let mut closes = tokio::time::interval(Duration::from_millis(50));
     let stats_every = Duration::from_secs(st.cfg.stats_interval_s.max(1));
@@ -552,6 +811,14 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
                 st.maintain()?;
                 st.sink.flush()?;
             }
+            _ = respond.tick(), if !st.responder.approvals.is_empty() => {
+                st.respond_tick()?;
+                st.sink.flush()?;
+            }
+            Some(call) = call_rx.recv() => st.on_call(call)?,
+            _ = sighup.recv() => {
+                let _ = st.reload();
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
@@ -569,6 +836,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     st.sweep(true)?;
     let s = st.stats();
     st.write_agent(Body::AgentStop(s))?;
+    if !st.cfg.control.socket.as_os_str().is_empty() {
+        let _ = std::fs::remove_file(&st.cfg.control.socket);
+    }
     tracing::info!("vigil stopped; programs detached");
     Ok(())
 }

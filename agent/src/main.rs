@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use agent_common::enforce::{BLOCK_EGRESS, BLOCK_INGRESS};
 use clap::{Parser, Subcommand};
+
+mod control_cli;
 use vigil::config::Config;
+use vigil::control::Request;
 use vigil::enforce::actions::Action;
 use vigil::enforce::cidr::{parse_duration, Cidr};
 use vigil::enforce::containment::{direction, kill_action, Containment};
@@ -70,6 +73,70 @@ enum Command {
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
     },
+    /// Check playbooks: every problem with file, line and column; exits non-zero on any.
+    Playbook {
+        #[command(subcommand)]
+        cmd: PlaybookCmd,
+    },
+    /// What the running agent is doing: programs, events, blocks, approvals, playbooks.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Recent alerts from the running agent; --follow streams new ones.
+    Alerts {
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Pending approvals with their proposed actions and deadlines.
+    Approvals {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Approve a pending approval: its incident's remaining steps run.
+    Approve {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Deny a pending approval: its incident's remaining steps are dropped.
+    Deny {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Incidents: which playbook ran for which alert, and each step's state.
+    Incidents {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Undo every applied step of an incident, last first.
+    Rollback {
+        incident: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Reload the playbooks (as SIGHUP); a bad set is refused and the running one stays.
+    Reload {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Enforcement counters: entries, drops, isolation state (JSON).
     EnforceStatus {
         #[arg(long, short)]
@@ -79,6 +146,15 @@ enum Command {
     EnforceDetach {
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlaybookCmd {
+    /// Validate playbook files (or every *.yaml in a directory).
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -182,6 +258,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: {n} records, hash chain intact", path.display());
             Ok(())
         }
+        Command::Playbook {
+            cmd: PlaybookCmd::Check { files },
+        } => check_playbooks(&files),
+        Command::Status { json, config } => control_cli::status(&socket(&config)?, json),
+        Command::Alerts {
+            follow,
+            json,
+            config,
+        } => control_cli::alerts(&socket(&config)?, follow, json),
+        Command::Approvals { json, config } => control_cli::approvals(&socket(&config)?, json),
+        Command::Incidents { json, config } => control_cli::incidents(&socket(&config)?, json),
+        Command::Approve { id, json, config } => {
+            control_cli::act(&socket(&config)?, Request::Approve { id }, json)
+        }
+        Command::Deny { id, json, config } => {
+            control_cli::act(&socket(&config)?, Request::Deny { id }, json)
+        }
+        Command::Rollback {
+            incident,
+            json,
+            config,
+        } => control_cli::act(&socket(&config)?, Request::Rollback { incident }, json),
+        Command::Reload { config } => control_cli::act(&socket(&config)?, Request::Reload, false),
         Command::EnforceStatus { config } => {
             let cfg = load_config(&config)?;
             let (c, report) = open_containment(&cfg)?;
@@ -210,6 +309,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn socket(config: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let cfg = load_config(config)?;
+    if cfg.control.socket.as_os_str().is_empty() {
+        anyhow::bail!("the control socket is turned off in the config (control.socket is empty)");
+    }
+    Ok(cfg.control.socket)
+}
+
+/// Prints every problem of every file; Ok only when all are valid.
+fn check_playbooks(paths: &[PathBuf]) -> anyhow::Result<()> {
+    let mut bad = 0;
+    let mut good = 0;
+    for p in paths {
+        let result = if p.is_dir() {
+            vigil::response::playbook::load_dir(p).map(|set| set.len())
+        } else {
+            vigil::response::playbook::load_file(p).map(|_| 1)
+        };
+        match result {
+            Ok(n) => good += n,
+            Err(e) => {
+                bad += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if bad > 0 {
+        anyhow::bail!("{bad} of {} playbook paths have problems", paths.len());
+    }
+    println!("{good} playbooks OK");
+    Ok(())
 }
 
 fn load_config(path: &Option<PathBuf>) -> anyhow::Result<Config> {

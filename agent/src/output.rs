@@ -180,7 +180,7 @@ pub struct Flow {
     pub features: [f64; 16],
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ProbeRow {
     pub name: String,
     pub hook: String,

@@ -43,6 +43,10 @@ pub fn technique(id: &'static str) -> Technique {
     })
 }
 
+pub fn exists(id: &str) -> bool {
+    table().contains_key(id)
+}
+
 pub fn len() -> usize {
     table().len()
 }

@@ -20,6 +20,32 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::output::Body;
+
+/// Detector names and the ATT&CK techniques (or their parents) each can
+/// raise: playbook checks use it to refuse a trigger that can never match.
+pub const DETECTOR_TECHNIQUES: &[(&str, &[&str])] = &[
+    ("brute_force", &["T1110", "T1078"]),
+    ("scan", &["T1046"]),
+    ("beacon", &["T1071", "T1571", "T1573", "T1041"]),
+    ("exfil", &["T1048", "T1041", "T1030"]),
+    ("lateral", &["T1021", "T1210"]),
+    ("process", &["T1204", "T1059", "T1564", "T1620"]),
+    ("anomaly", &["T1046", "T1048", "T1071"]),
+];
+
+impl Severity {
+    pub const NAMES: &'static [&'static str] = &["low", "medium", "high", "critical"];
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "low" => Some(Severity::Low),
+            "medium" => Some(Severity::Medium),
+            "high" => Some(Severity::High),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
 use attack::Technique;
 
 /// How detectors name the process behind a flow: its executable, else its pid.
@@ -31,7 +57,7 @@ pub fn process_label(exe: Option<&str>, pid: Option<u32>) -> String {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Low,

@@ -1,0 +1,964 @@
+//! Turns alerts into incidents: runs the matching playbooks' steps through
+//! an [`Executor`], parks steps behind approvals, applies timeouts, and
+//! rolls incidents back in reverse order. No I/O of its own: the executor
+//! changes the host and writes the audit log, so this is unit-testable.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::playbook::{Decision, Endpoint, Mode, Playbook, Step, StepAction};
+use crate::clock::now_rfc3339;
+use crate::detect::{Alert, Severity};
+use crate::enforce::actions::{new_id, Action};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ResponseError {
+    #[error("no pending approval {0} (see `vigil approvals`)")]
+    NoApproval(String),
+    #[error("no incident {0} (see `vigil incidents`)")]
+    NoIncident(String),
+    #[error("incident {0} was already rolled back")]
+    AlreadyRolledBack(String),
+}
+
+/// What a step needs undone; kept with the incident so rollback survives a
+/// restart of the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "undo", rename_all = "snake_case")]
+pub enum Undo {
+    /// Remove the block, or put back the block it replaced.
+    Unblock {
+        target: String,
+        prior_expires_ns: Option<u64>,
+        prior_flags: u32,
+    },
+    Unisolate,
+    Restore { quarantine_id: String },
+}
+
+/// The result of one host change.
+pub struct Outcome {
+    pub action: Action,
+    pub undo: Option<Undo>,
+}
+
+/// Changes the host. The daemon's executor drives the kernel blocklist,
+/// nftables, pidfd kill and the quarantine; tests use a recorder.
+pub trait Executor {
+    fn block(&mut self, ip: IpAddr, ttl_s: u64) -> Outcome;
+    fn isolate(&mut self, ttl_s: u64) -> Outcome;
+    fn kill(&mut self, pid: u32, exe: Option<&str>) -> Outcome;
+    fn quarantine(&mut self, path: &str) -> Outcome;
+    fn undo(&mut self, undo: &Undo) -> Outcome;
+    fn active_blocks(&self) -> usize;
+    /// Appends a record to the audit log before it is reported.
+    fn audit(&mut self, record: &serde_json::Value);
+    fn host(&self) -> &str;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    Running,
+    AwaitingApproval,
+    Done,
+    Denied,
+    /// A step failed and what the incident applied was rolled back.
+    Failed,
+    RolledBack,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub step: String,
+    pub action: String,
+    /// applied, dry-run, skipped, refused, failed, rate-limited, denied,
+    /// approved, rolled-back, noop.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<Undo>,
+}
+
+/// The alert fields steps read, copied so incidents outlive the alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertContext {
+    pub id: String,
+    pub detector: String,
+    pub severity: Severity,
+    pub confidence: f64,
+    pub techniques: Vec<String>,
+    pub summary: String,
+    pub entities: serde_json::Value,
+}
+
+impl AlertContext {
+    fn from_alert(a: &Alert) -> AlertContext {
+        AlertContext {
+            id: a.id.clone(),
+            detector: a.detector.to_string(),
+            severity: a.severity,
+            confidence: a.confidence,
+            techniques: a.techniques.iter().map(|t| t.id.to_string()).collect(),
+            summary: a.summary.clone(),
+            entities: a.entities.clone(),
+        }
+    }
+
+    fn ip(&self, e: Endpoint) -> Option<IpAddr> {
+        let key = match e {
+            Endpoint::Source => "src_ip",
+            Endpoint::Destination => "dst_ip",
+        };
+        self.entities.get(key)?.as_str()?.parse().ok()
+    }
+
+    fn holds(&self, c: &super::playbook::Condition) -> bool {
+        c.min_severity.is_none_or(|s| self.severity >= s)
+            && c.min_confidence.is_none_or(|m| self.confidence >= m)
+            && (c.techniques.is_empty()
+                || self.techniques.iter().any(|id| {
+                    c.techniques
+                        .iter()
+                        .any(|p| super::playbook::technique_matches(p, id))
+                }))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: String,
+    pub ts: String,
+    pub playbook: String,
+    pub mode: Mode,
+    pub alert: AlertContext,
+    /// The playbook's steps as they were when the incident opened, so a
+    /// reload never changes a running incident.
+    pub steps: Vec<Step>,
+    pub results: Vec<StepResult>,
+    pub next: usize,
+    pub state: IncidentState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: String,
+    pub incident: String,
+    pub playbook: String,
+    pub alert: String,
+    /// The steps that run if approved.
+    pub proposed: Vec<String>,
+    pub created: String,
+    /// Wall-clock seconds.
+    pub deadline_s: f64,
+    pub on_timeout: Decision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub max_actions_per_minute: usize,
+    pub max_concurrent_blocks: usize,
+}
+
+/// What survives a restart.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Saved {
+    pub incidents: Vec<Incident>,
+    pub approvals: Vec<Approval>,
+}
+
+pub struct Responder {
+    pub playbooks: Vec<Playbook>,
+    pub mode: Mode,
+    pub limits: Limits,
+    recent: VecDeque<f64>,
+    pub incidents: BTreeMap<String, Incident>,
+    order: VecDeque<String>,
+    pub approvals: BTreeMap<String, Approval>,
+    pub max_incidents: usize,
+    /// Finished incidents dropped to stay within `max_incidents`.
+    pub incidents_evicted: u64,
+    pub rate_limited: u64,
+    dirty: bool,
+}
+
+type Out = Vec<serde_json::Value>;
+
+fn describe(step: &Step, ctx: &AlertContext) -> String {
+    match &step.action {
+        StepAction::BlockIp { target, ttl_s } => {
+            let ip = ctx
+                .ip(*target)
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "?".into());
+            format!("{}: block {ip} for {ttl_s}s", step.id)
+        }
+        StepAction::IsolateHost { ttl_s } => format!("{}: isolate host for {ttl_s}s", step.id),
+        StepAction::KillProcess => format!("{}: kill pid {}", step.id, ctx.entities["pid"]),
+        StepAction::QuarantineFile => {
+            format!("{}: quarantine {}", step.id, ctx.entities["exe"])
+        }
+        StepAction::Notify { message } => format!("{}: notify \"{message}\"", step.id),
+        StepAction::RequireApproval { .. } => format!("{}: ask again", step.id),
+    }
+}
+
+impl Responder {
+    pub fn new(playbooks: Vec<Playbook>, mode: Mode, limits: Limits) -> Responder {
+        Responder {
+            playbooks,
+            mode,
+            limits,
+            recent: VecDeque::new(),
+            incidents: BTreeMap::new(),
+            order: VecDeque::new(),
+            approvals: BTreeMap::new(),
+            max_incidents: 1024,
+            incidents_evicted: 0,
+            rate_limited: 0,
+            dirty: false,
+        }
+    }
+
+    /// Global dry-run wins over a playbook's `enforce`: it is the switch
+    /// an operator flips to trust nothing.
+    fn effective_mode(&self, p: &Playbook) -> Mode {
+        match (self.mode, p.mode) {
+            (Mode::DryRun, _) | (_, Some(Mode::DryRun)) => Mode::DryRun,
+            _ => Mode::Enforce,
+        }
+    }
+
+    /// Whether the state changed since the last call (then save it).
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    pub fn save(&self) -> Saved {
+        Saved {
+            incidents: self
+                .order
+                .iter()
+                .filter_map(|id| self.incidents.get(id).cloned())
+                .collect(),
+            approvals: self.approvals.values().cloned().collect(),
+        }
+    }
+
+    pub fn restore(&mut self, saved: Saved) {
+        for i in saved.incidents {
+            self.order.push_back(i.id.clone());
+            self.incidents.insert(i.id.clone(), i);
+        }
+        for a in saved.approvals {
+            if self.incidents.contains_key(&a.incident) {
+                self.approvals.insert(a.id.clone(), a);
+            }
+        }
+    }
+
+    fn decision(
+        ex: &mut dyn Executor,
+        out: &mut Out,
+        inc: &Incident,
+        what: &str,
+        by_uid: Option<u32>,
+        detail: String,
+    ) {
+        let mut r = serde_json::json!({
+            "kind": "decision",
+            "id": new_id(),
+            "ts": now_rfc3339(),
+            "host": ex.host(),
+            "incident": inc.id,
+            "playbook": inc.playbook,
+            "alert": inc.alert.id,
+            "decision": what,
+            "detail": detail,
+        });
+        if let Some(uid) = by_uid {
+            r["by_uid"] = uid.into();
+        }
+        ex.audit(&r);
+        out.push(r);
+    }
+
+    /// Opens an incident per matching playbook for a new alert (updates of
+    /// an alert already handled are ignored).
+    pub fn on_alert(&mut self, alert: &Alert, now_s: f64, ex: &mut dyn Executor) -> Out {
+        let mut out = Vec::new();
+        if alert.update {
+            return out;
+        }
+        let matching: Vec<(String, Mode, Vec<Step>)> = self
+            .playbooks
+            .iter()
+            .filter(|p| p.trigger.matches(alert))
+            .map(|p| (p.name.clone(), self.effective_mode(p), p.steps.clone()))
+            .collect();
+        for (name, mode, steps) in matching {
+            let inc = Incident {
+                id: format!("inc-{}", new_id()),
+                ts: now_rfc3339(),
+                playbook: name,
+                mode,
+                alert: AlertContext::from_alert(alert),
+                steps,
+                results: Vec::new(),
+                next: 0,
+                state: IncidentState::Running,
+            };
+            let mode_s = if mode == Mode::DryRun {
+                "dry-run"
+            } else {
+                "enforce"
+            };
+            Self::decision(
+                ex,
+                &mut out,
+                &inc,
+                "incident_opened",
+                None,
+                format!("{mode_s}: {}", inc.alert.summary),
+            );
+            let id = inc.id.clone();
+            self.insert_incident(inc);
+            self.run(&id, now_s, ex, &mut out);
+        }
+        out
+    }
+
+    fn insert_incident(&mut self, inc: Incident) {
+        self.order.push_back(inc.id.clone());
+        self.incidents.insert(inc.id.clone(), inc);
+        while self.order.len() > self.max_incidents {
+            // Drop the oldest incident that is not waiting on a person.
+            let Some(pos) = self.order.iter().position(|id| {
+                self.incidents
+                    .get(id)
+                    .is_none_or(|i| i.state != IncidentState::AwaitingApproval)
+            }) else {
+                break;
+            };
+            if let Some(id) = self.order.remove(pos) {
+                self.incidents.remove(&id);
+                self.incidents_evicted += 1;
+            }
+        }
+        self.dirty = true;
+    }
+
+    fn rate_ok(&mut self, now_s: f64) -> bool {
+        while self.recent.front().is_some_and(|t| now_s - t >= 60.0) {
+            self.recent.pop_front();
+        }
+        self.recent.len() < self.limits.max_actions_per_minute
+    }
+
+    /// Runs an incident's steps from `next` until it finishes or waits.
+    fn run(&mut self, id: &str, now_s: f64, ex: &mut dyn Executor, out: &mut Out) {
+        let Some(mut inc) = self.incidents.remove(id) else {
+            return;
+        };
+        self.dirty = true;
+        while inc.next < inc.steps.len() {
+            let i = inc.next;
+            inc.next += 1;
+            let step = inc.steps[i].clone();
+            let mut result = StepResult {
+                step: step.id.clone(),
+                action: step.action.name().to_string(),
+                state: String::new(),
+                detail: String::new(),
+                undo: None,
+            };
+            if let Some(c) = &step.when {
+                if !inc.alert.holds(c) {
+                    result.state = "skipped".into();
+                    result.detail = "condition not met".into();
+                    inc.results.push(result);
+                    continue;
+                }
+            }
+            match &step.action {
+                StepAction::RequireApproval {
+                    timeout_s,
+                    on_timeout,
+                } => {
+                    if inc.mode == Mode::DryRun {
+                        result.state = "dry-run".into();
+                        result.detail = "would wait for approval".into();
+                        inc.results.push(result);
+                        continue;
+                    }
+                    let proposed = inc.steps[inc.next..]
+                        .iter()
+                        .map(|s| describe(s, &inc.alert))
+                        .collect();
+                    let a = Approval {
+                        id: format!("apr-{}", new_id()),
+                        incident: inc.id.clone(),
+                        playbook: inc.playbook.clone(),
+                        alert: inc.alert.summary.clone(),
+                        proposed,
+                        created: now_rfc3339(),
+                        deadline_s: now_s + *timeout_s as f64,
+                        on_timeout: *on_timeout,
+                    };
+                    result.state = "pending".into();
+                    result.detail = a.id.clone();
+                    inc.results.push(result);
+                    inc.state = IncidentState::AwaitingApproval;
+                    let detail = format!(
+                        "{} waits up to {timeout_s}s, then {:?}: {}",
+                        a.id,
+                        on_timeout,
+                        a.proposed.join("; ")
+                    )
+                    .to_lowercase();
+                    Self::decision(ex, out, &inc, "approval_requested", None, detail);
+                    self.approvals.insert(a.id.clone(), a);
+                    self.incidents.insert(inc.id.clone(), inc);
+                    return;
+                }
+                StepAction::Notify { message } => {
+                    result.state = "applied".into();
+                    result.detail = message.clone();
+                    out.push(serde_json::json!({
+                        "kind": "notification",
+                        "id": new_id(),
+                        "ts": now_rfc3339(),
+                        "host": ex.host(),
+                        "incident": inc.id,
+                        "playbook": inc.playbook,
+                        "message": message,
+                        "alert": inc.alert.summary,
+                    }));
+                }
+                action => {
+                    let failed = self.enforce(&mut inc, action, &step, now_s, ex, out, &mut result);
+                    inc.results.push(result);
+                    if failed {
+                        let detail = format!("step {} failed; undoing what was applied", step.id);
+                        Self::decision(ex, out, &inc, "incident_failed", None, detail);
+                        Self::undo_all(&mut inc, ex, out);
+                        inc.state = IncidentState::Failed;
+                        self.incidents.insert(inc.id.clone(), inc);
+                        return;
+                    }
+                    continue;
+                }
+            }
+            inc.results.push(result);
+        }
+        inc.state = IncidentState::Done;
+        self.incidents.insert(inc.id.clone(), inc);
+    }
+
+    /// Applies one host-changing step; returns true when it failed.
+    #[allow(clippy::too_many_arguments)]
+    fn enforce(
+        &mut self,
+        inc: &mut Incident,
+        action: &StepAction,
+        step: &Step,
+        now_s: f64,
+        ex: &mut dyn Executor,
+        out: &mut Out,
+        result: &mut StepResult,
+    ) -> bool {
+        let what = describe(step, &inc.alert);
+        let entity_pid = inc.alert.entities["pid"].as_u64().map(|p| p as u32);
+        let entity_exe = inc.alert.entities["exe"].as_str().map(str::to_string);
+        // Resolve targets first: a step without one is skipped, not failed.
+        let missing = match action {
+            StepAction::BlockIp { target, .. } if inc.alert.ip(*target).is_none() => {
+                Some(format!("alert has no {target:?} address").to_lowercase())
+            }
+            StepAction::KillProcess if entity_pid.is_none() => Some("alert has no pid".into()),
+            StepAction::QuarantineFile if entity_exe.is_none() => {
+                Some("alert has no executable".into())
+            }
+            _ => None,
+        };
+        if let Some(why) = missing {
+            result.state = "skipped".into();
+            result.detail = why;
+            return false;
+        }
+        let synthetic = |ex: &mut dyn Executor, state: &'static str, detail: String| {
+            let a = Action::new(ex.host(), action.name(), what.clone(), None, state, detail);
+            let v = serde_json::to_value(&a).unwrap_or_default();
+            ex.audit(&v);
+            v
+        };
+        if inc.mode == Mode::DryRun {
+            out.push(synthetic(ex, "dry-run", format!("incident {}", inc.id)));
+            result.state = "dry-run".into();
+            result.detail = what;
+            return false;
+        }
+        let over_blocks = matches!(action, StepAction::BlockIp { .. })
+            && ex.active_blocks() >= self.limits.max_concurrent_blocks;
+        if over_blocks || !self.rate_ok(now_s) {
+            self.rate_limited += 1;
+            let why = if over_blocks {
+                format!(
+                    "{} blocks already active (max_concurrent_blocks)",
+                    ex.active_blocks()
+                )
+            } else {
+                format!(
+                    "more than {} actions in a minute (max_actions_per_minute)",
+                    self.limits.max_actions_per_minute
+                )
+            };
+            out.push(synthetic(ex, "rate-limited", why.clone()));
+            result.state = "rate-limited".into();
+            result.detail = why;
+            return false;
+        }
+        self.recent.push_back(now_s);
+        let o = match action {
+            StepAction::BlockIp { target, ttl_s } => match inc.alert.ip(*target) {
+                Some(ip) => ex.block(ip, *ttl_s),
+                None => return false,
+            },
+            StepAction::IsolateHost { ttl_s } => ex.isolate(*ttl_s),
+            StepAction::KillProcess => ex.kill(entity_pid.unwrap_or(0), entity_exe.as_deref()),
+            StepAction::QuarantineFile => ex.quarantine(entity_exe.as_deref().unwrap_or("")),
+            _ => return false,
+        };
+        let mut v = serde_json::to_value(&o.action).unwrap_or_default();
+        v["incident"] = inc.id.clone().into();
+        out.push(v);
+        result.state = o.action.state.to_string();
+        result.detail = o.action.detail.clone();
+        result.undo = o.undo;
+        o.action.state == "failed"
+    }
+
+    /// Undoes every applied step of `inc`, last first.
+    fn undo_all(inc: &mut Incident, ex: &mut dyn Executor, out: &mut Out) {
+        for r in inc.results.iter_mut().rev() {
+            let Some(undo) = r.undo.take() else { continue };
+            let o = ex.undo(&undo);
+            let mut v = serde_json::to_value(&o.action).unwrap_or_default();
+            v["incident"] = inc.id.clone().into();
+            out.push(v);
+            if o.action.state == "failed" {
+                // Keep it so a later rollback can try again.
+                r.detail = format!("undo failed: {}", o.action.detail);
+                r.undo = Some(undo);
+            } else {
+                r.state = "rolled-back".into();
+            }
+        }
+    }
+
+    /// A person (uid) or the timeout decides a pending approval.
+    pub fn decide(
+        &mut self,
+        approval: &str,
+        decision: Decision,
+        by_uid: Option<u32>,
+        now_s: f64,
+        ex: &mut dyn Executor,
+    ) -> Result<Out, ResponseError> {
+        let a = self
+            .approvals
+            .remove(approval)
+            .ok_or_else(|| ResponseError::NoApproval(approval.to_string()))?;
+        let mut out = Vec::new();
+        let Some(mut inc) = self.incidents.remove(&a.incident) else {
+            return Err(ResponseError::NoIncident(a.incident));
+        };
+        self.dirty = true;
+        let what = match (decision, by_uid) {
+            (Decision::Approve, Some(_)) => "approved",
+            (Decision::Deny, Some(_)) => "denied",
+            (Decision::Approve, None) => "timeout_approved",
+            (Decision::Deny, None) => "timeout_denied",
+        };
+        let state = if decision == Decision::Approve {
+            "approved"
+        } else {
+            "denied"
+        };
+        if let Some(r) = inc.results.iter_mut().rev().find(|r| r.detail == a.id) {
+            r.state = state.to_string();
+        }
+        Self::decision(ex, &mut out, &inc, what, by_uid, a.id.clone());
+        match decision {
+            Decision::Approve => {
+                inc.state = IncidentState::Running;
+                let id = inc.id.clone();
+                self.incidents.insert(id.clone(), inc);
+                self.run(&id, now_s, ex, &mut out);
+            }
+            Decision::Deny => {
+                for s in &inc.steps[inc.next..] {
+                    inc.results.push(StepResult {
+                        step: s.id.clone(),
+                        action: s.action.name().to_string(),
+                        state: "denied".into(),
+                        detail: String::new(),
+                        undo: None,
+                    });
+                }
+                inc.next = inc.steps.len();
+                inc.state = IncidentState::Denied;
+                self.incidents.insert(inc.id.clone(), inc);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies `on_timeout` to approvals past their deadline.
+    pub fn tick(&mut self, now_s: f64, ex: &mut dyn Executor) -> Out {
+        let due: Vec<(String, Decision)> = self
+            .approvals
+            .values()
+            .filter(|a| a.deadline_s <= now_s)
+            .map(|a| (a.id.clone(), a.on_timeout))
+            .collect();
+        let mut out = Vec::new();
+        for (id, d) in due {
+            if let Ok(mut o) = self.decide(&id, d, None, now_s, ex) {
+                out.append(&mut o);
+            }
+        }
+        out
+    }
+
+    /// Undoes every applied step of an incident in reverse order and
+    /// cancels its pending approval.
+    pub fn rollback(
+        &mut self,
+        incident: &str,
+        by_uid: Option<u32>,
+        ex: &mut dyn Executor,
+    ) -> Result<Out, ResponseError> {
+        let mut inc = self
+            .incidents
+            .remove(incident)
+            .ok_or_else(|| ResponseError::NoIncident(incident.to_string()))?;
+        if inc.state == IncidentState::RolledBack {
+            self.incidents.insert(inc.id.clone(), inc);
+            return Err(ResponseError::AlreadyRolledBack(incident.to_string()));
+        }
+        self.dirty = true;
+        self.approvals.retain(|_, a| a.incident != inc.id);
+        let mut out = Vec::new();
+        Self::decision(ex, &mut out, &inc, "rollback", by_uid, String::new());
+        Self::undo_all(&mut inc, ex, &mut out);
+        inc.next = inc.steps.len();
+        inc.state = IncidentState::RolledBack;
+        self.incidents.insert(inc.id.clone(), inc);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::attack;
+    use crate::response::playbook;
+    use std::path::Path;
+
+    /// Records every call; `fail` names an action that fails.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Vec<String>,
+        audit: Vec<serde_json::Value>,
+        fail: Option<&'static str>,
+        blocks: usize,
+    }
+
+    impl Recorder {
+        fn outcome(&mut self, verb: &'static str, target: String, undo: Option<Undo>) -> Outcome {
+            self.calls.push(format!("{verb} {target}"));
+            let failed = self.fail == Some(verb);
+            Outcome {
+                action: Action::new(
+                    "h",
+                    verb,
+                    target,
+                    None,
+                    if failed { "failed" } else { "applied" },
+                    "",
+                ),
+                undo: if failed { None } else { undo },
+            }
+        }
+    }
+
+    impl Executor for Recorder {
+        fn block(&mut self, ip: IpAddr, _ttl: u64) -> Outcome {
+            self.blocks += 1;
+            let undo = Undo::Unblock {
+                target: ip.to_string(),
+                prior_expires_ns: None,
+                prior_flags: 0,
+            };
+            self.outcome("block", ip.to_string(), Some(undo))
+        }
+        fn isolate(&mut self, _ttl: u64) -> Outcome {
+            self.outcome("isolate", "host".into(), Some(Undo::Unisolate))
+        }
+        fn kill(&mut self, pid: u32, _exe: Option<&str>) -> Outcome {
+            self.outcome("kill", pid.to_string(), None)
+        }
+        fn quarantine(&mut self, path: &str) -> Outcome {
+            let undo = Undo::Restore {
+                quarantine_id: path.into(),
+            };
+            self.outcome("quarantine", path.into(), Some(undo))
+        }
+        fn undo(&mut self, undo: &Undo) -> Outcome {
+            let t = match undo {
+                Undo::Unblock { target, .. } => format!("unblock {target}"),
+                Undo::Unisolate => "unisolate".into(),
+                Undo::Restore { quarantine_id } => format!("restore {quarantine_id}"),
+            };
+            self.outcome("undo", t, None)
+        }
+        fn active_blocks(&self) -> usize {
+            self.blocks
+        }
+        fn audit(&mut self, r: &serde_json::Value) {
+            self.audit.push(r.clone());
+        }
+        fn host(&self) -> &str {
+            "h"
+        }
+    }
+
+    fn shipped(name: &str) -> Playbook {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../playbooks")
+            .join(format!("{name}.yaml"));
+        playbook::load_file(&p).unwrap()
+    }
+
+    fn alert(detector: &'static str, tech: &'static str, sev: Severity) -> Alert {
+        Alert {
+            kind: "alert",
+            id: "al-1".into(),
+            ts: String::new(),
+            host: "h".into(),
+            detector,
+            severity: sev,
+            confidence: 0.9,
+            techniques: vec![attack::technique(tech)],
+            summary: "test".into(),
+            entities: serde_json::json!({"src_ip": "192.0.2.9", "dst_ip": "198.51.100.4",
+                "pid": 4242, "exe": "/tmp/x"}),
+            evidence: serde_json::json!({}),
+            count: 1,
+            first_seen: String::new(),
+            update: false,
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        max_actions_per_minute: 100,
+        max_concurrent_blocks: 100,
+    };
+
+    fn enforce(p: Vec<Playbook>) -> Responder {
+        Responder::new(p, Mode::Enforce, LIMITS)
+    }
+
+    #[test]
+    fn brute_force_blocks_the_source_and_updates_do_nothing() {
+        let mut r = enforce(vec![shipped("brute_force_response")]);
+        let mut ex = Recorder::default();
+        let a = alert("brute_force", "T1110.001", Severity::Medium);
+        let out = r.on_alert(&a, 0.0, &mut ex);
+        assert_eq!(ex.calls, vec!["block 192.0.2.9"]);
+        assert!(out.iter().any(|v| v["kind"] == "notification"));
+        assert_eq!(r.incidents.len(), 1);
+        let upd = Alert { update: true, ..a };
+        assert!(r.on_alert(&upd, 1.0, &mut ex).is_empty());
+        assert_eq!(ex.calls.len(), 1);
+        // Scans are not this playbook's business.
+        r.on_alert(&alert("scan", "T1046", Severity::High), 2.0, &mut ex);
+        assert_eq!(ex.calls.len(), 1);
+    }
+
+    #[test]
+    fn approval_waits_then_runs_when_approved() {
+        let mut r = enforce(vec![shipped("lateral_movement_isolation")]);
+        let mut ex = Recorder::default();
+        r.on_alert(
+            &alert("lateral", "T1021.004", Severity::High),
+            0.0,
+            &mut ex,
+        );
+        assert!(ex.calls.is_empty(), "{:?}", ex.calls);
+        let id = r.approvals.keys().next().unwrap().clone();
+        assert!(r.approvals[&id].proposed[0].contains("isolate"));
+        let out = r.decide(&id, Decision::Approve, Some(0), 5.0, &mut ex).unwrap();
+        assert_eq!(ex.calls, vec!["isolate host"]);
+        assert!(out
+            .iter()
+            .any(|v| v["decision"] == "approved" && v["by_uid"] == 0));
+        assert!(r.approvals.is_empty());
+        assert_eq!(
+            r.decide(&id, Decision::Approve, Some(0), 6.0, &mut ex),
+            Err(ResponseError::NoApproval(id))
+        );
+    }
+
+    #[test]
+    fn approval_timeout_applies_on_timeout_both_ways() {
+        for (on_timeout, expect_calls) in [(Decision::Deny, 0), (Decision::Approve, 1)] {
+            let mut p = shipped("lateral_movement_isolation");
+            p.steps[1].action = StepAction::RequireApproval {
+                timeout_s: 60,
+                on_timeout,
+            };
+            let mut r = enforce(vec![p]);
+            let mut ex = Recorder::default();
+            r.on_alert(&alert("lateral", "T1021", Severity::High), 100.0, &mut ex);
+            assert!(r.tick(159.0, &mut ex).is_empty());
+            let out = r.tick(160.0, &mut ex);
+            let what = if on_timeout == Decision::Deny {
+                "timeout_denied"
+            } else {
+                "timeout_approved"
+            };
+            assert!(out.iter().any(|v| v["decision"] == what), "{out:?}");
+            assert_eq!(ex.calls.len(), expect_calls);
+            let inc = r.incidents.values().next().unwrap();
+            let want = if on_timeout == Decision::Deny {
+                IncidentState::Denied
+            } else {
+                IncidentState::Done
+            };
+            assert_eq!(inc.state, want);
+        }
+    }
+
+    #[test]
+    fn rollback_undoes_applied_steps_in_reverse_order() {
+        let mut r = enforce(vec![shipped("malware_containment")]);
+        let mut ex = Recorder::default();
+        r.on_alert(&alert("process", "T1204.002", Severity::High), 0.0, &mut ex);
+        assert_eq!(
+            ex.calls,
+            vec!["kill 4242", "quarantine /tmp/x", "block 198.51.100.4"]
+        );
+        let id = r.incidents.keys().next().unwrap().clone();
+        ex.calls.clear();
+        r.rollback(&id, Some(0), &mut ex).unwrap();
+        // Kill has no inverse; the others come back last-first.
+        assert_eq!(
+            ex.calls,
+            vec!["undo unblock 198.51.100.4", "undo restore /tmp/x"]
+        );
+        assert_eq!(r.incidents[&id].state, IncidentState::RolledBack);
+        assert!(matches!(
+            r.rollback(&id, Some(0), &mut ex),
+            Err(ResponseError::AlreadyRolledBack(_))
+        ));
+    }
+
+    #[test]
+    fn a_failed_step_rolls_back_what_the_incident_applied() {
+        let mut r = enforce(vec![shipped("malware_containment")]);
+        let mut ex = Recorder {
+            fail: Some("block"),
+            ..Recorder::default()
+        };
+        r.on_alert(&alert("process", "T1204.002", Severity::High), 0.0, &mut ex);
+        assert_eq!(
+            ex.calls,
+            vec![
+                "kill 4242",
+                "quarantine /tmp/x",
+                "block 198.51.100.4",
+                "undo restore /tmp/x"
+            ]
+        );
+        let inc = r.incidents.values().next().unwrap();
+        assert_eq!(inc.state, IncidentState::Failed);
+        assert!(!inc.results.iter().any(|s| s.step == "tell"));
+    }
+
+    #[test]
+    fn dry_run_changes_nothing_but_records_what_it_would_do() {
+        let mut r = Responder::new(
+            vec![shipped("data_exfiltration_block")],
+            Mode::DryRun,
+            LIMITS,
+        );
+        let mut ex = Recorder::default();
+        let out = r.on_alert(&alert("exfil", "T1048", Severity::High), 0.0, &mut ex);
+        assert!(ex.calls.is_empty());
+        assert!(r.approvals.is_empty());
+        let dry: Vec<_> = out.iter().filter(|v| v["state"] == "dry-run").collect();
+        assert_eq!(dry.len(), 2, "{out:?}");
+        assert!(ex.audit.iter().any(|v| v["state"] == "dry-run"));
+        // A playbook's own dry-run holds under a global enforce.
+        let mut p = shipped("brute_force_response");
+        p.mode = Some(Mode::DryRun);
+        let mut r = enforce(vec![p]);
+        r.on_alert(&alert("brute_force", "T1110", Severity::High), 0.0, &mut ex);
+        assert!(ex.calls.is_empty());
+    }
+
+    #[test]
+    fn rate_limits_stop_an_attacker_from_blocking_the_world() {
+        let mut r = Responder::new(
+            vec![shipped("brute_force_response")],
+            Mode::Enforce,
+            Limits {
+                max_actions_per_minute: 3,
+                max_concurrent_blocks: 100,
+            },
+        );
+        let mut ex = Recorder::default();
+        for i in 0..5 {
+            let mut a = alert("brute_force", "T1110", Severity::High);
+            a.entities["src_ip"] = format!("192.0.2.{i}").into();
+            r.on_alert(&a, i as f64, &mut ex);
+        }
+        assert_eq!(ex.calls.len(), 3);
+        assert_eq!(r.rate_limited, 2);
+        // A minute later the budget is back.
+        let a = alert("brute_force", "T1110", Severity::High);
+        r.on_alert(&a, 61.0, &mut ex);
+        assert_eq!(ex.calls.len(), 4);
+    }
+
+    #[test]
+    fn conditions_skip_steps() {
+        let mut r = enforce(vec![shipped("data_exfiltration_block")]);
+        let mut ex = Recorder::default();
+        let mut a = alert("exfil", "T1048", Severity::High);
+        a.confidence = 0.7;
+        r.on_alert(&a, 0.0, &mut ex);
+        assert_eq!(ex.calls, vec!["block 198.51.100.4"]);
+        assert!(r.approvals.is_empty());
+        let inc = r.incidents.values().next().unwrap();
+        assert_eq!(inc.results[1].state, "skipped");
+    }
+
+    #[test]
+    fn state_survives_a_restart() {
+        let mut r = enforce(vec![shipped("lateral_movement_isolation")]);
+        let mut ex = Recorder::default();
+        r.on_alert(&alert("lateral", "T1021", Severity::High), 0.0, &mut ex);
+        let saved = serde_json::to_string(&r.save()).unwrap();
+        let mut r2 = enforce(vec![]);
+        r2.restore(serde_json::from_str(&saved).unwrap());
+        let id = r2.approvals.keys().next().unwrap().clone();
+        r2.decide(&id, Decision::Approve, Some(0), 1.0, &mut ex).unwrap();
+        assert_eq!(ex.calls, vec!["isolate host"]);
+    }
+}

@@ -1,0 +1,224 @@
+//! The executor that changes this host: kernel blocklist and nftables
+//! through [`Containment`], pidfd kill, and the quarantine. Every change is
+//! an `action` in the audit log before it is reported.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use agent_common::enforce::{BLOCK_EGRESS, BLOCK_INGRESS};
+
+use super::engine::{Executor, Outcome, Undo};
+use super::quarantine;
+use crate::clock::monotonic_ns;
+use crate::enforce::actions::Action;
+use crate::enforce::cidr::Cidr;
+use crate::enforce::containment::Containment;
+use crate::enforce::{isolate, kill};
+
+pub struct HostExecutor<'a> {
+    pub containment: Option<&'a mut Containment>,
+    pub state_dir: &'a Path,
+    pub host: &'a str,
+}
+
+impl HostExecutor<'_> {
+    fn record(&self, a: Action, undo: Option<Undo>) -> Outcome {
+        if let Err(e) = a.record(self.state_dir) {
+            tracing::warn!("could not append to the audit log: {e}");
+        }
+        let undo = if a.state == "applied" { undo } else { None };
+        Outcome { action: a, undo }
+    }
+
+    fn disabled(&self, verb: &'static str, target: String) -> Outcome {
+        self.record(
+            Action::new(
+                self.host,
+                verb,
+                target,
+                None,
+                "failed",
+                "enforcement is disabled (enforce.enabled: false)",
+            ),
+            None,
+        )
+    }
+}
+
+/// The exe of a live pid, to refuse killing a pid that was reused.
+fn exe_of(pid: u32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+impl Executor for HostExecutor<'_> {
+    fn block(&mut self, ip: IpAddr, ttl_s: u64) -> Outcome {
+        let cidr = Cidr::host(ip);
+        let Some(c) = self.containment.as_deref_mut() else {
+            return self.disabled("block", cidr.to_string());
+        };
+        let prior = c
+            .blocks
+            .get(&cidr)
+            .filter(|v| v.expires_ns > monotonic_ns());
+        let a = c.block(&cidr, ttl_s, BLOCK_INGRESS | BLOCK_EGRESS);
+        let undo = Undo::Unblock {
+            target: cidr.to_string(),
+            prior_expires_ns: prior.map(|p| p.expires_ns),
+            prior_flags: prior.map(|p| p.flags).unwrap_or(0),
+        };
+        // Containment already audited the action.
+        let undo = (a.state == "applied").then_some(undo);
+        Outcome { action: a, undo }
+    }
+
+    fn isolate(&mut self, ttl_s: u64) -> Outcome {
+        let Some(c) = self.containment.as_deref_mut() else {
+            return self.disabled("isolate", "host".into());
+        };
+        let was = isolate::remaining_s().is_some();
+        let a = c.isolate(ttl_s);
+        // Never undo an isolation someone else put in place.
+        let undo = (a.state == "applied" && !was).then_some(Undo::Unisolate);
+        Outcome { action: a, undo }
+    }
+
+    fn kill(&mut self, pid: u32, exe: Option<&str>) -> Outcome {
+        let target = pid.to_string();
+        if let (Some(want), Some(have)) = (exe, exe_of(pid)) {
+            let have_s = have.to_string_lossy();
+            let have_s = have_s.strip_suffix(" (deleted)").unwrap_or(&have_s);
+            if have_s != want {
+                let detail = format!("pid {pid} now runs {have_s}, not {want}; nothing signalled");
+                return self.record(
+                    Action::new(self.host, "kill", target, None, "refused", detail),
+                    None,
+                );
+            }
+        }
+        let a = match kill::kill(pid, None) {
+            Ok(st) => Action::new(
+                self.host,
+                "kill",
+                target,
+                None,
+                "applied",
+                format!("SIGKILL via pidfd, start time {st}"),
+            ),
+            Err(e) => Action::new(self.host, "kill", target, None, "refused", e.to_string()),
+        };
+        self.record(a, None)
+    }
+
+    fn quarantine(&mut self, path: &str) -> Outcome {
+        match quarantine::quarantine(self.state_dir, Path::new(path)) {
+            Ok(m) => {
+                let detail = format!(
+                    "sha256 {} mode {:o} uid {} moved to quarantine/{}",
+                    m.sha256, m.mode, m.uid, m.id
+                );
+                let a = Action::new(self.host, "quarantine", path, None, "applied", detail);
+                self.record(
+                    a,
+                    Some(Undo::Restore {
+                        quarantine_id: m.id,
+                    }),
+                )
+            }
+            Err(e) => {
+                let a = Action::new(self.host, "quarantine", path, None, "failed", e.to_string());
+                self.record(a, None)
+            }
+        }
+    }
+
+    fn undo(&mut self, undo: &Undo) -> Outcome {
+        match undo {
+            Undo::Unblock {
+                target,
+                prior_expires_ns,
+                prior_flags,
+            } => {
+                let Ok(cidr) = target.parse::<Cidr>() else {
+                    let a = Action::new(self.host, "unblock", target.clone(), None, "failed", "bad target");
+                    return self.record(a, None);
+                };
+                let Some(c) = self.containment.as_deref_mut() else {
+                    return self.disabled("unblock", target.clone());
+                };
+                match prior_expires_ns.filter(|e| *e > monotonic_ns()) {
+                    // Put back the block this one replaced, with its own expiry.
+                    Some(exp) => {
+                        let a = match c.blocks.insert(&cidr, exp, *prior_flags) {
+                            Ok(()) => Action::new(
+                                self.host,
+                                "unblock",
+                                target.clone(),
+                                None,
+                                "applied",
+                                "restored the earlier block",
+                            ),
+                            Err(e) => Action::new(
+                                self.host,
+                                "unblock",
+                                target.clone(),
+                                None,
+                                "failed",
+                                e.to_string(),
+                            ),
+                        };
+                        self.record(a, None)
+                    }
+                    None => Outcome {
+                        action: c.unblock(&cidr),
+                        undo: None,
+                    },
+                }
+            }
+            Undo::Unisolate => match self.containment.as_deref_mut() {
+                Some(c) => Outcome {
+                    action: c.unisolate(),
+                    undo: None,
+                },
+                None => self.disabled("unisolate", "host".into()),
+            },
+            Undo::Restore { quarantine_id } => {
+                let a = match quarantine::restore(self.state_dir, quarantine_id) {
+                    Ok(m) => Action::new(
+                        self.host,
+                        "restore",
+                        m.path.display().to_string(),
+                        None,
+                        "applied",
+                        format!("sha256 {}", m.sha256),
+                    ),
+                    Err(e) => Action::new(
+                        self.host,
+                        "restore",
+                        quarantine_id.clone(),
+                        None,
+                        "failed",
+                        e.to_string(),
+                    ),
+                };
+                self.record(a, None)
+            }
+        }
+    }
+
+    fn active_blocks(&self) -> usize {
+        self.containment
+            .as_deref()
+            .map(|c| c.blocks.list().len())
+            .unwrap_or(0)
+    }
+
+    fn audit(&mut self, record: &serde_json::Value) {
+        if let Err(e) = crate::audit::append(self.state_dir, record) {
+            tracing::warn!("could not append to the audit log: {e}");
+        }
+    }
+
+    fn host(&self) -> &str {
+        self.host
+    }
+}

@@ -1,0 +1,9 @@
+//! Response: YAML playbooks turn alerts into incidents whose steps change
+//! the host (through the containment layer), wait for people, expire and
+//! roll back.
+
+pub mod engine;
+pub mod executor;
+pub mod playbook;
+pub mod quarantine;
+pub mod yaml;

@@ -1,0 +1,769 @@
+//! Playbook schema (version 1, docs/playbooks.md): parsing, validation that
+//! reports every problem with its line and column, and trigger matching.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::yaml::{self, Node, Value};
+use crate::detect::{attack, Alert, Severity, DETECTOR_TECHNIQUES};
+use crate::enforce::cidr::parse_duration;
+
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// One problem in one playbook file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.message
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaybookError {
+    #[error("cannot read playbook {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+    #[error("two playbooks are named {name}: {first} and {second}")]
+    Duplicate {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Enforce,
+    DryRun,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "enforce" => Some(Mode::Enforce),
+            "dry-run" => Some(Mode::DryRun),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    Source,
+    Destination,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum StepAction {
+    BlockIp { target: Endpoint, ttl_s: u64 },
+    IsolateHost { ttl_s: u64 },
+    KillProcess,
+    QuarantineFile,
+    Notify { message: String },
+    RequireApproval { timeout_s: u64, on_timeout: Decision },
+}
+
+impl StepAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepAction::BlockIp { .. } => "block_ip",
+            StepAction::IsolateHost { .. } => "isolate_host",
+            StepAction::KillProcess => "kill_process",
+            StepAction::QuarantineFile => "quarantine_file",
+            StepAction::Notify { .. } => "notify",
+            StepAction::RequireApproval { .. } => "require_approval",
+        }
+    }
+
+    /// The inverse each step derives, used by rollback.
+    pub fn inverse(&self) -> &'static str {
+        match self {
+            StepAction::BlockIp { .. } => "unblock (restoring any block it replaced)",
+            StepAction::IsolateHost { .. } => "unisolate (unless the host was already isolated)",
+            StepAction::QuarantineFile => "restore the file with its path, mode and owner",
+            StepAction::KillProcess => "none: a killed process cannot be revived",
+            StepAction::Notify { .. } | StepAction::RequireApproval { .. } => "none",
+        }
+    }
+
+    /// Whether the step changes the host (and so obeys mode and rate limits).
+    pub fn enforces(&self) -> bool {
+        !matches!(
+            self,
+            StepAction::Notify { .. } | StepAction::RequireApproval { .. }
+        )
+    }
+}
+
+/// A condition checked just before a step runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Condition {
+    pub min_severity: Option<Severity>,
+    pub min_confidence: Option<f64>,
+    /// Technique ids (prefix match) the alert must carry.
+    pub techniques: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub id: String,
+    #[serde(flatten)]
+    pub action: StepAction,
+    pub when: Option<Condition>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub detectors: Vec<String>,
+    pub techniques: Vec<String>,
+    pub min_severity: Option<Severity>,
+    pub min_confidence: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Playbook {
+    pub name: String,
+    pub description: String,
+    /// None follows the global `response.mode`.
+    pub mode: Option<Mode>,
+    pub trigger: Trigger,
+    pub steps: Vec<Step>,
+    pub file: PathBuf,
+}
+
+/// `T1110` matches `T1110` and `T1110.001`; `T1110.001` matches only itself.
+pub fn technique_matches(pattern: &str, id: &str) -> bool {
+    id == pattern
+        || (id.len() > pattern.len()
+            && id.starts_with(pattern)
+            && id.as_bytes()[pattern.len()] == b'.')
+}
+
+fn alert_has_technique(alert: &Alert, patterns: &[String]) -> bool {
+    patterns.is_empty()
+        || alert
+            .techniques
+            .iter()
+            .any(|t| patterns.iter().any(|p| technique_matches(p, t.id)))
+}
+
+impl Trigger {
+    pub fn matches(&self, alert: &Alert) -> bool {
+        (self.detectors.is_empty() || self.detectors.iter().any(|d| d == alert.detector))
+            && alert_has_technique(alert, &self.techniques)
+            && self.min_severity.is_none_or(|s| alert.severity >= s)
+            && alert.confidence >= self.min_confidence
+    }
+}
+
+impl Condition {
+    pub fn holds(&self, alert: &Alert) -> bool {
+        self.min_severity.is_none_or(|s| alert.severity >= s)
+            && self.min_confidence.is_none_or(|c| alert.confidence >= c)
+            && alert_has_technique(alert, &self.techniques)
+    }
+}
+
+/// Collects problems while walking the tree.
+struct Checker<'a> {
+    file: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, n: &Node, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.file.to_path_buf(),
+            line: n.line,
+            col: n.col,
+            message: message.into(),
+        });
+    }
+
+    /// Returns the entries of a mapping, reporting keys outside `allowed`.
+    fn map<'n>(
+        &mut self,
+        n: &'n Node,
+        what: &str,
+        allowed: &[&str],
+    ) -> Option<Vec<(&'n str, &'n Node)>> {
+        let Value::Map(entries) = &n.value else {
+            self.err(n, format!("{what} must be a mapping, found {}", n.kind()));
+            return None;
+        };
+        let mut out = Vec::new();
+        for (k, v) in entries {
+            let Some(key) = k.as_str() else {
+                self.err(k, format!("{what}: keys must be plain words"));
+                continue;
+            };
+            if !allowed.contains(&key) {
+                self.err(
+                    k,
+                    format!(
+                        "unknown key `{key}` in {what} (expected one of: {})",
+                        allowed.join(", ")
+                    ),
+                );
+                continue;
+            }
+            if out.iter().any(|(seen, _)| *seen == key) {
+                self.err(k, format!("duplicate key `{key}` in {what}"));
+                continue;
+            }
+            out.push((key, v));
+        }
+        Some(out)
+    }
+
+    fn string(&mut self, n: &Node, what: &str) -> Option<String> {
+        match n.as_str() {
+            Some(s) => Some(s.to_string()),
+            None => {
+                self.err(n, format!("{what} must be a string, found {}", n.kind()));
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, n: &Node, what: &str) -> Vec<(String, Node)> {
+        match &n.value {
+            Value::Scalar(s) => vec![(s.clone(), n.clone())],
+            Value::Seq(items) => items
+                .iter()
+                .filter_map(|i| self.string(i, what).map(|s| (s, i.clone())))
+                .collect(),
+            Value::Map(_) => {
+                self.err(n, format!("{what} must be a list of strings"));
+                Vec::new()
+            }
+        }
+    }
+
+    fn duration(&mut self, n: &Node, what: &str) -> Option<u64> {
+        let s = self.string(n, what)?;
+        match parse_duration(&s) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.err(
+                    n,
+                    format!("bad duration `{s}` for {what} (use e.g. 30s, 15m, 4h, 1d)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn severity(&mut self, n: &Node, what: &str) -> Option<Severity> {
+        let s = self.string(n, what)?;
+        let v = Severity::parse(&s);
+        if v.is_none() {
+            self.err(
+                n,
+                format!(
+                    "unknown severity `{s}` for {what} (expected one of: {})",
+                    Severity::NAMES.join(", ")
+                ),
+            );
+        }
+        v
+    }
+
+    fn confidence(&mut self, n: &Node, what: &str) -> Option<f64> {
+        let s = self.string(n, what)?;
+        match s.parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Some(v),
+            _ => {
+                self.err(
+                    n,
+                    format!("{what} `{s}` can never be met: confidence is a number from 0 to 1"),
+                );
+                None
+            }
+        }
+    }
+
+    fn technique_list(&mut self, n: &Node, what: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (t, at) in self.strings(n, what) {
+            if attack::exists(&t) {
+                out.push(t);
+            } else {
+                self.err(
+                    &at,
+                    format!("unknown ATT&CK technique `{t}` in {what}: it can never match"),
+                );
+            }
+        }
+        out
+    }
+
+    fn trigger(&mut self, n: &Node) -> Trigger {
+        let mut t = Trigger::default();
+        let Some(entries) = self.map(
+            n,
+            "trigger",
+            &["detectors", "techniques", "min_severity", "min_confidence"],
+        ) else {
+            return t;
+        };
+        let named = entries
+            .iter()
+            .any(|(k, _)| *k == "detectors" || *k == "techniques");
+        for (k, v) in entries {
+            match k {
+                "detectors" => {
+                    for (d, at) in self.strings(v, "trigger.detectors") {
+                        if DETECTOR_TECHNIQUES.iter().any(|(name, _)| *name == d) {
+                            t.detectors.push(d);
+                        } else {
+                            let names: Vec<&str> =
+                                DETECTOR_TECHNIQUES.iter().map(|(n, _)| *n).collect();
+                            self.err(
+                                &at,
+                                format!(
+                                    "unknown detector `{d}`: the trigger can never match (detectors: {})",
+                                    names.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
+                "techniques" => t.techniques = self.technique_list(v, "trigger.techniques"),
+                "min_severity" => t.min_severity = self.severity(v, "trigger.min_severity"),
+                "min_confidence" => {
+                    t.min_confidence = self
+                        .confidence(v, "trigger.min_confidence")
+                        .unwrap_or(0.0)
+                }
+                _ => {}
+            }
+        }
+        if !named {
+            self.err(
+                n,
+                "trigger names no detector and no technique: it would act on every alert",
+            );
+        }
+        // Named detectors must be able to raise at least one named technique.
+        if !t.detectors.is_empty() && !t.techniques.is_empty() {
+            let reachable = t.techniques.iter().any(|want| {
+                DETECTOR_TECHNIQUES
+                    .iter()
+                    .filter(|(d, _)| t.detectors.iter().any(|x| x == d))
+                    .flat_map(|(_, ts)| ts.iter())
+                    .any(|have| technique_matches(have, want) || technique_matches(want, have))
+            });
+            if !reachable {
+                self.err(
+                    n,
+                    format!(
+                        "trigger can never match: detectors [{}] raise none of [{}]",
+                        t.detectors.join(", "),
+                        t.techniques.join(", ")
+                    ),
+                );
+            }
+        }
+        t
+    }
+
+    fn condition(&mut self, n: &Node) -> Condition {
+        let mut c = Condition::default();
+        let Some(entries) = self.map(
+            n,
+            "when",
+            &["min_severity", "min_confidence", "techniques"],
+        ) else {
+            return c;
+        };
+        for (k, v) in entries {
+            match k {
+                "min_severity" => c.min_severity = self.severity(v, "when.min_severity"),
+                "min_confidence" => c.min_confidence = self.confidence(v, "when.min_confidence"),
+                "techniques" => c.techniques = self.technique_list(v, "when.techniques"),
+                _ => {}
+            }
+        }
+        c
+    }
+
+    fn step(&mut self, n: &Node, index: usize) -> Option<Step> {
+        const KEYS: &[&str] = &[
+            "id",
+            "action",
+            "when",
+            "target",
+            "ttl",
+            "message",
+            "timeout",
+            "on_timeout",
+        ];
+        let entries = self.map(n, "step", KEYS)?;
+        let get = |key: &str| entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        let id = match get("id") {
+            Some(v) => self.string(v, "step id")?,
+            None => format!("step{}", index + 1),
+        };
+        let Some(action_node) = get("action") else {
+            self.err(n, format!("step {id} has no `action`"));
+            return None;
+        };
+        let action_name = self.string(action_node, "action")?;
+        let allowed: &[&str] = match action_name.as_str() {
+            "block_ip" => &["target", "ttl"],
+            "isolate_host" => &["ttl"],
+            "kill_process" | "quarantine_file" => &[],
+            "notify" => &["message"],
+            "require_approval" => &["timeout", "on_timeout"],
+            other => {
+                self.err(
+                    action_node,
+                    format!(
+                        "unknown action `{other}` (expected one of: block_ip, isolate_host, \
+                         kill_process, quarantine_file, notify, require_approval)"
+                    ),
+                );
+                return None;
+            }
+        };
+        for (k, v) in &entries {
+            if !["id", "action", "when"].contains(k) && !allowed.contains(k) {
+                self.err(v, format!("`{k}` does not apply to {action_name}"));
+            }
+        }
+        let need = |c: &mut Self, key: &str| -> Option<&Node> {
+            let v = get(key);
+            if v.is_none() {
+                c.err(n, format!("{action_name} step {id} needs `{key}`"));
+            }
+            v
+        };
+        let action = match action_name.as_str() {
+            "block_ip" => {
+                let target = need(self, "target").and_then(|v| {
+                    match v.as_str() {
+                        Some("source") => Some(Endpoint::Source),
+                        Some("destination") => Some(Endpoint::Destination),
+                        _ => {
+                            self.err(v, "target must be `source` or `destination` of the alert");
+                            None
+                        }
+                    }
+                });
+                let ttl = need(self, "ttl").and_then(|v| self.duration(v, "ttl"));
+                StepAction::BlockIp {
+                    target: target?,
+                    ttl_s: ttl?,
+                }
+            }
+            "isolate_host" => StepAction::IsolateHost {
+                ttl_s: need(self, "ttl").and_then(|v| self.duration(v, "ttl"))?,
+            },
+            "kill_process" => StepAction::KillProcess,
+            "quarantine_file" => StepAction::QuarantineFile,
+            "notify" => StepAction::Notify {
+                message: need(self, "message").and_then(|v| self.string(v, "message"))?,
+            },
+            _ => {
+                let timeout = need(self, "timeout").and_then(|v| self.duration(v, "timeout"));
+                let on_timeout = need(self, "on_timeout").and_then(|v| match v.as_str() {
+                    Some("approve") => Some(Decision::Approve),
+                    Some("deny") => Some(Decision::Deny),
+                    _ => {
+                        self.err(v, "on_timeout must be `approve` or `deny`");
+                        None
+                    }
+                });
+                StepAction::RequireApproval {
+                    timeout_s: timeout?,
+                    on_timeout: on_timeout?,
+                }
+            }
+        };
+        let when = get("when").map(|w| self.condition(w));
+        Some(Step { id, action, when })
+    }
+}
+
+/// Parses and validates one playbook; every problem is reported at once.
+pub fn parse(text: &str, file: &Path) -> Result<Playbook, Vec<Problem>> {
+    let root = yaml::parse(text).map_err(|e| {
+        vec![Problem {
+            file: file.to_path_buf(),
+            line: e.line,
+            col: e.col,
+            message: format!("YAML syntax: {}", e.message),
+        }]
+    })?;
+    let mut c = Checker {
+        file,
+        problems: Vec::new(),
+    };
+    let keys = ["version", "name", "description", "mode", "trigger", "steps"];
+    let Some(entries) = c.map(&root, "playbook", &keys) else {
+        return Err(c.problems);
+    };
+    let get = |key: &str| entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    match get("version") {
+        Some(v) if v.as_str() == Some(&SCHEMA_VERSION.to_string()) => {}
+        Some(v) => c.err(
+            v,
+            format!("unsupported playbook version (this agent reads version {SCHEMA_VERSION})"),
+        ),
+        None => c.err(&root, format!("missing `version: {SCHEMA_VERSION}`")),
+    }
+    let name = match get("name") {
+        Some(v) => c.string(v, "name").unwrap_or_default(),
+        None => {
+            c.err(&root, "missing `name`");
+            String::new()
+        }
+    };
+    let description = get("description")
+        .and_then(|v| c.string(v, "description"))
+        .unwrap_or_default();
+    let mode = get("mode").and_then(|v| {
+        let s = c.string(v, "mode")?;
+        let m = Mode::parse(&s);
+        if m.is_none() {
+            c.err(v, format!("unknown mode `{s}` (expected enforce or dry-run)"));
+        }
+        m
+    });
+    let trigger = match get("trigger") {
+        Some(v) => c.trigger(v),
+        None => {
+            c.err(&root, "missing `trigger`");
+            Trigger::default()
+        }
+    };
+    let mut steps = Vec::new();
+    match get("steps") {
+        Some(Node {
+            value: Value::Seq(items),
+            ..
+        }) if !items.is_empty() => {
+            for (i, item) in items.iter().enumerate() {
+                if let Some(s) = c.step(item, i) {
+                    if steps.iter().any(|x: &Step| x.id == s.id) {
+                        c.err(item, format!("duplicate step id `{}`", s.id));
+                    }
+                    steps.push(s);
+                }
+            }
+        }
+        Some(v) => c.err(v, "steps must be a non-empty list"),
+        None => c.err(&root, "missing `steps`"),
+    }
+    if let Some(last) = steps.last() {
+        if matches!(last.action, StepAction::RequireApproval { .. }) {
+            c.err(&root, "the last step is require_approval: it gates nothing");
+        }
+    }
+    if !c.problems.is_empty() {
+        c.problems.sort_by_key(|p| (p.line, p.col));
+        return Err(c.problems);
+    }
+    Ok(Playbook {
+        name,
+        description,
+        mode,
+        trigger,
+        steps,
+        file: file.to_path_buf(),
+    })
+}
+
+pub fn load_file(path: &Path) -> Result<Playbook, PlaybookError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PlaybookError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path).map_err(PlaybookError::Invalid)
+}
+
+/// Every `*.yaml`/`*.yml` in `dir`, sorted by file name; all problems of all
+/// files are reported together. A missing directory is an empty set.
+pub fn load_dir(dir: &Path) -> Result<Vec<Playbook>, PlaybookError> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x == "yaml" || x == "yml")
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(PlaybookError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    files.sort();
+    let mut out: Vec<Playbook> = Vec::new();
+    let mut problems = Vec::new();
+    for f in files {
+        match load_file(&f) {
+            Ok(p) => {
+                if let Some(first) = out.iter().find(|q| q.name == p.name) {
+                    return Err(PlaybookError::Duplicate {
+                        name: p.name.clone(),
+                        first: first.file.clone(),
+                        second: f,
+                    });
+                }
+                out.push(p)
+            }
+            Err(PlaybookError::Invalid(mut ps)) => problems.append(&mut ps),
+            Err(e) => return Err(e),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(PlaybookError::Invalid(problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks")
+    }
+
+    #[test]
+    fn every_shipped_playbook_parses() {
+        let set = load_dir(&shipped_dir()).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = set.iter().map(|p| p.name.as_str()).collect();
+        for want in [
+            "brute_force_response",
+            "data_exfiltration_block",
+            "lateral_movement_isolation",
+            "malware_containment",
+        ] {
+            assert!(names.contains(&want), "{names:?}");
+        }
+        for p in &set {
+            let text = std::fs::read_to_string(&p.file).unwrap();
+            assert!(
+                text.starts_with("# ") && text.lines().next().unwrap().contains("T1"),
+                "{}: header comment must name the ATT&CK techniques",
+                p.file.display()
+            );
+        }
+    }
+
+    /// Each broken fixture names the line its problem is on in its first
+    /// comment: `# expect LINE: substring`.
+    #[test]
+    fn broken_fixtures_report_the_expected_problem_and_line() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/playbooks-broken");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let expects: Vec<(usize, String)> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("# expect "))
+                .map(|l| {
+                    let (line, msg) = l.split_once(": ").unwrap();
+                    (line.parse().unwrap(), msg.to_string())
+                })
+                .collect();
+            assert!(!expects.is_empty(), "{} has no expectation", path.display());
+            let problems = parse(&text, &path).expect_err(&path.display().to_string());
+            for (line, msg) in &expects {
+                assert!(
+                    problems
+                        .iter()
+                        .any(|p| p.line == *line && p.message.contains(msg.as_str())),
+                    "{}: wanted line {line} `{msg}`, got {problems:#?}",
+                    path.display()
+                );
+            }
+            assert_eq!(problems.len(), expects.len(), "{problems:#?}");
+            n += 1;
+        }
+        assert!(n >= 6, "only {n} fixtures");
+    }
+
+    fn alert(detector: &'static str, techniques: &[&'static str], sev: Severity) -> Alert {
+        Alert {
+            kind: "alert",
+            id: "a1".into(),
+            ts: String::new(),
+            host: "h".into(),
+            detector,
+            severity: sev,
+            confidence: 0.8,
+            techniques: techniques.iter().map(|t| attack::technique(t)).collect(),
+            summary: String::new(),
+            entities: serde_json::json!({}),
+            evidence: serde_json::json!({}),
+            count: 1,
+            first_seen: String::new(),
+            update: false,
+        }
+    }
+
+    #[test]
+    fn triggers_match_on_detector_technique_prefix_severity_and_confidence() {
+        let t = Trigger {
+            detectors: vec!["brute_force".into()],
+            techniques: vec!["T1110".into()],
+            min_severity: Some(Severity::Medium),
+            min_confidence: 0.7,
+        };
+        assert!(t.matches(&alert("brute_force", &["T1110.001"], Severity::High)));
+        assert!(t.matches(&alert("brute_force", &["T1110"], Severity::Medium)));
+        assert!(!t.matches(&alert("brute_force", &["T1110.001"], Severity::Low)));
+        assert!(!t.matches(&alert("scan", &["T1110"], Severity::High)));
+        assert!(!t.matches(&alert("brute_force", &["T1078"], Severity::High)));
+        let mut low = alert("brute_force", &["T1110"], Severity::High);
+        low.confidence = 0.5;
+        assert!(!t.matches(&low));
+        // A sub-technique pattern does not match its parent or siblings.
+        let sub = Trigger {
+            techniques: vec!["T1110.003".into()],
+            ..Trigger::default()
+        };
+        assert!(!sub.matches(&alert("brute_force", &["T1110"], Severity::High)));
+        assert!(!sub.matches(&alert("brute_force", &["T1110.001"], Severity::High)));
+        assert!(sub.matches(&alert("brute_force", &["T1110.003"], Severity::High)));
+        assert!(!technique_matches("T111", "T1110"));
+    }
+}
