@@ -22,7 +22,9 @@ pub enum ControlError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot reach the agent at {path}: {source} (is `vigil run` running, and are you root?)")]
+    #[error(
+        "cannot reach the agent at {path}: {source} (is `vigil run` running, and are you root?)"
+    )]
     Connect {
         path: PathBuf,
         source: std::io::Error,
@@ -43,9 +45,15 @@ pub enum Request {
     },
     Approvals,
     Incidents,
-    Approve { id: String },
-    Deny { id: String },
-    Rollback { incident: String },
+    Approve {
+        id: String,
+    },
+    Deny {
+        id: String,
+    },
+    Rollback {
+        incident: String,
+    },
     Reload,
 }
 
@@ -226,10 +234,7 @@ fn parse_response(line: &str) -> Result<serde_json::Value, ControlError> {
 }
 
 /// `alerts --follow`: the recent alerts, then each new one as it comes.
-pub fn follow(
-    path: &Path,
-    mut each: impl FnMut(&serde_json::Value),
-) -> Result<(), ControlError> {
+pub fn follow(path: &Path, mut each: impl FnMut(&serde_json::Value)) -> Result<(), ControlError> {
     let mut s = connect(path)?;
     let io = |source| ControlError::Io {
         path: path.to_path_buf(),

@@ -408,7 +408,9 @@ impl State {
             }
             Request::Reload => match self.reload() {
                 Ok(n) => Response::ok(serde_json::json!({"playbooks": n})),
-                Err(e) => Response::err(format!("reload refused, the running playbooks stay:\n{e}")),
+                Err(e) => {
+                    Response::err(format!("reload refused, the running playbooks stay:\n{e}"))
+                }
             },
         };
         let _ = call.reply.send(resp);

@@ -2,6 +2,9 @@
 //! its JSON lines, and build throw-away network namespaces joined by veth.
 //! Everything created here is removed on drop, on failure too.
 
+pub mod sshd;
+pub use sshd::{hydra, port_open, port_open_from, Sshd, PASSWORD, USER};
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -513,5 +516,37 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Pinned enforcement state for one test (its own bpffs directory):
+/// detached and removed on drop, on failure too.
+pub struct Pins {
+    pub pin_dir: String,
+    scratch: PathBuf,
+}
+
+impl Pins {
+    pub fn new(tag: &str) -> Pins {
+        let pin_dir = format!("/sys/fs/bpf/vigil-test-{tag}-{}", std::process::id());
+        let scratch = std::env::temp_dir().join(format!("vigil-pins-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch).expect("pins scratch dir");
+        std::fs::write(
+            scratch.join("detach.yaml"),
+            format!("enforce:\n  pin_dir: {pin_dir}\n"),
+        )
+        .expect("write detach config");
+        Pins { pin_dir, scratch }
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = Command::new(vigil_bin())
+            .arg("enforce-detach")
+            .arg("--config")
+            .arg(self.scratch.join("detach.yaml"))
+            .output();
+        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }

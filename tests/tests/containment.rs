@@ -10,38 +10,17 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_integration::*;
 
-/// Pinned enforcement state for one test, removed on drop (even on failure).
-struct Pins(PathBuf);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = Command::new(vigil_bin())
-            .arg("enforce-detach")
-            .arg("--config")
-            .arg(self.0.join("detach.yaml"))
-            .output();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn setup(tag: &str, s: u8) -> (Topology, Agent, PathBuf, Pins) {
     let topo = Topology::new(tag, s);
-    let pin_dir = format!("/sys/fs/bpf/vigil-test-{tag}-{}", std::process::id());
+    let pins = Pins::new(tag);
     let config = format!(
-        "stats_interval_s: 1\nmetrics:\n  listen: \"\"\nenforce:\n  pin_dir: {pin_dir}\n  maintenance_interval_s: 1\n  \
-         management_cidrs: [\"10.{s}.3.0/24\", \"fd00:{s}:3::/64\"]\n"
+        "stats_interval_s: 1\nmetrics:\n  listen: \"\"\nenforce:\n  pin_dir: {}\n  maintenance_interval_s: 1\n  \
+         management_cidrs: [\"10.{s}.3.0/24\", \"fd00:{s}:3::/64\"]\n",
+        pins.pin_dir
     );
     let agent = Agent::start_in(Some(&topo.h), &config, TempDir::new(tag));
     let cfg = agent.dir.0.join("vigil.yaml");
-    let scratch = TempDir::new(&format!("{tag}-pins"));
-    let pins_dir = scratch.0.clone();
-    std::mem::forget(scratch); // Pins owns its removal
-    std::fs::write(
-        pins_dir.join("detach.yaml"),
-        format!("enforce:\n  pin_dir: {pin_dir}\n"),
-    )
-    .expect("write detach config");
-    (topo, agent, cfg, Pins(pins_dir))
+    (topo, agent, cfg, pins)
 }
 
 fn action(out: &std::process::Output) -> Value {

@@ -3,8 +3,7 @@
 //! (T1071), a bulk upload (T1048); and normal activity that raises nothing.
 //! Test-mode windows and thresholds come from the agent's config.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 use vigil_integration::*;
@@ -47,127 +46,6 @@ fn has_technique(a: &Value, prefix: &str) -> bool {
 
 fn mentions(a: &Value, ip: &str) -> bool {
     a["entities"].to_string().contains(&format!("\"{ip}\""))
-}
-
-/// A real OpenSSH server with PAM password auth in the host namespace,
-/// and a throw-away local user. Both removed on drop.
-struct Sshd {
-    child: std::process::Child,
-    _dir: TempDir,
-}
-
-const USER: &str = "vigiltest";
-const PASSWORD: &str = "Corr3ct-Horse-Battery";
-
-impl Sshd {
-    fn start(topo: &Topology) -> Sshd {
-        let dir = TempDir::new("sshd");
-        let key = dir.0.join("host_ed25519");
-        run(
-            "ssh-keygen",
-            &[
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-f",
-                &key.to_string_lossy(),
-            ],
-        );
-        let _ = Command::new("useradd")
-            .args(["-M", "-s", "/bin/sh", USER])
-            .stderr(Stdio::null())
-            .status();
-        let mut chpasswd = Command::new("chpasswd")
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("chpasswd");
-        use std::io::Write;
-        chpasswd
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(format!("{USER}:{PASSWORD}\n").as_bytes())
-            .expect("write");
-        assert!(chpasswd.wait().expect("chpasswd").success());
-        std::fs::create_dir_all("/run/sshd").expect("privsep dir");
-        let cfg = dir.0.join("sshd_config");
-        std::fs::write(
-            &cfg,
-            format!(
-                "Port 2222\nListenAddress 0.0.0.0\nHostKey {}\nUsePAM yes\nPasswordAuthentication yes\n\
-                 KbdInteractiveAuthentication no\nPermitRootLogin no\nPidFile {}/sshd.pid\n\
-                 MaxAuthTries 100\nMaxStartups 100\nLogLevel ERROR\nUseDNS no\n",
-                key.display(),
-                dir.0.display()
-            ),
-        )
-        .expect("sshd_config");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &topo.h, "/usr/sbin/sshd", "-D", "-e", "-f"])
-            .arg(&cfg)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sshd");
-        // Wait until it listens.
-        let dst = format!("{}:2222", topo.host_ip(1));
-        for _ in 0..100 {
-            if topo.netpeer_ok(&topo.peers[0], &["tcp-probe", &dst, "300"]) || port_open(topo, &dst)
-            {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        Sshd { child, _dir: dir }
-    }
-}
-
-/// sshd answers with its banner, not an echo: any TCP connect counts.
-fn port_open(topo: &Topology, dst: &str) -> bool {
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &topo.peers[0],
-            "bash",
-            "-c",
-            &format!(
-                "exec 3<>/dev/tcp/{}/{}",
-                dst.split(':').next().unwrap_or(""),
-                dst.rsplit(':').next().unwrap_or("")
-            ),
-        ])
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("userdel")
-            .arg(USER)
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// hydra from namespace `ns` against the host's address on that link.
-fn hydra(ns: &str, host_ip: &str, words: &[&str], dir: &Path) -> String {
-    let list = dir.join(format!("words-{ns}.txt"));
-    std::fs::write(&list, words.join("\n") + "\n").expect("wordlist");
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", ns, "hydra", "-I", "-t", "4", "-l", USER, "-P",
-        ])
-        .arg(&list)
-        .arg(format!("ssh://{host_ip}:2222"))
-        .output()
-        .expect("hydra");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -121,6 +121,10 @@ fn the_debian_package_installs_where_the_unit_expects_and_removes_cleanly() {
         "/etc/vigil/vigil.yaml",
         "/lib/systemd/system/vigil.service",
         "/usr/share/vigil/playbooks/README.md",
+        "/usr/share/vigil/playbooks/brute_force_response.yaml",
+        "/usr/share/vigil/playbooks/malware_containment.yaml",
+        "/usr/share/vigil/playbooks/data_exfiltration_block.yaml",
+        "/usr/share/vigil/playbooks/lateral_movement_isolation.yaml",
         "/usr/share/doc/vigil/README.md",
     ] {
         assert!(std::path::Path::new(path).exists(), "{path} not installed");
@@ -144,6 +148,17 @@ fn the_debian_package_installs_where_the_unit_expects_and_removes_cleanly() {
         check.status.success(),
         "{}",
         String::from_utf8_lossy(&check.stderr)
+    );
+    // The installed config points the daemon at the installed playbooks.
+    let books = Command::new("/usr/bin/vigil")
+        .args(["playbook", "check", "/usr/share/vigil/playbooks"])
+        .output()
+        .expect("playbook check");
+    assert!(
+        books.status.success() && String::from_utf8_lossy(&books.stdout).contains("4 playbooks OK"),
+        "{}{}",
+        String::from_utf8_lossy(&books.stdout),
+        String::from_utf8_lossy(&books.stderr)
     );
     let conffiles = Command::new("dpkg-query")
         .args(["-W", "-f=${Conffiles}", "vigil"])

@@ -35,7 +35,9 @@ pub enum Undo {
         prior_flags: u32,
     },
     Unisolate,
-    Restore { quarantine_id: String },
+    Restore {
+        quarantine_id: String,
+    },
 }
 
 /// The result of one host change.
@@ -794,15 +796,13 @@ mod tests {
     fn approval_waits_then_runs_when_approved() {
         let mut r = enforce(vec![shipped("lateral_movement_isolation")]);
         let mut ex = Recorder::default();
-        r.on_alert(
-            &alert("lateral", "T1021.004", Severity::High),
-            0.0,
-            &mut ex,
-        );
+        r.on_alert(&alert("lateral", "T1021.004", Severity::High), 0.0, &mut ex);
         assert!(ex.calls.is_empty(), "{:?}", ex.calls);
         let id = r.approvals.keys().next().unwrap().clone();
         assert!(r.approvals[&id].proposed[0].contains("isolate"));
-        let out = r.decide(&id, Decision::Approve, Some(0), 5.0, &mut ex).unwrap();
+        let out = r
+            .decide(&id, Decision::Approve, Some(0), 5.0, &mut ex)
+            .unwrap();
         assert_eq!(ex.calls, vec!["isolate host"]);
         assert!(out
             .iter()
@@ -958,7 +958,8 @@ mod tests {
         let mut r2 = enforce(vec![]);
         r2.restore(serde_json::from_str(&saved).unwrap());
         let id = r2.approvals.keys().next().unwrap().clone();
-        r2.decide(&id, Decision::Approve, Some(0), 1.0, &mut ex).unwrap();
+        r2.decide(&id, Decision::Approve, Some(0), 1.0, &mut ex)
+            .unwrap();
         assert_eq!(ex.calls, vec!["isolate host"]);
     }
 }

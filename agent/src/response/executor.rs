@@ -139,7 +139,14 @@ impl Executor for HostExecutor<'_> {
                 prior_flags,
             } => {
                 let Ok(cidr) = target.parse::<Cidr>() else {
-                    let a = Action::new(self.host, "unblock", target.clone(), None, "failed", "bad target");
+                    let a = Action::new(
+                        self.host,
+                        "unblock",
+                        target.clone(),
+                        None,
+                        "failed",
+                        "bad target",
+                    );
                     return self.record(a, None);
                 };
                 let Some(c) = self.containment.as_deref_mut() else {

@@ -84,12 +84,22 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum StepAction {
-    BlockIp { target: Endpoint, ttl_s: u64 },
-    IsolateHost { ttl_s: u64 },
+    BlockIp {
+        target: Endpoint,
+        ttl_s: u64,
+    },
+    IsolateHost {
+        ttl_s: u64,
+    },
     KillProcess,
     QuarantineFile,
-    Notify { message: String },
-    RequireApproval { timeout_s: u64, on_timeout: Decision },
+    Notify {
+        message: String,
+    },
+    RequireApproval {
+        timeout_s: u64,
+        on_timeout: Decision,
+    },
 }
 
 impl StepAction {
@@ -361,9 +371,7 @@ impl Checker<'_> {
                 "techniques" => t.techniques = self.technique_list(v, "trigger.techniques"),
                 "min_severity" => t.min_severity = self.severity(v, "trigger.min_severity"),
                 "min_confidence" => {
-                    t.min_confidence = self
-                        .confidence(v, "trigger.min_confidence")
-                        .unwrap_or(0.0)
+                    t.min_confidence = self.confidence(v, "trigger.min_confidence").unwrap_or(0.0)
                 }
                 _ => {}
             }
@@ -399,11 +407,8 @@ impl Checker<'_> {
 
     fn condition(&mut self, n: &Node) -> Condition {
         let mut c = Condition::default();
-        let Some(entries) = self.map(
-            n,
-            "when",
-            &["min_severity", "min_confidence", "techniques"],
-        ) else {
+        let Some(entries) = self.map(n, "when", &["min_severity", "min_confidence", "techniques"])
+        else {
             return c;
         };
         for (k, v) in entries {
@@ -470,14 +475,12 @@ impl Checker<'_> {
         };
         let action = match action_name.as_str() {
             "block_ip" => {
-                let target = need(self, "target").and_then(|v| {
-                    match v.as_str() {
-                        Some("source") => Some(Endpoint::Source),
-                        Some("destination") => Some(Endpoint::Destination),
-                        _ => {
-                            self.err(v, "target must be `source` or `destination` of the alert");
-                            None
-                        }
+                let target = need(self, "target").and_then(|v| match v.as_str() {
+                    Some("source") => Some(Endpoint::Source),
+                    Some("destination") => Some(Endpoint::Destination),
+                    _ => {
+                        self.err(v, "target must be `source` or `destination` of the alert");
+                        None
                     }
                 });
                 let ttl = need(self, "ttl").and_then(|v| self.duration(v, "ttl"));
@@ -556,7 +559,10 @@ pub fn parse(text: &str, file: &Path) -> Result<Playbook, Vec<Problem>> {
         let s = c.string(v, "mode")?;
         let m = Mode::parse(&s);
         if m.is_none() {
-            c.err(v, format!("unknown mode `{s}` (expected enforce or dry-run)"));
+            c.err(
+                v,
+                format!("unknown mode `{s}` (expected enforce or dry-run)"),
+            );
         }
         m
     });
@@ -618,10 +624,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Playbook>, PlaybookError> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension()
-                    .is_some_and(|x| x == "yaml" || x == "yml")
-            })
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {

@@ -71,8 +71,11 @@ pub fn quarantine(state_dir: &Path, path: &Path) -> Result<Meta, QuarantineError
         size: md.len(),
     };
     let meta_path = dir.join("meta.json");
-    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap_or_default())
-        .map_err(io(&meta_path))?;
+    std::fs::write(
+        &meta_path,
+        serde_json::to_vec_pretty(&meta).unwrap_or_default(),
+    )
+    .map_err(io(&meta_path))?;
     let dest = dir.join("file");
     // The copy is written and synced before the original goes away.
     std::fs::write(&dest, &bytes).map_err(io(&dest))?;

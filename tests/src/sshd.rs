@@ -1,0 +1,143 @@
+//! A real OpenSSH server with PAM password authentication and hydra
+//! against it, shared by the detection and response tests and the
+//! response benchmark.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::{run, TempDir, Topology};
+
+/// A real OpenSSH server with PAM password auth in the host namespace,
+/// and a throw-away local user. Both removed on drop.
+pub struct Sshd {
+    child: std::process::Child,
+    _dir: TempDir,
+    /// sshd's own log (INFO: every failed password), for fail2ban.
+    pub log: PathBuf,
+}
+
+pub const USER: &str = "vigiltest";
+pub const PASSWORD: &str = "Corr3ct-Horse-Battery";
+
+impl Sshd {
+    pub fn start(topo: &Topology) -> Sshd {
+        let dir = TempDir::new("sshd");
+        let key = dir.0.join("host_ed25519");
+        run(
+            "ssh-keygen",
+            &[
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-f",
+                &key.to_string_lossy(),
+            ],
+        );
+        let _ = Command::new("useradd")
+            .args(["-M", "-s", "/bin/sh", USER])
+            .stderr(Stdio::null())
+            .status();
+        let mut chpasswd = Command::new("chpasswd")
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("chpasswd");
+        use std::io::Write;
+        chpasswd
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{USER}:{PASSWORD}\n").as_bytes())
+            .expect("write");
+        assert!(chpasswd.wait().expect("chpasswd").success());
+        std::fs::create_dir_all("/run/sshd").expect("privsep dir");
+        let cfg = dir.0.join("sshd_config");
+        let log = dir.0.join("sshd.log");
+        std::fs::write(
+            &cfg,
+            format!(
+                "Port 2222\nListenAddress 0.0.0.0\nHostKey {}\nUsePAM yes\nPasswordAuthentication yes\n\
+                 KbdInteractiveAuthentication no\nPermitRootLogin no\nPidFile {}/sshd.pid\n\
+                 MaxAuthTries 100\nMaxStartups 100\nLogLevel INFO\nUseDNS no\n",
+                key.display(),
+                dir.0.display()
+            ),
+        )
+        .expect("sshd_config");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &topo.h, "/usr/sbin/sshd", "-D", "-E"])
+            .arg(&log)
+            .arg("-f")
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd");
+        // Wait until it listens.
+        let dst = format!("{}:2222", topo.host_ip(1));
+        for _ in 0..100 {
+            if topo.netpeer_ok(&topo.peers[0], &["tcp-probe", &dst, "300"]) || port_open(topo, &dst)
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Sshd {
+            child,
+            _dir: dir,
+            log,
+        }
+    }
+}
+
+/// sshd answers with its banner, not an echo: any TCP connect counts.
+pub fn port_open(topo: &Topology, dst: &str) -> bool {
+    port_open_from(&topo.peers[0], dst)
+}
+
+/// Whether a TCP connect from namespace `ns` to `dst` (ip:port) completes
+/// within 3 s (a dropped SYN would otherwise retry for minutes).
+pub fn port_open_from(ns: &str, dst: &str) -> bool {
+    let (ip, port) = dst.rsplit_once(':').unwrap_or((dst, ""));
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "timeout",
+            "3",
+            "bash",
+            "-c",
+            &format!("exec 3<>/dev/tcp/{ip}/{port}"),
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("userdel")
+            .arg(USER)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// hydra from namespace `ns` against the host's address on that link.
+pub fn hydra(ns: &str, host_ip: &str, words: &[&str], dir: &Path) -> String {
+    let list = dir.join(format!("words-{ns}.txt"));
+    std::fs::write(&list, words.join("\n") + "\n").expect("wordlist");
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "hydra", "-I", "-t", "4", "-l", USER, "-P",
+        ])
+        .arg(&list)
+        .arg(format!("ssh://{host_ip}:2222"))
+        .output()
+        .expect("hydra");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
