@@ -229,11 +229,112 @@ impl Default for EnforceConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `host:port,…`; empty disables Kafka. Brokers are never blocked.
     pub brokers: String,
+    pub topics: KafkaTopics,
+    pub telemetry: TelemetryConfig,
+    /// Shared secret for the HMAC-SHA256 on `defense.commands` and
+    /// `threat.enriched` messages; empty refuses every command.
+    pub hmac_key: String,
+    /// Commands and indicators older (or newer) than this are refused.
+    pub command_max_age_s: u64,
+    /// How long librdkafka retries a message before reporting failure (it
+    /// then stays in the spool and is produced again).
+    pub message_timeout_ms: u64,
+    pub spool: SpoolSettings,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: String::new(),
+            topics: KafkaTopics::default(),
+            telemetry: TelemetryConfig::default(),
+            hmac_key: String::new(),
+            command_max_age_s: 300,
+            message_timeout_ms: 30_000,
+            spool: SpoolSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaTopics {
+    pub events: String,
+    pub alerts: String,
+    pub actions: String,
+    pub commands: String,
+    pub enriched: String,
+}
+
+impl Default for KafkaTopics {
+    fn default() -> Self {
+        KafkaTopics {
+            events: "security.events".into(),
+            alerts: "defense.alerts".into(),
+            actions: "defense.actions".into(),
+            commands: "defense.commands".into(),
+            enriched: "threat.enriched".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Record kinds sent to the events topic (alerts and actions always go).
+    pub kinds: Vec<String>,
+    /// Fraction of flow records sent (0..1).
+    pub flow_sample: f64,
+    /// Telemetry records per second; the excess is shed and counted.
+    pub max_per_second: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            kinds: [
+                "process_exec",
+                "net_connect",
+                "net_accept",
+                "auth_attempt",
+                "flow",
+                "agent_start",
+                "agent_stop",
+                "agent_stats",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            flow_sample: 1.0,
+            max_per_second: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolSettings {
+    /// Bytes on disk under `<state_dir>/spool`.
+    pub max_bytes: u64,
+    pub segment_bytes: u64,
+    /// Telemetry is shed once the spool is this full (0..1), keeping the
+    /// rest for alerts and actions.
+    pub telemetry_share: f64,
+}
+
+impl Default for SpoolSettings {
+    fn default() -> Self {
+        SpoolSettings {
+            max_bytes: 256 * 1024 * 1024,
+            segment_bytes: 4 * 1024 * 1024,
+            telemetry_share: 0.8,
+        }
+    }
 }
 
 impl Config {
@@ -287,6 +388,20 @@ impl Config {
             if let Err(e) = c.parse::<crate::enforce::cidr::Cidr>() {
                 return invalid(&format!("enforce: {e}"));
             }
+        }
+        if !(0.0..=1.0).contains(&self.kafka.telemetry.flow_sample) {
+            return invalid("kafka.telemetry.flow_sample must be between 0 and 1");
+        }
+        if !(0.0..=1.0).contains(&self.kafka.spool.telemetry_share) {
+            return invalid("kafka.spool.telemetry_share must be between 0 and 1");
+        }
+        if self.kafka.spool.segment_bytes < 4096
+            || self.kafka.spool.max_bytes < self.kafka.spool.segment_bytes
+        {
+            return invalid("kafka.spool: segment_bytes must be at least 4096 and at most max_bytes");
+        }
+        if !self.kafka.brokers.is_empty() && self.kafka.hmac_key.is_empty() {
+            tracing::warn!("kafka.hmac_key is empty: fleet commands and indicators will be refused");
         }
         Ok(())
     }

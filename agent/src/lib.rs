@@ -20,5 +20,6 @@ pub mod output;
 pub mod pam;
 pub mod pipeline;
 pub mod proc_cache;
+pub mod report;
 pub mod response;
 pub mod tracefs;

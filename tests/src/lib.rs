@@ -41,6 +41,11 @@ pub fn netpeer() -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("test binary lives in target/<profile>/deps");
+    // Benchmark binaries live next to netpeer, not in deps/.
+    let sibling = exe.parent().map(|d| d.join("netpeer"));
+    if let Some(p) = sibling.filter(|p| p.exists()) {
+        return p;
+    }
     let p = profile_dir.join("netpeer");
     assert!(p.exists(), "netpeer helper not built at {}", p.display());
     p
@@ -511,6 +516,30 @@ impl Drop for Topology {
 }
 
 pub struct ChildGuard(pub Child);
+
+/// A child in its own process group, killed with all it forked on drop
+/// (hydra's tasks, sshd's per-connection processes).
+pub struct GroupGuard(pub Child);
+
+impl GroupGuard {
+    pub fn spawn(cmd: &mut Command) -> GroupGuard {
+        use std::os::unix::process::CommandExt;
+        let child = cmd
+            .process_group(0)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        GroupGuard(child)
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group we created for this child.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {

@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::{run, TempDir, Topology};
+use crate::{run, GroupGuard, TempDir, Topology};
 
 /// A real OpenSSH server with PAM password auth in the host namespace,
 /// and a throw-away local user. Both removed on drop.
 pub struct Sshd {
-    child: std::process::Child,
+    _child: GroupGuard,
     _dir: TempDir,
     /// sshd's own log (INFO: every failed password), for fail2ban.
     pub log: PathBuf,
@@ -65,14 +65,15 @@ impl Sshd {
             ),
         )
         .expect("sshd_config");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &topo.h, "/usr/sbin/sshd", "-D", "-E"])
-            .arg(&log)
-            .arg("-f")
-            .arg(&cfg)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sshd");
+        let child = GroupGuard::spawn(
+            Command::new("ip")
+                .args(["netns", "exec", &topo.h, "/usr/sbin/sshd", "-D", "-E"])
+                .arg(&log)
+                .arg("-f")
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
         // Wait until it listens.
         let dst = format!("{}:2222", topo.host_ip(1));
         for _ in 0..100 {
@@ -83,7 +84,7 @@ impl Sshd {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         Sshd {
-            child,
+            _child: child,
             _dir: dir,
             log,
         }
@@ -118,8 +119,6 @@ pub fn port_open_from(ns: &str, dst: &str) -> bool {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = Command::new("userdel")
             .arg(USER)
             .stderr(Stdio::null())

@@ -6,7 +6,7 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use vigil_integration::*;
@@ -50,7 +50,7 @@ fn vigil_json(cfg: &Path, args: &[&str]) -> Value {
 }
 
 /// hydra in the background, so the test can watch the agent meanwhile.
-fn hydra_background(ns: &str, host_ip: &str, n: usize, dir: &Path) -> ChildGuard {
+fn hydra_background(ns: &str, host_ip: &str, n: usize, dir: &Path) -> GroupGuard {
     let list = dir.join(format!("words-{ns}.txt"));
     let words: Vec<String> = (0..n).map(|i| format!("guess-{i}")).collect();
     std::fs::write(&list, words.join("\n") + "\n").expect("wordlist");

@@ -101,7 +101,8 @@ fn run(cli: Cli) -> Result<()> {
             if is_root() {
                 cargo(&["build", "--release", "-p", "vigil-integration", "--bins"])?;
                 cargo(&["bench", "-p", "vigil", "--bench", "enforce"])?;
-                memory_bench()
+                memory_bench()?;
+                response_bench()
             } else {
                 step("skipping the agent memory benchmark: it runs the real agent and needs root");
                 Ok(())
@@ -340,6 +341,28 @@ fn flows_tracked(output: &Path) -> u64 {
 
 /// The agent's RSS with 100,000 live flows, then after a flood of 300,000
 /// new keys (more than the kernel map holds, so the LRU sheds).
+/// Time to block, Vigil against fail2ban on the same hydra attack.
+fn response_bench() -> Result<()> {
+    apt_install(TEST_PACKAGES)?;
+    apt_install(&["fail2ban", "python3-pyinotify"])?;
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "vigil",
+        "-p",
+        "vigil-integration",
+        "--bins",
+    ])?;
+    let bin = workspace_root().join("target/release/respbench");
+    step("response benchmark: hydra against sshd, vigil and fail2ban (root)");
+    let status = Command::new(&bin).status().context("running respbench")?;
+    if !status.success() {
+        bail!("respbench failed ({status})");
+    }
+    Ok(())
+}
+
 fn memory_bench() -> Result<()> {
     cargo(&[
         "build",

@@ -8,6 +8,8 @@
 //!   netpeer udp-client ADDR:PORT COUNT SIZE
 //!   netpeer serve ADDR:PORT                      TCP line echo + UDP echo, until killed
 //!   netpeer tcp-probe ADDR:PORT TIMEOUT_MS [SRC] exit 0 if a round trip works
+//!   netpeer block-watch ADDR:PORT INTERVAL_MS MAX_S  connect every interval until one
+//!                                                times out; print when that attempt began
 //!   netpeer udp-probe ADDR:PORT TIMEOUT_MS [SRC] exit 0 if an echo comes back
 //!   netpeer tcp-hold ADDR:PORT ROUNDS INTERVAL_MS one session, a round trip per interval
 //!   netpeer udp-flood ADDR:PORT INTERVAL_US COUNT  paced datagrams, bounded by COUNT
@@ -229,6 +231,37 @@ fn main() {
                     }
                 });
             }
+        }
+        Some("block-watch") => {
+            let dst = addr(&args[2]);
+            let every = Duration::from_millis(num(&args[3]) as u64);
+            let limit = Duration::from_secs(num(&args[4]) as u64);
+            let wall_ns = || {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0)
+            };
+            println!("{{\"ready\":true,\"pid\":{pid}}}");
+            std::io::stdout().flush().expect("flush");
+            let start = std::time::Instant::now();
+            let mut probes = 0u64;
+            let mut blocked: Option<u64> = None;
+            while start.elapsed() < limit {
+                let began = wall_ns();
+                probes += 1;
+                // A dropped SYN never completes; 200 ms is far above a veth round trip.
+                match TcpStream::connect_timeout(&dst, Duration::from_millis(200)) {
+                    Ok(s) => drop(s),
+                    Err(_) => {
+                        blocked = Some(began);
+                        break;
+                    }
+                }
+                std::thread::sleep(every);
+            }
+            let at = blocked.map(|b| b.to_string()).unwrap_or_else(|| "null".into());
+            println!("{{\"blocked_at_ns\":{at},\"probes\":{probes}}}");
         }
         Some("tcp-probe") => {
             let timeout = Duration::from_millis(num(&args[3]) as u64);

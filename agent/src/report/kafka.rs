@@ -1,0 +1,353 @@
+//! The Kafka reporter: every record bound for Kafka is appended to the
+//! durable spool first and produced from there in sequence order; the
+//! spool's watermark advances only on the broker's acknowledgement. A
+//! broker outage or an agent crash therefore loses nothing that reached the
+//! spool: what was unacknowledged is produced again (at least once; record
+//! ids let consumers drop duplicates).
+
+use std::collections::BTreeSet;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use super::spool::{Class, Spool, SpoolConfig, SpoolError};
+use crate::config::KafkaConfig;
+
+/// Spooled records handed to librdkafka and not yet acknowledged.
+const MAX_IN_FLIGHT: usize = 10_000;
+const READ_BATCH: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka producer for {brokers}: {reason}")]
+    Client { brokers: String, reason: String },
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+struct Delivery {
+    seq: u64,
+    error: Option<String>,
+}
+
+struct Ctx {
+    tx: Mutex<Sender<Delivery>>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, seq: usize) {
+        let error = match result {
+            Ok(_) => None,
+            Err((e, _)) => Some(e.to_string()),
+        };
+        if let Ok(tx) = self.tx.lock() {
+            let _ = tx.send(Delivery {
+                seq: seq as u64,
+                error,
+            });
+        }
+    }
+}
+
+/// Counters the metrics and `agent_stats` read.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ReportStats {
+    pub delivered: u64,
+    pub delivery_errors: u64,
+    /// Telemetry over `kafka.telemetry.max_per_second`.
+    pub shed_rate: u64,
+    pub producer_restarts: u64,
+    pub last_error: String,
+}
+
+pub struct Reporter {
+    producer: ThreadedProducer<Ctx>,
+    cfg: KafkaConfig,
+    host: String,
+    pub spool: Spool,
+    rx: Receiver<Delivery>,
+    tx: Sender<Delivery>,
+    next_send: u64,
+    in_flight: usize,
+    done: BTreeSet<u64>,
+    paused_until: Option<Instant>,
+    tokens: f64,
+    refilled: Instant,
+    flow_acc: f64,
+    pub stats: ReportStats,
+}
+
+fn producer(cfg: &KafkaConfig, tx: &Sender<Delivery>) -> Result<ThreadedProducer<Ctx>, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "20")
+        .set("message.timeout.ms", cfg.message_timeout_ms.to_string())
+        .set("client.id", "vigil")
+        .create_with_context(Ctx {
+            tx: Mutex::new(tx.clone()),
+        })
+        .map_err(|e| KafkaError::Client {
+            brokers: cfg.brokers.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// Adds `"id"` to a JSON object line that has none, so every message can
+/// be de-duplicated by consumers.
+pub fn with_id(line: &str) -> String {
+    if line.starts_with("{\"id\":") || line.contains(",\"id\":\"") || !line.starts_with('{') {
+        return line.to_string();
+    }
+    let id = crate::enforce::actions::new_id();
+    if line == "{}" {
+        return format!("{{\"id\":\"{id}\"}}");
+    }
+    format!("{{\"id\":\"{id}\",{}", &line[1..])
+}
+
+impl Reporter {
+    pub fn new(cfg: &KafkaConfig, host: &str, spool_dir: &std::path::Path) -> Result<Reporter, KafkaError> {
+        let spool = Spool::open(
+            spool_dir,
+            SpoolConfig {
+                max_bytes: cfg.spool.max_bytes,
+                segment_bytes: cfg.spool.segment_bytes,
+                telemetry_share: cfg.spool.telemetry_share,
+            },
+        )?;
+        let (tx, rx) = channel();
+        let producer = producer(cfg, &tx)?;
+        if spool.pending() > 0 {
+            tracing::info!(
+                "kafka: {} records from the spool will be produced again",
+                spool.pending()
+            );
+        }
+        Ok(Reporter {
+            producer,
+            next_send: spool.acked() + 1,
+            cfg: cfg.clone(),
+            host: host.to_string(),
+            spool,
+            rx,
+            tx,
+            in_flight: 0,
+            done: BTreeSet::new(),
+            paused_until: None,
+            tokens: cfg.telemetry.max_per_second as f64,
+            refilled: Instant::now(),
+            flow_acc: 0.0,
+            stats: ReportStats::default(),
+        })
+    }
+
+    /// Whether records of `kind` go to Kafka at all (so callers can skip
+    /// serialising those that do not).
+    pub fn wants(&self, kind: &str) -> bool {
+        class_of(kind) != Class::Telemetry || self.cfg.telemetry.kinds.iter().any(|k| k == kind)
+    }
+
+    /// Queues one output line; telemetry may be filtered, sampled or shed.
+    pub fn submit(&mut self, kind: &str, line: &str) -> Result<(), KafkaError> {
+        let class = class_of(kind);
+        if class == Class::Telemetry {
+            if !self.cfg.telemetry.kinds.iter().any(|k| k == kind) {
+                return Ok(());
+            }
+            if kind == "flow" {
+                self.flow_acc += self.cfg.telemetry.flow_sample;
+                if self.flow_acc < 1.0 {
+                    return Ok(());
+                }
+                self.flow_acc -= 1.0;
+            }
+            let now = Instant::now();
+            let rate = self.cfg.telemetry.max_per_second as f64;
+            self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate);
+            self.refilled = now;
+            if self.tokens < 1.0 {
+                self.stats.shed_rate += 1;
+                return Ok(());
+            }
+            self.tokens -= 1.0;
+        }
+        let line = with_id(line);
+        self.spool.append(class, line.as_bytes())?;
+        Ok(())
+    }
+
+    fn topic(&self, class: Class) -> &str {
+        match class {
+            Class::Telemetry => &self.cfg.topics.events,
+            Class::Alert => &self.cfg.topics.alerts,
+            Class::Action => &self.cfg.topics.actions,
+        }
+    }
+
+    /// Reads delivery reports and produces what the spool holds next.
+    pub fn pump(&mut self) -> Result<(), KafkaError> {
+        while let Ok(d) = self.rx.try_recv() {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            match d.error {
+                None => {
+                    self.stats.delivered += 1;
+                    self.done.insert(d.seq);
+                }
+                Some(e) => {
+                    self.stats.delivery_errors += 1;
+                    if self.stats.delivery_errors.is_power_of_two() {
+                        tracing::warn!(
+                            "kafka delivery failed ({e}); records stay in the spool ({} errors so far)",
+                            self.stats.delivery_errors
+                        );
+                    }
+                    self.stats.last_error = e;
+                    self.next_send = self.next_send.min(d.seq);
+                    self.paused_until = Some(Instant::now() + Duration::from_secs(1));
+                }
+            }
+        }
+        let mut w = self.spool.acked();
+        while self.done.remove(&(w + 1)) {
+            w += 1;
+        }
+        // Acknowledgements for records already below the watermark.
+        while self.done.first().is_some_and(|s| *s <= w) {
+            self.done.pop_first();
+        }
+        self.spool.set_acked(w)?;
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            // An idempotent producer can hit a fatal error when the broker
+            // lost its state (e.g. restarted empty): start a fresh one and
+            // produce everything unacknowledged again.
+            tracing::warn!("kafka producer fatal error {code:?}: {reason}; recreating it");
+            self.producer = producer(&self.cfg, &self.tx)?;
+            self.stats.producer_restarts += 1;
+            self.in_flight = 0;
+            self.done.clear();
+            self.next_send = self.spool.acked() + 1;
+        }
+        if let Some(t) = self.paused_until {
+            if Instant::now() < t {
+                return Ok(());
+            }
+            self.paused_until = None;
+        }
+        self.next_send = self.next_send.max(self.spool.acked() + 1);
+        'fill: while self.in_flight < MAX_IN_FLIGHT && self.next_send < self.spool.next_seq() {
+            let batch = self.spool.read(self.next_send, READ_BATCH)?;
+            let Some(first) = batch.first() else { break };
+            // Sequence numbers skipped by a damaged segment are gone.
+            self.next_send = self.next_send.max(first.0);
+            for (seq, class, payload) in batch {
+                let id = serde_json::from_slice::<serde_json::Value>(&payload)
+                    .ok()
+                    .and_then(|v| v["id"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: "id",
+                    value: Some(id.as_str()),
+                });
+                let record = BaseRecord::with_opaque_to(self.topic(class), seq as usize)
+                    .key(self.host.as_str())
+                    .payload(&payload)
+                    .headers(headers);
+                match self.producer.send(record) {
+                    Ok(()) => {
+                        self.in_flight += 1;
+                        self.next_send = seq + 1;
+                    }
+                    Err((e, _)) => {
+                        // Queue full: librdkafka is behind; try again next pump.
+                        tracing::debug!("kafka produce deferred: {e}");
+                        break 'fill;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// At shutdown: give in-flight records a moment, then save the watermark.
+    pub fn close(&mut self, wait: Duration) {
+        let _ = self.producer.flush(wait);
+        let _ = self.pump();
+        let _ = self.spool.close();
+    }
+}
+
+/// Which spool class and topic a record kind belongs to.
+pub fn class_of(kind: &str) -> Class {
+    match kind {
+        "alert" => Class::Alert,
+        "action" | "decision" | "notification" | "command" => Class::Action,
+        _ => Class::Telemetry,
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        let _ = self.spool.close();
+    }
+}
+
+/// A message from the broker for the daemon.
+pub struct Inbound {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+    pub hmac: Option<Vec<u8>>,
+}
+
+impl Inbound {
+    pub fn from_message(m: &rdkafka::message::BorrowedMessage<'_>) -> Inbound {
+        use rdkafka::message::Headers;
+        let hmac = m.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == super::commands::HMAC_HEADER)
+                .and_then(|h| h.value.map(<[u8]>::to_vec))
+        });
+        Inbound {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            hmac,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_added_once() {
+        let l = with_id(r#"{"kind":"flow","bytes":3}"#);
+        assert!(l.starts_with(r#"{"id":""#), "{l}");
+        assert!(l.ends_with(r#""kind":"flow","bytes":3}"#));
+        assert_eq!(with_id(&l), l);
+        let a = r#"{"kind":"alert","id":"x"}"#;
+        assert_eq!(with_id(a), a);
+    }
+
+    #[test]
+    fn kinds_map_to_classes() {
+        assert_eq!(class_of("alert"), Class::Alert);
+        assert_eq!(class_of("decision"), Class::Action);
+        assert_eq!(class_of("flow"), Class::Telemetry);
+    }
+}
