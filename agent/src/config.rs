@@ -398,10 +398,14 @@ impl Config {
         if self.kafka.spool.segment_bytes < 4096
             || self.kafka.spool.max_bytes < self.kafka.spool.segment_bytes
         {
-            return invalid("kafka.spool: segment_bytes must be at least 4096 and at most max_bytes");
+            return invalid(
+                "kafka.spool: segment_bytes must be at least 4096 and at most max_bytes",
+            );
         }
         if !self.kafka.brokers.is_empty() && self.kafka.hmac_key.is_empty() {
-            tracing::warn!("kafka.hmac_key is empty: fleet commands and indicators will be refused");
+            tracing::warn!(
+                "kafka.hmac_key is empty: fleet commands and indicators will be refused"
+            );
         }
         Ok(())
     }

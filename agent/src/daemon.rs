@@ -22,7 +22,10 @@ use crate::metrics::Metrics;
 use crate::output::{AgentStart, AgentStats, Body, OutputError, ProbeRow, Record, Sink};
 use crate::pipeline::{FlowEnd, Pipeline};
 use crate::proc_cache::ProcessCache;
-use crate::response::engine::{Limits, Responder};
+use crate::report::commands::{Command, Verifier};
+use crate::report::consumer::{self, Offsets};
+use crate::report::kafka::{Inbound, Reporter};
+use crate::response::engine::{By, Limits, Responder};
 use crate::response::executor::HostExecutor;
 use crate::response::playbook::{self, Decision, PlaybookError};
 
@@ -42,6 +45,8 @@ pub enum DaemonError {
     Playbooks(#[from] PlaybookError),
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
+    #[error(transparent)]
+    Kafka(#[from] crate::report::kafka::KafkaError),
     #[error("kernel map {name} unusable: {reason}")]
     Map { name: &'static str, reason: String },
     #[error("{0}")]
@@ -139,10 +144,14 @@ struct State {
     recent_alerts: VecDeque<serde_json::Value>,
     alert_feed: tokio::sync::broadcast::Sender<Arc<str>>,
     probes: Vec<ProbeRow>,
+    reporter: Option<Reporter>,
+    verifier: Verifier,
+    offsets: Offsets,
 }
 
 const RECENT_ALERTS: usize = 256;
 const RESPONSE_STATE: &str = "response.json";
+const OFFSETS_FILE: &str = "kafka-offsets.json";
 
 /// Wall-clock seconds, the clock approvals' deadlines use.
 fn wall_s() -> f64 {
@@ -177,7 +186,7 @@ impl State {
                     }
                 }
                 let r = self.pipeline.on_event(ev);
-                self.sink.write(&r)?;
+                self.out_record(&r)?;
                 if let Some(m) = &self.metrics {
                     m.events.with_label_values(&[r.body.kind()]).inc();
                 }
@@ -217,7 +226,7 @@ impl State {
                 }
             }
             let line = serde_json::to_string(&alert).unwrap_or_default();
-            self.sink.write_line(&line)?;
+            self.out_line("alert", &line)?;
             let _ = self.alert_feed.send(Arc::from(line.as_str()));
             if self.recent_alerts.len() == RECENT_ALERTS {
                 self.recent_alerts.pop_front();
@@ -236,6 +245,207 @@ impl State {
         Ok(())
     }
 
+    /// Writes a record to the JSON lines output and, when enabled, Kafka.
+    fn out_record(&mut self, r: &Record) -> Result<(), DaemonError> {
+        self.sink.write(r)?;
+        if let Some(rep) = self.reporter.as_mut() {
+            let kind = r.body.kind();
+            if rep.wants(kind) {
+                let line = serde_json::to_string(r).unwrap_or_default();
+                rep.submit(kind, &line)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn out_line(&mut self, kind: &str, line: &str) -> Result<(), DaemonError> {
+        self.sink.write_line(line)?;
+        if let Some(rep) = self.reporter.as_mut() {
+            rep.submit(kind, line)?;
+        }
+        Ok(())
+    }
+
+    /// Produces from the spool and mirrors its figures into the metrics.
+    fn pump(&mut self) -> Result<(), DaemonError> {
+        let Some(rep) = self.reporter.as_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = rep.pump() {
+            tracing::warn!("kafka: {e}");
+        }
+        if let Some(m) = &self.metrics {
+            m.spool_bytes.set(rep.spool.bytes() as i64);
+            m.spool_records.set(rep.spool.pending() as i64);
+            m.mirror("kafka_ok", rep.stats.delivered, &m.kafka_delivered);
+            m.mirror(
+                "kafka_err",
+                rep.stats.delivery_errors,
+                &m.kafka_delivery_errors,
+            );
+            m.mirror("kafka_shed", rep.stats.shed_rate, &m.kafka_telemetry_shed);
+            let s = rep.spool.stats;
+            m.mirror(
+                "spool_shed_t",
+                s.shed_telemetry,
+                &m.spool_shed.with_label_values(&["telemetry"]),
+            );
+            m.mirror(
+                "spool_shed_a",
+                s.shed_alerts_actions,
+                &m.spool_shed.with_label_values(&["alert_action"]),
+            );
+        }
+        Ok(())
+    }
+
+    /// A `defense.commands` or `threat.enriched` message: verified, executed
+    /// or refused, recorded either way, and its offset saved.
+    fn on_inbound(&mut self, m: Inbound) -> Result<(), DaemonError> {
+        let now = wall_s();
+        let host = self.pipeline.host();
+        let is_command = m.topic == self.cfg.kafka.topics.commands;
+        let (message_id, outcome): (String, Result<Vec<serde_json::Value>, String>) = if is_command
+        {
+            match self
+                .verifier
+                .command(&m.payload, m.hmac.as_deref(), &host, now as i64)
+            {
+                Ok(None) => (String::new(), Ok(Vec::new())),
+                Ok(Some(env)) => {
+                    let id = env.id.clone();
+                    (id.clone(), self.execute(env.command, &id, now))
+                }
+                Err(e) => (String::new(), Err(e.to_string())),
+            }
+        } else {
+            match self
+                .verifier
+                .indicator(&m.payload, m.hmac.as_deref(), now as i64)
+            {
+                Ok(ioc) => {
+                    let id = ioc.id.clone();
+                    let ttl = ioc.ttl_s;
+                    let what = Command::Block {
+                        target: ioc.indicator,
+                        ttl_s: ttl,
+                    };
+                    (id.clone(), self.execute(what, &id, now))
+                }
+                Err(e) => (String::new(), Err(e.to_string())),
+            }
+        };
+        let ignored = matches!(&outcome, Ok(v) if v.is_empty()) && message_id.is_empty();
+        if !ignored {
+            let (result, detail, records) = match outcome {
+                Ok(records) => ("executed", String::new(), records),
+                Err(e) => {
+                    tracing::warn!(
+                        "refused a {} message (partition {} offset {}): {e}",
+                        m.topic,
+                        m.partition,
+                        m.offset
+                    );
+                    ("refused", e, Vec::new())
+                }
+            };
+            let rec = serde_json::json!({
+                "kind": "command",
+                "id": crate::enforce::actions::new_id(),
+                "ts": now_rfc3339(),
+                "host": &*host,
+                "topic": m.topic,
+                "partition": m.partition,
+                "offset": m.offset,
+                "message_id": message_id,
+                "result": result,
+                "detail": detail,
+            });
+            if let Err(e) = crate::audit::append(&self.cfg.state_dir, &rec) {
+                tracing::warn!("could not append to the audit log: {e}");
+            }
+            if let Some(mm) = &self.metrics {
+                mm.commands
+                    .with_label_values(&[m.topic.as_str(), result])
+                    .inc();
+            }
+            self.out_line("command", &rec.to_string())?;
+            self.write_response(records)?;
+        }
+        self.offsets
+            .insert(format!("{}/{}", m.topic, m.partition), m.offset + 1);
+        consumer::save_offsets(&self.cfg.state_dir.join(OFFSETS_FILE), &self.offsets);
+        self.sink.flush()?;
+        Ok(())
+    }
+
+    /// Runs a verified command; its records come back for the output.
+    fn execute(
+        &mut self,
+        cmd: Command,
+        id: &str,
+        now: f64,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        let host = self.pipeline.host();
+        let action = |a: crate::enforce::actions::Action| {
+            let mut v = serde_json::to_value(&a).unwrap_or_default();
+            v["command"] = id.into();
+            match a.state {
+                "applied" | "noop" => Ok(vec![v]),
+                _ => Err(format!("{} {}: {}", a.action, a.state, a.detail)),
+            }
+        };
+        match cmd {
+            Command::Block { target, ttl_s } => {
+                let cidr: crate::enforce::cidr::Cidr =
+                    target.parse().map_err(|e| format!("{e}"))?;
+                if ttl_s == 0 {
+                    return Err("ttl_s must be positive".into());
+                }
+                let c = self
+                    .containment
+                    .as_mut()
+                    .ok_or("enforcement is disabled on this host")?;
+                action(c.block(
+                    &cidr,
+                    ttl_s,
+                    agent_common::enforce::BLOCK_INGRESS | agent_common::enforce::BLOCK_EGRESS,
+                ))
+            }
+            Command::Unblock { target } => {
+                let cidr: crate::enforce::cidr::Cidr =
+                    target.parse().map_err(|e| format!("{e}"))?;
+                let c = self
+                    .containment
+                    .as_mut()
+                    .ok_or("enforcement is disabled on this host")?;
+                action(c.unblock(&cidr))
+            }
+            Command::Approve { approval } => {
+                self.decide_by(&approval, Decision::Approve, id, now, &host)
+            }
+            Command::Deny { approval } => self.decide_by(&approval, Decision::Deny, id, now, &host),
+        }
+    }
+
+    fn decide_by(
+        &mut self,
+        approval: &str,
+        d: Decision,
+        id: &str,
+        now: f64,
+        host: &str,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        let mut ex = HostExecutor {
+            containment: self.containment.as_mut(),
+            state_dir: &self.cfg.state_dir,
+            host,
+        };
+        self.responder
+            .decide(approval, d, By::Command(id.to_string()), now, &mut ex)
+            .map_err(|e| e.to_string())
+    }
+
     /// Writes what the responder did to the output and the metrics, and
     /// saves its state when it changed.
     fn write_response(&mut self, out: Vec<serde_json::Value>) -> Result<(), DaemonError> {
@@ -247,7 +457,7 @@ impl State {
                     m.actions.with_label_values(&[a, st]).inc();
                 }
             }
-            self.sink.write_line(&v.to_string())?;
+            self.out_line(v["kind"].as_str().unwrap_or(""), &v.to_string())?;
         }
         if self.responder.take_dirty() {
             let path = self.cfg.state_dir.join(RESPONSE_STATE);
@@ -358,7 +568,7 @@ impl State {
             state_dir: &self.cfg.state_dir,
             host: &host,
         };
-        match self.responder.decide(id, d, Some(uid), now, &mut ex) {
+        match self.responder.decide(id, d, By::Uid(uid), now, &mut ex) {
             Ok(o) => {
                 *out = o.clone();
                 crate::control::Response::ok(serde_json::Value::Array(o))
@@ -397,7 +607,10 @@ impl State {
                     state_dir: &self.cfg.state_dir,
                     host: &host,
                 };
-                match self.responder.rollback(&incident, Some(call.uid), &mut ex) {
+                match self
+                    .responder
+                    .rollback(&incident, By::Uid(call.uid), &mut ex)
+                {
                     Ok(o) => {
                         let r = Response::ok(serde_json::Value::Array(o.clone()));
                         out = o;
@@ -423,7 +636,7 @@ impl State {
         if let Ok(stats) = self.maps.flows.get(key, 0) {
             let _ = self.maps.flows.remove(key);
             let r = self.pipeline.on_flow(key, &stats, end);
-            self.sink.write(&r)?;
+            self.out_record(&r)?;
             if let Some(m) = &self.metrics {
                 m.events.with_label_values(&["flow"]).inc();
                 m.flows_emitted.inc();
@@ -515,7 +728,7 @@ impl State {
             if let Some(m) = &self.metrics {
                 m.actions.with_label_values(&[a.action, a.state]).inc();
             }
-            self.sink.write_line(&a.to_line())?;
+            self.out_line("action", &a.to_line())?;
         }
         Ok(())
     }
@@ -583,7 +796,7 @@ impl State {
             host: self.pipeline.host(),
             wall_ns: 0,
         };
-        self.sink.write(&r)?;
+        self.out_record(&r)?;
         self.sink.flush()?;
         Ok(())
     }
@@ -688,7 +901,33 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         recent_alerts: VecDeque::new(),
         alert_feed: tokio::sync::broadcast::channel(1024).0,
         probes: probes.clone(),
+        reporter: None,
+        verifier: Verifier::new(&cfg.kafka.hmac_key, cfg.kafka.command_max_age_s),
+        offsets: consumer::load_offsets(&cfg.state_dir.join(OFFSETS_FILE)),
         cfg,
+    };
+    let (inbound_tx, mut inbound_rx) = tokio::sync::mpsc::channel::<Inbound>(256);
+    let _consumer = if st.cfg.kafka.brokers.is_empty() {
+        drop(inbound_tx);
+        None
+    } else {
+        let host = st.pipeline.host();
+        st.reporter = Some(Reporter::new(
+            &st.cfg.kafka,
+            &host,
+            &st.cfg.state_dir.join("spool"),
+        )?);
+        tracing::info!("kafka: reporting to {}", st.cfg.kafka.brokers);
+        let topics = vec![
+            st.cfg.kafka.topics.commands.clone(),
+            st.cfg.kafka.topics.enriched.clone(),
+        ];
+        Some(consumer::spawn(
+            st.cfg.kafka.brokers.clone(),
+            topics,
+            st.cfg.state_dir.join(OFFSETS_FILE),
+            inbound_tx,
+        )?)
     };
     tracing::info!(
         "{} playbooks loaded from {} (response mode {:?})",
@@ -761,6 +1000,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut respond = tokio::time::interval(Duration::from_secs(1));
+    let mut pump = tokio::time::interval(Duration::from_millis(20));
     let mut sweep = tokio::time::interval(Duration::from_millis(st.cfg.flows.sweep_interval_ms));
     let mut closes = tokio::time::interval(Duration::from_millis(50));
     let stats_every = Duration::from_secs(st.cfg.stats_interval_s.max(1));
@@ -818,6 +1058,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
                 st.sink.flush()?;
             }
             Some(call) = call_rx.recv() => st.on_call(call)?,
+            _ = pump.tick(), if st.reporter.is_some() => st.pump()?,
+            Some(m) = inbound_rx.recv() => st.on_inbound(m)?,
             _ = sighup.recv() => {
                 let _ = st.reload();
             }
@@ -840,6 +1082,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     st.write_agent(Body::AgentStop(s))?;
     if !st.cfg.control.socket.as_os_str().is_empty() {
         let _ = std::fs::remove_file(&st.cfg.control.socket);
+    }
+    if let Some(rep) = st.reporter.as_mut() {
+        // What is not acknowledged now stays spooled for the next start.
+        rep.close(Duration::from_secs(2));
     }
     tracing::info!("vigil stopped; programs detached");
     Ok(())

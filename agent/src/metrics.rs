@@ -41,6 +41,13 @@ pub struct Metrics {
     pub program_run_time: CounterVec,
     pub program_run_count: IntCounterVec,
     pub program_up: IntGaugeVec,
+    pub spool_bytes: IntGauge,
+    pub spool_records: IntGauge,
+    pub spool_shed: IntCounterVec,
+    pub kafka_delivered: IntCounter,
+    pub kafka_delivery_errors: IntCounter,
+    pub kafka_telemetry_shed: IntCounter,
+    pub commands: IntCounterVec,
     /// Last seen kernel totals, to turn them into counter increments.
     last: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Monotonic seconds of the pipeline loop's last turn (for /healthz).
@@ -129,6 +136,30 @@ impl Metrics {
                 &["program"],
             )?,
             program_up: up,
+            spool_bytes: gauge("spool_bytes", "Bytes in the Kafka spool on disk.")?,
+            spool_records: gauge(
+                "spool_records",
+                "Records in the spool not yet acknowledged by Kafka.",
+            )?,
+            spool_shed: counter_vec(
+                "spool_shed_total",
+                "Records refused because the spool was full, by class.",
+                &["class"],
+            )?,
+            kafka_delivered: counter("kafka_delivered_total", "Records Kafka acknowledged.")?,
+            kafka_delivery_errors: counter(
+                "kafka_delivery_errors_total",
+                "Kafka delivery failures (the records stay spooled and are produced again).",
+            )?,
+            kafka_telemetry_shed: counter(
+                "kafka_telemetry_shed_total",
+                "Telemetry records over kafka.telemetry.max_per_second, not sent.",
+            )?,
+            commands: counter_vec(
+                "commands_total",
+                "defense.commands and threat.enriched messages, by topic and result.",
+                &["topic", "result"],
+            )?,
             last: Default::default(),
             heartbeat: AtomicU64::new(crate::clock::monotonic_ns() / 1_000_000_000),
             registry: r,

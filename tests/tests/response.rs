@@ -54,17 +54,16 @@ fn hydra_background(ns: &str, host_ip: &str, n: usize, dir: &Path) -> GroupGuard
     let list = dir.join(format!("words-{ns}.txt"));
     let words: Vec<String> = (0..n).map(|i| format!("guess-{i}")).collect();
     std::fs::write(&list, words.join("\n") + "\n").expect("wordlist");
-    let child: Child = Command::new("ip")
-        .args([
-            "netns", "exec", ns, "hydra", "-I", "-t", "4", "-l", USER, "-P",
-        ])
-        .arg(&list)
-        .arg(format!("ssh://{host_ip}:2222"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hydra");
-    ChildGuard(child)
+    GroupGuard::spawn(
+        Command::new("ip")
+            .args([
+                "netns", "exec", ns, "hydra", "-I", "-t", "4", "-l", USER, "-P",
+            ])
+            .arg(&list)
+            .arg(format!("ssh://{host_ip}:2222"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
 }
 
 fn nft_table_exists(topo: &Topology) -> bool {

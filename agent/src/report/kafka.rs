@@ -118,7 +118,11 @@ pub fn with_id(line: &str) -> String {
 }
 
 impl Reporter {
-    pub fn new(cfg: &KafkaConfig, host: &str, spool_dir: &std::path::Path) -> Result<Reporter, KafkaError> {
+    pub fn new(
+        cfg: &KafkaConfig,
+        host: &str,
+        spool_dir: &std::path::Path,
+    ) -> Result<Reporter, KafkaError> {
         let spool = Spool::open(
             spool_dir,
             SpoolConfig {
@@ -175,7 +179,8 @@ impl Reporter {
             }
             let now = Instant::now();
             let rate = self.cfg.telemetry.max_per_second as f64;
-            self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate);
+            self.tokens =
+                (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate);
             self.refilled = now;
             if self.tokens < 1.0 {
                 self.stats.shed_rate += 1;

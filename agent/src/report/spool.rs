@@ -219,7 +219,12 @@ impl Spool {
         Ok(sp)
     }
 
-    fn validate(&mut self, first_seq: u64, path: PathBuf, last: bool) -> Result<Segment, SpoolError> {
+    fn validate(
+        &mut self,
+        first_seq: u64,
+        path: PathBuf,
+        last: bool,
+    ) -> Result<Segment, SpoolError> {
         let mut bytes = Vec::new();
         File::open(&path)
             .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -321,7 +326,11 @@ impl Spool {
                     len: 0,
                 });
             }
-            let path = self.segments.back().map(|s| s.path.clone()).unwrap_or_default();
+            let path = self
+                .segments
+                .back()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -330,7 +339,11 @@ impl Spool {
             self.writer = Some(f);
         }
         let buf = encode(class, seq, payload);
-        let path = self.segments.back().map(|s| s.path.clone()).unwrap_or_default();
+        let path = self
+            .segments
+            .back()
+            .map(|s| s.path.clone())
+            .unwrap_or_default();
         if let Some(w) = self.writer.as_mut() {
             w.write_all(&buf).map_err(|source| SpoolError::Io {
                 path: path.clone(),
@@ -352,7 +365,11 @@ impl Spool {
     }
 
     /// Reads up to `max` records starting at sequence `from`.
-    pub fn read(&mut self, from: u64, max: usize) -> Result<Vec<(u64, Class, Vec<u8>)>, SpoolError> {
+    pub fn read(
+        &mut self,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Class, Vec<u8>)>, SpoolError> {
         let mut out = Vec::new();
         let Some(idx) = self
             .segments
@@ -487,7 +504,11 @@ mod tests {
         let d = dir("order");
         let mut s = Spool::open(&d, CFG).unwrap();
         for i in 0..500u32 {
-            let c = if i % 7 == 0 { Class::Alert } else { Class::Telemetry };
+            let c = if i % 7 == 0 {
+                Class::Alert
+            } else {
+                Class::Telemetry
+            };
             s.append(c, format!("{{\"n\":{i}}}").as_bytes()).unwrap();
         }
         assert!(s.segments.len() > 1);
@@ -573,7 +594,10 @@ mod tests {
         while s.append(Class::Alert, &payload).unwrap().is_some() {
             alerts += 1;
         }
-        assert!(alerts >= telemetry - 1, "{alerts} alerts after {telemetry} telemetry");
+        assert!(
+            alerts >= telemetry - 1,
+            "{alerts} alerts after {telemetry} telemetry"
+        );
         assert_eq!(s.stats.shed_alerts_actions, 1);
         assert!(s.bytes() <= 2000);
         std::fs::remove_dir_all(&d).unwrap();

@@ -159,6 +159,17 @@ pub struct Approval {
     pub on_timeout: Decision,
 }
 
+/// Who decided an approval or asked for a rollback.
+#[derive(Debug, Clone, PartialEq)]
+pub enum By {
+    /// A person, by uid from the control socket's peer credentials.
+    Uid(u32),
+    /// The approval's own deadline.
+    Timeout,
+    /// A signed fleet command, by its id.
+    Command(String),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     pub max_actions_per_minute: usize,
@@ -267,7 +278,7 @@ impl Responder {
         out: &mut Out,
         inc: &Incident,
         what: &str,
-        by_uid: Option<u32>,
+        by: &By,
         detail: String,
     ) {
         let mut r = serde_json::json!({
@@ -281,8 +292,10 @@ impl Responder {
             "decision": what,
             "detail": detail,
         });
-        if let Some(uid) = by_uid {
-            r["by_uid"] = uid.into();
+        match by {
+            By::Uid(uid) => r["by_uid"] = (*uid).into(),
+            By::Command(id) => r["by_command"] = id.clone().into(),
+            By::Timeout => {}
         }
         ex.audit(&r);
         out.push(r);
@@ -323,7 +336,7 @@ impl Responder {
                 &mut out,
                 &inc,
                 "incident_opened",
-                None,
+                &By::Timeout,
                 format!("{mode_s}: {}", inc.alert.summary),
             );
             let id = inc.id.clone();
@@ -421,7 +434,7 @@ impl Responder {
                         a.proposed.join("; ")
                     )
                     .to_lowercase();
-                    Self::decision(ex, out, &inc, "approval_requested", None, detail);
+                    Self::decision(ex, out, &inc, "approval_requested", &By::Timeout, detail);
                     self.approvals.insert(a.id.clone(), a);
                     self.incidents.insert(inc.id.clone(), inc);
                     return;
@@ -445,7 +458,7 @@ impl Responder {
                     inc.results.push(result);
                     if failed {
                         let detail = format!("step {} failed; undoing what was applied", step.id);
-                        Self::decision(ex, out, &inc, "incident_failed", None, detail);
+                        Self::decision(ex, out, &inc, "incident_failed", &By::Timeout, detail);
                         Self::undo_all(&mut inc, ex, out);
                         inc.state = IncidentState::Failed;
                         self.incidents.insert(inc.id.clone(), inc);
@@ -566,7 +579,7 @@ impl Responder {
         &mut self,
         approval: &str,
         decision: Decision,
-        by_uid: Option<u32>,
+        by: By,
         now_s: f64,
         ex: &mut dyn Executor,
     ) -> Result<Out, ResponseError> {
@@ -579,11 +592,11 @@ impl Responder {
             return Err(ResponseError::NoIncident(a.incident));
         };
         self.dirty = true;
-        let what = match (decision, by_uid) {
-            (Decision::Approve, Some(_)) => "approved",
-            (Decision::Deny, Some(_)) => "denied",
-            (Decision::Approve, None) => "timeout_approved",
-            (Decision::Deny, None) => "timeout_denied",
+        let what = match (decision, &by) {
+            (Decision::Approve, By::Timeout) => "timeout_approved",
+            (Decision::Deny, By::Timeout) => "timeout_denied",
+            (Decision::Approve, _) => "approved",
+            (Decision::Deny, _) => "denied",
         };
         let state = if decision == Decision::Approve {
             "approved"
@@ -593,7 +606,7 @@ impl Responder {
         if let Some(r) = inc.results.iter_mut().rev().find(|r| r.detail == a.id) {
             r.state = state.to_string();
         }
-        Self::decision(ex, &mut out, &inc, what, by_uid, a.id.clone());
+        Self::decision(ex, &mut out, &inc, what, &by, a.id.clone());
         match decision {
             Decision::Approve => {
                 inc.state = IncidentState::Running;
@@ -629,7 +642,7 @@ impl Responder {
             .collect();
         let mut out = Vec::new();
         for (id, d) in due {
-            if let Ok(mut o) = self.decide(&id, d, None, now_s, ex) {
+            if let Ok(mut o) = self.decide(&id, d, By::Timeout, now_s, ex) {
                 out.append(&mut o);
             }
         }
@@ -641,7 +654,7 @@ impl Responder {
     pub fn rollback(
         &mut self,
         incident: &str,
-        by_uid: Option<u32>,
+        by: By,
         ex: &mut dyn Executor,
     ) -> Result<Out, ResponseError> {
         let mut inc = self
@@ -655,7 +668,7 @@ impl Responder {
         self.dirty = true;
         self.approvals.retain(|_, a| a.incident != inc.id);
         let mut out = Vec::new();
-        Self::decision(ex, &mut out, &inc, "rollback", by_uid, String::new());
+        Self::decision(ex, &mut out, &inc, "rollback", &by, String::new());
         Self::undo_all(&mut inc, ex, &mut out);
         inc.next = inc.steps.len();
         inc.state = IncidentState::RolledBack;
@@ -801,7 +814,7 @@ mod tests {
         let id = r.approvals.keys().next().unwrap().clone();
         assert!(r.approvals[&id].proposed[0].contains("isolate"));
         let out = r
-            .decide(&id, Decision::Approve, Some(0), 5.0, &mut ex)
+            .decide(&id, Decision::Approve, By::Uid(0), 5.0, &mut ex)
             .unwrap();
         assert_eq!(ex.calls, vec!["isolate host"]);
         assert!(out
@@ -809,7 +822,7 @@ mod tests {
             .any(|v| v["decision"] == "approved" && v["by_uid"] == 0));
         assert!(r.approvals.is_empty());
         assert_eq!(
-            r.decide(&id, Decision::Approve, Some(0), 6.0, &mut ex),
+            r.decide(&id, Decision::Approve, By::Uid(0), 6.0, &mut ex),
             Err(ResponseError::NoApproval(id))
         );
     }
@@ -855,7 +868,7 @@ mod tests {
         );
         let id = r.incidents.keys().next().unwrap().clone();
         ex.calls.clear();
-        r.rollback(&id, Some(0), &mut ex).unwrap();
+        r.rollback(&id, By::Uid(0), &mut ex).unwrap();
         // Kill has no inverse; the others come back last-first.
         assert_eq!(
             ex.calls,
@@ -863,7 +876,7 @@ mod tests {
         );
         assert_eq!(r.incidents[&id].state, IncidentState::RolledBack);
         assert!(matches!(
-            r.rollback(&id, Some(0), &mut ex),
+            r.rollback(&id, By::Uid(0), &mut ex),
             Err(ResponseError::AlreadyRolledBack(_))
         ));
     }
@@ -958,7 +971,7 @@ mod tests {
         let mut r2 = enforce(vec![]);
         r2.restore(serde_json::from_str(&saved).unwrap());
         let id = r2.approvals.keys().next().unwrap().clone();
-        r2.decide(&id, Decision::Approve, Some(0), 1.0, &mut ex)
+        r2.decide(&id, Decision::Approve, By::Uid(0), 1.0, &mut ex)
             .unwrap();
         assert_eq!(ex.calls, vec!["isolate host"]);
     }

@@ -260,7 +260,9 @@ fn main() {
                 }
                 std::thread::sleep(every);
             }
-            let at = blocked.map(|b| b.to_string()).unwrap_or_else(|| "null".into());
+            let at = blocked
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "null".into());
             println!("{{\"blocked_at_ns\":{at},\"probes\":{probes}}}");
         }
         Some("tcp-probe") => {

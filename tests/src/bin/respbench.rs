@@ -64,7 +64,10 @@ fn fail2ban_conf(dir: &Path, sshd_log: &Path) -> PathBuf {
     let conf = dir.join("fail2ban");
     let _ = std::fs::remove_dir_all(&conf);
     run("cp", &["-r", "/etc/fail2ban", &conf.to_string_lossy()]);
-    for e in std::fs::read_dir(conf.join("jail.d")).expect("jail.d").flatten() {
+    for e in std::fs::read_dir(conf.join("jail.d"))
+        .expect("jail.d")
+        .flatten()
+    {
         let _ = std::fs::remove_file(e.path());
     }
     std::fs::write(
@@ -138,7 +141,15 @@ fn once(tool: Tool, i: usize, books: &Path) -> Option<Sample> {
         let conf = fail2ban_conf(&agent.dir.0, &sshd.log);
         f2b = Some(GroupGuard::spawn(
             Command::new("ip")
-                .args(["netns", "exec", &topo.h, "fail2ban-server", "-f", "-x", "-c"])
+                .args([
+                    "netns",
+                    "exec",
+                    &topo.h,
+                    "fail2ban-server",
+                    "-f",
+                    "-x",
+                    "-c",
+                ])
                 .arg(&conf)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
@@ -152,7 +163,12 @@ fn once(tool: Tool, i: usize, books: &Path) -> Option<Sample> {
     let a = topo.peers[0].clone();
     let mut watch = topo.spawn_raw(
         &a,
-        &["block-watch", &format!("{}:7500", topo.host_ip(1)), "2", "90"],
+        &[
+            "block-watch",
+            &format!("{}:7500", topo.host_ip(1)),
+            "2",
+            "90",
+        ],
     );
     read_line(&mut watch);
     let words: Vec<String> = (0..40).map(|k| format!("guess-{k}")).collect();
@@ -160,7 +176,9 @@ fn once(tool: Tool, i: usize, books: &Path) -> Option<Sample> {
     std::fs::write(&list, words.join("\n") + "\n").expect("wordlist");
     let hydra = GroupGuard::spawn(
         Command::new("ip")
-            .args(["netns", "exec", &a, "hydra", "-I", "-t", "4", "-l", USER, "-P"])
+            .args([
+                "netns", "exec", &a, "hydra", "-I", "-t", "4", "-l", USER, "-P",
+            ])
             .arg(&list)
             .arg(format!("ssh://{}:2222", topo.host_ip(1)))
             .stdout(Stdio::null())
@@ -179,7 +197,9 @@ fn once(tool: Tool, i: usize, books: &Path) -> Option<Sample> {
     let mut failures: Vec<i128> = records
         .iter()
         .filter(|r| {
-            r["kind"] == "auth_attempt" && r["result"] == "failure" && r["rhost"] == attacker.as_str()
+            r["kind"] == "auth_attempt"
+                && r["result"] == "failure"
+                && r["rhost"] == attacker.as_str()
         })
         .filter_map(|r| rfc3339_ns(r["ts"].as_str()?))
         .collect();
