@@ -164,6 +164,29 @@ fn approval_gated_isolation_waits_for_approve_and_rollback_undoes_it() {
 
     let _srv = topo.spawn(&topo.h, &["serve", "0.0.0.0:7500"]);
     let from_b = format!("{}:7500", topo.host_ip(2));
+    // `vigil alerts --follow` streams the alert the scan is about to raise.
+    let mut follow = GroupGuard::spawn(
+        Command::new(vigil_bin())
+            .args(["alerts", "--follow", "--json", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let stdout = follow.0.stdout.take().expect("follow stdout");
+    let (tx, followed) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
     let nmap = Command::new("ip")
         .args([
             "netns",
@@ -182,6 +205,12 @@ fn approval_gated_isolation_waits_for_approve_and_rollback_undoes_it() {
         .expect("nmap");
     assert!(nmap.status.success());
     let asked = agent.wait_for("decision", |r| r["decision"] == "approval_requested");
+    let streamed = followed
+        .recv_timeout(PATIENCE)
+        .expect("alerts --follow streamed nothing");
+    assert_eq!(streamed["kind"], "alert", "{streamed}");
+    assert_eq!(streamed["detector"], "scan", "{streamed}");
+    drop(follow);
 
     // Waiting: nothing isolated yet, and it stays that way without a person.
     std::thread::sleep(std::time::Duration::from_secs(2));
@@ -290,5 +319,73 @@ fn dry_run_records_what_it_would_do_and_changes_nothing() {
     );
     let status = vigil_json(&cfg, &["status"]);
     assert_eq!(status["response_mode"], "dry-run");
+    assert!(agent.stop());
+}
+
+#[test]
+fn bad_playbooks_stop_start_and_a_bad_reload_keeps_the_running_set() {
+    let pins = Pins::new("rpb");
+    let books = TempDir::new("rpb-books");
+    let broken = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../agent/tests/playbooks-broken/unknown_key.yaml");
+    std::fs::copy(&broken, books.0.join("bad.yaml")).expect("copy");
+    let dir = TempDir::new("rpb");
+    let cfg_text = format!(
+        "state_dir: {}\nmetrics:\n  listen: \"\"\nenforce:\n  enabled: false\n  pin_dir: {}\n\
+         playbooks:\n  dir: {}\ncontrol:\n  socket: {}\n",
+        dir.0.display(),
+        pins.pin_dir,
+        books.0.display(),
+        dir.0.join("vigil.sock").display()
+    );
+    let cfg = dir.0.join("refuse.yaml");
+    std::fs::write(&cfg, &cfg_text).expect("config");
+    let out = Command::new(vigil_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("vigil run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with a bad playbook");
+    assert!(
+        err.contains("bad.yaml:6:1: unknown key `trigerr`") && err.contains("bad.yaml:13:5"),
+        "{err}"
+    );
+
+    // With a good set it starts; a bad reload is refused and the set stays.
+    std::fs::remove_file(books.0.join("bad.yaml")).expect("rm");
+    std::fs::copy(
+        shipped_playbooks().join("brute_force_response.yaml"),
+        books.0.join("bf.yaml"),
+    )
+    .expect("copy");
+    let cfg_text = cfg_text.replace(&format!("state_dir: {}\n", dir.0.display()), "");
+    let mut agent = Agent::start_in(None, &cfg_text, dir);
+    let cfg = agent.dir.0.join("vigil.yaml");
+    std::fs::copy(&broken, books.0.join("zz-bad.yaml")).expect("copy");
+    let out = Command::new(vigil_bin())
+        .args(["reload", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("reload");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("zz-bad.yaml:6:1"));
+    let status = vigil_json(&cfg, &["status"]);
+    let names: Vec<&str> = status["playbooks"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, vec!["brute_force_response"], "{status}");
+    std::fs::remove_file(books.0.join("zz-bad.yaml")).expect("rm");
+    let out = Command::new(vigil_bin())
+        .args(["reload", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("reload");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(agent.stop());
 }

@@ -98,6 +98,8 @@ fn run(cli: Cli) -> Result<()> {
             cargo(&["bench", "-p", "vigil", "--bench", "pipeline"])?;
             cargo(&["bench", "-p", "vigil", "--bench", "detect"])?;
             sklearn_side_by_side()?;
+            fetch_tansu()?;
+            cargo(&["bench", "-p", "vigil", "--bench", "report"])?;
             if is_root() {
                 cargo(&["build", "--release", "-p", "vigil-integration", "--bins"])?;
                 cargo(&["bench", "-p", "vigil", "--bench", "enforce"])?;
