@@ -33,7 +33,7 @@ enum Tool {
 
 struct Sample {
     latency_ms: f64,
-    /// Vigil only: alert record to block applied, inside the agent.
+    /// Vigil only: deciding event to the block action record's timestamp.
     internal_ms: Option<f64>,
     failures_before: usize,
 }
@@ -274,7 +274,7 @@ fn main() {
         );
         if !internal.is_empty() {
             println!(
-                "  {:<9} alert record to block applied inside the agent: p50 {:.3} ms p99 {:.3} ms",
+                "  {:<9} deciding event to the block action record: p50 {:.3} ms p99 {:.3} ms",
                 "",
                 pct(&internal, 50.0),
                 pct(&internal, 99.0)
