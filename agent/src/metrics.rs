@@ -273,6 +273,10 @@ mod tests {
             .inc_by(1.0);
         m.program_run_count.with_label_values(&["vigil_exec"]).inc();
         m.pipeline_latency.observe(0.001);
+        m.spool_shed.with_label_values(&["telemetry"]).inc();
+        m.commands
+            .with_label_values(&["defense.commands", "refused"])
+            .inc();
         let exposed = m.render();
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../packaging/grafana/vigil-dashboard.json");

@@ -580,3 +580,34 @@ impl Drop for Pins {
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
+
+/// A plain HTTP/1.0 GET, the request head sent in two pieces on purpose:
+/// the server must wait for the whole head.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    s.write_all(b"GET ").expect("send");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    s.write_all(format!("{path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one exact series line in Prometheus text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

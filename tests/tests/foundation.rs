@@ -311,35 +311,6 @@ fn without_root_or_capabilities_the_agent_says_what_is_missing() {
     assert!(err.contains("CAP_BPF"), "{err}");
 }
 
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
-    // Sent in two pieces on purpose: the server must wait for the whole head.
-    s.write_all(b"GET ").expect("send");
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    s.write_all(format!("{path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn metrics_pass_promtool_and_match_the_jsonl_output() {
     let port = 19_000 + (std::process::id() % 1000) as u16;

@@ -19,10 +19,10 @@ use vigil_integration::*;
 
 const KEY: &str = "fleet-test-key";
 
-fn config(s: u8, broker: &Broker, pins: &Pins, playbooks: &Path) -> String {
+fn config(s: u8, broker: &Broker, pins: &Pins, playbooks: &Path, metrics: &str) -> String {
     format!(
         "stats_interval_s: 1\nflows:\n  sweep_interval_ms: 200\n  close_linger_ms: 100\n\
-         metrics:\n  listen: \"\"\ncontrol:\n  socket: \"\"\ndetect:\n  update_interval_s: 1\n\
+         metrics:\n  listen: \"{metrics}\"\ncontrol:\n  socket: \"\"\ndetect:\n  update_interval_s: 1\n\
          enforce:\n  pin_dir: {}\n  interfaces: [lo]\n  maintenance_interval_s: 1\n  management_cidrs: [\"10.{s}.3.0/24\"]\n\
          response:\n  mode: enforce\nplaybooks:\n  dir: {}\n\
          kafka:\n  brokers: \"{}\"\n  hmac_key: {KEY}\n  message_timeout_ms: 4000\n",
@@ -102,7 +102,7 @@ fn alerts_and_actions_survive_a_broker_outage_and_an_agent_sigkill() {
     let mut broker = Broker::start(19192);
     let books = TempDir::new("kfo-books");
     scan_playbook(&books.0);
-    let cfg = config(s, &broker, &pins, &books.0);
+    let cfg = config(s, &broker, &pins, &books.0, "");
     let mut agent = Agent::start_in(None, &cfg, TempDir::new("kfo"));
 
     // Broker up: a scan, its alert and the playbook's block arrive.
@@ -243,7 +243,8 @@ fn only_signed_commands_and_indicators_act_and_the_guard_still_holds() {
     let pins = Pins::new("kfc");
     let broker = Broker::start(19193);
     let books = TempDir::new("kfc-books");
-    let cfg_text = config(s, &broker, &pins, &books.0);
+    let metrics_addr = "127.0.0.1:19194";
+    let cfg_text = config(s, &broker, &pins, &books.0, metrics_addr);
     let mut agent = Agent::start_in(None, &cfg_text, TempDir::new("kfc"));
     let cfg = agent.dir.0.join("vigil.yaml");
     let victim = topo.peer_ip(2);
@@ -336,6 +337,31 @@ fn only_signed_commands_and_indicators_act_and_the_guard_still_holds() {
         "{r}"
     );
     assert!(!blocked(&cfg, &mgmt), "a never-block address was blocked");
+
+    // The metrics agree with the JSON lines, and Kafka saw deliveries.
+    let (status, text) = http_get(metrics_addr, "/metrics");
+    assert_eq!(status, 200);
+    let records = agent.records();
+    for (topic, result) in [
+        ("defense.commands", "refused"),
+        ("defense.commands", "executed"),
+        ("threat.enriched", "refused"),
+        ("threat.enriched", "executed"),
+    ] {
+        let jsonl = records
+            .iter()
+            .filter(|r| r["kind"] == "command" && r["topic"] == topic && r["result"] == result)
+            .count();
+        let series = format!("vigil_commands_total{{result=\"{result}\",topic=\"{topic}\"}}");
+        let m = metric(&text, &series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        assert_eq!(m as usize, jsonl, "{series}");
+        assert!(jsonl > 0, "{series}");
+    }
+    assert!(
+        metric(&text, "vigil_kafka_delivered_total").is_some_and(|v| v > 0.0),
+        "{text}"
+    );
+    assert!(metric(&text, "vigil_spool_records").is_some(), "{text}");
     let audit = Command::new(vigil_bin())
         .args(["audit", "verify", "--config"])
         .arg(&cfg)
