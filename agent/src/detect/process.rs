@@ -48,11 +48,16 @@ struct Written {
     pid: u32,
     writer: String,
     at: f64,
+    /// Where the writer last connected to: most likely where the file came from.
+    remote: Option<std::net::IpAddr>,
 }
 
 pub struct ProcessDetector {
     cfg: ProcessConfig,
     written: super::lru::Bounded<String, Written>,
+    /// Last outbound destination per pid, so process alerts can name the
+    /// address a response should cut (download source, shell peer).
+    remotes: super::lru::Bounded<u32, std::net::IpAddr>,
 }
 
 impl ProcessDetector {
@@ -60,6 +65,7 @@ impl ProcessDetector {
         ProcessDetector {
             cfg,
             written: super::lru::Bounded::new(4096),
+            remotes: super::lru::Bounded::new(8192),
         }
     }
 }
@@ -78,6 +84,12 @@ impl Detector for ProcessDetector {
     }
 
     fn on_record(&mut self, now: f64, body: &Body, out: &mut Vec<Finding>) {
+        if let Body::NetConnect(c) = body {
+            if let Some(pid) = c.pid {
+                self.remotes.put(pid, c.dst_ip);
+            }
+            return;
+        }
         if let Body::FileWrite(w) = body {
             let writer = w
                 .exe
@@ -90,13 +102,24 @@ impl Detector for ProcessDetector {
                     pid: w.pid,
                     writer,
                     at: now,
+                    remote: self.remotes.get_mut(&w.pid).copied(),
                 },
             );
             return;
         }
         let Body::ProcessExec(e) = body else { return };
+        // The shell's (or its parent's) peer, for the reverse-shell rule.
+        let peer = self
+            .remotes
+            .get_mut(&e.pid)
+            .copied()
+            .or_else(|| self.remotes.get_mut(&e.ppid).copied());
         // A file a network-facing process wrote, now executed (T1204.002).
         if let Some(w) = self.written.get_mut(&e.exe) {
+            let mut ent = entities(e);
+            if let Some(ip) = w.remote {
+                ent["dst_ip"] = ip.to_string().into();
+            }
             out.push(Finding {
                 detector: "process",
                 key: format!("netexec|{}", e.exe),
@@ -107,8 +130,28 @@ impl Detector for ProcessDetector {
                     "{} was written by network-facing {} (pid {}) and then executed",
                     e.exe, w.writer, w.pid
                 ),
-                entities: entities(e),
-                evidence: serde_json::json!({"writer": w.writer, "writer_pid": w.pid, "written_s_before_exec": now - w.at}),
+                entities: ent,
+                evidence: serde_json::json!({"writer": w.writer, "writer_pid": w.pid, "written_s_before_exec": now - w.at, "writer_remote": w.remote}),
+            });
+        }
+        let shell = crate::pipeline::is_shell(&e.exe);
+        if shell && e.stdio_socket == Some(true) {
+            let mut ent = entities(e);
+            if let Some(ip) = peer {
+                ent["dst_ip"] = ip.to_string().into();
+            }
+            out.push(Finding {
+                detector: "process",
+                key: format!("revshell|{}", e.exe),
+                severity: Severity::Critical,
+                confidence: 0.95,
+                techniques: vec!["T1059.004"],
+                summary: format!(
+                    "reverse shell: {} (pid {}) has a socket for stdin/stdout",
+                    e.exe, e.pid
+                ),
+                entities: ent,
+                evidence: serde_json::json!({"stdio_socket": true}),
             });
         }
         let mut push = |key: &str,
@@ -170,20 +213,6 @@ impl Detector for ProcessDetector {
                 serde_json::json!({"exe": e.exe}),
             );
         }
-        let shell = crate::pipeline::is_shell(&e.exe);
-        if shell && e.stdio_socket == Some(true) {
-            push(
-                "revshell",
-                Severity::Critical,
-                0.95,
-                vec!["T1059.004"],
-                format!(
-                    "reverse shell: {} (pid {}) has a socket for stdin/stdout",
-                    e.exe, e.pid
-                ),
-                serde_json::json!({"stdio_socket": true}),
-            );
-        }
         if shell {
             if let Some(parent) = e.parent_exe.as_deref() {
                 if self.cfg.network_services.iter().any(|s| base(parent) == s) {
@@ -231,6 +260,24 @@ mod tests {
     fn a_file_written_by_a_network_process_then_run_fires() {
         let mut d = ProcessDetector::new(ProcessConfig::default());
         let mut out = Vec::new();
+        // The writer's connection names where the file most likely came from.
+        d.on_record(
+            0.5,
+            &Body::NetConnect(crate::output::Conn {
+                pid: Some(5),
+                comm: "curl".into(),
+                exe: None,
+                uid: Some(0),
+                proto: "tcp",
+                src_ip: "10.0.0.1".parse().unwrap(),
+                src_port: 40000,
+                dst_ip: "203.0.113.7".parse().unwrap(),
+                dst_port: 80,
+                community_id: String::new(),
+                old_state: None,
+            }),
+            &mut out,
+        );
         d.on_record(
             1.0,
             &Body::FileWrite(crate::output::FileWrite {
@@ -249,6 +296,7 @@ mod tests {
         );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].techniques, vec!["T1204.002"]);
+        assert_eq!(out[0].entities["dst_ip"], "203.0.113.7");
         out.clear();
         d.on_record(
             3.0,

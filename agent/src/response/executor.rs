@@ -50,6 +50,13 @@ fn exe_of(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
 
+/// Whether `path` is among the first arguments of `pid` (`sh script`).
+fn runs_script(pid: u32, path: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|b| *b == 0).take(3).any(|a| a == path.as_bytes()))
+        .unwrap_or(false)
+}
+
 impl Executor for HostExecutor<'_> {
     fn block(&mut self, ip: IpAddr, ttl_s: u64) -> Outcome {
         let cidr = Cidr::host(ip);
@@ -87,7 +94,8 @@ impl Executor for HostExecutor<'_> {
         if let (Some(want), Some(have)) = (exe, exe_of(pid)) {
             let have_s = have.to_string_lossy();
             let have_s = have_s.strip_suffix(" (deleted)").unwrap_or(&have_s);
-            if have_s != want {
+            // A script runs as its interpreter: then its path is in argv.
+            if have_s != want && !runs_script(pid, want) {
                 let detail = format!("pid {pid} now runs {have_s}, not {want}; nothing signalled");
                 return self.record(
                     Action::new(self.host, "kill", target, None, "refused", detail),
