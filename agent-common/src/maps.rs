@@ -8,6 +8,9 @@ pub const EVENTS: &str = "EVENTS";
 pub const EVENT_DROPS: &str = "EVENT_DROPS";
 /// LRU hash of [`crate::FlowKey`] to [`crate::FlowStats`].
 pub const FLOWS: &str = "FLOWS";
+/// Per-CPU count of flows the kernel inserted into `FLOWS`: with what
+/// userspace emitted and what is live, it gives the LRU evictions.
+pub const FLOWS_CREATED: &str = "FLOWS_CREATED";
 /// Pending outbound connects: socket address to owner, filled at SYN_SENT.
 pub const CONNECTING: &str = "CONNECTING";
 /// Listening sockets: (netns, port) to owner, used to name the accepting process.

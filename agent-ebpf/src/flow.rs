@@ -15,7 +15,7 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
     macros::{cgroup_skb, cgroup_sock, classifier, map},
-    maps::LruHashMap,
+    maps::{LruHashMap, PerCpuArray},
     programs::{SkBuffContext, SockContext, TcContext},
 };
 
@@ -24,6 +24,10 @@ use crate::config::conf;
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowStats> =
     LruHashMap::with_max_entries(maps::FLOWS_MAX_ENTRIES, 0);
+
+/// Flows inserted, per CPU (slot 0); userspace derives evictions from it.
+#[map]
+static FLOWS_CREATED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static SOCK_OWNER: LruHashMap<u64, SockOwner> =
@@ -228,7 +232,15 @@ fn account<P: Packet>(p: &P, l3: usize, egress: bool) {
                 },
                 ..FlowStats::default()
             };
-            let _ = FLOWS.insert(&parsed.key, &fresh, BPF_NOEXIST as u64);
+            if FLOWS
+                .insert(&parsed.key, &fresh, BPF_NOEXIST as u64)
+                .is_ok()
+            {
+                if let Some(n) = FLOWS_CREATED.get_ptr_mut(0) {
+                    // Per-CPU slot: no other writer.
+                    unsafe { *n += 1 };
+                }
+            }
             match FLOWS.get_ptr_mut(&parsed.key) {
                 Some(s) => s,
                 None => return,

@@ -112,9 +112,17 @@ pub fn flow_due(cfg: &crate::config::FlowConfig, s: &FlowStats, now_ns: u64) -> 
 struct Maps {
     flows: BpfHashMap<MapData, FlowKey, FlowStats>,
     drops: PerCpuArray<MapData, u64>,
+    created: PerCpuArray<MapData, u64>,
 }
 
 impl Maps {
+    fn flows_created(&self) -> u64 {
+        self.created
+            .get(&0, 0)
+            .map(|v| v.iter().sum::<u64>())
+            .unwrap_or(0)
+    }
+
     fn kernel_drops(&self) -> u64 {
         let mut total = 0;
         for kind in 0..agent_common::EVENT_KIND_SLOTS {
@@ -135,6 +143,7 @@ struct State {
     pending_close: VecDeque<(u64, FlowKey)>,
     pending_set: HashSet<FlowKey>,
     flows_tracked: u64,
+    flows_evicted: u64,
     containment: Option<Containment>,
     engine: Option<Engine>,
     metrics: Option<Arc<Metrics>>,
@@ -551,6 +560,7 @@ impl State {
             "playbooks": playbooks,
             "incidents": self.responder.incidents.len(),
             "rate_limited": self.responder.rate_limited,
+            "incidents_evicted": self.responder.incidents_evicted,
         })
     }
 
@@ -661,6 +671,9 @@ impl State {
 
     fn sweep(&mut self, shutdown: bool) -> Result<(), DaemonError> {
         let now = monotonic_ns();
+        // Read before walking the map, so flows created during the walk can
+        // only lower the estimate, never invent evictions.
+        let created = self.maps.flows_created();
         let mut due = Vec::new();
         let mut tracked = 0u64;
         for item in self.maps.flows.iter() {
@@ -676,6 +689,16 @@ impl State {
             }
         }
         self.flows_tracked = tracked.saturating_sub(due.len() as u64);
+        let evicted = created.saturating_sub(self.pipeline.stats.flows + tracked);
+        if evicted > self.flows_evicted {
+            if self.flows_evicted == 0 {
+                tracing::warn!(
+                    "the kernel flow map is full and evicting flows before they are emitted \
+                     (raise flows.max_entries or lower the timeouts); counted in flows_evicted"
+                );
+            }
+            self.flows_evicted = evicted;
+        }
         for (key, end) in due {
             self.emit_flow(&key, end)?;
         }
@@ -705,6 +728,7 @@ impl State {
             kernel_reserve_failures: self.maps.kernel_drops(),
             flows_emitted: self.pipeline.stats.flows,
             flows_tracked: self.flows_tracked,
+            flows_evicted: self.flows_evicted,
             process_cache_entries: self.pipeline.procs.len(),
             process_cache_evicted: self.pipeline.procs.evicted,
         }
@@ -750,6 +774,7 @@ impl State {
             &m.kernel_reserve_failures,
         );
         m.flows_tracked.set(self.flows_tracked as i64);
+        m.mirror("flows_evicted", self.flows_evicted, &m.flows_evicted);
         m.process_cache_entries
             .set(self.pipeline.procs.len() as i64);
         for (name, prog) in ebpf.programs() {
@@ -838,6 +863,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let maps = Maps {
         flows: take(&mut loaded.ebpf, maps::FLOWS)?,
         drops: take(&mut loaded.ebpf, maps::EVENT_DROPS)?,
+        created: take(&mut loaded.ebpf, maps::FLOWS_CREATED)?,
     };
     let sink = Sink::open(cfg.output_path().as_deref())?;
     let host: Arc<str> = if cfg.host.is_empty() {
@@ -893,6 +919,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         pending_close: VecDeque::new(),
         pending_set: HashSet::new(),
         flows_tracked: 0,
+        flows_evicted: 0,
         containment,
         engine: crate::detect::config::engine(&cfg.detect),
         metrics: None,

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub kernel_reserve_failures: IntCounter,
     pub flows_emitted: IntCounter,
     pub flows_tracked: IntGauge,
+    pub flows_evicted: IntCounter,
     pub process_cache_entries: IntGauge,
     pub alerts: IntCounterVec,
     pub actions: IntCounterVec,
@@ -96,6 +97,10 @@ impl Metrics {
                 "Events the kernel could not queue (ring buffer full).",
             )?,
             flows_emitted: counter("flows_emitted_total", "Flow records emitted.")?,
+            flows_evicted: counter(
+                "flows_evicted_total",
+                "Flows the kernel LRU map evicted before they were emitted (lower bound).",
+            )?,
             flows_tracked: gauge(
                 "flows_tracked",
                 "Flows live in the kernel map at the last sweep.",

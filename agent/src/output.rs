@@ -205,6 +205,9 @@ pub struct AgentStats {
     pub kernel_reserve_failures: u64,
     pub flows_emitted: u64,
     pub flows_tracked: u64,
+    /// Flows the kernel's LRU map evicted before the sweep emitted them
+    /// (a lower bound: created − emitted − live, taken at each sweep).
+    pub flows_evicted: u64,
     pub process_cache_entries: usize,
     pub process_cache_evicted: u64,
 }

@@ -382,3 +382,40 @@ impl OutputWithStdin for Command {
         (out.status.success(), msg)
     }
 }
+
+/// A flow map far too small for the load: the kernel's LRU evicts flows
+/// before the sweep sees them, and the agent counts them instead of losing
+/// them silently.
+#[test]
+fn flows_evicted_by_a_full_kernel_map_are_counted() {
+    let cfg = TEST_CONFIG.replace("flows:\n", "flows:\n  max_entries: 256\n");
+    let mut agent = Agent::start_with(&cfg);
+    let flowload = netpeer().with_file_name("flowload");
+    let n = 5000u64;
+    let out = Command::new(&flowload)
+        .arg(n.to_string())
+        .output()
+        .expect("flowload");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every flow is emitted, evicted (counted) or still live (at most 256).
+    let stats = agent.wait_for("agent_stats", |r| {
+        let emitted = r["flows_emitted"].as_u64().unwrap_or(0);
+        let evicted = r["flows_evicted"].as_u64().unwrap_or(0);
+        evicted > 0 && emitted + evicted + 256 >= n
+    });
+    let evicted = stats["flows_evicted"].as_u64().unwrap_or(0);
+    let emitted = stats["flows_emitted"].as_u64().unwrap_or(0);
+    // Not invented either: never more than what the load (and a little
+    // background traffic) could have created.
+    assert!(evicted > 0 && emitted + evicted <= 2 * n, "{stats}");
+    assert!(
+        agent.stderr().contains("evicting flows"),
+        "{}",
+        agent.stderr()
+    );
+    assert!(agent.stop());
+}
