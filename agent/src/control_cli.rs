@@ -129,6 +129,29 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
             s(&p["file"])
         );
     }
+    let k = &v["kafka"];
+    if k.is_null() {
+        println!("\nKAFKA off (kafka.brokers is empty)");
+    } else {
+        println!(
+            "\nKAFKA {}: {} records ({} bytes) waiting in the spool, {} delivered, {} delivery errors{}",
+            s(&k["brokers"]),
+            s(&k["spool_records"]),
+            s(&k["spool_bytes"]),
+            s(&k["delivered"]),
+            s(&k["delivery_errors"]),
+            match k["last_error"].as_str() {
+                Some(e) if !e.is_empty() => format!(" (last: {e})"),
+                _ => String::new(),
+            }
+        );
+        println!(
+            "  shed: telemetry over rate {}, spool full telemetry {}, spool full alerts/actions {}",
+            s(&k["telemetry_shed"]),
+            s(&k["spool"]["shed_telemetry"]),
+            s(&k["spool"]["shed_alerts_actions"])
+        );
+    }
     println!(
         "\n{} incidents kept, {} steps rate-limited",
         s(&v["incidents"]),

@@ -561,6 +561,17 @@ impl State {
             "incidents": self.responder.incidents.len(),
             "rate_limited": self.responder.rate_limited,
             "incidents_evicted": self.responder.incidents_evicted,
+            "kafka": self.reporter.as_ref().map(|r| serde_json::json!({
+                "brokers": self.cfg.kafka.brokers,
+                "spool_records": r.spool.pending(),
+                "spool_bytes": r.spool.bytes(),
+                "spool": r.spool.stats,
+                "delivered": r.stats.delivered,
+                "delivery_errors": r.stats.delivery_errors,
+                "telemetry_shed": r.stats.shed_rate,
+                "producer_restarts": r.stats.producer_restarts,
+                "last_error": r.stats.last_error,
+            })),
         })
     }
 

@@ -19,10 +19,17 @@ use vigil_integration::*;
 
 const KEY: &str = "fleet-test-key";
 
-fn config(s: u8, broker: &Broker, pins: &Pins, playbooks: &Path, metrics: &str) -> String {
+fn config(
+    s: u8,
+    broker: &Broker,
+    pins: &Pins,
+    playbooks: &Path,
+    metrics: &str,
+    socket: &str,
+) -> String {
     format!(
         "stats_interval_s: 1\nflows:\n  sweep_interval_ms: 200\n  close_linger_ms: 100\n\
-         metrics:\n  listen: \"{metrics}\"\ncontrol:\n  socket: \"\"\ndetect:\n  update_interval_s: 1\n\
+         metrics:\n  listen: \"{metrics}\"\ncontrol:\n  socket: \"{socket}\"\ndetect:\n  update_interval_s: 1\n\
          enforce:\n  pin_dir: {}\n  interfaces: [lo]\n  maintenance_interval_s: 1\n  management_cidrs: [\"10.{s}.3.0/24\"]\n\
          response:\n  mode: enforce\nplaybooks:\n  dir: {}\n\
          kafka:\n  brokers: \"{}\"\n  hmac_key: {KEY}\n  message_timeout_ms: 4000\n",
@@ -102,7 +109,7 @@ fn alerts_and_actions_survive_a_broker_outage_and_an_agent_sigkill() {
     let mut broker = Broker::start(19192);
     let books = TempDir::new("kfo-books");
     scan_playbook(&books.0);
-    let cfg = config(s, &broker, &pins, &books.0, "");
+    let cfg = config(s, &broker, &pins, &books.0, "", "");
     let mut agent = Agent::start_in(None, &cfg, TempDir::new("kfo"));
 
     // Broker up: a scan, its alert and the playbook's block arrive.
@@ -244,8 +251,10 @@ fn only_signed_commands_and_indicators_act_and_the_guard_still_holds() {
     let broker = Broker::start(19193);
     let books = TempDir::new("kfc-books");
     let metrics_addr = "127.0.0.1:19194";
-    let cfg_text = config(s, &broker, &pins, &books.0, metrics_addr);
-    let mut agent = Agent::start_in(None, &cfg_text, TempDir::new("kfc"));
+    let dir = TempDir::new("kfc");
+    let socket = dir.0.join("vigil.sock").display().to_string();
+    let cfg_text = config(s, &broker, &pins, &books.0, metrics_addr, &socket);
+    let mut agent = Agent::start_in(None, &cfg_text, dir);
     let cfg = agent.dir.0.join("vigil.yaml");
     let victim = topo.peer_ip(2);
     let now = kafka::unix_now();
@@ -362,6 +371,17 @@ fn only_signed_commands_and_indicators_act_and_the_guard_still_holds() {
         "{text}"
     );
     assert!(metric(&text, "vigil_spool_records").is_some(), "{text}");
+    let out = Command::new(vigil_bin())
+        .args(["status", "--json", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("status");
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(
+        status["kafka"]["delivered"].as_u64().is_some_and(|d| d > 0)
+            && status["kafka"]["brokers"] == broker.addr().as_str(),
+        "{status}"
+    );
     let audit = Command::new(vigil_bin())
         .args(["audit", "verify", "--config"])
         .arg(&cfg)
