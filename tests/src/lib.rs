@@ -611,3 +611,33 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// A SYN scan of ports 1-200 from namespace `ns` (the scan detector's
+/// real-tool trigger); panics with nmap's stderr if it fails.
+pub fn nmap_scan(ns: &str, target: &str) {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "nmap", "-sS", "-n", "-Pn", "-T4", "-p", "1-200", target,
+        ])
+        .output()
+        .expect("nmap");
+    assert!(
+        out.status.success(),
+        "nmap from {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `vigil audit verify` against the config's state directory must pass.
+pub fn assert_audit_intact(config: &Path) {
+    let out = Command::new(vigil_bin())
+        .args(["audit", "verify", "--config"])
+        .arg(config)
+        .output()
+        .expect("audit verify");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -112,27 +112,7 @@ fn hydra_against_sshd_raises_t1110_with_the_attackers_address_and_logins_do_not(
 fn nmap_raises_t1046() {
     let topo = Topology::new("dsc", 232);
     let mut agent = Agent::start_in(Some(&topo.h), DETECT_CONFIG, TempDir::new("dsc"));
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &topo.peers[0],
-            "nmap",
-            "-sS",
-            "-n",
-            "-Pn",
-            "-T4",
-            "-p",
-            "1-200",
-        ])
-        .arg(topo.host_ip(1))
-        .output()
-        .expect("nmap");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    nmap_scan(&topo.peers[0], &topo.host_ip(1));
     let scanner = topo.peer_ip(1);
     let alert = agent.wait_for("alert", |r| {
         r["detector"] == "scan" && mentions(r, &scanner)

@@ -48,21 +48,6 @@ fn scan_playbook(dir: &Path) {
     .expect("write playbook");
 }
 
-fn nmap(topo: &Topology, ns: &str, target: &str) {
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", ns, "nmap", "-sS", "-n", "-Pn", "-T4", "-p", "1-200", target,
-        ])
-        .output()
-        .expect("nmap");
-    assert!(
-        out.status.success(),
-        "nmap from {ns}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = topo;
-}
-
 fn alert_ids(agent: &Agent) -> Vec<String> {
     agent
         .records()
@@ -113,7 +98,7 @@ fn alerts_and_actions_survive_a_broker_outage_and_an_agent_sigkill() {
     let mut agent = Agent::start_in(None, &cfg, TempDir::new("kfo"));
 
     // Broker up: a scan, its alert and the playbook's block arrive.
-    nmap(&topo, &topo.peers[0], &topo.host_ip(1));
+    nmap_scan(&topo.peers[0], &topo.host_ip(1));
     let a1 = agent.wait_for("alert", |r| {
         r["detector"] == "scan" && r["entities"]["src_ip"] == topo.peer_ip(1).as_str()
     });
@@ -148,8 +133,8 @@ fn alerts_and_actions_survive_a_broker_outage_and_an_agent_sigkill() {
 
     // Broker down: alerts keep coming and are spooled.
     broker.stop();
-    nmap(&topo, &topo.peers[1], &topo.host_ip(2));
-    nmap(&topo, &topo.peers[2], &topo.host_ip(3));
+    nmap_scan(&topo.peers[1], &topo.host_ip(2));
+    nmap_scan(&topo.peers[2], &topo.host_ip(3));
     for n in [2u8, 3] {
         let ip = topo.peer_ip(n);
         agent.wait_for("alert", |r| {
@@ -382,15 +367,6 @@ fn only_signed_commands_and_indicators_act_and_the_guard_still_holds() {
             && status["kafka"]["brokers"] == broker.addr().as_str(),
         "{status}"
     );
-    let audit = Command::new(vigil_bin())
-        .args(["audit", "verify", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("audit verify");
-    assert!(
-        audit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&audit.stderr)
-    );
+    assert_audit_intact(&cfg);
     assert!(agent.stop());
 }

@@ -128,16 +128,7 @@ fn brute_force_playbook_blocks_hydra_and_a_legitimate_peer_still_logs_in() {
         .and_then(|l| l.iter().find(|i| i["id"] == incident))
         .unwrap_or_else(|| panic!("incident {incident} not listed: {incidents}"));
     assert_eq!(inc["state"], "done", "{inc}");
-    let audit = Command::new(vigil_bin())
-        .args(["audit", "verify", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("audit verify");
-    assert!(
-        audit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&audit.stderr)
-    );
+    assert_audit_intact(&cfg);
     assert!(agent.stop());
 }
 
@@ -187,23 +178,7 @@ fn approval_gated_isolation_waits_for_approve_and_rollback_undoes_it() {
             }
         }
     });
-    let nmap = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &topo.peers[0],
-            "nmap",
-            "-sS",
-            "-n",
-            "-Pn",
-            "-T4",
-            "-p",
-            "1-200",
-        ])
-        .arg(topo.host_ip(1))
-        .output()
-        .expect("nmap");
-    assert!(nmap.status.success());
+    nmap_scan(&topo.peers[0], &topo.host_ip(1));
     let asked = agent.wait_for("decision", |r| r["decision"] == "approval_requested");
     // Other alerts may come first (a checkout under /tmp runs netpeer from there).
     let deadline = std::time::Instant::now() + PATIENCE;
