@@ -101,7 +101,7 @@ fn run(cli: Cli) -> Result<()> {
             fetch_tansu()?;
             cargo(&["bench", "-p", "vigil", "--bench", "report"])?;
             if is_root() {
-                cargo(&["build", "--release", "-p", "vigil-integration", "--bins"])?;
+                build_release_bins()?;
                 cargo(&["bench", "-p", "vigil", "--bench", "enforce"])?;
                 memory_bench()?;
                 response_bench()
@@ -387,12 +387,8 @@ fn flows_tracked(output: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// The agent's RSS with 100,000 live flows, then after a flood of 300,000
-/// new keys (more than the kernel map holds, so the LRU sheds).
-/// Time to block, Vigil against fail2ban on the same hydra attack.
-fn response_bench() -> Result<()> {
-    apt_install(TEST_PACKAGES)?;
-    apt_install(&["fail2ban", "python3-pyinotify"])?;
+/// The release agent and the test binaries (netpeer, flowload, respbench).
+fn build_release_bins() -> Result<()> {
     cargo(&[
         "build",
         "--release",
@@ -401,7 +397,14 @@ fn response_bench() -> Result<()> {
         "-p",
         "vigil-integration",
         "--bins",
-    ])?;
+    ])
+}
+
+/// Time to block, Vigil against fail2ban on the same hydra attack.
+fn response_bench() -> Result<()> {
+    apt_install(TEST_PACKAGES)?;
+    apt_install(&["fail2ban", "python3-pyinotify"])?;
+    build_release_bins()?;
     let bin = workspace_root().join("target/release/respbench");
     step("response benchmark: hydra against sshd, vigil and fail2ban (root)");
     let status = Command::new(&bin).status().context("running respbench")?;
@@ -411,16 +414,10 @@ fn response_bench() -> Result<()> {
     Ok(())
 }
 
+/// The agent's RSS with 100,000 live flows, then after a flood of 300,000
+/// new keys (more than the kernel map holds, so the LRU sheds).
 fn memory_bench() -> Result<()> {
-    cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "vigil",
-        "-p",
-        "vigil-integration",
-        "--bins",
-    ])?;
+    build_release_bins()?;
     let root = workspace_root();
     let dir = std::env::temp_dir().join(format!("vigil-membench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
