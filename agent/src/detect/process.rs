@@ -78,6 +78,15 @@ fn entities(e: &ProcessExec) -> serde_json::Value {
     serde_json::json!({"pid": e.pid, "ppid": e.ppid, "exe": e.exe, "parent_exe": e.parent_exe, "uid": e.uid, "argv": e.argv})
 }
 
+/// The entities plus `dst_ip`, the address a response would cut.
+fn entities_to(e: &ProcessExec, remote: Option<std::net::IpAddr>) -> serde_json::Value {
+    let mut ent = entities(e);
+    if let Some(ip) = remote {
+        ent["dst_ip"] = ip.to_string().into();
+    }
+    ent
+}
+
 impl Detector for ProcessDetector {
     fn name(&self) -> &'static str {
         "process"
@@ -116,10 +125,6 @@ impl Detector for ProcessDetector {
             .or_else(|| self.remotes.get_mut(&e.ppid).copied());
         // A file a network-facing process wrote, now executed (T1204.002).
         if let Some(w) = self.written.get_mut(&e.exe) {
-            let mut ent = entities(e);
-            if let Some(ip) = w.remote {
-                ent["dst_ip"] = ip.to_string().into();
-            }
             out.push(Finding {
                 detector: "process",
                 key: format!("netexec|{}", e.exe),
@@ -130,16 +135,12 @@ impl Detector for ProcessDetector {
                     "{} was written by network-facing {} (pid {}) and then executed",
                     e.exe, w.writer, w.pid
                 ),
-                entities: ent,
+                entities: entities_to(e, w.remote),
                 evidence: serde_json::json!({"writer": w.writer, "writer_pid": w.pid, "written_s_before_exec": now - w.at, "writer_remote": w.remote}),
             });
         }
         let shell = crate::pipeline::is_shell(&e.exe);
         if shell && e.stdio_socket == Some(true) {
-            let mut ent = entities(e);
-            if let Some(ip) = peer {
-                ent["dst_ip"] = ip.to_string().into();
-            }
             out.push(Finding {
                 detector: "process",
                 key: format!("revshell|{}", e.exe),
@@ -150,7 +151,7 @@ impl Detector for ProcessDetector {
                     "reverse shell: {} (pid {}) has a socket for stdin/stdout",
                     e.exe, e.pid
                 ),
-                entities: ent,
+                entities: entities_to(e, peer),
                 evidence: serde_json::json!({"stdio_socket": true}),
             });
         }
