@@ -256,13 +256,15 @@ impl State {
 
     /// Writes a record to the JSON lines output and, when enabled, Kafka.
     fn out_record(&mut self, r: &Record) -> Result<(), DaemonError> {
-        self.sink.write(r)?;
-        if let Some(rep) = self.reporter.as_mut() {
-            let kind = r.body.kind();
-            if rep.wants(kind) {
+        let kind = r.body.kind();
+        match self.reporter.as_mut() {
+            // Serialise once for both destinations.
+            Some(rep) if rep.wants(kind) => {
                 let line = serde_json::to_string(r).unwrap_or_default();
+                self.sink.write_line(&line)?;
                 rep.submit(kind, &line)?;
             }
+            _ => self.sink.write(r)?,
         }
         Ok(())
     }

@@ -257,13 +257,9 @@ impl Reporter {
             // Sequence numbers skipped by a damaged segment are gone.
             self.next_send = self.next_send.max(first.0);
             for (seq, class, payload) in batch {
-                let id = serde_json::from_slice::<serde_json::Value>(&payload)
-                    .ok()
-                    .and_then(|v| v["id"].as_str().map(str::to_string))
-                    .unwrap_or_default();
                 let headers = OwnedHeaders::new().insert(Header {
                     key: "id",
-                    value: Some(id.as_str()),
+                    value: Some(record_id(&payload)),
                 });
                 let record = BaseRecord::with_opaque_to(self.topic(class), seq as usize)
                     .key(self.host.as_str())
@@ -291,6 +287,20 @@ impl Reporter {
         let _ = self.pump();
         let _ = self.spool.close();
     }
+}
+
+/// The record's top-level `id` without parsing the whole line: every line
+/// the agent spools has `"id":"` as its first or second key (`with_id` puts
+/// it first when missing), and JSON escaping keeps string contents from
+/// containing that byte sequence.
+fn record_id(payload: &[u8]) -> &[u8] {
+    const KEY: &[u8] = b"\"id\":\"";
+    let Some(start) = payload.windows(KEY.len()).position(|w| w == KEY) else {
+        return b"";
+    };
+    let rest = &payload[start + KEY.len()..];
+    let end = rest.iter().position(|&b| b == b'"').unwrap_or(rest.len());
+    &rest[..end]
 }
 
 /// Which spool class and topic a record kind belongs to.
@@ -347,6 +357,18 @@ mod tests {
         assert_eq!(with_id(&l), l);
         let a = r#"{"kind":"alert","id":"x"}"#;
         assert_eq!(with_id(a), a);
+    }
+
+    #[test]
+    fn record_ids_are_read_without_parsing() {
+        assert_eq!(record_id(br#"{"id":"a-1","kind":"flow"}"#), b"a-1");
+        assert_eq!(record_id(br#"{"kind":"alert","id":"x9","n":1}"#), b"x9");
+        // An "id" inside a string value is escaped, so it is not taken.
+        assert_eq!(
+            record_id(br#"{"kind":"process_exec","argv":["\"id\":\"no\""],"id":"yes"}"#),
+            b"yes"
+        );
+        assert_eq!(record_id(b"{}"), b"");
     }
 
     #[test]
