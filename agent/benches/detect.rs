@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use vigil::detect::config::{engine, DetectConfig};
 use vigil::detect::iforest::{auc, planted_with_shift, IsolationForest};
-use vigil::output::{AuthAttempt, Body, Conn, Flow, ProcessExec};
+use vigil::record::{AuthAttempt, Body, Conn, Flow, ProcessExec};
 
 fn pin_to_one_core() {
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET on index 0 stays in bounds.

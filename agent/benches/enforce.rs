@@ -8,11 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_common::enforce::{BLOCK_EGRESS, BLOCK_INGRESS};
-use vigil::clock::monotonic_ns;
 use vigil::enforce::attach::{detach_all, Enforcer};
 use vigil::enforce::blocklist::Blocklist;
 use vigil::enforce::cidr::Cidr;
 use vigil::enforce::state::{self, SavedBlock};
+use vigil::util::clock::monotonic_ns;
 
 const ENTRIES: u32 = 100_000;
 

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use agent_common::{EventKind, FlowKey, FlowStats};
-use vigil::clock::Clock;
-use vigil::decode::fixtures;
-use vigil::output::Sink;
+use vigil::pipeline::decode::fixtures;
+use vigil::pipeline::proc_cache::ProcessCache;
 use vigil::pipeline::{FlowEnd, Pipeline};
-use vigil::proc_cache::ProcessCache;
+use vigil::sink::jsonl::Sink;
+use vigil::util::clock::Clock;
 
 fn pin_to_one_core() {
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET on index 0 stays in bounds.

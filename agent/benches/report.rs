@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vigil::config::KafkaConfig;
-use vigil::report::kafka::Reporter;
-use vigil::report::spool::{Class, Spool, SpoolConfig};
+use vigil::sink::kafka::producer::Reporter;
+use vigil::sink::kafka::spool::{Class, Spool, SpoolConfig};
 
 fn flow_line(i: u64) -> String {
     format!(

@@ -1,25 +1,19 @@
-//! Vigil userspace agent: loads the kernel programs, turns their events and
-//! flow sums into typed records, and writes them out.
+//! Vigil userspace agent. Each folder owns one concern:
+//! `kernel` loads and attaches the eBPF programs; `pipeline` turns ring
+//! buffer bytes into typed [`record`]s; `detect` raises ATT&CK-mapped alerts;
+//! `response` runs playbooks over `enforce` (blocklist, nftables, kill,
+//! audit log); `sink` writes records out (JSON lines, Kafka); `service`
+//! holds the daemon's endpoints (metrics, control socket, systemd notify);
+//! `daemon` wires them together and runs the loop.
 
-pub mod audit;
-pub mod btf;
-pub mod clock;
-pub mod community_id;
 pub mod config;
-pub mod control;
 pub mod daemon;
-pub mod decode;
 pub mod detect;
 pub mod enforce;
-pub mod event;
-pub mod flow;
-pub mod loader;
-pub mod metrics;
-pub mod notify;
-pub mod output;
-pub mod pam;
+pub mod kernel;
 pub mod pipeline;
-pub mod proc_cache;
-pub mod report;
+pub mod record;
 pub mod response;
-pub mod tracefs;
+pub mod service;
+pub mod sink;
+pub mod util;

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::iforest::IsolationForest;
 use super::{Detector, Finding, Severity};
-use crate::flow::FEATURE_NAMES;
-use crate::output::Body;
+use crate::pipeline::flow::FEATURE_NAMES;
+use crate::record::Body;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -281,7 +281,7 @@ impl Detector for AnomalyDetector {
 mod tests {
     use super::*;
     use crate::detect::iforest::{planted, Rng};
-    use crate::output::Flow;
+    use crate::record::Flow;
 
     fn flow(x: [f64; 16]) -> Body {
         Body::Flow(Box::new(Flow {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::lru::Bounded;
 use super::{Detector, Finding, Severity};
-use crate::output::Body;
+use crate::record::Body;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::lru::Bounded;
 use super::{Detector, Finding, Severity};
-use crate::output::Body;
+use crate::record::Body;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -211,7 +211,7 @@ impl Detector for BruteForceDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::AuthAttempt;
+    use crate::record::AuthAttempt;
 
     fn auth(src: &str, user: &str, ok: bool) -> Body {
         Body::AuthAttempt(AuthAttempt {

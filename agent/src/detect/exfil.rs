@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::beacon::Beaconing;
 use super::lru::Bounded;
 use super::{Detector, Finding, Severity};
-use crate::output::Body;
+use crate::record::Body;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -240,7 +240,7 @@ impl Detector for ExfilDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::Flow;
+    use crate::record::Flow;
 
     pub fn flow(dst: &str, port: u16, out: u64, inn: u64) -> Body {
         Body::Flow(Box::new(Flow {

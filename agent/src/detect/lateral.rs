@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::lru::Bounded;
 use super::{Detector, Finding, Severity};
-use crate::output::Body;
+use crate::record::Body;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -174,7 +174,7 @@ impl Detector for LateralDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::Conn;
+    use crate::record::Conn;
 
     fn conn(dst: &str, port: u16, failed: bool) -> Body {
         let c = Conn {

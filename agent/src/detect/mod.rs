@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::output::Body;
+use crate::record::Body;
 
 /// Detector names and the ATT&CK techniques (or their parents) each can
 /// raise: playbook checks use it to refuse a trigger that can never match.
@@ -205,7 +205,7 @@ impl Engine {
                 (o.id.clone(), o.count, o.first_seen.clone(), true)
             }
             _ => {
-                let id = crate::enforce::actions::new_id();
+                let id = crate::util::id::new_id();
                 self.open.put(
                     key,
                     Open {
@@ -280,7 +280,7 @@ mod tests {
     }
 
     fn body() -> Body {
-        Body::ProcessFork(crate::output::ProcessFork {
+        Body::ProcessFork(crate::record::ProcessFork {
             pid: 1,
             ppid: 0,
             maybe_thread: false,

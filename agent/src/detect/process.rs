@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::{Detector, Finding, Severity};
-use crate::output::{Body, ProcessExec};
+use crate::record::{Body, ProcessExec};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -139,7 +139,7 @@ impl Detector for ProcessDetector {
                 evidence: serde_json::json!({"writer": w.writer, "writer_pid": w.pid, "written_s_before_exec": now - w.at, "writer_remote": w.remote}),
             });
         }
-        let shell = crate::pipeline::is_shell(&e.exe);
+        let shell = crate::util::is_shell(&e.exe);
         if shell && e.stdio_socket == Some(true) {
             out.push(Finding {
                 detector: "process",
@@ -264,7 +264,7 @@ mod tests {
         // The writer's connection names where the file most likely came from.
         d.on_record(
             0.5,
-            &Body::NetConnect(crate::output::Conn {
+            &Body::NetConnect(crate::record::Conn {
                 pid: Some(5),
                 comm: "curl".into(),
                 exe: None,
@@ -281,7 +281,7 @@ mod tests {
         );
         d.on_record(
             1.0,
-            &Body::FileWrite(crate::output::FileWrite {
+            &Body::FileWrite(crate::record::FileWrite {
                 pid: 5,
                 comm: "curl".into(),
                 exe: Some(std::sync::Arc::from("/usr/bin/curl")),

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::lru::Bounded;
 use super::{Detector, Finding, Severity};
-use crate::output::Body;
+use crate::record::Body;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -122,7 +122,7 @@ impl Detector for ScanDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::Conn;
+    use crate::record::Conn;
 
     fn refused(scanner: &str, port: u16) -> Body {
         Body::NetRefused(Conn {

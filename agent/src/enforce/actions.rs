@@ -2,13 +2,11 @@
 //! `kind, id, ts, host, action, target, ttl_s, state`.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::clock::now_rfc3339;
-
-static SEQ: AtomicU64 = AtomicU64::new(0);
+use crate::util::clock::now_rfc3339;
+pub use crate::util::id::new_id;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Action {
@@ -24,19 +22,6 @@ pub struct Action {
     pub state: &'static str,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub detail: String,
-}
-
-/// A unique id: wall-clock nanoseconds, pid and a sequence number.
-pub fn new_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{nanos:x}-{:x}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 impl Action {
@@ -67,8 +52,8 @@ impl Action {
 
     /// Appends to the hash-chained audit log `<state_dir>/audit.jsonl`,
     /// synced before returning.
-    pub fn record(&self, state_dir: &Path) -> Result<(), crate::audit::AuditError> {
+    pub fn record(&self, state_dir: &Path) -> Result<(), crate::enforce::audit::AuditError> {
         let v = serde_json::to_value(self).unwrap_or_default();
-        crate::audit::append(state_dir, &v)
+        crate::enforce::audit::append(state_dir, &v)
     }
 }

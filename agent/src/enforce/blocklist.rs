@@ -145,14 +145,28 @@ impl Blocklist {
         out
     }
 
-    /// Dropped [in packets, in bytes, out packets, out bytes], all CPUs.
-    pub fn totals(&self) -> [u64; 4] {
-        let mut t = [0u64; 4];
-        for (slot, total) in t.iter_mut().enumerate() {
-            if let Ok(v) = self.stats.get(&(slot as u32), 0) {
-                *total = v.iter().sum();
-            }
+    /// What the kernel dropped, summed over all CPUs.
+    pub fn totals(&self) -> BlockTotals {
+        let slot = |i: u32| {
+            self.stats
+                .get(&i, 0)
+                .map(|v| v.iter().sum::<u64>())
+                .unwrap_or(0)
+        };
+        BlockTotals {
+            in_packets: slot(wire::STAT_IN_PACKETS),
+            in_bytes: slot(wire::STAT_IN_BYTES),
+            out_packets: slot(wire::STAT_OUT_PACKETS),
+            out_bytes: slot(wire::STAT_OUT_BYTES),
         }
-        t
     }
+}
+
+/// Packets and bytes the blocklist dropped, by direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BlockTotals {
+    pub in_packets: u64,
+    pub in_bytes: u64,
+    pub out_packets: u64,
+    pub out_bytes: u64,
 }

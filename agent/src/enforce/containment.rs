@@ -13,8 +13,8 @@ use super::blocklist::{BlockEntry, Blocklist};
 use super::cidr::Cidr;
 use super::guard::{self, Guard, GuardInputs};
 use super::{isolate, kill, state, EnforceError};
-use crate::clock::monotonic_ns;
 use crate::config::Config;
+use crate::util::clock::monotonic_ns;
 
 pub struct Containment {
     host: String,
@@ -58,7 +58,7 @@ impl Containment {
     pub fn open(cfg: &Config, host: &str) -> Result<(Containment, AttachReport), EnforceError> {
         let mut enforcer = Enforcer::load(&cfg.enforce.pin_dir)?;
         let mut blocks = Blocklist::open(&cfg.enforce.pin_dir)?;
-        let cgroup = crate::loader::cgroup2_root();
+        let cgroup = crate::kernel::loader::cgroup2_root();
         let xdp = enforcer.attach_interfaces(&cfg.enforce.interfaces, &cfg.enforce.xdp_mode);
         let egress = match &cgroup {
             Some(cg) => match enforcer.attach_egress(cg) {
@@ -266,7 +266,8 @@ pub fn direction(flags: u32) -> &'static str {
 /// Kill needs no loaded programs; it is recorded like every other action.
 pub fn kill_action(cfg: &Config, host: &str, pid: u32, start: Option<u64>, freeze: bool) -> Action {
     let (verb, result) = if freeze {
-        let root = crate::loader::cgroup2_root().unwrap_or_else(|| "/sys/fs/cgroup".to_string());
+        let root =
+            crate::kernel::loader::cgroup2_root().unwrap_or_else(|| "/sys/fs/cgroup".to_string());
         (
             "freeze",
             kill::freeze(pid, &root).map(|cg| format!("froze cgroup {cg}")),

@@ -4,6 +4,7 @@
 
 pub mod actions;
 pub mod attach;
+pub mod audit;
 pub mod blocklist;
 pub mod cidr;
 pub mod containment;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::blocklist::{BlockEntry, Blocklist};
 use super::cidr::Cidr;
 use super::EnforceError;
-use crate::clock::monotonic_ns;
+use crate::util::clock::monotonic_ns;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedBlock {

@@ -9,9 +9,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::playbook::{Decision, Endpoint, Mode, Playbook, Step, StepAction};
-use crate::clock::now_rfc3339;
 use crate::detect::{Alert, Severity};
 use crate::enforce::actions::{new_id, Action};
+use crate::util::clock::now_rfc3339;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ResponseError {

@@ -9,11 +9,11 @@ use agent_common::enforce::{BLOCK_EGRESS, BLOCK_INGRESS};
 
 use super::engine::{Executor, Outcome, Undo};
 use super::quarantine;
-use crate::clock::monotonic_ns;
 use crate::enforce::actions::Action;
 use crate::enforce::cidr::Cidr;
 use crate::enforce::containment::Containment;
 use crate::enforce::{isolate, kill};
+use crate::util::clock::monotonic_ns;
 
 pub struct HostExecutor<'a> {
     pub containment: Option<&'a mut Containment>,
@@ -228,7 +228,7 @@ impl Executor for HostExecutor<'_> {
     }
 
     fn audit(&mut self, record: &serde_json::Value) {
-        if let Err(e) = crate::audit::append(self.state_dir, record) {
+        if let Err(e) = crate::enforce::audit::append(self.state_dir, record) {
             tracing::warn!("could not append to the audit log: {e}");
         }
     }

@@ -56,7 +56,7 @@ pub fn quarantine(state_dir: &Path, path: &Path) -> Result<Meta, QuarantineError
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let id = format!("{}-{}", &sha256[..16], crate::enforce::actions::new_id());
+    let id = format!("{}-{}", &sha256[..16], crate::util::id::new_id());
     let dir = root(state_dir).join(&id);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let top = root(state_dir);

@@ -1,25 +1,10 @@
-//! The JSON lines output contract (docs/events.md): one object per line,
-//! each with `kind`, `ts` (RFC 3339) and `host`.
+//! The output record types (docs/events.md): every record a sink receives
+//! serialises to one JSON object with `kind`, `ts` (RFC 3339) and `host`.
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
-
-#[derive(Debug, thiserror::Error)]
-pub enum OutputError {
-    #[error("cannot open output {path}: {source}")]
-    Open {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("writing output: {0}")]
-    Write(#[from] std::io::Error),
-    #[error("serializing a record: {0}")]
-    Json(#[from] serde_json::Error),
-}
 
 #[derive(Debug, Serialize)]
 pub struct Record {
@@ -154,6 +139,29 @@ pub struct Conn {
     pub old_state: Option<&'static str>,
 }
 
+/// Names of the 16 flow features, in vector order (docs/features.md).
+pub const FEATURE_NAMES: [&str; 16] = [
+    "duration",
+    "packets_out",
+    "packets_in",
+    "bytes_out",
+    "bytes_in",
+    "upload_ratio",
+    "mean_size_out",
+    "size_std_out",
+    "mean_size_in",
+    "size_std_in",
+    "iat_mean",
+    "iat_cv",
+    "burstiness",
+    "iat_max",
+    "syn_fraction",
+    "rst_fraction",
+];
+
+/// A flow's feature vector.
+pub type Features = [f64; 16];
+
 #[derive(Debug, Serialize)]
 pub struct Flow {
     pub community_id: String,
@@ -210,64 +218,4 @@ pub struct AgentStats {
     pub flows_evicted: u64,
     pub process_cache_entries: usize,
     pub process_cache_evicted: u64,
-}
-
-/// Buffered JSON lines writer to a file (appending) or stdout.
-pub struct Sink {
-    out: std::io::BufWriter<Box<dyn Write + Send>>,
-}
-
-impl Sink {
-    pub fn open(path: Option<&Path>) -> Result<Sink, OutputError> {
-        let out: Box<dyn Write + Send> = match path {
-            None => Box::new(std::io::stdout()),
-            Some(p) => {
-                if let Some(dir) = p.parent() {
-                    if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir).map_err(|source| OutputError::Open {
-                            path: p.display().to_string(),
-                            source,
-                        })?;
-                    }
-                }
-                Box::new(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(p)
-                        .map_err(|source| OutputError::Open {
-                            path: p.display().to_string(),
-                            source,
-                        })?,
-                )
-            }
-        };
-        Ok(Sink {
-            out: std::io::BufWriter::with_capacity(256 * 1024, out),
-        })
-    }
-
-    pub fn from_writer(w: Box<dyn Write + Send>) -> Sink {
-        Sink {
-            out: std::io::BufWriter::new(w),
-        }
-    }
-
-    pub fn write(&mut self, r: &Record) -> Result<(), OutputError> {
-        serde_json::to_writer(&mut self.out, r)?;
-        self.out.write_all(b"\n")?;
-        Ok(())
-    }
-
-    /// Writes an already-serialized JSON line (e.g. an action record).
-    pub fn write_line(&mut self, line: &str) -> Result<(), OutputError> {
-        self.out.write_all(line.as_bytes())?;
-        self.out.write_all(b"\n")?;
-        Ok(())
-    }
-
-    pub fn flush(&mut self) -> Result<(), OutputError> {
-        self.out.flush()?;
-        Ok(())
-    }
 }

@@ -166,7 +166,7 @@ impl Metrics {
                 &["topic", "result"],
             )?,
             last: Default::default(),
-            heartbeat: AtomicU64::new(crate::clock::monotonic_ns() / 1_000_000_000),
+            heartbeat: AtomicU64::new(crate::util::clock::monotonic_ns() / 1_000_000_000),
             registry: r,
         }))
     }
@@ -190,7 +190,7 @@ impl Metrics {
 
     pub fn beat(&self) {
         self.heartbeat.store(
-            crate::clock::monotonic_ns() / 1_000_000_000,
+            crate::util::clock::monotonic_ns() / 1_000_000_000,
             Ordering::Relaxed,
         );
     }
@@ -202,7 +202,7 @@ impl Metrics {
     }
 
     fn healthy(&self) -> bool {
-        let now = crate::clock::monotonic_ns() / 1_000_000_000;
+        let now = crate::util::clock::monotonic_ns() / 1_000_000_000;
         now.saturating_sub(self.heartbeat.load(Ordering::Relaxed)) <= 10
     }
 }

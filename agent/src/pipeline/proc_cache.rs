@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use lru::LruCache;
 
-use crate::event::{ExecEvent, ForkEvent};
+use crate::pipeline::event::{ExecEvent, ForkEvent};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcInfo {

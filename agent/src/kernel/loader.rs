@@ -12,10 +12,10 @@ use aya::programs::{
 };
 use aya::{Btf, Ebpf, EbpfLoader};
 
-use crate::btf::Btf as KernelBtf;
 use crate::config::{Config, FlowAttach};
-use crate::output::ProbeRow;
-use crate::tracefs;
+use crate::kernel::btf::Btf as KernelBtf;
+use crate::kernel::tracefs;
+use crate::record::ProbeRow;
 
 /// The kernel programs, built by build.rs from agent-ebpf.
 static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -277,9 +277,9 @@ pub fn load(cfg: &Config) -> Result<Loaded, LoaderError> {
     let root = tracefs::ensure_mounted()?;
     let (mut config, missing) = agent_config(root);
     // libpam's private layout, verified against the installed build first.
-    let libpam = crate::pam::find_libpam();
+    let libpam = crate::kernel::pam::find_libpam();
     let pam_check = match &libpam {
-        Some(lib) => crate::pam::verify_offsets(lib),
+        Some(lib) => crate::kernel::pam::verify_offsets(lib),
         None => Err("libpam.so.0 not installed".to_string()),
     };
     if let Ok(o) = &pam_check {

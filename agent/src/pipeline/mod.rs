@@ -3,6 +3,12 @@
 //! a `/proc/<pid>/exe` lookup for the rare exec by relative path, so the
 //! benchmark drives exactly what the daemon runs.
 
+pub mod community_id;
+pub mod decode;
+pub mod event;
+pub mod flow;
+pub mod proc_cache;
+
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -10,13 +16,14 @@ use std::sync::Arc;
 use agent_common::{EventKind, FlowKey, FlowStats, FLOW_FIRST_OUT};
 use lru::LruCache;
 
-use crate::clock::Clock;
-use crate::community_id::community_id;
-use crate::decode::{decode, DecodeError};
-use crate::event::{tcp_state_name, ConnEvent, ConnKind, Event};
-use crate::flow::{features, key_addrs, proto_name};
-use crate::output::{self, Body, Record};
-use crate::proc_cache::{ProcInfo, ProcessCache};
+use crate::pipeline::community_id::community_id;
+use crate::pipeline::decode::{decode, DecodeError};
+use crate::pipeline::event::{tcp_state_name, ConnEvent, ConnKind, Event};
+use crate::pipeline::flow::{features, key_addrs, proto_name};
+use crate::pipeline::proc_cache::{ProcInfo, ProcessCache};
+use crate::record::{self, Body, Record};
+use crate::util::clock::Clock;
+use crate::util::is_shell;
 
 /// Local and remote endpoint of a socket, the join key between connection
 /// events and flows.
@@ -24,14 +31,6 @@ use crate::proc_cache::{ProcInfo, ProcessCache};
 pub struct Endpoints {
     pub local: (IpAddr, u16),
     pub remote: (IpAddr, u16),
-}
-
-/// Shells worth a reverse-shell check at exec.
-pub fn is_shell(exe: &str) -> bool {
-    matches!(
-        exe.rsplit('/').next().unwrap_or(""),
-        "sh" | "bash" | "dash" | "zsh" | "ksh" | "ash" | "busybox" | "fish"
-    )
 }
 
 /// Whether fd 0 or 1 of a process is a socket (read from /proc at exec).
@@ -97,7 +96,7 @@ impl Pipeline {
         let wall_ns = self.clock.wall_ns(ktime_ns);
         Record {
             body,
-            ts: crate::clock::rfc3339_ns(wall_ns),
+            ts: crate::util::clock::rfc3339_ns(wall_ns),
             host: self.host.clone(),
             wall_ns,
         }
@@ -129,7 +128,7 @@ impl Pipeline {
                 let info = self.procs.on_exec(&e, &exe);
                 let parent_exe = self.procs.get(info.ppid).map(|p| p.exe.clone());
                 let stdio_socket = is_shell(&exe).then(|| stdio_is_socket(e.pid));
-                Body::ProcessExec(output::ProcessExec {
+                Body::ProcessExec(record::ProcessExec {
                     stdio_socket,
                     parent_exe,
                     pid: e.pid,
@@ -147,7 +146,7 @@ impl Pipeline {
                 self.stats.events[EventKind::Exit as usize] += 1;
                 let info = self.procs.on_exit(e.pid);
                 let signal = e.signal();
-                Body::ProcessExit(output::ProcessExit {
+                Body::ProcessExit(record::ProcessExit {
                     pid: e.pid,
                     exit_code: if signal.is_some() {
                         None
@@ -162,7 +161,7 @@ impl Pipeline {
             Event::Fork(f) => {
                 self.stats.events[EventKind::Fork as usize] += 1;
                 self.procs.on_fork(&f);
-                Body::ProcessFork(output::ProcessFork {
+                Body::ProcessFork(record::ProcessFork {
                     pid: f.child_pid,
                     ppid: f.parent_pid,
                     maybe_thread: f.maybe_thread,
@@ -178,7 +177,7 @@ impl Pipeline {
                         .map(|cwd| cwd.join(&w.path).to_string_lossy().into_owned())
                         .unwrap_or(w.path)
                 };
-                Body::FileWrite(output::FileWrite {
+                Body::FileWrite(record::FileWrite {
                     pid: w.pid,
                     comm: w.comm,
                     exe: self.procs.get(w.pid).map(|p| p.exe.clone()),
@@ -188,7 +187,7 @@ impl Pipeline {
             Event::Auth(a) => {
                 self.stats.events[EventKind::Auth as usize] += 1;
                 let exe = self.procs.get(a.pid).map(|p| p.exe.clone());
-                Body::AuthAttempt(output::AuthAttempt {
+                Body::AuthAttempt(record::AuthAttempt {
                     pid: a.pid,
                     comm: a.comm,
                     exe,
@@ -235,7 +234,7 @@ impl Pipeline {
         } else {
             c.comm
         };
-        let conn = output::Conn {
+        let conn = record::Conn {
             pid,
             comm,
             exe: info.map(|i| i.exe),
@@ -271,7 +270,7 @@ impl Pipeline {
             p => Some(p),
         };
         let info = pid.and_then(|p| self.procs.get(p).cloned());
-        let flow = output::Flow {
+        let flow = record::Flow {
             community_id: community_id(
                 0,
                 key.proto,
@@ -319,7 +318,7 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::fixtures;
+    use crate::pipeline::decode::fixtures;
 
     fn pipeline() -> Pipeline {
         Pipeline::new(

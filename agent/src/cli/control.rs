@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use vigil::control::{self, Request};
+use vigil::service::control::{self, Request};
 
 fn s(v: &Value) -> String {
     match v {

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use agent_common as wire;
 use agent_common::EventKind;
 
-use crate::event::{
+use crate::pipeline::event::{
     AuthEvent, ConnEvent, ConnKind, Event, ExecEvent, ExitEvent, FileWriteEvent, ForkEvent,
 };
 

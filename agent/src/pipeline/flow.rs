@@ -6,26 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{FlowKey, FlowStats};
 
-pub const FEATURE_NAMES: [&str; 16] = [
-    "duration",
-    "packets_out",
-    "packets_in",
-    "bytes_out",
-    "bytes_in",
-    "upload_ratio",
-    "mean_size_out",
-    "size_std_out",
-    "mean_size_in",
-    "size_std_in",
-    "iat_mean",
-    "iat_cv",
-    "burstiness",
-    "iat_max",
-    "syn_fraction",
-    "rst_fraction",
-];
-
-pub type Features = [f64; 16];
+pub use crate::record::{Features, FEATURE_NAMES};
 
 fn ln1p(x: f64) -> f64 {
     x.ln_1p()

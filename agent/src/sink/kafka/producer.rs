@@ -110,7 +110,7 @@ pub fn with_id(line: &str) -> String {
     if line.starts_with("{\"id\":") || line.contains(",\"id\":\"") || !line.starts_with('{') {
         return line.to_string();
     }
-    let id = crate::enforce::actions::new_id();
+    let id = crate::util::id::new_id();
     if line == "{}" {
         return format!("{{\"id\":\"{id}\"}}");
     }

@@ -14,7 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::kafka::Inbound;
+use super::producer::Inbound;
 
 /// Next offset to read, per "topic/partition".
 pub type Offsets = BTreeMap<String, i64>;

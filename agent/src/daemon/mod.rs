@@ -12,22 +12,24 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::clock::{monotonic_ns, now_rfc3339, Clock};
 use crate::config::Config;
 use crate::detect::Engine;
 use crate::enforce::containment::Containment;
-use crate::event::{ConnKind, Event};
-use crate::loader::{self, LoaderError};
-use crate::metrics::Metrics;
-use crate::output::{AgentStart, AgentStats, Body, OutputError, ProbeRow, Record, Sink};
+use crate::kernel::loader::{self, LoaderError};
+use crate::pipeline::event::{ConnKind, Event};
+use crate::pipeline::proc_cache::ProcessCache;
 use crate::pipeline::{FlowEnd, Pipeline};
-use crate::proc_cache::ProcessCache;
-use crate::report::commands::{Command, Verifier};
-use crate::report::consumer::{self, Offsets};
-use crate::report::kafka::{Inbound, Reporter};
+use crate::record::{AgentStart, AgentStats, Body, ProbeRow, Record};
 use crate::response::engine::{By, Limits, Responder};
 use crate::response::executor::HostExecutor;
 use crate::response::playbook::{self, Decision, PlaybookError};
+use crate::service::metrics::Metrics;
+use crate::sink::jsonl::Sink;
+use crate::sink::kafka::commands::{Command, Verifier};
+use crate::sink::kafka::consumer::{self, Offsets};
+use crate::sink::kafka::producer::{Inbound, Reporter};
+use crate::sink::SinkError;
+use crate::util::clock::{monotonic_ns, now_rfc3339, Clock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -36,17 +38,17 @@ pub enum DaemonError {
     #[error(transparent)]
     Loader(#[from] LoaderError),
     #[error(transparent)]
-    Output(#[from] OutputError),
+    Output(#[from] SinkError),
     #[error(transparent)]
     Enforce(#[from] crate::enforce::EnforceError),
     #[error(transparent)]
-    Metrics(#[from] crate::metrics::MetricsError),
+    Metrics(#[from] crate::service::metrics::MetricsError),
     #[error("refusing to start with bad playbooks:\n{0}")]
     Playbooks(#[from] PlaybookError),
     #[error(transparent)]
-    Control(#[from] crate::control::ControlError),
+    Control(#[from] crate::service::control::ControlError),
     #[error(transparent)]
-    Kafka(#[from] crate::report::kafka::KafkaError),
+    Kafka(#[from] crate::sink::kafka::producer::KafkaError),
     #[error("kernel map {name} unusable: {reason}")]
     Map { name: &'static str, reason: String },
     #[error("{0}")]
@@ -183,7 +185,7 @@ fn responder_for(cfg: &Config, playbooks: Vec<playbook::Playbook>) -> Responder 
 
 impl State {
     fn on_ring_record(&mut self, data: &[u8]) -> Result<(), DaemonError> {
-        match crate::decode::decode(data) {
+        match crate::pipeline::decode::decode(data) {
             Ok(ev) => {
                 if let Event::Conn(c) = &ev {
                     if c.kind == ConnKind::Close {
@@ -362,7 +364,7 @@ impl State {
             };
             let rec = serde_json::json!({
                 "kind": "command",
-                "id": crate::enforce::actions::new_id(),
+                "id": crate::util::id::new_id(),
                 "ts": now_rfc3339(),
                 "host": &*host,
                 "topic": m.topic,
@@ -372,7 +374,7 @@ impl State {
                 "result": result,
                 "detail": detail,
             });
-            if let Err(e) = crate::audit::append(&self.cfg.state_dir, &rec) {
+            if let Err(e) = crate::enforce::audit::append(&self.cfg.state_dir, &rec) {
                 tracing::warn!("could not append to the audit log: {e}");
             }
             if let Some(mm) = &self.metrics {
@@ -584,7 +586,7 @@ impl State {
         uid: u32,
         now: f64,
         out: &mut Vec<serde_json::Value>,
-    ) -> crate::control::Response {
+    ) -> crate::service::control::Response {
         let host = self.pipeline.host();
         let mut ex = HostExecutor {
             containment: self.containment.as_mut(),
@@ -594,14 +596,14 @@ impl State {
         match self.responder.decide(id, d, By::Uid(uid), now, &mut ex) {
             Ok(o) => {
                 *out = o.clone();
-                crate::control::Response::ok(serde_json::Value::Array(o))
+                crate::service::control::Response::ok(serde_json::Value::Array(o))
             }
-            Err(e) => crate::control::Response::err(e),
+            Err(e) => crate::service::control::Response::err(e),
         }
     }
 
-    fn on_call(&mut self, call: crate::control::Call) -> Result<(), DaemonError> {
-        use crate::control::{Request, Response};
+    fn on_call(&mut self, call: crate::service::control::Call) -> Result<(), DaemonError> {
+        use crate::service::control::{Request, Response};
         let host = self.pipeline.host();
         let now = wall_s();
         let mut out = Vec::new();
@@ -810,12 +812,12 @@ impl State {
             let t = c.blocks.totals();
             m.mirror(
                 "drop_in",
-                t[0],
+                t.in_packets,
                 &m.blocklist_dropped_packets.with_label_values(&["in"]),
             );
             m.mirror(
                 "drop_out",
-                t[2],
+                t.out_packets,
                 &m.blocklist_dropped_packets.with_label_values(&["out"]),
             );
             // Listing walks every entry and isolation asks nft: every 10 s.
@@ -987,9 +989,11 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let _control_task = if st.cfg.control.socket.as_os_str().is_empty() {
         None
     } else {
-        let listener = crate::control::bind(&st.cfg.control.socket)?;
+        let listener = crate::service::control::bind(&st.cfg.control.socket)?;
         let feed = st.alert_feed.clone();
-        Some(tokio::spawn(crate::control::serve(listener, call_tx, feed)))
+        Some(tokio::spawn(crate::service::control::serve(
+            listener, call_tx, feed,
+        )))
     };
     let _metrics_task = if st.cfg.metrics.listen.is_empty() {
         None
@@ -1001,7 +1005,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         }
         // Bind before serving so a taken port fails start-up with a clear line.
         let listener = std::net::TcpListener::bind(&st.cfg.metrics.listen).map_err(|source| {
-            crate::metrics::MetricsError::Bind {
+            crate::service::metrics::MetricsError::Bind {
                 addr: st.cfg.metrics.listen.clone(),
                 source,
             }
@@ -1010,7 +1014,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         st.metrics = Some(m.clone());
         let addr = st.cfg.metrics.listen.clone();
         Some(tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(addr, m).await {
+            if let Err(e) = crate::service::metrics::serve(addr, m).await {
                 tracing::error!("{e}");
             }
         }))
@@ -1027,7 +1031,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         probes,
         processes_seeded: seeded,
     }))?;
-    crate::notify::notify("READY=1\nSTATUS=kernel programs attached");
+    crate::service::notify::notify("READY=1\nSTATUS=kernel programs attached");
     match st.cfg.output_path() {
         Some(p) => tracing::info!("vigil running; writing JSON lines to {}", p.display()),
         None => tracing::info!("vigil running; writing JSON lines to stdout"),
@@ -1053,7 +1057,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
 
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
     // The watchdog is fed from this loop, so only a turning pipeline feeds it.
-    let watchdog_every = crate::notify::watchdog_interval();
+    let watchdog_every = crate::service::notify::watchdog_interval();
     let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
     loop {
         if let Some(m) = &st.metrics {
@@ -1084,7 +1088,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
                 st.write_agent(Body::AgentStats(s))?;
             }
             _ = watchdog.tick(), if watchdog_every.is_some() => {
-                crate::notify::notify("WATCHDOG=1");
+                crate::service::notify::notify("WATCHDOG=1");
             }
             _ = metrics_tick.tick(), if st.metrics.is_some() => {
                 st.update_metrics(&loaded.ebpf);
@@ -1108,7 +1112,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         }
     }
 
-    crate::notify::notify("STOPPING=1");
+    crate::service::notify::notify("STOPPING=1");
     // Drain what the kernel already queued, then emit every live flow.
     let rb = ring.get_mut();
     while let Some(item) = rb.next() {

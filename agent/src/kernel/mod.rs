@@ -1,0 +1,7 @@
+//! The kernel side as userspace sees it: loading the eBPF object, the probe
+//! table, kernel BTF and tracefs offsets, and libpam's private layout.
+
+pub mod btf;
+pub mod loader;
+pub mod pam;
+pub mod tracefs;
