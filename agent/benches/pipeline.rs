@@ -12,7 +12,8 @@ use agent_common::{EventKind, FlowKey, FlowStats};
 use vigil::pipeline::decode::fixtures;
 use vigil::pipeline::proc_cache::ProcessCache;
 use vigil::pipeline::{FlowEnd, Pipeline};
-use vigil::sink::jsonl::Sink;
+use vigil::sink::jsonl::JsonLines;
+use vigil::sink::{Output, Sinks};
 use vigil::util::clock::Clock;
 
 fn pin_to_one_core() {
@@ -103,11 +104,13 @@ fn main() {
         best_enrich = best_enrich.min(t.elapsed().as_secs_f64());
 
         let mut p = pipeline();
-        let mut sink = Sink::from_writer(Box::new(std::io::sink()));
+        let mut sinks = Sinks::new(vec![Box::new(JsonLines::from_writer(Box::new(
+            std::io::sink(),
+        )))]);
         let t = Instant::now();
         for rec in &stream {
             if let Ok(r) = p.on_bytes(rec) {
-                let _ = sink.write(&r);
+                black_box(sinks.emit(Output::Event(&r)));
             }
         }
         best_json = best_json.min(t.elapsed().as_secs_f64());

@@ -3,65 +3,66 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::SinkError;
-use crate::record::Record;
+use super::{Output, Sink, SinkError};
 
 /// Buffered JSON lines writer to a file (appending) or stdout.
-pub struct Sink {
+pub struct JsonLines {
     out: std::io::BufWriter<Box<dyn Write + Send>>,
+    target: String,
 }
 
-impl Sink {
-    pub fn open(path: Option<&Path>) -> Result<Sink, SinkError> {
-        let out: Box<dyn Write + Send> = match path {
-            None => Box::new(std::io::stdout()),
-            Some(p) => {
-                if let Some(dir) = p.parent() {
-                    if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir).map_err(|source| SinkError::Open {
-                            path: p.display().to_string(),
-                            source,
-                        })?;
-                    }
-                }
-                Box::new(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(p)
-                        .map_err(|source| SinkError::Open {
-                            path: p.display().to_string(),
-                            source,
-                        })?,
-                )
-            }
+impl JsonLines {
+    /// `None` writes to stdout.
+    pub fn open(path: Option<&Path>) -> Result<JsonLines, SinkError> {
+        let Some(p) = path else {
+            let mut s = JsonLines::from_writer(Box::new(std::io::stdout()));
+            s.target = "stdout".into();
+            return Ok(s);
         };
-        Ok(Sink {
-            out: std::io::BufWriter::with_capacity(256 * 1024, out),
-        })
+        let open_err = |source| SinkError::Open {
+            path: p.display().to_string(),
+            source,
+        };
+        if let Some(dir) = p.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(open_err)?;
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(open_err)?;
+        let mut s = JsonLines::from_writer(Box::new(file));
+        s.target = p.display().to_string();
+        Ok(s)
     }
 
-    pub fn from_writer(w: Box<dyn Write + Send>) -> Sink {
-        Sink {
-            out: std::io::BufWriter::new(w),
+    pub fn from_writer(w: Box<dyn Write + Send>) -> JsonLines {
+        JsonLines {
+            out: std::io::BufWriter::with_capacity(256 * 1024, w),
+            target: String::new(),
         }
     }
+}
 
-    pub fn write(&mut self, r: &Record) -> Result<(), SinkError> {
-        serde_json::to_writer(&mut self.out, r)?;
-        self.out.write_all(b"\n")?;
-        Ok(())
+impl Sink for JsonLines {
+    fn name(&self) -> &'static str {
+        "jsonl"
     }
 
-    /// Writes an already-serialized JSON line (e.g. an action record).
-    pub fn write_line(&mut self, line: &str) -> Result<(), SinkError> {
+    fn write(&mut self, _out: &Output<'_>, line: &str) -> Result<(), SinkError> {
         self.out.write_all(line.as_bytes())?;
         self.out.write_all(b"\n")?;
         Ok(())
     }
 
-    pub fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self) -> Result<(), SinkError> {
         self.out.flush()?;
         Ok(())
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::json!({ "path": self.target })
     }
 }

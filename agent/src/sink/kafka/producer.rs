@@ -345,6 +345,70 @@ impl Inbound {
     }
 }
 
+impl crate::sink::Sink for Reporter {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn wants(&self, kind: &str) -> bool {
+        Reporter::wants(self, kind)
+    }
+
+    fn write(
+        &mut self,
+        out: &crate::sink::Output<'_>,
+        line: &str,
+    ) -> Result<(), crate::sink::SinkError> {
+        Ok(self.submit(out.kind(), line)?)
+    }
+
+    fn tick(&mut self) -> Result<(), crate::sink::SinkError> {
+        Ok(self.pump()?)
+    }
+
+    fn close(&mut self) {
+        // What is not acknowledged now stays spooled for the next start.
+        Reporter::close(self, Duration::from_secs(2));
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "brokers": self.cfg.brokers,
+            "spool_records": self.spool.pending(),
+            "spool_bytes": self.spool.bytes(),
+            "spool": self.spool.stats,
+            "delivered": self.stats.delivered,
+            "delivery_errors": self.stats.delivery_errors,
+            "telemetry_shed": self.stats.shed_rate,
+            "producer_restarts": self.stats.producer_restarts,
+            "last_error": self.stats.last_error,
+        })
+    }
+
+    fn observe(&self, m: &crate::service::metrics::Metrics) {
+        m.spool_bytes.set(self.spool.bytes() as i64);
+        m.spool_records.set(self.spool.pending() as i64);
+        m.mirror("kafka_ok", self.stats.delivered, &m.kafka_delivered);
+        m.mirror(
+            "kafka_err",
+            self.stats.delivery_errors,
+            &m.kafka_delivery_errors,
+        );
+        m.mirror("kafka_shed", self.stats.shed_rate, &m.kafka_telemetry_shed);
+        let s = self.spool.stats;
+        m.mirror(
+            "spool_shed_t",
+            s.shed_telemetry,
+            &m.spool_shed.with_label_values(&["telemetry"]),
+        );
+        m.mirror(
+            "spool_shed_a",
+            s.shed_alerts_actions,
+            &m.spool_shed.with_label_values(&["alert_action"]),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,307 @@
+//! The agent's state and the record path through it: ring buffer bytes →
+//! pipeline → sinks → detectors → response. One task owns it, so no
+//! component needs a lock.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agent_common::FlowKey;
+use tokio::sync::broadcast;
+
+use super::flows::{FlowTracker, KernelMaps};
+use crate::config::Config;
+use crate::detect::{Alert, Engine};
+use crate::enforce::containment::Containment;
+use crate::pipeline::event::{ConnKind, Event};
+use crate::pipeline::{FlowEnd, Pipeline};
+use crate::record::{Body, ProbeRow, Record};
+use crate::response::engine::{Executor, Responder};
+use crate::response::executor::HostExecutor;
+use crate::response::playbook::{self, PlaybookError};
+use crate::service::metrics::Metrics;
+use crate::sink::kafka::commands::Verifier;
+use crate::sink::kafka::consumer::Offsets;
+use crate::sink::{Output, Sinks};
+use crate::util::clock::{monotonic_ns, now_rfc3339};
+
+/// Alerts kept for `vigil alerts`.
+pub const RECENT_ALERTS: usize = 256;
+pub const RESPONSE_STATE: &str = "response.json";
+
+/// Wall-clock seconds, the clock approvals' deadlines use.
+pub fn wall_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The response engine with what it acts through: the host's containment
+/// and audit log.
+pub struct Response {
+    pub responder: Responder,
+    pub containment: Option<Containment>,
+    pub state_dir: PathBuf,
+    pub host: Arc<str>,
+}
+
+impl Response {
+    /// Runs `f` with the responder and an executor that changes this host.
+    pub fn act<T>(&mut self, f: impl FnOnce(&mut Responder, &mut dyn Executor) -> T) -> T {
+        let mut ex = HostExecutor {
+            containment: self.containment.as_mut(),
+            state_dir: &self.state_dir,
+            host: &self.host,
+        };
+        f(&mut self.responder, &mut ex)
+    }
+
+    /// Saves the incidents and approvals when they changed.
+    fn save_if_dirty(&mut self) {
+        if !self.responder.take_dirty() {
+            return;
+        }
+        let path = self.state_dir.join(RESPONSE_STATE);
+        let tmp = path.with_extension("json.tmp");
+        let body = serde_json::to_vec(&self.responder.save()).unwrap_or_default();
+        if let Err(e) = std::fs::write(&tmp, body).and_then(|_| std::fs::rename(&tmp, &path)) {
+            tracing::warn!("could not save response state to {}: {e}", path.display());
+        }
+    }
+
+    /// Restores incidents and approvals saved by an earlier run.
+    pub fn restore(&mut self) {
+        match std::fs::read(self.state_dir.join(RESPONSE_STATE)) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(saved) => self.responder.restore(saved),
+                Err(e) => tracing::warn!("ignored unreadable {RESPONSE_STATE} ({e})"),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("could not read {RESPONSE_STATE}: {e}"),
+        }
+    }
+}
+
+/// The last alerts, and a feed for `vigil alerts --follow`.
+pub struct AlertFeed {
+    pub recent: VecDeque<Alert>,
+    pub feed: broadcast::Sender<Arc<str>>,
+}
+
+impl AlertFeed {
+    pub fn new() -> AlertFeed {
+        AlertFeed {
+            recent: VecDeque::new(),
+            feed: broadcast::channel(1024).0,
+        }
+    }
+
+    fn push(&mut self, alert: &Alert, line: Option<String>) {
+        if let Some(line) = line {
+            let _ = self.feed.send(Arc::from(line));
+        }
+        if self.recent.len() == RECENT_ALERTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(alert.clone());
+    }
+}
+
+impl Default for AlertFeed {
+    fn default() -> Self {
+        AlertFeed::new()
+    }
+}
+
+/// Fleet messages: who may send them, and how far they were read.
+pub struct Fleet {
+    pub verifier: Verifier,
+    pub offsets: Offsets,
+}
+
+pub struct Agent {
+    pub cfg: Config,
+    pub pipeline: Pipeline,
+    pub sinks: Sinks,
+    pub kernel: Box<dyn KernelMaps>,
+    pub flows: FlowTracker,
+    pub engine: Option<Engine>,
+    pub response: Response,
+    pub alerts: AlertFeed,
+    pub fleet: Fleet,
+    pub metrics: Option<Arc<Metrics>>,
+    pub probes: Vec<ProbeRow>,
+    pub metric_ticks: u64,
+}
+
+impl Agent {
+    /// One ring buffer record: decoded, enriched, written, detected on.
+    pub fn on_ring_record(&mut self, data: &[u8]) {
+        match crate::pipeline::decode::decode(data) {
+            Ok(ev) => {
+                if let Event::Conn(c) = &ev {
+                    if c.kind == ConnKind::Close {
+                        self.flows.on_close(
+                            monotonic_ns(),
+                            (c.src_ip, c.src_port),
+                            (c.dst_ip, c.dst_port),
+                        );
+                    }
+                }
+                let r = self.pipeline.on_event(ev);
+                self.on_record(&r);
+            }
+            Err(e) => {
+                self.pipeline.stats.decode_errors += 1;
+                // One line per bad record kind would flood; the count is in agent_stats.
+                if self.pipeline.stats.decode_errors.is_power_of_two() {
+                    tracing::warn!(
+                        "dropped a malformed kernel record: {e} ({} so far)",
+                        self.pipeline.stats.decode_errors
+                    );
+                }
+            }
+        }
+    }
+
+    /// A record from the pipeline: out to the sinks, then to the detectors.
+    fn on_record(&mut self, r: &Record) {
+        self.sinks.emit(Output::Event(r));
+        if let Some(m) = &self.metrics {
+            m.events.with_label_values(&[r.body.kind()]).inc();
+        }
+        self.detect(r);
+    }
+
+    /// Runs the detectors on a record; each alert is written, printed one
+    /// readable line on stderr, fed to followers and handed to the playbooks.
+    fn detect(&mut self, r: &Record) {
+        let Some(engine) = self.engine.as_mut() else {
+            return;
+        };
+        let now_s = r.wall_ns as f64 / 1e9;
+        for alert in engine.on_record(now_s, &r.ts, &r.host, &r.body) {
+            eprintln!("{}", alert.line());
+            if let Some(m) = &self.metrics {
+                for t in &alert.techniques {
+                    m.alerts.with_label_values(&[alert.detector, t.id]).inc();
+                }
+                let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+                if r.wall_ns > 0 && now_ns > r.wall_ns {
+                    m.pipeline_latency
+                        .observe((now_ns - r.wall_ns) as f64 / 1e9);
+                }
+            }
+            let line = self.sinks.emit(Output::Alert(&alert));
+            self.alerts.push(&alert, line);
+            let out = self.response.act(|r, ex| r.on_alert(&alert, wall_s(), ex));
+            self.respond(out);
+        }
+    }
+
+    /// Writes what the response engine or containment did, counts it, and
+    /// saves the engine's state when it changed.
+    pub fn respond(&mut self, out: Vec<serde_json::Value>) {
+        for v in &out {
+            if let Some(m) = &self.metrics {
+                if v["kind"] == "action" {
+                    let a = v["action"].as_str().unwrap_or("");
+                    let st = v["state"].as_str().unwrap_or("");
+                    m.actions.with_label_values(&[a, st]).inc();
+                }
+            }
+            self.sinks.emit(Output::Response(v));
+        }
+        self.response.save_if_dirty();
+    }
+
+    /// Approval deadlines.
+    pub fn respond_tick(&mut self) {
+        let out = self.response.act(|r, ex| r.tick(wall_s(), ex));
+        self.respond(out);
+    }
+
+    /// Re-reads the playbook directory; on any problem the running set stays.
+    pub fn reload(&mut self) -> Result<usize, PlaybookError> {
+        match playbook::load_dir(&self.cfg.playbooks.dir) {
+            Ok(set) => {
+                let n = set.len();
+                tracing::info!(
+                    "reloaded {n} playbooks from {}",
+                    self.cfg.playbooks.dir.display()
+                );
+                self.response.responder.playbooks = set;
+                Ok(n)
+            }
+            Err(e) => {
+                tracing::error!("playbook reload refused; keeping the running set:\n{e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes a flow out of the kernel map and runs it down the record path.
+    fn emit_flow(&mut self, key: &FlowKey, end: FlowEnd) {
+        if let Some(stats) = self.kernel.take_flow(key) {
+            let r = self.pipeline.on_flow(key, &stats, end);
+            self.on_record(&r);
+            if let Some(m) = &self.metrics {
+                m.flows_emitted.inc();
+            }
+        }
+    }
+
+    /// Emits closed flows whose linger is over (every one when `all`).
+    pub fn flush_closed(&mut self, all: bool) {
+        for key in self.flows.closed_due(monotonic_ns(), all) {
+            self.emit_flow(&key, FlowEnd::Close);
+        }
+    }
+
+    /// Emits every due flow in the kernel map (every flow at shutdown).
+    pub fn sweep(&mut self, shutdown: bool) {
+        let due = self.flows.sweep(
+            self.kernel.as_ref(),
+            monotonic_ns(),
+            self.pipeline.stats.flows,
+            shutdown,
+        );
+        for (key, end) in due {
+            self.emit_flow(&key, end);
+        }
+    }
+
+    /// Expires lapsed blocks and attaches XDP to new interfaces.
+    pub fn maintain(&mut self) {
+        let Some(c) = self.response.containment.as_mut() else {
+            return;
+        };
+        let expired = c.expire();
+        for a in c.rescan_interfaces() {
+            tracing::info!(
+                "xdp blocklist on new interface {}: {} {}",
+                a.interface,
+                a.mode,
+                a.detail
+            );
+        }
+        let out = expired
+            .iter()
+            .map(|a| serde_json::to_value(a).unwrap_or_default())
+            .collect();
+        self.respond(out);
+    }
+
+    /// An agent record (start, stats, stop), flushed at once.
+    pub fn write_agent(&mut self, body: Body) {
+        let r = Record {
+            body,
+            ts: now_rfc3339(),
+            host: self.pipeline.host(),
+            wall_ns: 0,
+        };
+        self.sinks.emit(Output::Event(&r));
+        self.sinks.flush();
+    }
+}

@@ -1,0 +1,323 @@
+//! Wiring: builds every component from the config, in the order that lets
+//! start-up fail before anything is attached where it can (bad playbooks,
+//! taken metrics port), and reports what attached.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::agent::{Agent, AlertFeed, Fleet, Response};
+use super::flows::{FlowTracker, Kernel};
+use super::inbound::OFFSETS_FILE;
+use super::schedule::{Job, Schedule};
+use super::DaemonError;
+use crate::config::Config;
+use crate::enforce::containment::Containment;
+use crate::kernel::loader;
+use crate::pipeline::proc_cache::ProcessCache;
+use crate::pipeline::Pipeline;
+use crate::record::{AgentStart, Body, ProbeRow};
+use crate::response::engine::{Limits, Responder};
+use crate::response::playbook;
+use crate::service::control::Call;
+use crate::service::metrics::Metrics;
+use crate::sink::jsonl::JsonLines;
+use crate::sink::kafka::commands::Verifier;
+use crate::sink::kafka::consumer;
+use crate::sink::kafka::producer::{Inbound, Reporter};
+use crate::sink::{Sink, Sinks};
+use crate::util::clock::Clock;
+
+/// Everything `serve` drives besides the agent itself.
+pub struct Running {
+    pub ebpf: aya::Ebpf,
+    pub ring: AsyncFd<RingBuf<MapData>>,
+    pub calls: mpsc::Receiver<Call>,
+    pub inbound: mpsc::Receiver<Inbound>,
+    pub schedule: Schedule,
+    /// Kept so the tasks and the consumer thread live as long as the loop.
+    pub _tasks: Vec<JoinHandle<()>>,
+    pub _consumer: Option<std::thread::JoinHandle<()>>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+fn take<T>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<T, DaemonError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DaemonError::Map {
+        name,
+        reason: "missing from the object".to_string(),
+    })?;
+    T::try_from(map).map_err(|e| DaemonError::Map {
+        name,
+        reason: e.to_string(),
+    })
+}
+
+/// The enforcement programs, when enabled, and their probe rows.
+fn containment(
+    cfg: &Config,
+    host: &str,
+    probes: &mut Vec<ProbeRow>,
+) -> Result<Option<Containment>, DaemonError> {
+    if !cfg.enforce.enabled {
+        return Ok(None);
+    }
+    let (c, report) = Containment::open(cfg, host)?;
+    for x in &report.xdp {
+        let state = if x.mode == "failed" {
+            "failed"
+        } else {
+            "attached"
+        };
+        probes.push(ProbeRow {
+            name: "blocklist_in".to_string(),
+            hook: format!("xdp/{}", x.interface),
+            tier: if x.mode == "generic" { 2 } else { 1 },
+            state: state.to_string(),
+            detail: x.mode.clone() + if x.detail.is_empty() { "" } else { ": " } + &x.detail,
+        });
+    }
+    probes.push(ProbeRow {
+        name: "blocklist_out".to_string(),
+        hook: format!("cgroup_skb/egress {}", c.cgroup().unwrap_or("?")),
+        tier: 1,
+        state: if report.egress.starts_with("failed") {
+            "failed"
+        } else {
+            "attached"
+        }
+        .to_string(),
+        detail: report.egress.clone(),
+    });
+    if report.restored > 0 {
+        tracing::info!(
+            "restored {} blocks from the state directory",
+            report.restored
+        );
+    }
+    Ok(Some(c))
+}
+
+/// Binds the metrics port before serving, so a taken port fails start-up
+/// with a clear line.
+/// The metrics registry and the task serving it.
+type Served = (Arc<Metrics>, JoinHandle<()>);
+
+fn metrics(cfg: &Config) -> Result<Option<Served>, DaemonError> {
+    if cfg.metrics.listen.is_empty() {
+        return Ok(None);
+    }
+    let m = Metrics::new()?;
+    // Per-program run time needs the kernel's bpf_stats switch.
+    if let Err(e) = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1") {
+        tracing::warn!("bpf_stats not enabled ({e}): program run time will read 0");
+    }
+    let listener = std::net::TcpListener::bind(&cfg.metrics.listen).map_err(|source| {
+        crate::service::metrics::MetricsError::Bind {
+            addr: cfg.metrics.listen.clone(),
+            source,
+        }
+    })?;
+    drop(listener);
+    let addr = cfg.metrics.listen.clone();
+    let served = m.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = crate::service::metrics::serve(addr, served).await {
+            tracing::error!("{e}");
+        }
+    });
+    Ok(Some((m, task)))
+}
+
+/// Loads and attaches everything; returns the agent and what drives it.
+pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(DaemonError::NotRoot);
+    }
+    // A bad playbook stops start-up before anything is attached.
+    let playbooks = playbook::load_dir(&cfg.playbooks.dir)?;
+    let mut loaded = loader::load(&cfg)?;
+    for p in &loaded.probes {
+        tracing::info!(
+            "probe {:<14} {:<45} tier {} {} {}",
+            p.name,
+            p.hook,
+            p.tier,
+            p.state,
+            p.detail
+        );
+    }
+    let ring: RingBuf<MapData> = take(&mut loaded.ebpf, agent_common::maps::EVENTS)?;
+    let kernel = Kernel {
+        flows: take(&mut loaded.ebpf, agent_common::maps::FLOWS)?,
+        drops: take(&mut loaded.ebpf, agent_common::maps::EVENT_DROPS)?,
+        created: take(&mut loaded.ebpf, agent_common::maps::FLOWS_CREATED)?,
+    };
+    let mut sinks: Vec<Box<dyn Sink>> =
+        vec![Box::new(JsonLines::open(cfg.output_path().as_deref())?)];
+    let host: Arc<str> = if cfg.host.is_empty() {
+        Arc::from(hostname())
+    } else {
+        Arc::from(cfg.host.as_str())
+    };
+    let mut probes = std::mem::take(&mut loaded.probes);
+    let containment = containment(&cfg, &host, &mut probes)?;
+    let mut procs = ProcessCache::new(cfg.process_cache.max_entries);
+    let seeded = procs.seed_from_proc();
+
+    let (inbound_tx, inbound) = mpsc::channel::<Inbound>(256);
+    let consumer = if cfg.kafka.brokers.is_empty() {
+        drop(inbound_tx);
+        None
+    } else {
+        sinks.push(Box::new(Reporter::new(
+            &cfg.kafka,
+            &host,
+            &cfg.state_dir.join("spool"),
+        )?));
+        tracing::info!("kafka: reporting to {}", cfg.kafka.brokers);
+        let topics = vec![
+            cfg.kafka.topics.commands.clone(),
+            cfg.kafka.topics.enriched.clone(),
+        ];
+        Some(consumer::spawn(
+            cfg.kafka.brokers.clone(),
+            topics,
+            cfg.state_dir.join(OFFSETS_FILE),
+            inbound_tx,
+        )?)
+    };
+    let responder = Responder::new(
+        playbooks,
+        cfg.response.mode,
+        Limits {
+            max_actions_per_minute: cfg.response.max_actions_per_minute,
+            max_concurrent_blocks: cfg.response.max_concurrent_blocks,
+        },
+    );
+    tracing::info!(
+        "{} playbooks loaded from {} (response mode {:?})",
+        responder.playbooks.len(),
+        cfg.playbooks.dir.display(),
+        cfg.response.mode
+    );
+    let mut agent = Agent {
+        pipeline: Pipeline::new(host.clone(), Clock::new(), procs),
+        sinks: Sinks::new(sinks),
+        kernel: Box::new(kernel),
+        flows: FlowTracker::new(cfg.flows.clone()),
+        engine: crate::detect::config::engine(&cfg.detect),
+        response: Response {
+            responder,
+            containment,
+            state_dir: cfg.state_dir.clone(),
+            host,
+        },
+        alerts: AlertFeed::new(),
+        fleet: Fleet {
+            verifier: Verifier::new(&cfg.kafka.hmac_key, cfg.kafka.command_max_age_s),
+            offsets: consumer::load_offsets(&cfg.state_dir.join(OFFSETS_FILE)),
+        },
+        metrics: None,
+        probes: probes.clone(),
+        metric_ticks: 0,
+        cfg,
+    };
+    agent.response.restore();
+
+    let mut tasks = Vec::new();
+    let (call_tx, calls) = mpsc::channel(64);
+    if !agent.cfg.control.socket.as_os_str().is_empty() {
+        let listener = crate::service::control::bind(&agent.cfg.control.socket)?;
+        let feed = agent.alerts.feed.clone();
+        tasks.push(tokio::spawn(crate::service::control::serve(
+            listener, call_tx, feed,
+        )));
+    }
+    if let Some((m, task)) = metrics(&agent.cfg)? {
+        agent.metrics = Some(m);
+        tasks.push(task);
+    }
+    if let Some(engine) = agent.engine.as_mut() {
+        let dir = agent.cfg.state_dir.clone();
+        for e in engine.load_states(|name| std::fs::read(dir.join(name)).ok()) {
+            tracing::warn!("ignored saved detector state ({e}); learning afresh");
+        }
+    }
+    agent.write_agent(Body::AgentStart(AgentStart {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION"),
+        probes,
+        processes_seeded: seeded,
+    }));
+    crate::service::notify::notify("READY=1\nSTATUS=kernel programs attached");
+    match agent.cfg.output_path() {
+        Some(p) => tracing::info!("vigil running; writing JSON lines to {}", p.display()),
+        None => tracing::info!("vigil running; writing JSON lines to stdout"),
+    }
+
+    let schedule = schedule(&agent);
+    // SAFETY: the ring buffer owns its fd and outlives the registration
+    // (both live in `Running` until the daemon returns).
+    let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| DaemonError::Io(e.into()))?;
+    Ok((
+        agent,
+        Running {
+            ebpf: loaded.ebpf,
+            ring,
+            calls,
+            inbound,
+            schedule,
+            _tasks: tasks,
+            _consumer: consumer,
+        },
+    ))
+}
+
+/// The periodic jobs this configuration needs.
+fn schedule(agent: &Agent) -> Schedule {
+    let cfg = &agent.cfg;
+    let now = Instant::now();
+    let zero = Duration::ZERO;
+    let mut s = Schedule::new();
+    s.every(Job::Closes, Duration::from_millis(50), zero, now);
+    s.every(
+        Job::Sweep,
+        Duration::from_millis(cfg.flows.sweep_interval_ms),
+        zero,
+        now,
+    );
+    s.every(Job::Approvals, Duration::from_secs(1), zero, now);
+    if cfg.stats_interval_s > 0 {
+        let every = Duration::from_secs(cfg.stats_interval_s);
+        s.every(Job::Stats, every, every, now);
+    }
+    if let Some(every) = crate::service::notify::watchdog_interval() {
+        // Fed from the loop, so only a turning pipeline feeds it.
+        s.every(Job::Watchdog, every, zero, now);
+    }
+    if agent.metrics.is_some() {
+        s.every(Job::Metrics, Duration::from_secs(1), zero, now);
+    }
+    if agent.response.containment.is_some() {
+        let every = Duration::from_secs(cfg.enforce.maintenance_interval_s.max(1));
+        s.every(Job::Maintain, every, zero, now);
+    }
+    if !cfg.kafka.brokers.is_empty() {
+        s.every(Job::Outputs, Duration::from_millis(20), zero, now);
+    }
+    s
+}
