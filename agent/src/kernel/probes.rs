@@ -3,7 +3,8 @@
 //! fallback for the same name), when it is tried, whether the agent can run
 //! without it, what it provides and what is lost without it. The loader
 //! walks the observation rows in order; the enforcement rows are attached
-//! by `enforce::attach` and reported through `blocklist_rows`.
+//! by `enforce::attach` and reported through `blocklist_rows`. The table in
+//! docs/architecture.md is rendered from here (`markdown_table`).
 
 use agent_common::{enforce as wire, maps::prog};
 
@@ -334,6 +335,29 @@ pub fn blocklist_rows(report: &AttachReport, cgroup: Option<&str>) -> Vec<ProbeR
     rows
 }
 
+/// The probe table as markdown, for docs/architecture.md.
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| name | tier | hook | programs | tried when | required | provides | without it |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for p in PROBES {
+        let programs: Vec<String> = p.programs.iter().map(|n| format!("`{n}`")).collect();
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            p.name,
+            p.tier,
+            p.hook.describe(),
+            programs.join(", "),
+            p.gate.describe(),
+            if p.required { "yes" } else { "no" },
+            p.provides,
+            p.without
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,5 +473,33 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].hook, "cgroup_skb/egress ?");
         assert_eq!(rows[0].state, "failed");
+    }
+
+    const START: &str = "<!-- probe-table:start -->\n";
+    const END: &str = "<!-- probe-table:end -->";
+
+    /// The doc's table between the markers must be what `markdown_table`
+    /// renders; `VIGIL_BLESS=1` rewrites it.
+    #[test]
+    fn probe_table_in_docs_is_generated() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/architecture.md");
+        let doc = std::fs::read_to_string(&path).expect("docs/architecture.md");
+        let start = doc.find(START).expect("probe-table:start marker") + START.len();
+        let end = doc[start..].find(END).expect("probe-table:end marker") + start;
+        let want = markdown_table();
+        if doc[start..end] == want {
+            return;
+        }
+        if std::env::var_os("VIGIL_BLESS").is_some_and(|v| v == "1") {
+            let updated = format!("{}{want}{}", &doc[..start], &doc[end..]);
+            std::fs::write(&path, updated).expect("rewrite docs/architecture.md");
+            return;
+        }
+        panic!(
+            "docs/architecture.md: the probe table differs from agent/src/kernel/probes.rs.\n\
+             Regenerate it with: VIGIL_BLESS=1 cargo test -p vigil --lib probe_table\n\
+             --- in the doc\n{}--- generated\n{want}",
+            &doc[start..end]
+        );
     }
 }
