@@ -149,12 +149,12 @@ pub fn verify_offsets(lib: &Path) -> Result<PamOffsets, PamError> {
 mod tests {
     use super::*;
 
+    /// Ignored by a plain `cargo test`, so a machine without libpam reports
+    /// it as not run instead of passed; `cargo xtask test` runs it.
     #[test]
+    #[ignore = "needs libpam.so.0 installed; cargo xtask test runs it"]
     fn installed_libpam_offsets_verify() {
-        let Some(lib) = find_libpam() else {
-            eprintln!("skipped: no libpam.so.0 installed");
-            return;
-        };
+        let lib = find_libpam().expect("this test needs libpam.so.0 in a standard library path");
         let o = verify_offsets(&lib).expect("offsets verify against the installed libpam");
         assert_eq!((o.service, o.user, o.rhost), (40, 48, 56));
     }
