@@ -30,11 +30,13 @@ pub enum LoaderError {
     )]
     Load(#[from] aya::EbpfError),
     /// No tier of a required row attached; `hook` lists the hooks tried.
+    /// Boxed: aya's ProgramError is large, and this error travels up
+    /// through the daemon's Result types.
     #[error("required hook {name} ({hook}) could not be attached: {source}")]
     Required {
         name: &'static str,
         hook: String,
-        source: ProbeError,
+        source: Box<ProbeError>,
     },
 }
 
@@ -276,7 +278,7 @@ pub fn load(cfg: &Config) -> Result<Loaded, LoaderError> {
                 return Err(LoaderError::Required {
                     name: probe.name,
                     hook: entry.0.join(" or "),
-                    source,
+                    source: Box::new(source),
                 });
             }
         }
