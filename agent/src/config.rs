@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -19,7 +19,7 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Host name put on every record; empty means the kernel's hostname.
@@ -42,7 +42,7 @@ pub struct Config {
     pub control: ControlConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResponseConfig {
     /// `dry-run` (default) records what playbooks would do; `enforce` does it.
@@ -64,7 +64,7 @@ impl Default for ResponseConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PlaybooksConfig {
     /// Directory of `*.yaml` playbooks; a missing directory means none.
@@ -79,7 +79,7 @@ impl Default for PlaybooksConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControlConfig {
     /// Unix socket for `vigil status/approve/...` (mode 0600, root only);
@@ -95,7 +95,7 @@ impl Default for ControlConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// `host:port` for /metrics and /healthz; empty turns them off.
@@ -131,7 +131,7 @@ impl Default for Config {
 }
 
 /// Which hook counts packets for flow accounting.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FlowAttach {
     /// cgroup_skb on the cgroup v2 root, falling back to TC.
@@ -142,7 +142,7 @@ pub enum FlowAttach {
     Tc,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FlowConfig {
     /// Capacity of the kernel flow map (LRU: the least recently updated flow
@@ -179,7 +179,7 @@ impl Default for FlowConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProcessCacheConfig {
     /// Processes remembered for enrichment; the least recently used is
@@ -195,7 +195,7 @@ impl Default for ProcessCacheConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnforceConfig {
     /// Attach the blocklist programs when the daemon starts.
@@ -229,7 +229,7 @@ impl Default for EnforceConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `host:port,…`; empty disables Kafka. Brokers are never blocked.
@@ -261,7 +261,7 @@ impl Default for KafkaConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaTopics {
     pub events: String,
@@ -283,7 +283,7 @@ impl Default for KafkaTopics {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// Record kinds sent to the events topic (alerts and actions always go).
@@ -316,7 +316,7 @@ impl Default for TelemetryConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SpoolSettings {
     /// Bytes on disk under `<state_dir>/spool`.
@@ -480,6 +480,56 @@ mod shipped {
             c,
             Config::default(),
             "packaging/vigil.yaml drifted from the defaults"
+        );
+    }
+
+    /// Every key path under `prefix` in a tree; arrays and scalars are leaves.
+    fn json_paths(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+        match v.as_object() {
+            Some(map) => {
+                for (k, child) in map {
+                    json_paths(child, &format!("{prefix}{k}."), out);
+                }
+            }
+            None => out.push(prefix.trim_end_matches('.').to_string()),
+        }
+    }
+
+    fn yaml_paths(v: &serde_yaml::Value, prefix: &str, out: &mut Vec<String>) {
+        match v.as_mapping() {
+            Some(map) => {
+                for (k, child) in map {
+                    let k = k.as_str().unwrap_or("?");
+                    yaml_paths(child, &format!("{prefix}{k}."), out);
+                }
+            }
+            None => out.push(prefix.trim_end_matches('.').to_string()),
+        }
+    }
+
+    /// The packaged config is the reference operators read: every key the
+    /// agent knows must be spelled out there, not only those that parse.
+    #[test]
+    fn packaged_config_lists_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/vigil.yaml");
+        let text = std::fs::read_to_string(&path).expect("packaging/vigil.yaml");
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+        let mut shipped = Vec::new();
+        yaml_paths(&yaml, "", &mut shipped);
+        let defaults = serde_json::to_value(Config::default()).expect("serialise the defaults");
+        let mut known = Vec::new();
+        json_paths(&defaults, "", &mut known);
+        assert!(known.len() > 50, "too few keys found: {known:?}");
+        let missing: Vec<&String> = known.iter().filter(|k| !shipped.contains(k)).collect();
+        assert!(
+            missing.is_empty(),
+            "packaging/vigil.yaml lacks {} key(s) (add each with its default and a comment):\n  {}",
+            missing.len(),
+            missing
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  ")
         );
     }
 }

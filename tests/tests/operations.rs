@@ -97,13 +97,15 @@ impl Drop for Installed {
     }
 }
 
+/// Ignored unless asked for, so a run without a package reports it as not
+/// run instead of passed; `cargo xtask test` builds the .deb, sets
+/// VIGIL_DEB and runs it with `--include-ignored`.
 #[test]
+#[ignore = "needs VIGIL_DEB (the .deb to install); cargo xtask test builds it and runs this"]
 fn the_debian_package_installs_where_the_unit_expects_and_removes_cleanly() {
     require_root();
-    let Some(deb) = std::env::var_os("VIGIL_DEB") else {
-        eprintln!("skipped: VIGIL_DEB not set (cargo xtask test builds the package and sets it)");
-        return;
-    };
+    let deb = std::env::var_os("VIGIL_DEB")
+        .expect("VIGIL_DEB must name the .deb to install (cargo xtask test builds it and sets it)");
     let _ = Command::new("dpkg").args(["--purge", "vigil"]).output();
     let out = Command::new("dpkg")
         .arg("-i")

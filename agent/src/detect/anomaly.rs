@@ -15,7 +15,7 @@ use super::{Detector, Finding, Severity};
 use crate::pipeline::flow::FEATURE_NAMES;
 use crate::record::Body;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnomalyConfig {
     /// Flows collected before the first model is trained.

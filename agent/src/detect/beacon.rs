@@ -7,13 +7,13 @@ use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::lru::Bounded;
 use super::{Detector, Finding, Severity};
 use crate::record::Body;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BeaconConfig {
     /// Seconds of history scored (RITA: a day).

@@ -1,7 +1,7 @@
 //! The `detect:` section of the config: every detector's thresholds, with
 //! the documented defaults (docs/detectors.md), and the engine built from it.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::anomaly::{AnomalyConfig, AnomalyDetector};
 use super::beacon::{BeaconConfig, BeaconDetector};
@@ -12,7 +12,7 @@ use super::process::{ProcessConfig, ProcessDetector};
 use super::scan::{ScanConfig, ScanDetector};
 use super::{Detector, Engine};
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectConfig {
     /// Run the detectors at all.

@@ -5,14 +5,14 @@
 
 use std::net::IpAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::beacon::Beaconing;
 use super::lru::Bounded;
 use super::{Detector, Finding, Severity};
 use crate::record::Body;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExfilConfig {
     /// Period of the volume baseline (Elastic hunts use hours).

@@ -5,13 +5,13 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::lru::Bounded;
 use super::{Detector, Finding, Severity};
 use crate::record::Body;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LateralConfig {
     pub admin_ports: Vec<u16>,

@@ -2,12 +2,12 @@
 //! execution from world-writable or hidden paths or from memory, a shell
 //! spawned by a network service, and a shell wired to a socket.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Detector, Finding, Severity};
 use crate::record::{Body, ProcessExec};
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProcessConfig {
     /// Directories no legitimate binary runs from.

@@ -6,13 +6,13 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::lru::Bounded;
 use super::{Detector, Finding, Severity};
 use crate::record::Body;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScanConfig {
     pub window_s: f64,

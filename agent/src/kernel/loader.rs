@@ -1,19 +1,19 @@
-//! Loads the kernel object and attaches its programs through a probe table:
-//! each hook has tiers, the first that attaches wins, and every outcome is
-//! reported (what attached, what fell back, what is missing and why).
+//! Loads the kernel object and attaches its programs by walking the probe
+//! table (`probes.rs`): each hook has tiers, the first that attaches wins,
+//! and every outcome is reported (what attached, what fell back, what is
+//! missing and why).
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::path::PathBuf;
 
-use agent_common::{maps, maps::prog, AgentConfig, OFFSET_UNKNOWN};
-use aya::programs::{
-    tc, uprobe::UProbeScope, BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType,
-    CgroupSock, SchedClassifier, TcAttachType, TracePoint, UProbe,
-};
-use aya::{Btf, Ebpf, EbpfLoader};
+use agent_common::{maps, AgentConfig, OFFSET_UNKNOWN};
+use aya::{Ebpf, EbpfLoader};
 
-use crate::config::{Config, FlowAttach};
+use crate::config::Config;
+use crate::kernel::attach::{self, ProbeError};
 use crate::kernel::btf::Btf as KernelBtf;
+use crate::kernel::pam::{self, PamError};
+use crate::kernel::probes::{self, Hook, Probe, PROBES};
 use crate::kernel::tracefs;
 use crate::record::ProbeRow;
 
@@ -29,11 +29,14 @@ pub enum LoaderError {
          CAP_NET_ADMIN and CAP_SYS_ADMIN, and a kernel with BPF ring buffers (5.8+)"
     )]
     Load(#[from] aya::EbpfError),
-    #[error("required hook {name} ({hook}) could not be attached: {reason}")]
+    /// No tier of a required row attached; `hook` lists the hooks tried.
+    /// Boxed: aya's ProgramError is large, and this error travels up
+    /// through the daemon's Result types.
+    #[error("required hook {name} ({hook}) could not be attached: {source}")]
     Required {
         name: &'static str,
         hook: String,
-        reason: String,
+        source: Box<ProbeError>,
     },
 }
 
@@ -122,154 +125,78 @@ pub fn cgroup2_root() -> Option<String> {
     found.into_iter().next()
 }
 
-struct Probes {
-    rows: Vec<ProbeRow>,
+/// What the loader needs to attach a row besides the object.
+struct Env {
+    cgroup: Option<String>,
+    libpam: Option<PathBuf>,
 }
 
-impl Probes {
-    fn push(&mut self, name: &str, hook: &str, tier: u8, result: &Result<(), String>) {
-        let (state, detail) = match result {
-            Ok(()) => ("attached", String::new()),
-            Err(e) => ("failed", e.clone()),
-        };
-        self.rows.push(ProbeRow {
-            name: name.to_string(),
-            hook: hook.to_string(),
-            tier,
-            state: state.to_string(),
-            detail,
-        });
-    }
-
-    fn note(&mut self, name: &str, hook: &str, state: &str, detail: String) {
-        self.rows.push(ProbeRow {
-            name: name.to_string(),
-            hook: hook.to_string(),
-            tier: 0,
-            state: state.to_string(),
-            detail,
-        });
-    }
+/// One row of the table tried: the hook as reported, and the outcome.
+struct Attempt {
+    hook: String,
+    tier: u8,
+    result: Result<(), ProbeError>,
 }
 
-fn tracepoint(ebpf: &mut Ebpf, prog_name: &str, category: &str, name: &str) -> Result<(), String> {
-    let p: &mut TracePoint = ebpf
-        .program_mut(prog_name)
-        .ok_or("program missing from object")?
-        .try_into()
-        .map_err(|e| format!("{e}"))?;
-    p.load().map_err(|e| format!("load: {e}"))?;
-    p.attach(category, name)
-        .map_err(|e| format!("attach: {e}"))?;
-    Ok(())
-}
-
-fn btf_tracepoint(ebpf: &mut Ebpf, prog_name: &str, name: &str) -> Result<(), String> {
-    let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
-    let p: &mut BtfTracePoint = ebpf
-        .program_mut(prog_name)
-        .ok_or("program missing from object")?
-        .try_into()
-        .map_err(|e| format!("{e}"))?;
-    p.load(name, &btf).map_err(|e| format!("load: {e}"))?;
-    p.attach().map_err(|e| format!("attach: {e}"))?;
-    Ok(())
-}
-
-fn pam_uprobes(ebpf: &mut Ebpf, lib: &std::path::Path) -> Result<(), String> {
-    for name in [prog::PAM_ENTER, prog::PAM_EXIT] {
-        let p: &mut UProbe = ebpf
-            .program_mut(name)
-            .ok_or("program missing from object")?
-            .try_into()
-            .map_err(|e| format!("{e}"))?;
-        p.load().map_err(|e| format!("load: {e}"))?;
-        p.attach("pam_authenticate", lib, UProbeScope::AllProcesses)
-            .map_err(|e| format!("attach: {e}"))?;
-    }
-    Ok(())
-}
-
-fn cgroup_flows(ebpf: &mut Ebpf, path: &str) -> Result<(), String> {
-    for (prog_name, kind) in [
-        (prog::FLOW_CG_INGRESS, CgroupSkbAttachType::Ingress),
-        (prog::FLOW_CG_EGRESS, CgroupSkbAttachType::Egress),
-    ] {
-        let cgroup = File::open(path).map_err(|e| format!("open {path}: {e}"))?;
-        let p: &mut CgroupSkb = ebpf
-            .program_mut(prog_name)
-            .ok_or("program missing from object")?
-            .try_into()
-            .map_err(|e| format!("{e}"))?;
-        p.load().map_err(|e| format!("load: {e}"))?;
-        p.attach(cgroup, kind, CgroupAttachMode::Single)
-            .map_err(|e| format!("attach: {e}"))?;
-    }
-    Ok(())
-}
-
-fn sock_create(ebpf: &mut Ebpf, path: &str) -> Result<(), String> {
-    let cgroup = File::open(path).map_err(|e| format!("open {path}: {e}"))?;
-    let p: &mut CgroupSock = ebpf
-        .program_mut(prog::SOCK_CREATE)
-        .ok_or("program missing from object")?
-        .try_into()
-        .map_err(|e| format!("{e}"))?;
-    p.load().map_err(|e| format!("load: {e}"))?;
-    p.attach(cgroup, CgroupAttachMode::Single)
-        .map_err(|e| format!("attach: {e}"))?;
-    Ok(())
-}
-
-fn interfaces() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .collect()
+/// Tries `probe`; `None` when there is nothing to try (socket_owner
+/// without a cgroup v2 mount), which reports no row.
+fn attempt(ebpf: &mut Ebpf, probe: &Probe, env: &Env) -> Option<Attempt> {
+    let tried = |hook: String, result| {
+        Some(Attempt {
+            hook,
+            tier: probe.tier,
+            result,
         })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-fn tc_flows(ebpf: &mut Ebpf) -> Result<Vec<String>, String> {
-    for (prog_name, _) in [
-        (prog::FLOW_TC_INGRESS, TcAttachType::Ingress),
-        (prog::FLOW_TC_EGRESS, TcAttachType::Egress),
-    ] {
-        let p: &mut SchedClassifier = ebpf
-            .program_mut(prog_name)
-            .ok_or("program missing from object")?
-            .try_into()
-            .map_err(|e| format!("{e}"))?;
-        p.load().map_err(|e| format!("load: {e}"))?;
-    }
-    let mut attached = Vec::new();
-    for iface in interfaces() {
-        // An existing clsact qdisc is fine; TCX links need none at all.
-        let _ = tc::qdisc_add_clsact(&iface);
-        let mut ok = true;
-        for (prog_name, kind) in [
-            (prog::FLOW_TC_INGRESS, TcAttachType::Ingress),
-            (prog::FLOW_TC_EGRESS, TcAttachType::Egress),
-        ] {
-            let p: Result<&mut SchedClassifier, _> = ebpf
-                .program_mut(prog_name)
-                .ok_or("program missing from object")?
-                .try_into();
-            if let Ok(p) = p {
-                ok &= p.attach(&iface, kind).is_ok();
-            }
+    };
+    match probe.hook {
+        Hook::Tracepoint { category, name } => {
+            let result = probe
+                .programs
+                .iter()
+                .try_for_each(|&p| attach::tracepoint(ebpf, p, category, name));
+            tried(format!("tracepoint/{category}/{name}"), result)
         }
-        if ok {
-            attached.push(iface);
+        Hook::TpBtf { name } => {
+            let result = probe
+                .programs
+                .iter()
+                .try_for_each(|&p| attach::btf_tracepoint(ebpf, p, name));
+            tried(format!("tp_btf/{name}"), result)
         }
-    }
-    if attached.is_empty() {
-        Err("no interface accepted the TC programs".to_string())
-    } else {
-        Ok(attached)
+        Hook::LibpamUprobe { symbol } => match &env.libpam {
+            Some(lib) => tried(
+                format!("uprobe {}:{symbol}", lib.display()),
+                attach::uprobes(ebpf, probe.programs, symbol, lib),
+            ),
+            // Reported as a note (tier 0), as it always has been.
+            None => Some(Attempt {
+                hook: format!("uprobe {symbol}"),
+                tier: 0,
+                result: Err(ProbeError::NoLibpam),
+            }),
+        },
+        Hook::CgroupSkb => {
+            let result = match &env.cgroup {
+                Some(path) => attach::cgroup_skb(ebpf, probe.programs, path),
+                None => Err(ProbeError::NoCgroup2),
+            };
+            let path = env.cgroup.as_deref().unwrap_or("?");
+            tried(format!("cgroup_skb/{path}"), result)
+        }
+        Hook::CgroupSockCreate => {
+            let path = env.cgroup.as_deref()?;
+            let result = probe
+                .programs
+                .iter()
+                .try_for_each(|&p| attach::sock_create(ebpf, p, path));
+            tried(format!("cgroup/sock_create/{path}"), result)
+        }
+        Hook::TcClsact => match attach::tc_clsact(ebpf, probe.programs) {
+            Ok(ifaces) => tried(format!("tc/clsact {}", ifaces.join(",")), Ok(())),
+            Err(e) => tried("tc/clsact".to_string(), Err(e)),
+        },
+        // Attached with the enforcement object (`blocklist_rows`).
+        Hook::Xdp { .. } | Hook::CgroupSkbEgress => None,
     }
 }
 
@@ -277,10 +204,10 @@ pub fn load(cfg: &Config) -> Result<Loaded, LoaderError> {
     let root = tracefs::ensure_mounted()?;
     let (mut config, missing) = agent_config(root);
     // libpam's private layout, verified against the installed build first.
-    let libpam = crate::kernel::pam::find_libpam();
+    let libpam = pam::find_libpam();
     let pam_check = match &libpam {
-        Some(lib) => crate::kernel::pam::verify_offsets(lib),
-        None => Err("libpam.so.0 not installed".to_string()),
+        Some(lib) => pam::verify_offsets(lib),
+        None => Err(PamError::NotInstalled),
     };
     if let Ok(o) = &pam_check {
         config.pam_service = o.service;
@@ -292,117 +219,73 @@ pub fn load(cfg: &Config) -> Result<Loaded, LoaderError> {
         .override_global(maps::CONFIG, &config, true)
         .map_max_entries(maps::FLOWS, cfg.flows.max_entries);
     let mut ebpf = loader.load(KERNEL_OBJECT)?;
-    let mut probes = Probes { rows: Vec::new() };
+    let mut rows = Vec::new();
     if !missing.is_empty() {
-        probes.note(
+        rows.push(probes::row(
             "kernel_offsets",
             "BTF",
+            0,
             "degraded",
             format!("unresolved: {}", missing.join(", ")),
-        );
+        ));
     }
-
-    // Required: the process and TCP lifecycle tracepoints.
-    for (name, prog_name, category, tp) in [
-        ("exec", prog::EXEC, "sched", "sched_process_exec"),
-        ("exit", prog::EXIT, "sched", "sched_process_exit"),
-        ("tcp_state", prog::SOCK_STATE, "sock", "inet_sock_set_state"),
-    ] {
-        let hook = format!("tracepoint/{category}/{tp}");
-        let r = tracepoint(&mut ebpf, prog_name, category, tp);
-        probes.push(name, &hook, 1, &r);
-        if let Err(reason) = r {
-            return Err(LoaderError::Required { name, hook, reason });
+    let env = Env {
+        // Flow accounting: cgroup_skb sees every local socket in every netns.
+        cgroup: if cfg.flows.cgroup_path.is_empty() {
+            cgroup2_root()
+        } else {
+            Some(cfg.flows.cgroup_path.clone())
+        },
+        libpam,
+    };
+    let observed: Vec<&Probe> = PROBES.iter().filter(|p| p.observes()).collect();
+    // Hooks tried so far per name, and whether one of them attached.
+    let mut tried: HashMap<&str, (Vec<String>, bool)> = HashMap::new();
+    for (i, probe) in observed.iter().enumerate() {
+        // The first tier that attaches wins; a tier the config rules out
+        // is not tried.
+        let done = tried.get(probe.name).is_some_and(|(_, ok)| *ok);
+        if done || !probe.gate.open(cfg) {
+            continue;
         }
-    }
-
-    // Optional: resets to closed ports (inbound scans).
-    let r = tracepoint(&mut ebpf, prog::TCP_RESET, "tcp", "tcp_send_reset");
-    probes.push("tcp_refused", "tracepoint/tcp/tcp_send_reset", 1, &r);
-
-    // Optional: files written by network-facing processes.
-    let r = tracepoint(&mut ebpf, prog::FILE_WRITE, "syscalls", "sys_enter_openat");
-    probes.push("file_write", "tracepoint/syscalls/sys_enter_openat", 1, &r);
-
-    // Optional: authentication results from libpam.
-    match &libpam {
-        Some(lib) => {
-            let r = pam_uprobes(&mut ebpf, lib);
-            let hook = format!("uprobe {}:pam_authenticate", lib.display());
-            probes.push("auth", &hook, 1, &r);
+        let Some(a) = attempt(&mut ebpf, probe, &env) else {
+            continue;
+        };
+        let (state, detail) = match &a.result {
+            Ok(()) => ("attached", String::new()),
+            Err(e) => ("failed", e.to_string()),
+        };
+        rows.push(probes::row(probe.name, &a.hook, a.tier, state, detail));
+        if matches!(probe.hook, Hook::LibpamUprobe { .. }) && env.libpam.is_some() {
             if let Err(e) = &pam_check {
-                probes.note(
+                rows.push(probes::row(
                     "auth_fields",
                     "libpam struct pam_handle",
+                    0,
                     "degraded",
                     format!("user and rhost not reported: {e}"),
-                );
+                ));
             }
         }
-        None => probes.note(
-            "auth",
-            "uprobe pam_authenticate",
-            "failed",
-            "libpam.so.0 not found".into(),
-        ),
-    }
-
-    // fork: tp_btf tells threads from processes; the tracepoint cannot.
-    let r = btf_tracepoint(&mut ebpf, prog::FORK_BTF, "sched_process_fork");
-    probes.push("fork", "tp_btf/sched_process_fork", 1, &r);
-    if r.is_err() {
-        let hook = "tracepoint/sched/sched_process_fork";
-        let r2 = tracepoint(&mut ebpf, prog::FORK_TP, "sched", "sched_process_fork");
-        probes.push("fork", hook, 2, &r2);
-        if let Err(reason) = r2 {
-            return Err(LoaderError::Required {
-                name: "fork",
-                hook: hook.to_string(),
-                reason,
-            });
+        let entry = tried.entry(probe.name).or_default();
+        entry.0.push(a.hook);
+        entry.1 = a.result.is_ok();
+        if let Err(source) = a.result {
+            let fallback = observed[i + 1..]
+                .iter()
+                .any(|q| q.name == probe.name && q.gate.open(cfg));
+            if probe.required && !fallback {
+                return Err(LoaderError::Required {
+                    name: probe.name,
+                    hook: entry.0.join(" or "),
+                    source: Box::new(source),
+                });
+            }
         }
-    }
-
-    // Flow accounting: cgroup_skb sees every local socket in every netns.
-    let cgroup = if cfg.flows.cgroup_path.is_empty() {
-        cgroup2_root()
-    } else {
-        Some(cfg.flows.cgroup_path.clone())
-    };
-    let mut flows_ok = false;
-    if cfg.flows.attach != FlowAttach::Tc {
-        let r = match &cgroup {
-            Some(path) => cgroup_flows(&mut ebpf, path),
-            None => Err("no cgroup v2 mount found".to_string()),
-        };
-        let hook = format!("cgroup_skb/{}", cgroup.as_deref().unwrap_or("?"));
-        probes.push("flows", &hook, 1, &r);
-        flows_ok = r.is_ok();
-        if let Some(path) = &cgroup {
-            let r = sock_create(&mut ebpf, path);
-            probes.push("socket_owner", &format!("cgroup/sock_create/{path}"), 1, &r);
-        }
-    }
-    if !flows_ok && cfg.flows.attach != FlowAttach::Cgroup {
-        let r = tc_flows(&mut ebpf);
-        let hook = match &r {
-            Ok(ifaces) => format!("tc/clsact {}", ifaces.join(",")),
-            Err(_) => "tc/clsact".to_string(),
-        };
-        let r = r.map(|_| ());
-        probes.push("flows", &hook, 2, &r);
-        flows_ok = r.is_ok();
-    }
-    if !flows_ok {
-        return Err(LoaderError::Required {
-            name: "flows",
-            hook: "cgroup_skb or tc".to_string(),
-            reason: "no flow accounting hook attached (see the probe table)".to_string(),
-        });
     }
     Ok(Loaded {
         ebpf,
-        probes: probes.rows,
+        probes: rows,
         config,
     })
 }
