@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::yaml::{self, Node, Value};
-use crate::detect::{attack, Alert, Severity, DETECTOR_TECHNIQUES};
+use crate::detect::registry::{self, DETECTORS};
+use crate::detect::{attack, Alert, Severity};
 use crate::enforce::cidr::parse_duration;
 
 pub const SCHEMA_VERSION: u64 = 1;
@@ -353,11 +354,10 @@ impl Checker<'_> {
             match k {
                 "detectors" => {
                     for (d, at) in self.strings(v, "trigger.detectors") {
-                        if DETECTOR_TECHNIQUES.iter().any(|(name, _)| *name == d) {
+                        if registry::find(&d).is_some() {
                             t.detectors.push(d);
                         } else {
-                            let names: Vec<&str> =
-                                DETECTOR_TECHNIQUES.iter().map(|(n, _)| *n).collect();
+                            let names: Vec<&str> = DETECTORS.iter().map(|e| e.name).collect();
                             self.err(
                                 &at,
                                 format!(
@@ -382,14 +382,15 @@ impl Checker<'_> {
                 "trigger names no detector and no technique: it would act on every alert",
             );
         }
-        // Named detectors must be able to raise at least one named technique.
+        // Named detectors must be able to raise at least one named technique:
+        // detectors declare exact ids, so the trigger's pattern must match one.
         if !t.detectors.is_empty() && !t.techniques.is_empty() {
             let reachable = t.techniques.iter().any(|want| {
-                DETECTOR_TECHNIQUES
+                t.detectors
                     .iter()
-                    .filter(|(d, _)| t.detectors.iter().any(|x| x == d))
-                    .flat_map(|(_, ts)| ts.iter())
-                    .any(|have| technique_matches(have, want) || technique_matches(want, have))
+                    .filter_map(|d| registry::find(d))
+                    .flat_map(|e| e.techniques.iter())
+                    .any(|have| technique_matches(want, have))
             });
             if !reachable {
                 self.err(
