@@ -23,6 +23,7 @@ use crate::record::{AgentStart, AgentStats, Body, ProbeRow, Record};
 use crate::response::engine::{By, Limits, Responder};
 use crate::response::executor::HostExecutor;
 use crate::response::playbook::{self, Decision, PlaybookError};
+use crate::response::record::ResponseRecord;
 use crate::service::metrics::Metrics;
 use crate::sink::jsonl::Sink;
 use crate::sink::kafka::commands::{Command, Verifier};
@@ -318,8 +319,7 @@ impl State {
         let now = wall_s();
         let host = self.pipeline.host();
         let is_command = m.topic == self.cfg.kafka.topics.commands;
-        let (message_id, outcome): (String, Result<Vec<serde_json::Value>, String>) = if is_command
-        {
+        let (message_id, outcome): (String, Result<Vec<ResponseRecord>, String>) = if is_command {
             match self
                 .verifier
                 .command(&m.payload, m.hmac.as_deref(), &host, now as i64)
@@ -393,18 +393,13 @@ impl State {
     }
 
     /// Runs a verified command; its records come back for the output.
-    fn execute(
-        &mut self,
-        cmd: Command,
-        id: &str,
-        now: f64,
-    ) -> Result<Vec<serde_json::Value>, String> {
+    fn execute(&mut self, cmd: Command, id: &str, now: f64) -> Result<Vec<ResponseRecord>, String> {
+        use crate::enforce::actions::ActionState;
         let host = self.pipeline.host();
-        let action = |a: crate::enforce::actions::Action| {
-            let mut v = serde_json::to_value(&a).unwrap_or_default();
-            v["command"] = id.into();
+        let action = |mut a: crate::enforce::actions::Action| {
+            a.command = Some(id.to_string());
             match a.state {
-                "applied" | "noop" => Ok(vec![v]),
+                ActionState::Applied | ActionState::Noop => Ok(vec![ResponseRecord::Action(a)]),
                 _ => Err(format!("{} {}: {}", a.action, a.state, a.detail)),
             }
         };
@@ -448,7 +443,7 @@ impl State {
         id: &str,
         now: f64,
         host: &str,
-    ) -> Result<Vec<serde_json::Value>, String> {
+    ) -> Result<Vec<ResponseRecord>, String> {
         let mut ex = HostExecutor {
             containment: self.containment.as_mut(),
             state_dir: &self.cfg.state_dir,
@@ -461,16 +456,14 @@ impl State {
 
     /// Writes what the responder did to the output and the metrics, and
     /// saves its state when it changed.
-    fn write_response(&mut self, out: Vec<serde_json::Value>) -> Result<(), DaemonError> {
-        for v in &out {
-            if let Some(m) = &self.metrics {
-                if v["kind"] == "action" {
-                    let a = v["action"].as_str().unwrap_or("");
-                    let st = v["state"].as_str().unwrap_or("");
-                    m.actions.with_label_values(&[a, st]).inc();
-                }
+    fn write_response(&mut self, out: Vec<ResponseRecord>) -> Result<(), DaemonError> {
+        for r in &out {
+            if let (Some(m), Some(a)) = (&self.metrics, r.action()) {
+                m.actions
+                    .with_label_values(&[a.action.as_str(), a.state.as_str()])
+                    .inc();
             }
-            self.out_line(v["kind"].as_str().unwrap_or(""), &v.to_string())?;
+            self.out_line(r.kind(), &r.to_line())?;
         }
         if self.responder.take_dirty() {
             let path = self.cfg.state_dir.join(RESPONSE_STATE);
@@ -585,7 +578,7 @@ impl State {
         d: Decision,
         uid: u32,
         now: f64,
-        out: &mut Vec<serde_json::Value>,
+        out: &mut Vec<ResponseRecord>,
     ) -> crate::service::control::Response {
         let host = self.pipeline.host();
         let mut ex = HostExecutor {
@@ -595,8 +588,11 @@ impl State {
         };
         match self.responder.decide(id, d, By::Uid(uid), now, &mut ex) {
             Ok(o) => {
-                *out = o.clone();
-                crate::service::control::Response::ok(serde_json::Value::Array(o))
+                let r = crate::service::control::Response::ok(
+                    serde_json::to_value(&o).unwrap_or_default(),
+                );
+                *out = o;
+                r
             }
             Err(e) => crate::service::control::Response::err(e),
         }
@@ -637,7 +633,7 @@ impl State {
                     .rollback(&incident, By::Uid(call.uid), &mut ex)
                 {
                     Ok(o) => {
-                        let r = Response::ok(serde_json::Value::Array(o.clone()));
+                        let r = Response::ok(serde_json::to_value(&o).unwrap_or_default());
                         out = o;
                         r
                     }
@@ -765,7 +761,9 @@ impl State {
         }
         for a in expired {
             if let Some(m) = &self.metrics {
-                m.actions.with_label_values(&[a.action, a.state]).inc();
+                m.actions
+                    .with_label_values(&[a.action.as_str(), a.state.as_str()])
+                    .inc();
             }
             self.out_line("action", &a.to_line())?;
         }

@@ -6,4 +6,5 @@ pub mod engine;
 pub mod executor;
 pub mod playbook;
 pub mod quarantine;
+pub mod record;
 pub mod yaml;
