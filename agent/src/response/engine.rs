@@ -8,7 +8,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::playbook::{Decision, Endpoint, Mode, Playbook, Step, StepAction};
+use super::action::{Effect, HostChange};
+use super::playbook::{Decision, Endpoint, Mode, Playbook, Step};
 use super::record::{DecisionKind, DecisionRecord, NotificationRecord, ResponseRecord};
 use crate::detect::{Alert, Severity};
 use crate::enforce::actions::{new_id, Action, ActionState, Verb};
@@ -247,33 +248,9 @@ pub struct Responder {
 
 type Out = Vec<ResponseRecord>;
 
+/// `<step id>: <what the action does to this alert>`.
 fn describe(step: &Step, ctx: &AlertContext) -> String {
-    match &step.action {
-        StepAction::BlockIp { target, ttl_s } => {
-            let ip = ctx
-                .ip(*target)
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| "?".into());
-            format!("{}: block {ip} for {ttl_s}s", step.id)
-        }
-        StepAction::IsolateHost { ttl_s } => format!("{}: isolate host for {ttl_s}s", step.id),
-        StepAction::KillProcess => {
-            let pid = ctx
-                .pid()
-                .map_or_else(|| "null".to_string(), |p| p.to_string());
-            format!("{}: kill pid {pid}", step.id)
-        }
-        StepAction::QuarantineFile => {
-            // The path as a JSON string, as approvals have always shown it.
-            let exe = ctx.exe().map_or_else(
-                || "null".to_string(),
-                |e| serde_json::Value::from(e).to_string(),
-            );
-            format!("{}: quarantine {exe}", step.id)
-        }
-        StepAction::Notify { message } => format!("{}: notify \"{message}\"", step.id),
-        StepAction::RequireApproval { .. } => format!("{}: ask again", step.id),
-    }
+    format!("{}: {}", step.id, step.action.act().describe(ctx))
 }
 
 fn result(step: &Step, state: StepState, detail: impl Into<String>) -> StepResult {
@@ -459,12 +436,11 @@ impl Responder {
                     continue;
                 }
             }
-            match &step.action {
-                StepAction::RequireApproval {
+            match step.action.act().effect() {
+                Effect::Approval {
                     timeout_s,
                     on_timeout,
                 } => {
-                    let (timeout_s, on_timeout) = (*timeout_s, *on_timeout);
                     if inc.mode == Mode::DryRun {
                         inc.results.push(result(
                             &step,
@@ -509,21 +485,20 @@ impl Responder {
                     self.incidents.insert(inc.id.clone(), inc);
                     return;
                 }
-                StepAction::Notify { message } => {
+                Effect::Notify(message) => {
                     out.push(ResponseRecord::Notification(NotificationRecord {
                         id: new_id(),
                         ts: now_rfc3339(),
                         host: ex.host().to_string(),
                         incident: inc.id.clone(),
                         playbook: inc.playbook.clone(),
-                        message: message.clone(),
+                        message: message.to_string(),
                         alert: inc.alert.summary.clone(),
                     }));
-                    inc.results
-                        .push(result(&step, StepState::Applied, message.clone()));
+                    inc.results.push(result(&step, StepState::Applied, message));
                 }
-                action => {
-                    let r = self.enforce(&inc, action, &step, now_s, ex, out);
+                Effect::Change(change) => {
+                    let r = self.enforce(&inc, change, &step, now_s, ex, out);
                     let failed = r.state == StepState::Failed;
                     inc.results.push(r);
                     if failed {
@@ -553,31 +528,20 @@ impl Responder {
     fn enforce(
         &mut self,
         inc: &Incident,
-        action: &StepAction,
+        change: &dyn HostChange,
         step: &Step,
         now_s: f64,
         ex: &mut dyn Executor,
         out: &mut Out,
     ) -> StepResult {
         let what = describe(step, &inc.alert);
-        let entity_pid = inc.alert.pid();
-        let entity_exe = inc.alert.exe().map(str::to_string);
-        // Resolve targets first: a step without one is skipped, not failed.
-        let missing = match action {
-            StepAction::BlockIp { target, .. } if inc.alert.ip(*target).is_none() => {
-                Some(format!("alert has no {target:?} address").to_lowercase())
-            }
-            StepAction::KillProcess if entity_pid.is_none() => Some("alert has no pid".into()),
-            StepAction::QuarantineFile if entity_exe.is_none() => {
-                Some("alert has no executable".into())
-            }
-            _ => None,
+        // Resolve the target first: a step without one is skipped, not failed.
+        let apply = match change.resolve(&inc.alert) {
+            Ok(apply) => apply,
+            Err(why) => return result(step, StepState::Skipped, why),
         };
-        if let Some(why) = missing {
-            return result(step, StepState::Skipped, why);
-        }
         // What the step would have done, recorded without changing the host.
-        let verb = Verb::Step(action.name());
+        let verb = Verb::Step(step.action.name());
         let mut synthetic = |ex: &mut dyn Executor, state: ActionState, detail: String| {
             let a = Action::new(ex.host(), verb, what.clone(), None, state, detail);
             let r = ResponseRecord::Action(a);
@@ -588,8 +552,8 @@ impl Responder {
             synthetic(ex, ActionState::DryRun, format!("incident {}", inc.id));
             return result(step, StepState::DryRun, what);
         }
-        let over_blocks = matches!(action, StepAction::BlockIp { .. })
-            && ex.active_blocks() >= self.limits.max_concurrent_blocks;
+        let over_blocks =
+            change.adds_block() && ex.active_blocks() >= self.limits.max_concurrent_blocks;
         if over_blocks || !self.rate_ok(now_s) {
             self.rate_limited += 1;
             let why = if over_blocks {
@@ -607,18 +571,7 @@ impl Responder {
             return result(step, StepState::RateLimited, why);
         }
         self.recent.push_back(now_s);
-        let o = match action {
-            StepAction::BlockIp { target, ttl_s } => match inc.alert.ip(*target) {
-                Some(ip) => ex.block(ip, *ttl_s),
-                None => return result(step, StepState::Skipped, "alert has no address"),
-            },
-            StepAction::IsolateHost { ttl_s } => ex.isolate(*ttl_s),
-            StepAction::KillProcess => ex.kill(entity_pid.unwrap_or(0), entity_exe.as_deref()),
-            StepAction::QuarantineFile => ex.quarantine(entity_exe.as_deref().unwrap_or("")),
-            StepAction::Notify { .. } | StepAction::RequireApproval { .. } => {
-                return result(step, StepState::Skipped, "changes nothing")
-            }
-        };
+        let o = apply(ex);
         let mut r = result(step, o.action.state.into(), o.action.detail.clone());
         r.undo = o.undo;
         let mut a = o.action;
@@ -752,6 +705,8 @@ impl Responder {
 mod tests {
     use super::*;
     use crate::detect::attack;
+    use crate::response::action::require_approval::RequireApproval;
+    use crate::response::action::StepAction;
     use crate::response::playbook;
     use std::path::Path;
 
@@ -914,10 +869,10 @@ mod tests {
     fn approval_timeout_applies_on_timeout_both_ways() {
         for (on_timeout, expect_calls) in [(Decision::Deny, 0), (Decision::Approve, 1)] {
             let mut p = shipped("lateral_movement_isolation");
-            p.steps[1].action = StepAction::RequireApproval {
+            p.steps[1].action = StepAction::RequireApproval(RequireApproval {
                 timeout_s: 60,
                 on_timeout,
-            };
+            });
             let mut r = enforce(vec![p]);
             let mut ex = Recorder::default();
             r.on_alert(&alert("lateral", "T1021", Severity::High), 100.0, &mut ex);

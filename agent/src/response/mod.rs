@@ -2,6 +2,7 @@
 //! the host (through the containment layer), wait for people, expire and
 //! roll back.
 
+pub mod action;
 pub mod engine;
 pub mod executor;
 pub mod playbook;
