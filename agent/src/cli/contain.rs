@@ -6,7 +6,7 @@ use std::path::Path;
 
 use agent_common::enforce::{BLOCK_EGRESS, BLOCK_INGRESS};
 use vigil::config::Config;
-use vigil::enforce::actions::Action;
+use vigil::enforce::actions::{Action, ActionState};
 use vigil::enforce::blocklist::BlockTotals;
 use vigil::enforce::cidr::{parse_duration, Cidr};
 use vigil::enforce::containment::{direction, kill_action, AttachReport, Containment};
@@ -41,7 +41,7 @@ fn open(cfg: &Config) -> anyhow::Result<(Containment, AttachReport)> {
 fn finish(a: Action) -> anyhow::Result<()> {
     println!("{}", a.to_line());
     match a.state {
-        "applied" | "noop" | "expired" => Ok(()),
+        ActionState::Applied | ActionState::Noop | ActionState::Expired => Ok(()),
         _ => anyhow::bail!("{} {}: {}", a.action, a.state, a.detail),
     }
 }

@@ -19,6 +19,7 @@ use crate::record::{Body, ProbeRow, Record};
 use crate::response::engine::{Executor, Responder};
 use crate::response::executor::HostExecutor;
 use crate::response::playbook::{self, PlaybookError};
+use crate::response::record::ResponseRecord;
 use crate::service::metrics::Metrics;
 use crate::sink::kafka::commands::Verifier;
 use crate::sink::kafka::consumer::Offsets;
@@ -39,14 +40,14 @@ pub fn wall_s() -> f64 {
 
 /// The response engine with what it acts through: the host's containment
 /// and audit log.
-pub struct Response {
+pub struct HostResponse {
     pub responder: Responder,
     pub containment: Option<Containment>,
     pub state_dir: PathBuf,
     pub host: Arc<str>,
 }
 
-impl Response {
+impl HostResponse {
     /// Runs `f` with the responder and an executor that changes this host.
     pub fn act<T>(&mut self, f: impl FnOnce(&mut Responder, &mut dyn Executor) -> T) -> T {
         let mut ex = HostExecutor {
@@ -127,7 +128,7 @@ pub struct Agent {
     pub kernel: Box<dyn KernelMaps>,
     pub flows: FlowTracker,
     pub engine: Option<Engine>,
-    pub response: Response,
+    pub response: HostResponse,
     pub alerts: AlertFeed,
     pub fleet: Fleet,
     pub metrics: Option<Arc<Metrics>>,
@@ -202,16 +203,14 @@ impl Agent {
 
     /// Writes what the response engine or containment did, counts it, and
     /// saves the engine's state when it changed.
-    pub fn respond(&mut self, out: Vec<serde_json::Value>) {
-        for v in &out {
-            if let Some(m) = &self.metrics {
-                if v["kind"] == "action" {
-                    let a = v["action"].as_str().unwrap_or("");
-                    let st = v["state"].as_str().unwrap_or("");
-                    m.actions.with_label_values(&[a, st]).inc();
-                }
+    pub fn respond(&mut self, out: Vec<ResponseRecord>) {
+        for r in &out {
+            if let (Some(m), Some(a)) = (&self.metrics, r.action()) {
+                m.actions
+                    .with_label_values(&[a.action.as_str(), a.state.as_str()])
+                    .inc();
             }
-            self.sinks.emit(Output::Response(v));
+            self.sinks.emit(Output::Response(r));
         }
         self.response.save_if_dirty();
     }
@@ -286,11 +285,7 @@ impl Agent {
                 a.detail
             );
         }
-        let out = expired
-            .iter()
-            .map(|a| serde_json::to_value(a).unwrap_or_default())
-            .collect();
-        self.respond(out);
+        self.respond(expired.into_iter().map(ResponseRecord::Action).collect());
     }
 
     /// An agent record (start, stats, stop), flushed at once.

@@ -3,10 +3,16 @@
 
 use crate::response::engine::{By, ResponseError};
 use crate::response::playbook::{self, Decision};
+use crate::response::record::ResponseRecord;
 use crate::service::control::{Call, Request, Response};
 use crate::util::clock::monotonic_ns;
 
 use super::agent::{wall_s, Agent};
+
+/// A listing as a successful answer.
+fn list(v: Result<serde_json::Value, serde_json::Error>) -> Response {
+    Response::ok(v.unwrap_or_default())
+}
 
 impl Agent {
     /// Answers a call, then writes and saves what it changed.
@@ -18,7 +24,7 @@ impl Agent {
     }
 
     /// The answer to one request from `uid`, and the records it produced.
-    pub fn answer(&mut self, request: Request, uid: u32) -> (Response, Vec<serde_json::Value>) {
+    pub fn answer(&mut self, request: Request, uid: u32) -> (Response, Vec<ResponseRecord>) {
         let now = wall_s();
         let list =
             |v: Result<serde_json::Value, serde_json::Error>| Response::ok(v.unwrap_or_default());
@@ -42,7 +48,7 @@ impl Agent {
                     .response
                     .act(|r, ex| r.rollback(&incident, By::Uid(uid), ex));
                 match r {
-                    Ok(o) => (Response::ok(serde_json::Value::Array(o.clone())), o),
+                    Ok(o) => (list(serde_json::to_value(&o)), o),
                     Err(e) => (Response::err(e), Vec::new()),
                 }
             }
@@ -65,7 +71,7 @@ impl Agent {
         d: Decision,
         uid: u32,
         now: f64,
-    ) -> (Response, Vec<serde_json::Value>) {
+    ) -> (Response, Vec<ResponseRecord>) {
         if !self.response.responder.approvals.contains_key(id) {
             return (
                 Response::err(ResponseError::NoApproval(id.to_string())),
@@ -76,7 +82,7 @@ impl Agent {
             .response
             .act(|r, ex| r.decide(id, d, By::Uid(uid), now, ex))
         {
-            Ok(o) => (Response::ok(serde_json::Value::Array(o.clone())), o),
+            Ok(o) => (list(serde_json::to_value(&o)), o),
             Err(e) => (Response::err(e), Vec::new()),
         }
     }

@@ -5,11 +5,12 @@
 use agent_common::enforce::{BLOCK_EGRESS, BLOCK_INGRESS};
 
 use super::agent::{wall_s, Agent};
-use crate::enforce::actions::Action;
+use crate::enforce::actions::{Action, ActionState};
 use crate::enforce::cidr::Cidr;
 use crate::enforce::containment::Containment;
 use crate::response::engine::By;
 use crate::response::playbook::Decision;
+use crate::response::record::ResponseRecord;
 use crate::sink::kafka::commands::Command;
 use crate::sink::kafka::consumer;
 use crate::sink::kafka::producer::Inbound;
@@ -94,18 +95,17 @@ impl Agent {
     }
 
     /// Runs a verified command; its records come back for the output.
-    fn execute(
-        &mut self,
-        cmd: Command,
-        id: &str,
-        now: f64,
-    ) -> Result<Vec<serde_json::Value>, String> {
-        let action = |a: Action| {
-            let mut v = serde_json::to_value(&a).unwrap_or_default();
-            v["command"] = id.into();
+    fn execute(&mut self, cmd: Command, id: &str, now: f64) -> Result<Vec<ResponseRecord>, String> {
+        let action = |mut a: Action| {
+            a.command = Some(id.to_string());
             match a.state {
-                "applied" | "noop" => Ok(vec![v]),
-                _ => Err(format!("{} {}: {}", a.action, a.state, a.detail)),
+                ActionState::Applied | ActionState::Noop => Ok(vec![ResponseRecord::Action(a)]),
+                _ => Err(format!(
+                    "{} {}: {}",
+                    a.action.as_str(),
+                    a.state.as_str(),
+                    a.detail
+                )),
             }
         };
         match cmd {
@@ -140,7 +140,7 @@ impl Agent {
         d: Decision,
         id: &str,
         now: f64,
-    ) -> Result<Vec<serde_json::Value>, String> {
+    ) -> Result<Vec<ResponseRecord>, String> {
         self.response
             .act(|r, ex| r.decide(approval, d, By::Command(id.to_string()), now, ex))
             .map_err(|e| e.to_string())

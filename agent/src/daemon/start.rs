@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::agent::{Agent, AlertFeed, Fleet, Response};
+use super::agent::{Agent, AlertFeed, Fleet, HostResponse};
 use super::flows::{FlowTracker, Kernel};
 use super::inbound::OFFSETS_FILE;
 use super::schedule::{Job, Schedule};
@@ -75,32 +75,7 @@ fn containment(
         return Ok(None);
     }
     let (c, report) = Containment::open(cfg, host)?;
-    for x in &report.xdp {
-        let state = if x.mode == "failed" {
-            "failed"
-        } else {
-            "attached"
-        };
-        probes.push(ProbeRow {
-            name: "blocklist_in".to_string(),
-            hook: format!("xdp/{}", x.interface),
-            tier: if x.mode == "generic" { 2 } else { 1 },
-            state: state.to_string(),
-            detail: x.mode.clone() + if x.detail.is_empty() { "" } else { ": " } + &x.detail,
-        });
-    }
-    probes.push(ProbeRow {
-        name: "blocklist_out".to_string(),
-        hook: format!("cgroup_skb/egress {}", c.cgroup().unwrap_or("?")),
-        tier: 1,
-        state: if report.egress.starts_with("failed") {
-            "failed"
-        } else {
-            "attached"
-        }
-        .to_string(),
-        detail: report.egress.clone(),
-    });
+    probes.extend(crate::kernel::probes::blocklist_rows(&report, c.cgroup()));
     if report.restored > 0 {
         tracing::info!(
             "restored {} blocks from the state directory",
@@ -220,7 +195,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         kernel: Box::new(kernel),
         flows: FlowTracker::new(cfg.flows.clone()),
         engine: crate::detect::config::engine(&cfg.detect),
-        response: Response {
+        response: HostResponse {
             responder,
             containment,
             state_dir: cfg.state_dir.clone(),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use agent_common::{EventKind, FlowStats};
 
-use super::agent::{Agent, AlertFeed, Fleet, Response};
+use super::agent::{Agent, AlertFeed, Fleet, HostResponse};
 use super::flows::tests::Table;
 use super::flows::{flow_key, FlowTracker};
 use crate::config::Config;
@@ -16,7 +16,7 @@ use crate::pipeline::proc_cache::ProcessCache;
 use crate::pipeline::Pipeline;
 use crate::response::engine::{Limits, Responder};
 use crate::response::playbook::{self, Mode};
-use crate::service::control::Request;
+use crate::service::control::{Call, Request, Response};
 use crate::sink::kafka::commands::{sign, Verifier};
 use crate::sink::kafka::producer::Inbound;
 use crate::sink::{Output, Sink, SinkError, Sinks};
@@ -86,7 +86,7 @@ fn agent(name: &str, playbooks: &[(&str, &str)], mode: Mode) -> Test {
         kernel: Box::new(Table::default()),
         flows: FlowTracker::new(cfg.flows.clone()),
         engine: crate::detect::config::engine(&cfg.detect),
-        response: Response {
+        response: HostResponse {
             responder: Responder::new(
                 playbook::load_dir(Path::new(&pb)).expect("playbooks"),
                 mode,
@@ -127,6 +127,17 @@ steps:
     target: source
     ttl: 1h
 ";
+
+/// A control call as root, through the same path the socket uses.
+fn call(t: &mut Test, request: Request) -> Response {
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    t.agent.on_call(Call {
+        request,
+        uid: 0,
+        reply,
+    });
+    answer.try_recv().expect("answered")
+}
 
 /// Six wrong passwords from one address: a brute-force alert.
 fn brute_force(t: &mut Test) {
@@ -218,16 +229,16 @@ fn an_alert_runs_the_playbooks_and_is_listed_for_the_cli() {
     assert_eq!(actions[0]["state"], "dry-run");
     assert_eq!(t.of("decision")[0]["decision"], "incident_opened");
     assert_eq!(t.of("notification").len(), 1);
-    let (resp, out) = t.agent.answer(Request::Alerts { follow: false }, 0);
-    assert!(resp.ok && out.is_empty());
+    let resp = call(&mut t, Request::Alerts { follow: false });
+    assert!(resp.ok);
     assert_eq!(resp.data[0]["id"], alerts[0]["id"]);
-    let (resp, _) = t.agent.answer(Request::Incidents, 0);
+    let resp = call(&mut t, Request::Incidents);
     assert_eq!(resp.data[0]["state"], "done");
     // The incident was saved for the next start.
     let saved = std::fs::read(t.dir.join("response.json")).expect("response.json");
     let saved: serde_json::Value = serde_json::from_slice(&saved).expect("json");
     assert_eq!(saved["incidents"].as_array().map(Vec::len), Some(1));
-    let (status, _) = t.agent.answer(Request::Status, 0);
+    let status = call(&mut t, Request::Status);
     assert_eq!(status.data["detectors"]["brute_force"], 1);
     assert_eq!(status.data["stats"]["events"]["auth_attempt"], 6);
 }
@@ -236,28 +247,25 @@ fn an_alert_runs_the_playbooks_and_is_listed_for_the_cli() {
 fn an_approval_is_decided_through_the_control_socket() {
     let mut t = agent("approve", &[("gated.yaml", GATED_BLOCK)], Mode::Enforce);
     brute_force(&mut t);
-    let (resp, _) = t.agent.answer(Request::Approvals, 0);
+    let resp = call(&mut t, Request::Approvals);
     let id = resp.data[0]["id"]
         .as_str()
         .expect("approval id")
         .to_string();
-    let (resp, _) = t.agent.answer(
+    let resp = call(
+        &mut t,
         Request::Approve {
             id: "apr-nope".into(),
         },
-        0,
     );
     assert!(!resp.ok && resp.error.contains("apr-nope"), "{resp:?}");
-    let (resp, out) = t.agent.answer(Request::Approve { id: id.clone() }, 0);
+    let resp = call(&mut t, Request::Approve { id: id.clone() });
     assert!(resp.ok, "{resp:?}");
-    let decision = out
-        .iter()
-        .find(|v| v["kind"] == "decision")
-        .expect("decision");
+    let decision = &t.of("decision")[2];
     assert_eq!(decision["decision"], "approved");
     assert_eq!(decision["by_uid"], 0);
     // Enforcement is off in this agent: the block fails and is recorded so.
-    let block = out.iter().find(|v| v["kind"] == "action").expect("action");
+    let block = t.of("action").pop().expect("action");
     assert_eq!(block["state"], "failed");
     assert!(t.agent.response.responder.approvals.is_empty());
 }

@@ -10,10 +10,12 @@ use std::collections::VecDeque;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
+use super::config::DetectConfig;
 use super::iforest::IsolationForest;
+use super::registry::{Declared, Shared};
 use super::{Detector, Finding, Severity};
-use crate::pipeline::flow::FEATURE_NAMES;
 use crate::record::Body;
+use crate::record::FEATURE_NAMES;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -177,9 +179,27 @@ fn technique_for(drivers: &[(&'static str, f64, f64)], x: &[f64; 16]) -> &'stati
     }
 }
 
+impl Declared for AnomalyDetector {
+    const NAME: &'static str = "anomaly";
+    const TECHNIQUES: &'static [&'static str] = &["T1046", "T1048", "T1071"];
+
+    fn build(cfg: &DetectConfig, _shared: &Shared) -> Self {
+        Self::new(cfg.anomaly.clone())
+    }
+
+    #[cfg(test)]
+    fn fire_every_finding() -> Vec<Finding> {
+        tests::fire_every_finding()
+    }
+}
+
 impl Detector for AnomalyDetector {
     fn name(&self) -> &'static str {
-        "anomaly"
+        Self::NAME
+    }
+
+    fn techniques(&self) -> &'static [&'static str] {
+        Self::TECHNIQUES
     }
 
     fn on_record(&mut self, now: f64, body: &Body, out: &mut Vec<Finding>) {
@@ -215,7 +235,7 @@ impl Detector for AnomalyDetector {
                 Severity::Low
             };
             out.push(Finding {
-                detector: "anomaly",
+                detector: Self::NAME,
                 key: format!("{}|{}|{}", f.exe.as_deref().unwrap_or("?"), f.dst_ip, f.dst_port),
                 severity,
                 confidence: ((s - 0.5) * 2.0).clamp(0.0, 1.0),
@@ -354,5 +374,40 @@ mod tests {
         assert!(again.model == d.model, "reloaded model differs");
         assert!(again.load_state(STATE_FILE, b"{garbage").is_err());
         let _ = Rng::new(0);
+    }
+
+    /// One finding kind, whose technique follows what drove it: SYN/RST
+    /// fractions, upload-heavy volume, or anything else.
+    pub(super) fn fire_every_finding() -> Vec<Finding> {
+        let mut d = AnomalyDetector::new(AnomalyConfig {
+            learn_flows: 1000,
+            ..Default::default()
+        });
+        let (data, _) = planted(1000, 0, 16, 5);
+        let mut out = Vec::new();
+        for i in 0..1000 {
+            d.on_record(i as f64, &flow(row(&data, i)), &mut out);
+        }
+        assert!(out.is_empty(), "no alerts while learning");
+        let base = row(&data, 0);
+        let mut scan = base;
+        scan[14] += 20.0;
+        scan[15] += 20.0;
+        let mut upload = base;
+        let mut other = base;
+        for j in [0, 1, 2, 4, 6, 7, 8, 9, 10, 11, 12, 13] {
+            scan[j] += 8.0;
+            upload[j] += 8.0;
+            other[j] += 12.0;
+        }
+        upload[3] += 20.0;
+        upload[5] = 20.0;
+        other[5] = 0.0;
+        for x in [scan, upload, other] {
+            let before = out.len();
+            d.on_record(2000.0, &flow(x), &mut out);
+            assert_eq!(out.len(), before + 1, "an outlier was not flagged");
+        }
+        out
     }
 }

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use super::config::DetectConfig;
 use super::lru::Bounded;
+use super::registry::{Declared, Shared};
 use super::{Detector, Finding, Severity};
 use crate::record::Body;
 
@@ -227,9 +229,28 @@ impl BeaconDetector {
     }
 }
 
+impl Declared for BeaconDetector {
+    const NAME: &'static str = "beacon";
+    const TECHNIQUES: &'static [&'static str] =
+        &["T1071", "T1071.001", "T1071.004", "T1573", "T1571"];
+
+    fn build(cfg: &DetectConfig, shared: &Shared) -> Self {
+        Self::new(cfg.beacon.clone(), shared.beaconing.clone())
+    }
+
+    #[cfg(test)]
+    fn fire_every_finding() -> Vec<Finding> {
+        tests::fire_every_finding()
+    }
+}
+
 impl Detector for BeaconDetector {
     fn name(&self) -> &'static str {
-        "beacon"
+        Self::NAME
+    }
+
+    fn techniques(&self) -> &'static [&'static str] {
+        Self::TECHNIQUES
     }
 
     fn on_record(&mut self, now_s: f64, body: &Body, out: &mut Vec<Finding>) {
@@ -290,7 +311,7 @@ impl Detector for BeaconDetector {
             Severity::Medium
         };
         out.push(Finding {
-            detector: "beacon",
+            detector: Self::NAME,
             key: format!("{}|{}|{}", key.process, key.dst, key.port),
             severity,
             confidence: s.score,
@@ -370,5 +391,49 @@ mod tests {
     fn quartiles_leave_out_the_middle() {
         assert_eq!(quartiles(&[1.0, 2.0, 3.0, 4.0, 5.0]), (1.5, 3.0, 4.5));
         assert_eq!(quartiles(&[1.0, 2.0, 3.0, 4.0]), (1.5, 2.5, 3.5));
+    }
+
+    fn flow(port: u16) -> Body {
+        Body::Flow(Box::new(crate::record::Flow {
+            community_id: String::new(),
+            proto: "tcp",
+            direction: "outbound",
+            src_ip: "10.0.0.1".parse().expect("ip"),
+            src_port: 40000,
+            dst_ip: "203.0.113.80".parse().expect("ip"),
+            dst_port: port,
+            pid: Some(5),
+            comm: None,
+            exe: Some(std::sync::Arc::from("/tmp/implant")),
+            packets_out: 3,
+            packets_in: 3,
+            bytes_out: 300,
+            bytes_in: 212,
+            duration_ms: 10.0,
+            syn: 1,
+            rst: 0,
+            fin: 2,
+            end_reason: "close",
+            features: [0.0; 16],
+        }))
+    }
+
+    /// A strict 30 s beacon over an hour-long window to a web port, a TLS
+    /// port, DNS and a non-standard port.
+    pub(super) fn fire_every_finding() -> Vec<Finding> {
+        let cfg = BeaconConfig {
+            window_s: 3600.0,
+            ..BeaconConfig::default()
+        };
+        let mut d = BeaconDetector::new(cfg, Beaconing::default());
+        let mut out = Vec::new();
+        for port in [80, 443, 53, 4444] {
+            let before = out.len();
+            for i in 0..120 {
+                d.on_record(i as f64 * 30.0, &flow(port), &mut out);
+            }
+            assert!(out.len() > before, "no beacon on port {port}");
+        }
+        out
     }
 }

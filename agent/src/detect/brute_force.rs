@@ -7,7 +7,9 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::config::DetectConfig;
 use super::lru::Bounded;
+use super::registry::{Declared, Shared};
 use super::{Detector, Finding, Severity};
 use crate::record::Body;
 
@@ -103,9 +105,27 @@ fn is_sshd(exe: Option<&str>, comm: &str) -> bool {
     exe.is_some_and(|e| e.ends_with("/sshd")) || comm == "sshd"
 }
 
+impl Declared for BruteForceDetector {
+    const NAME: &'static str = "brute_force";
+    const TECHNIQUES: &'static [&'static str] = &["T1110", "T1110.001", "T1110.003", "T1078"];
+
+    fn build(cfg: &DetectConfig, _shared: &Shared) -> Self {
+        Self::new(cfg.brute_force.clone())
+    }
+
+    #[cfg(test)]
+    fn fire_every_finding() -> Vec<Finding> {
+        tests::fire_every_finding()
+    }
+}
+
 impl Detector for BruteForceDetector {
     fn name(&self) -> &'static str {
-        "brute_force"
+        Self::NAME
+    }
+
+    fn techniques(&self) -> &'static [&'static str] {
+        Self::TECHNIQUES
     }
 
     fn on_record(&mut self, now: f64, body: &Body, out: &mut Vec<Finding>) {
@@ -128,7 +148,7 @@ impl Detector for BruteForceDetector {
                     let recent = now - s.last_failure < cfg.slow_leak_s * cfg.slow_capacity;
                     if s.failures >= cfg.success_after_failures && recent {
                         out.push(Finding {
-                            detector: "brute_force",
+                            detector: Self::NAME,
                             key: format!("{src}|success"),
                             severity: Severity::High,
                             confidence: 0.9,
@@ -158,7 +178,7 @@ impl Detector for BruteForceDetector {
                         ("T1110.001", Severity::Medium)
                     };
                     out.push(Finding {
-                        detector: "brute_force",
+                        detector: Self::NAME,
                         key: src.clone(),
                         severity,
                         confidence: if spraying { 0.9 } else { 0.8 },
@@ -192,7 +212,7 @@ impl Detector for BruteForceDetector {
                 let level = s.conns.pour(now, cfg.conn_leak_s);
                 if level >= cfg.conn_capacity {
                     out.push(Finding {
-                        detector: "brute_force",
+                        detector: Self::NAME,
                         key: format!("{src}|conns"),
                         severity: Severity::Medium,
                         confidence: 0.6,
@@ -285,5 +305,40 @@ mod tests {
         }
         assert_eq!(d.tracked(), 1000);
         assert_eq!(d.sources.shed, 99_000);
+    }
+
+    fn accept(src: &str) -> Body {
+        Body::NetAccept(crate::record::Conn {
+            pid: Some(10),
+            comm: "sshd".into(),
+            exe: Some(std::sync::Arc::from("/usr/sbin/sshd")),
+            uid: Some(0),
+            proto: "tcp",
+            src_ip: "10.0.0.1".parse().expect("ip"),
+            src_port: 22,
+            dst_ip: src.parse().expect("ip"),
+            dst_port: 50000,
+            community_id: String::new(),
+            old_state: None,
+        })
+    }
+
+    /// Guessing, spraying, a success after failures and an sshd connection flood.
+    pub(super) fn fire_every_finding() -> Vec<Finding> {
+        let mut d = BruteForceDetector::new(BruteForceConfig::default());
+        let mut out = Vec::new();
+        for i in 0..5 {
+            out.extend(run(&mut d, i as f64, &auth("198.51.100.7", "root", false)));
+        }
+        for (i, u) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            out.extend(run(&mut d, i as f64 * 30.0, &auth("203.0.113.9", u, false)));
+        }
+        out.extend(run(&mut d, 200.0, &auth("203.0.113.9", "e", true)));
+        let before = out.len();
+        for i in 0..20 {
+            out.extend(run(&mut d, i as f64 * 0.1, &accept("192.0.2.30")));
+        }
+        assert!(out.len() > before, "the connection flood fired nothing");
+        out
     }
 }

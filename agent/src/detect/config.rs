@@ -1,16 +1,17 @@
 //! The `detect:` section of the config: every detector's thresholds, with
-//! the documented defaults (docs/detectors.md), and the engine built from it.
+//! the documented defaults (docs/detectors.md), and the engine built from
+//! it through the registry (a detector's section is keyed by its name).
 
 use serde::{Deserialize, Serialize};
 
-use super::anomaly::{AnomalyConfig, AnomalyDetector};
-use super::beacon::{BeaconConfig, BeaconDetector};
-use super::brute_force::{BruteForceConfig, BruteForceDetector};
-use super::exfil::{ExfilConfig, ExfilDetector};
-use super::lateral::{LateralConfig, LateralDetector};
-use super::process::{ProcessConfig, ProcessDetector};
-use super::scan::{ScanConfig, ScanDetector};
-use super::{Detector, Engine};
+use super::anomaly::AnomalyConfig;
+use super::beacon::BeaconConfig;
+use super::brute_force::BruteForceConfig;
+use super::exfil::ExfilConfig;
+use super::lateral::LateralConfig;
+use super::process::ProcessConfig;
+use super::scan::ScanConfig;
+use super::{registry, Engine};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -51,17 +52,7 @@ pub fn engine(cfg: &DetectConfig) -> Option<Engine> {
     if !cfg.enabled {
         return None;
     }
-    let beaconing = super::beacon::Beaconing::default();
-    let detectors: Vec<Box<dyn Detector>> = vec![
-        Box::new(BruteForceDetector::new(cfg.brute_force.clone())),
-        Box::new(ScanDetector::new(cfg.scan.clone())),
-        Box::new(BeaconDetector::new(cfg.beacon.clone(), beaconing.clone())),
-        Box::new(ExfilDetector::new(cfg.exfil.clone(), beaconing)),
-        Box::new(LateralDetector::new(cfg.lateral.clone())),
-        Box::new(ProcessDetector::new(cfg.process.clone())),
-        Box::new(AnomalyDetector::new(cfg.anomaly.clone())),
-    ];
-    let mut e = Engine::new(detectors);
+    let mut e = Engine::new(registry::build_all(cfg));
     e.dedup_window_s = cfg.dedup_window_s;
     e.update_interval_s = cfg.update_interval_s;
     Some(e)

@@ -8,7 +8,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::beacon::Beaconing;
+use super::config::DetectConfig;
 use super::lru::Bounded;
+use super::registry::{Declared, Shared};
 use super::{Detector, Finding, Severity};
 use crate::record::Body;
 
@@ -100,9 +102,27 @@ impl ExfilDetector {
     }
 }
 
+impl Declared for ExfilDetector {
+    const NAME: &'static str = "exfil";
+    const TECHNIQUES: &'static [&'static str] = &["T1048", "T1048.003", "T1030", "T1041"];
+
+    fn build(cfg: &DetectConfig, shared: &Shared) -> Self {
+        Self::new(cfg.exfil.clone(), shared.beaconing.clone())
+    }
+
+    #[cfg(test)]
+    fn fire_every_finding() -> Vec<Finding> {
+        tests::fire_every_finding()
+    }
+}
+
 impl Detector for ExfilDetector {
     fn name(&self) -> &'static str {
-        "exfil"
+        Self::NAME
+    }
+
+    fn techniques(&self) -> &'static [&'static str] {
+        Self::TECHNIQUES
     }
 
     fn on_record(&mut self, now: f64, body: &Body, out: &mut Vec<Finding>) {
@@ -136,7 +156,7 @@ impl Detector for ExfilDetector {
             e.1 += f.bytes_out;
             if e.1 > cfg.dns_bytes_per_min {
                 out.push(Finding {
-                    detector: "exfil",
+                    detector: Self::NAME,
                     key: format!("{process}|dns"),
                     severity: Severity::High,
                     confidence: 0.8,
@@ -161,7 +181,7 @@ impl Detector for ExfilDetector {
         t.abs_out += f.bytes_out;
         if t.abs_out >= cfg.absolute_bytes {
             out.push(Finding {
-                detector: "exfil",
+                detector: Self::NAME,
                 key: format!("{process}|{}|abs", slash24(&f.dst_ip)),
                 severity: Severity::High,
                 confidence: 0.7,
@@ -184,7 +204,7 @@ impl Detector for ExfilDetector {
                 .count();
             if same >= cfg.equal_transfers {
                 out.push(Finding {
-                    detector: "exfil",
+                    detector: Self::NAME,
                     key: format!("{process}|{}|equal", slash24(&f.dst_ip)),
                     severity: Severity::Medium,
                     confidence: 0.6,
@@ -214,7 +234,7 @@ impl Detector for ExfilDetector {
                 && pcr >= cfg.min_pcr
             {
                 out.push(Finding {
-                    detector: "exfil",
+                    detector: Self::NAME,
                     key: format!("{process}|{}|baseline", slash24(&f.dst_ip)),
                     severity: Severity::High,
                     confidence: 0.75,
@@ -333,5 +353,60 @@ mod tests {
             .find(|f| f.techniques.contains(&"T1048.003"))
             .expect("dns alert");
         assert!(f.techniques.contains(&"T1041"));
+    }
+
+    /// Absolute volume, a baseline spike, equal-size transfers, and DNS
+    /// volume to a beaconing destination.
+    pub(super) fn fire_every_finding() -> Vec<Finding> {
+        let mut out = Vec::new();
+        let mut d = det(ExfilConfig {
+            absolute_bytes: 10_000_000,
+            ..Default::default()
+        });
+        for i in 0..5 {
+            d.on_record(
+                i as f64,
+                &flow("198.51.100.20", 443, 2_000_000, 1000),
+                &mut out,
+            );
+        }
+        let mut d = det(ExfilConfig {
+            period_s: 10.0,
+            min_bytes: 1_000_000,
+            ..Default::default()
+        });
+        for p in 0..6 {
+            d.on_record(
+                p as f64 * 10.0,
+                &flow("203.0.113.5", 443, 10_000, 50_000),
+                &mut out,
+            );
+        }
+        d.on_record(61.0, &flow("203.0.113.5", 443, 50_000_000, 1000), &mut out);
+        d.on_record(72.0, &flow("203.0.113.5", 443, 1000, 1000), &mut out);
+        let mut d = det(ExfilConfig::default());
+        for i in 0..10 {
+            d.on_record(
+                i as f64,
+                &flow("198.51.100.30", 443, 200_000, 100),
+                &mut out,
+            );
+        }
+        let beaconing: Beaconing = Default::default();
+        beaconing
+            .lock()
+            .expect("lock")
+            .insert("192.0.2.53".parse().expect("ip"));
+        let mut d = ExfilDetector::new(ExfilConfig::default(), beaconing);
+        for i in 0..4 {
+            d.on_record(i as f64, &flow("192.0.2.53", 53, 100_000, 100), &mut out);
+        }
+        for kind in ["abs", "baseline", "equal", "dns"] {
+            assert!(
+                out.iter().any(|f| f.key.ends_with(kind)),
+                "no {kind} finding"
+            );
+        }
+        out
     }
 }

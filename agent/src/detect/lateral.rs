@@ -7,7 +7,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::config::DetectConfig;
 use super::lru::Bounded;
+use super::registry::{Declared, Shared};
 use super::{Detector, Finding, Severity};
 use crate::record::Body;
 
@@ -86,9 +88,35 @@ impl LateralDetector {
     }
 }
 
+impl Declared for LateralDetector {
+    const NAME: &'static str = "lateral";
+    const TECHNIQUES: &'static [&'static str] = &[
+        "T1021",
+        "T1021.001",
+        "T1021.002",
+        "T1021.004",
+        "T1021.005",
+        "T1021.006",
+        "T1210",
+    ];
+
+    fn build(cfg: &DetectConfig, _shared: &Shared) -> Self {
+        Self::new(cfg.lateral.clone())
+    }
+
+    #[cfg(test)]
+    fn fire_every_finding() -> Vec<Finding> {
+        tests::fire_every_finding()
+    }
+}
+
 impl Detector for LateralDetector {
     fn name(&self) -> &'static str {
-        "lateral"
+        Self::NAME
+    }
+
+    fn techniques(&self) -> &'static [&'static str] {
+        Self::TECHNIQUES
     }
 
     fn on_record(&mut self, now: f64, body: &Body, out: &mut Vec<Finding>) {
@@ -123,7 +151,7 @@ impl Detector for LateralDetector {
             }
             if w.failed.len() >= cfg.failed_sweep_peers {
                 out.push(Finding {
-                    detector: "lateral",
+                    detector: Self::NAME,
                     key: format!("{who}|sweep"),
                     severity: Severity::High,
                     confidence: 0.8,
@@ -144,7 +172,7 @@ impl Detector for LateralDetector {
         self.known.put(key, ());
         if fanout >= cfg.fanout_peers {
             out.push(Finding {
-                detector: "lateral",
+                detector: Self::NAME,
                 key: format!("{who}|fanout"),
                 severity: Severity::Medium,
                 confidence: 0.7,
@@ -155,7 +183,7 @@ impl Detector for LateralDetector {
             });
         } else if new_peer && now - started >= cfg.learn_s {
             out.push(Finding {
-                detector: "lateral",
+                detector: Self::NAME,
                 key: format!("{who}|{}|{}", c.dst_ip, c.dst_port),
                 severity: Severity::Low,
                 confidence: 0.4,
@@ -220,5 +248,34 @@ mod tests {
         assert!(out
             .iter()
             .any(|f| f.severity == Severity::High && f.techniques.contains(&"T1210")));
+    }
+
+    /// A new peer on every admin port (one configured beyond the defaults),
+    /// fan-out, and a sweep of failed connections.
+    pub(super) fn fire_every_finding() -> Vec<Finding> {
+        let mut cfg = LateralConfig {
+            learn_s: 0.0,
+            ..Default::default()
+        };
+        cfg.admin_ports.push(2222);
+        let mut d = LateralDetector::new(cfg);
+        let mut out = Vec::new();
+        for (i, port) in [22, 445, 135, 3389, 5985, 5986, 5900, 2222]
+            .iter()
+            .enumerate()
+        {
+            d.on_record(
+                i as f64,
+                &conn(&format!("10.0.0.{}", i + 2), *port, false),
+                &mut out,
+            );
+        }
+        for i in 10..15 {
+            d.on_record(20.0, &conn(&format!("10.0.1.{i}"), 445, true), &mut out);
+        }
+        for sev in [Severity::Low, Severity::Medium, Severity::High] {
+            assert!(out.iter().any(|f| f.severity == sev), "no {sev:?} finding");
+        }
+        out
     }
 }

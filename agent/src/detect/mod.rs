@@ -12,6 +12,7 @@ pub mod iforest;
 pub mod lateral;
 pub mod lru;
 pub mod process;
+pub mod registry;
 pub mod scan;
 
 use std::collections::BTreeMap;
@@ -20,18 +21,6 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::record::Body;
-
-/// Detector names and the ATT&CK techniques (or their parents) each can
-/// raise: playbook checks use it to refuse a trigger that can never match.
-pub const DETECTOR_TECHNIQUES: &[(&str, &[&str])] = &[
-    ("brute_force", &["T1110", "T1078"]),
-    ("scan", &["T1046"]),
-    ("beacon", &["T1071", "T1571", "T1573", "T1041"]),
-    ("exfil", &["T1048", "T1041", "T1030"]),
-    ("lateral", &["T1021", "T1210"]),
-    ("process", &["T1204", "T1059", "T1564", "T1620"]),
-    ("anomaly", &["T1046", "T1048", "T1071"]),
-];
 
 impl Severity {
     pub const NAMES: &'static [&'static str] = &["low", "medium", "high", "critical"];
@@ -83,7 +72,10 @@ pub struct Finding {
 /// A detector: fed every record with its wall-clock time in seconds, it
 /// returns findings. No I/O; state bounded per key.
 pub trait Detector: Send {
+    /// Its registry name ([`registry::Declared::NAME`]).
     fn name(&self) -> &'static str;
+    /// The techniques its findings may carry ([`registry::Declared::TECHNIQUES`]).
+    fn techniques(&self) -> &'static [&'static str];
     fn on_record(&mut self, now_s: f64, body: &Body, out: &mut Vec<Finding>);
     /// Files under the state directory this detector persists.
     fn state_files(&self) -> &'static [&'static str] {
@@ -182,7 +174,16 @@ impl Engine {
     pub fn on_record(&mut self, now_s: f64, ts: &str, host: &Arc<str>, body: &Body) -> Vec<Alert> {
         let mut findings = Vec::new();
         for d in &mut self.detectors {
+            let from = findings.len();
             d.on_record(now_s, body, &mut findings);
+            debug_assert!(
+                findings[from..].iter().all(|f| f.detector == d.name()
+                    && f.techniques.iter().all(|t| d.techniques().contains(t))),
+                "{} raised a finding outside its declaration ({:?}): {:?}",
+                d.name(),
+                d.techniques(),
+                &findings[from..]
+            );
         }
         findings
             .into_iter()
@@ -260,10 +261,49 @@ impl Alert {
 mod tests {
     use super::*;
 
+    /// Detectors see records and nothing else: they may use `record` and
+    /// `util`, never the pipeline, containment or outputs, so they stay pure.
+    #[test]
+    fn detectors_import_only_records_and_util() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/detect");
+        let mut bad = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("src/detect") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("source");
+            for (i, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                let mut rest = code;
+                while let Some(at) = rest.find("crate::") {
+                    rest = &rest[at + "crate::".len()..];
+                    let module: String = rest
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    if !module.is_empty()
+                        && !["detect", "record", "util"].contains(&module.as_str())
+                    {
+                        bad.push(format!("{}:{}: crate::{module}", path.display(), i + 1));
+                    }
+                }
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "detect reaches outside its inputs:\n{}",
+            bad.join("\n")
+        );
+    }
+
     struct Always;
     impl Detector for Always {
         fn name(&self) -> &'static str {
             "always"
+        }
+        fn techniques(&self) -> &'static [&'static str] {
+            &["T1046"]
         }
         fn on_record(&mut self, _now: f64, _b: &Body, out: &mut Vec<Finding>) {
             out.push(Finding {

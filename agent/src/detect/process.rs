@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::config::DetectConfig;
+use super::registry::{Declared, Shared};
 use super::{Detector, Finding, Severity};
 use crate::record::{Body, ProcessExec};
 
@@ -87,9 +89,34 @@ fn entities_to(e: &ProcessExec, remote: Option<std::net::IpAddr>) -> serde_json:
     ent
 }
 
+impl Declared for ProcessDetector {
+    const NAME: &'static str = "process";
+    const TECHNIQUES: &'static [&'static str] = &[
+        "T1204.002",
+        "T1059.004",
+        "T1620",
+        "T1059",
+        "T1204",
+        "T1564.001",
+    ];
+
+    fn build(cfg: &DetectConfig, _shared: &Shared) -> Self {
+        Self::new(cfg.process.clone())
+    }
+
+    #[cfg(test)]
+    fn fire_every_finding() -> Vec<Finding> {
+        tests::fire_every_finding()
+    }
+}
+
 impl Detector for ProcessDetector {
     fn name(&self) -> &'static str {
-        "process"
+        Self::NAME
+    }
+
+    fn techniques(&self) -> &'static [&'static str] {
+        Self::TECHNIQUES
     }
 
     fn on_record(&mut self, now: f64, body: &Body, out: &mut Vec<Finding>) {
@@ -126,7 +153,7 @@ impl Detector for ProcessDetector {
         // A file a network-facing process wrote, now executed (T1204.002).
         if let Some(w) = self.written.get_mut(&e.exe) {
             out.push(Finding {
-                detector: "process",
+                detector: Self::NAME,
                 key: format!("netexec|{}", e.exe),
                 severity: Severity::High,
                 confidence: 0.85,
@@ -142,7 +169,7 @@ impl Detector for ProcessDetector {
         let shell = crate::util::is_shell(&e.exe);
         if shell && e.stdio_socket == Some(true) {
             out.push(Finding {
-                detector: "process",
+                detector: Self::NAME,
                 key: format!("revshell|{}", e.exe),
                 severity: Severity::Critical,
                 confidence: 0.95,
@@ -162,7 +189,7 @@ impl Detector for ProcessDetector {
                         summary: String,
                         evidence| {
             out.push(Finding {
-                detector: "process",
+                detector: Self::NAME,
                 key: format!("{key}|{}", e.exe),
                 severity,
                 confidence,
@@ -329,5 +356,41 @@ mod tests {
         assert_eq!(rs[0].severity, Severity::Critical);
         let svc = run(exec("/bin/sh", Some("/usr/sbin/nginx"), Some(false)));
         assert_eq!(svc[0].techniques, vec!["T1059.004"]);
+    }
+
+    /// A downloaded file run, a reverse shell, a service's shell, and exec
+    /// from a world-writable dir, a hidden path and memory.
+    pub(super) fn fire_every_finding() -> Vec<Finding> {
+        let mut d = ProcessDetector::new(ProcessConfig::default());
+        let mut out = Vec::new();
+        d.on_record(
+            1.0,
+            &Body::FileWrite(crate::record::FileWrite {
+                pid: 5,
+                comm: "curl".into(),
+                exe: Some(std::sync::Arc::from("/usr/bin/curl")),
+                path: "/srv/app/update".into(),
+            }),
+            &mut out,
+        );
+        for b in [
+            exec("/srv/app/update", Some("/usr/bin/bash"), None),
+            exec("/usr/bin/bash", None, Some(true)),
+            exec("/bin/sh", Some("/usr/sbin/nginx"), Some(false)),
+            exec("/tmp/x", None, None),
+            exec("/home/u/.x", None, None),
+            exec("/memfd:payload (deleted)", None, None),
+        ] {
+            d.on_record(2.0, &b, &mut out);
+        }
+        for kind in [
+            "netexec", "revshell", "svcshell", "tmpexec", "hidden", "memfd",
+        ] {
+            assert!(
+                out.iter().any(|f| f.key.starts_with(kind)),
+                "no {kind} finding"
+            );
+        }
+        out
     }
 }

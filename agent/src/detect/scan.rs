@@ -8,7 +8,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::config::DetectConfig;
 use super::lru::Bounded;
+use super::registry::{Declared, Shared};
 use super::{Detector, Finding, Severity};
 use crate::record::Body;
 
@@ -58,9 +60,27 @@ impl ScanDetector {
     }
 }
 
+impl Declared for ScanDetector {
+    const NAME: &'static str = "scan";
+    const TECHNIQUES: &'static [&'static str] = &["T1046"];
+
+    fn build(cfg: &DetectConfig, _shared: &Shared) -> Self {
+        Self::new(cfg.scan.clone())
+    }
+
+    #[cfg(test)]
+    fn fire_every_finding() -> Vec<Finding> {
+        tests::fire_every_finding()
+    }
+}
+
 impl Detector for ScanDetector {
     fn name(&self) -> &'static str {
-        "scan"
+        Self::NAME
+    }
+
+    fn techniques(&self) -> &'static [&'static str] {
+        Self::TECHNIQUES
     }
 
     fn on_record(&mut self, now: f64, body: &Body, out: &mut Vec<Finding>) {
@@ -103,7 +123,7 @@ impl Detector for ScanDetector {
             format!("this host scans: failed connections to {what}")
         };
         out.push(Finding {
-            detector: "scan",
+            detector: Self::NAME,
             key: format!("{scanner}|{dir}"),
             severity,
             confidence: 0.85,
@@ -162,5 +182,39 @@ mod tests {
             d.on_record(p as f64 * 400.0, &refused("192.0.2.67", 1000 + p), &mut out);
         }
         assert!(out.is_empty());
+    }
+
+    fn connect_failed(target: &str, port: u16) -> Body {
+        Body::NetConnectFailed(Conn {
+            pid: Some(7),
+            comm: "nmap".into(),
+            exe: None,
+            uid: Some(0),
+            proto: "tcp",
+            src_ip: "10.0.0.1".parse().expect("ip"),
+            src_port: 40000,
+            dst_ip: target.parse().expect("ip"),
+            dst_port: port,
+            community_id: String::new(),
+            old_state: None,
+        })
+    }
+
+    /// Many ports on one host (inbound) and one port on many hosts (outbound).
+    pub(super) fn fire_every_finding() -> Vec<Finding> {
+        let mut d = ScanDetector::new(ScanConfig::default());
+        let mut out = Vec::new();
+        for p in 0..15 {
+            d.on_record(p as f64, &refused("192.0.2.66", 1000 + p), &mut out);
+        }
+        for h in 1..=25 {
+            d.on_record(
+                h as f64,
+                &connect_failed(&format!("10.9.0.{h}"), 22),
+                &mut out,
+            );
+        }
+        assert!(out.iter().any(|f| f.severity == Severity::High), "{out:?}");
+        out
     }
 }

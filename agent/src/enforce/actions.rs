@@ -1,40 +1,130 @@
 //! `action` records: every enforcement change, as one JSON line with
-//! `kind, id, ts, host, action, target, ttl_s, state`.
+//! `kind, id, ts, host, action, target, ttl_s, state`, then `detail`,
+//! `incident` and `command` when they are set.
 
+use std::fmt;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::util::clock::now_rfc3339;
 pub use crate::util::id::new_id;
 
-#[derive(Debug, Clone, Serialize)]
+/// What was done (the record's `action` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Block,
+    Unblock,
+    /// A block's expiry removed by maintenance.
+    Expire,
+    Isolate,
+    Unisolate,
+    Kill,
+    Freeze,
+    Quarantine,
+    Restore,
+    /// A playbook step recorded without changing the host (dry-run,
+    /// rate-limited), named by its playbook action (`block_ip`, …).
+    Step(&'static str),
+}
+
+impl Verb {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verb::Block => "block",
+            Verb::Unblock => "unblock",
+            Verb::Expire => "expire",
+            Verb::Isolate => "isolate",
+            Verb::Unisolate => "unisolate",
+            Verb::Kill => "kill",
+            Verb::Freeze => "freeze",
+            Verb::Quarantine => "quarantine",
+            Verb::Restore => "restore",
+            Verb::Step(action) => action,
+        }
+    }
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Verb {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// How it went (the record's `state` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionState {
+    Applied,
+    /// Not attempted: the guard, a reused pid, a failed precondition.
+    Refused,
+    Failed,
+    /// A block that lapsed and was removed.
+    Expired,
+    /// Nothing to do (not blocked, not isolated).
+    Noop,
+    /// What a playbook step would have done in dry-run mode.
+    DryRun,
+    /// A playbook step held back by the response rate limits.
+    RateLimited,
+}
+
+impl ActionState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ActionState::Applied => "applied",
+            ActionState::Refused => "refused",
+            ActionState::Failed => "failed",
+            ActionState::Expired => "expired",
+            ActionState::Noop => "noop",
+            ActionState::DryRun => "dry-run",
+            ActionState::RateLimited => "rate-limited",
+        }
+    }
+}
+
+impl fmt::Display for ActionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename = "action")]
 pub struct Action {
-    pub kind: &'static str,
     pub id: String,
     pub ts: String,
     pub host: String,
-    /// block, unblock, expire, isolate, unisolate, kill, freeze.
-    pub action: &'static str,
+    pub action: Verb,
     pub target: String,
     pub ttl_s: Option<u64>,
-    /// applied, refused, failed, expired, noop.
-    pub state: &'static str,
+    pub state: ActionState,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// The response incident whose step this was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident: Option<String>,
+    /// The id of the fleet command this executed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
 }
 
 impl Action {
     pub fn new(
         host: &str,
-        action: &'static str,
+        action: Verb,
         target: impl Into<String>,
         ttl_s: Option<u64>,
-        state: &'static str,
+        state: ActionState,
         detail: impl Into<String>,
     ) -> Action {
         Action {
-            kind: "action",
             id: new_id(),
             ts: now_rfc3339(),
             host: host.to_string(),
@@ -43,6 +133,8 @@ impl Action {
             ttl_s,
             state,
             detail: detail.into(),
+            incident: None,
+            command: None,
         }
     }
 
@@ -55,5 +147,47 @@ impl Action {
     pub fn record(&self, state_dir: &Path) -> Result<(), crate::enforce::audit::AuditError> {
         let v = serde_json::to_value(self).unwrap_or_default();
         crate::enforce::audit::append(state_dir, &v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_keeps_its_field_names_and_values() {
+        let mut a = Action::new(
+            "h",
+            Verb::Step("block_ip"),
+            "b: block 192.0.2.1 for 60s",
+            None,
+            ActionState::DryRun,
+            "incident inc-1",
+        );
+        a.id = "x".into();
+        a.ts = "t".into();
+        assert_eq!(
+            a.to_line(),
+            r#"{"kind":"action","id":"x","ts":"t","host":"h","action":"block_ip","target":"b: block 192.0.2.1 for 60s","ttl_s":null,"state":"dry-run","detail":"incident inc-1"}"#
+        );
+        a.state = ActionState::RateLimited;
+        a.detail.clear();
+        a.incident = Some("inc-1".into());
+        a.command = Some("c-1".into());
+        let v = serde_json::to_value(&a).expect("value");
+        assert_eq!(v["state"], "rate-limited");
+        assert_eq!(v["incident"], "inc-1");
+        assert_eq!(v["command"], "c-1");
+        assert!(v.get("detail").is_none());
+        for (s, name) in [
+            (ActionState::Applied, "applied"),
+            (ActionState::Refused, "refused"),
+            (ActionState::Failed, "failed"),
+            (ActionState::Expired, "expired"),
+            (ActionState::Noop, "noop"),
+        ] {
+            assert_eq!(serde_json::to_value(s).expect("state"), name);
+            assert_eq!(s.as_str(), name);
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use agent_common::enforce::{BLOCK_EGRESS, BLOCK_INGRESS};
 
-use super::actions::Action;
+use super::actions::{Action, ActionState, Verb};
 use super::attach::{Enforcer, XdpAttachment};
 use super::blocklist::{BlockEntry, Blocklist};
 use super::cidr::Cidr;
@@ -127,10 +127,10 @@ impl Containment {
         if let Err(refusal) = self.guard.check(target) {
             return self.record(Action::new(
                 &self.host,
-                "block",
+                Verb::Block,
                 label,
                 Some(ttl_s),
-                "refused",
+                ActionState::Refused,
                 refusal.to_string(),
             ));
         }
@@ -138,18 +138,18 @@ impl Containment {
         let a = match self.blocks.insert(target, expires, flags) {
             Ok(()) => Action::new(
                 &self.host,
-                "block",
+                Verb::Block,
                 label,
                 Some(ttl_s),
-                "applied",
+                ActionState::Applied,
                 direction(flags),
             ),
             Err(e) => Action::new(
                 &self.host,
-                "block",
+                Verb::Block,
                 label,
                 Some(ttl_s),
-                "failed",
+                ActionState::Failed,
                 e.to_string(),
             ),
         };
@@ -159,14 +159,14 @@ impl Containment {
 
     pub fn unblock(&mut self, target: &Cidr) -> Action {
         let state = if self.blocks.remove(target) {
-            "applied"
+            ActionState::Applied
         } else {
-            "noop"
+            ActionState::Noop
         };
         self.save();
         self.record(Action::new(
             &self.host,
-            "unblock",
+            Verb::Unblock,
             target.to_string(),
             None,
             state,
@@ -189,10 +189,10 @@ impl Containment {
             let detail = format!("dropped {} packets, {} bytes", e.packets, e.bytes);
             out.push(self.record(Action::new(
                 &self.host,
-                "expire",
+                Verb::Expire,
                 e.target.to_string(),
                 None,
-                "expired",
+                ActionState::Expired,
                 detail,
             )));
         }
@@ -209,21 +209,28 @@ impl Containment {
 
     pub fn isolate(&self, ttl_s: u64) -> Action {
         let a = match isolate::isolate(ttl_s, &self.isolation_allow()) {
-            Ok(true) => Action::new(&self.host, "isolate", "host", Some(ttl_s), "applied", ""),
-            Ok(false) => Action::new(
+            Ok(true) => Action::new(
                 &self.host,
-                "isolate",
+                Verb::Isolate,
                 "host",
                 Some(ttl_s),
-                "applied",
+                ActionState::Applied,
+                "",
+            ),
+            Ok(false) => Action::new(
+                &self.host,
+                Verb::Isolate,
+                "host",
+                Some(ttl_s),
+                ActionState::Applied,
                 "renewed",
             ),
             Err(e) => Action::new(
                 &self.host,
-                "isolate",
+                Verb::Isolate,
                 "host",
                 Some(ttl_s),
-                "failed",
+                ActionState::Failed,
                 e.to_string(),
             ),
         };
@@ -232,21 +239,28 @@ impl Containment {
 
     pub fn unisolate(&self) -> Action {
         let a = match isolate::unisolate() {
-            Ok(true) => Action::new(&self.host, "unisolate", "host", None, "applied", ""),
-            Ok(false) => Action::new(
+            Ok(true) => Action::new(
                 &self.host,
-                "unisolate",
+                Verb::Unisolate,
                 "host",
                 None,
-                "noop",
+                ActionState::Applied,
+                "",
+            ),
+            Ok(false) => Action::new(
+                &self.host,
+                Verb::Unisolate,
+                "host",
+                None,
+                ActionState::Noop,
                 "not isolated",
             ),
             Err(e) => Action::new(
                 &self.host,
-                "unisolate",
+                Verb::Unisolate,
                 "host",
                 None,
-                "failed",
+                ActionState::Failed,
                 e.to_string(),
             ),
         };
@@ -269,18 +283,32 @@ pub fn kill_action(cfg: &Config, host: &str, pid: u32, start: Option<u64>, freez
         let root =
             crate::kernel::loader::cgroup2_root().unwrap_or_else(|| "/sys/fs/cgroup".to_string());
         (
-            "freeze",
+            Verb::Freeze,
             kill::freeze(pid, &root).map(|cg| format!("froze cgroup {cg}")),
         )
     } else {
         (
-            "kill",
+            Verb::Kill,
             kill::kill(pid, start).map(|st| format!("SIGKILL via pidfd, start time {st}")),
         )
     };
     let a = match result {
-        Ok(detail) => Action::new(host, verb, pid.to_string(), None, "applied", detail),
-        Err(e) => Action::new(host, verb, pid.to_string(), None, "refused", e.to_string()),
+        Ok(detail) => Action::new(
+            host,
+            verb,
+            pid.to_string(),
+            None,
+            ActionState::Applied,
+            detail,
+        ),
+        Err(e) => Action::new(
+            host,
+            verb,
+            pid.to_string(),
+            None,
+            ActionState::Refused,
+            e.to_string(),
+        ),
     };
     if let Err(e) = a.record(&cfg.state_dir) {
         tracing::warn!("could not append to the audit log: {e}");

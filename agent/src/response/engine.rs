@@ -8,9 +8,11 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::playbook::{Decision, Endpoint, Mode, Playbook, Step, StepAction};
+use super::action::{Effect, HostChange};
+use super::playbook::{Decision, Endpoint, Mode, Playbook, Step};
+use super::record::{DecisionKind, DecisionRecord, NotificationRecord, ResponseRecord};
 use crate::detect::{Alert, Severity};
-use crate::enforce::actions::{new_id, Action};
+use crate::enforce::actions::{new_id, Action, ActionState, Verb};
 use crate::util::clock::now_rfc3339;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -56,7 +58,7 @@ pub trait Executor {
     fn undo(&mut self, undo: &Undo) -> Outcome;
     fn active_blocks(&self) -> usize;
     /// Appends a record to the audit log before it is reported.
-    fn audit(&mut self, record: &serde_json::Value);
+    fn audit(&mut self, record: &ResponseRecord);
     fn host(&self) -> &str;
 }
 
@@ -72,13 +74,45 @@ pub enum IncidentState {
     RolledBack,
 }
 
+/// Where a step got to; an action's own state when it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepState {
+    Applied,
+    DryRun,
+    /// Its condition did not hold, or the alert lacks what it acts on.
+    Skipped,
+    Refused,
+    Failed,
+    RateLimited,
+    /// Waiting on an approval (the detail names it).
+    Pending,
+    Approved,
+    Denied,
+    RolledBack,
+    Noop,
+    Expired,
+}
+
+impl From<ActionState> for StepState {
+    fn from(s: ActionState) -> StepState {
+        match s {
+            ActionState::Applied => StepState::Applied,
+            ActionState::Refused => StepState::Refused,
+            ActionState::Failed => StepState::Failed,
+            ActionState::Expired => StepState::Expired,
+            ActionState::Noop => StepState::Noop,
+            ActionState::DryRun => StepState::DryRun,
+            ActionState::RateLimited => StepState::RateLimited,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepResult {
     pub step: String,
     pub action: String,
-    /// applied, dry-run, skipped, refused, failed, rate-limited, denied,
-    /// approved, rolled-back, noop.
-    pub state: String,
+    pub state: StepState,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,6 +131,28 @@ pub struct AlertContext {
     pub entities: serde_json::Value,
 }
 
+/// The entities steps act on, read in one place.
+impl AlertContext {
+    /// The process (`entities.pid`).
+    pub fn pid(&self) -> Option<u32> {
+        self.entities.get("pid")?.as_u64().map(|p| p as u32)
+    }
+
+    /// The process's executable (`entities.exe`).
+    pub fn exe(&self) -> Option<&str> {
+        self.entities.get("exe")?.as_str()
+    }
+
+    /// `entities.src_ip` or `entities.dst_ip`.
+    pub fn ip(&self, e: Endpoint) -> Option<IpAddr> {
+        let key = match e {
+            Endpoint::Source => "src_ip",
+            Endpoint::Destination => "dst_ip",
+        };
+        self.entities.get(key)?.as_str()?.parse().ok()
+    }
+}
+
 impl AlertContext {
     fn from_alert(a: &Alert) -> AlertContext {
         AlertContext {
@@ -108,14 +164,6 @@ impl AlertContext {
             summary: a.summary.clone(),
             entities: a.entities.clone(),
         }
-    }
-
-    fn ip(&self, e: Endpoint) -> Option<IpAddr> {
-        let key = match e {
-            Endpoint::Source => "src_ip",
-            Endpoint::Destination => "dst_ip",
-        };
-        self.entities.get(key)?.as_str()?.parse().ok()
     }
 
     fn holds(&self, c: &super::playbook::Condition) -> bool {
@@ -198,24 +246,20 @@ pub struct Responder {
     dirty: bool,
 }
 
-type Out = Vec<serde_json::Value>;
+type Out = Vec<ResponseRecord>;
 
+/// `<step id>: <what the action does to this alert>`.
 fn describe(step: &Step, ctx: &AlertContext) -> String {
-    match &step.action {
-        StepAction::BlockIp { target, ttl_s } => {
-            let ip = ctx
-                .ip(*target)
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| "?".into());
-            format!("{}: block {ip} for {ttl_s}s", step.id)
-        }
-        StepAction::IsolateHost { ttl_s } => format!("{}: isolate host for {ttl_s}s", step.id),
-        StepAction::KillProcess => format!("{}: kill pid {}", step.id, ctx.entities["pid"]),
-        StepAction::QuarantineFile => {
-            format!("{}: quarantine {}", step.id, ctx.entities["exe"])
-        }
-        StepAction::Notify { message } => format!("{}: notify \"{message}\"", step.id),
-        StepAction::RequireApproval { .. } => format!("{}: ask again", step.id),
+    format!("{}: {}", step.id, step.action.act().describe(ctx))
+}
+
+fn result(step: &Step, state: StepState, detail: impl Into<String>) -> StepResult {
+    StepResult {
+        step: step.id.clone(),
+        action: step.action.name().to_string(),
+        state,
+        detail: detail.into(),
+        undo: None,
     }
 }
 
@@ -277,26 +321,28 @@ impl Responder {
         ex: &mut dyn Executor,
         out: &mut Out,
         inc: &Incident,
-        what: &str,
+        what: DecisionKind,
         by: &By,
         detail: String,
     ) {
-        let mut r = serde_json::json!({
-            "kind": "decision",
-            "id": new_id(),
-            "ts": now_rfc3339(),
-            "host": ex.host(),
-            "incident": inc.id,
-            "playbook": inc.playbook,
-            "alert": inc.alert.id,
-            "decision": what,
-            "detail": detail,
+        let r = ResponseRecord::Decision(DecisionRecord {
+            id: new_id(),
+            ts: now_rfc3339(),
+            host: ex.host().to_string(),
+            incident: inc.id.clone(),
+            playbook: inc.playbook.clone(),
+            alert: inc.alert.id.clone(),
+            decision: what,
+            detail,
+            by_uid: match by {
+                By::Uid(uid) => Some(*uid),
+                _ => None,
+            },
+            by_command: match by {
+                By::Command(id) => Some(id.clone()),
+                _ => None,
+            },
         });
-        match by {
-            By::Uid(uid) => r["by_uid"] = (*uid).into(),
-            By::Command(id) => r["by_command"] = id.clone().into(),
-            By::Timeout => {}
-        }
         ex.audit(&r);
         out.push(r);
     }
@@ -335,7 +381,7 @@ impl Responder {
                 ex,
                 &mut out,
                 &inc,
-                "incident_opened",
+                DecisionKind::IncidentOpened,
                 &By::Timeout,
                 format!("{mode_s}: {}", inc.alert.summary),
             );
@@ -383,30 +429,24 @@ impl Responder {
             let i = inc.next;
             inc.next += 1;
             let step = inc.steps[i].clone();
-            let mut result = StepResult {
-                step: step.id.clone(),
-                action: step.action.name().to_string(),
-                state: String::new(),
-                detail: String::new(),
-                undo: None,
-            };
             if let Some(c) = &step.when {
                 if !inc.alert.holds(c) {
-                    result.state = "skipped".into();
-                    result.detail = "condition not met".into();
-                    inc.results.push(result);
+                    inc.results
+                        .push(result(&step, StepState::Skipped, "condition not met"));
                     continue;
                 }
             }
-            match &step.action {
-                StepAction::RequireApproval {
+            match step.action.act().effect() {
+                Effect::Approval {
                     timeout_s,
                     on_timeout,
                 } => {
                     if inc.mode == Mode::DryRun {
-                        result.state = "dry-run".into();
-                        result.detail = "would wait for approval".into();
-                        inc.results.push(result);
+                        inc.results.push(result(
+                            &step,
+                            StepState::DryRun,
+                            "would wait for approval",
+                        ));
                         continue;
                     }
                     let proposed = inc.steps[inc.next..]
@@ -420,12 +460,11 @@ impl Responder {
                         alert: inc.alert.summary.clone(),
                         proposed,
                         created: now_rfc3339(),
-                        deadline_s: now_s + *timeout_s as f64,
-                        on_timeout: *on_timeout,
+                        deadline_s: now_s + timeout_s as f64,
+                        on_timeout,
                     };
-                    result.state = "pending".into();
-                    result.detail = a.id.clone();
-                    inc.results.push(result);
+                    inc.results
+                        .push(result(&step, StepState::Pending, a.id.clone()));
                     inc.state = IncidentState::AwaitingApproval;
                     let detail = format!(
                         "{} waits up to {timeout_s}s, then {:?}: {}",
@@ -434,90 +473,87 @@ impl Responder {
                         a.proposed.join("; ")
                     )
                     .to_lowercase();
-                    Self::decision(ex, out, &inc, "approval_requested", &By::Timeout, detail);
+                    Self::decision(
+                        ex,
+                        out,
+                        &inc,
+                        DecisionKind::ApprovalRequested,
+                        &By::Timeout,
+                        detail,
+                    );
                     self.approvals.insert(a.id.clone(), a);
                     self.incidents.insert(inc.id.clone(), inc);
                     return;
                 }
-                StepAction::Notify { message } => {
-                    result.state = "applied".into();
-                    result.detail = message.clone();
-                    out.push(serde_json::json!({
-                        "kind": "notification",
-                        "id": new_id(),
-                        "ts": now_rfc3339(),
-                        "host": ex.host(),
-                        "incident": inc.id,
-                        "playbook": inc.playbook,
-                        "message": message,
-                        "alert": inc.alert.summary,
+                Effect::Notify(message) => {
+                    out.push(ResponseRecord::Notification(NotificationRecord {
+                        id: new_id(),
+                        ts: now_rfc3339(),
+                        host: ex.host().to_string(),
+                        incident: inc.id.clone(),
+                        playbook: inc.playbook.clone(),
+                        message: message.to_string(),
+                        alert: inc.alert.summary.clone(),
                     }));
+                    inc.results.push(result(&step, StepState::Applied, message));
                 }
-                action => {
-                    let failed = self.enforce(&mut inc, action, &step, now_s, ex, out, &mut result);
-                    inc.results.push(result);
+                Effect::Change(change) => {
+                    let r = self.enforce(&inc, change, &step, now_s, ex, out);
+                    let failed = r.state == StepState::Failed;
+                    inc.results.push(r);
                     if failed {
                         let detail = format!("step {} failed; undoing what was applied", step.id);
-                        Self::decision(ex, out, &inc, "incident_failed", &By::Timeout, detail);
+                        Self::decision(
+                            ex,
+                            out,
+                            &inc,
+                            DecisionKind::IncidentFailed,
+                            &By::Timeout,
+                            detail,
+                        );
                         Self::undo_all(&mut inc, ex, out);
                         inc.state = IncidentState::Failed;
                         self.incidents.insert(inc.id.clone(), inc);
                         return;
                     }
-                    continue;
                 }
             }
-            inc.results.push(result);
         }
         inc.state = IncidentState::Done;
         self.incidents.insert(inc.id.clone(), inc);
     }
 
-    /// Applies one host-changing step; returns true when it failed.
-    #[allow(clippy::too_many_arguments)]
+    /// Applies one host-changing step and returns its result (`failed`
+    /// when the change failed).
     fn enforce(
         &mut self,
-        inc: &mut Incident,
-        action: &StepAction,
+        inc: &Incident,
+        change: &dyn HostChange,
         step: &Step,
         now_s: f64,
         ex: &mut dyn Executor,
         out: &mut Out,
-        result: &mut StepResult,
-    ) -> bool {
+    ) -> StepResult {
         let what = describe(step, &inc.alert);
-        let entity_pid = inc.alert.entities["pid"].as_u64().map(|p| p as u32);
-        let entity_exe = inc.alert.entities["exe"].as_str().map(str::to_string);
-        // Resolve targets first: a step without one is skipped, not failed.
-        let missing = match action {
-            StepAction::BlockIp { target, .. } if inc.alert.ip(*target).is_none() => {
-                Some(format!("alert has no {target:?} address").to_lowercase())
-            }
-            StepAction::KillProcess if entity_pid.is_none() => Some("alert has no pid".into()),
-            StepAction::QuarantineFile if entity_exe.is_none() => {
-                Some("alert has no executable".into())
-            }
-            _ => None,
+        // Resolve the target first: a step without one is skipped, not failed.
+        let apply = match change.resolve(&inc.alert) {
+            Ok(apply) => apply,
+            Err(why) => return result(step, StepState::Skipped, why),
         };
-        if let Some(why) = missing {
-            result.state = "skipped".into();
-            result.detail = why;
-            return false;
-        }
-        let synthetic = |ex: &mut dyn Executor, state: &'static str, detail: String| {
-            let a = Action::new(ex.host(), action.name(), what.clone(), None, state, detail);
-            let v = serde_json::to_value(&a).unwrap_or_default();
-            ex.audit(&v);
-            v
+        // What the step would have done, recorded without changing the host.
+        let verb = Verb::Step(step.action.name());
+        let mut synthetic = |ex: &mut dyn Executor, state: ActionState, detail: String| {
+            let a = Action::new(ex.host(), verb, what.clone(), None, state, detail);
+            let r = ResponseRecord::Action(a);
+            ex.audit(&r);
+            out.push(r);
         };
         if inc.mode == Mode::DryRun {
-            out.push(synthetic(ex, "dry-run", format!("incident {}", inc.id)));
-            result.state = "dry-run".into();
-            result.detail = what;
-            return false;
+            synthetic(ex, ActionState::DryRun, format!("incident {}", inc.id));
+            return result(step, StepState::DryRun, what);
         }
-        let over_blocks = matches!(action, StepAction::BlockIp { .. })
-            && ex.active_blocks() >= self.limits.max_concurrent_blocks;
+        let over_blocks =
+            change.adds_block() && ex.active_blocks() >= self.limits.max_concurrent_blocks;
         if over_blocks || !self.rate_ok(now_s) {
             self.rate_limited += 1;
             let why = if over_blocks {
@@ -531,46 +567,33 @@ impl Responder {
                     self.limits.max_actions_per_minute
                 )
             };
-            out.push(synthetic(ex, "rate-limited", why.clone()));
-            result.state = "rate-limited".into();
-            result.detail = why;
-            return false;
+            synthetic(ex, ActionState::RateLimited, why.clone());
+            return result(step, StepState::RateLimited, why);
         }
         self.recent.push_back(now_s);
-        let o = match action {
-            StepAction::BlockIp { target, ttl_s } => match inc.alert.ip(*target) {
-                Some(ip) => ex.block(ip, *ttl_s),
-                None => return false,
-            },
-            StepAction::IsolateHost { ttl_s } => ex.isolate(*ttl_s),
-            StepAction::KillProcess => ex.kill(entity_pid.unwrap_or(0), entity_exe.as_deref()),
-            StepAction::QuarantineFile => ex.quarantine(entity_exe.as_deref().unwrap_or("")),
-            _ => return false,
-        };
-        let mut v = serde_json::to_value(&o.action).unwrap_or_default();
-        v["incident"] = inc.id.clone().into();
-        out.push(v);
-        result.state = o.action.state.to_string();
-        result.detail = o.action.detail.clone();
-        result.undo = o.undo;
-        o.action.state == "failed"
+        let o = apply(ex);
+        let mut r = result(step, o.action.state.into(), o.action.detail.clone());
+        r.undo = o.undo;
+        let mut a = o.action;
+        a.incident = Some(inc.id.clone());
+        out.push(ResponseRecord::Action(a));
+        r
     }
 
     /// Undoes every applied step of `inc`, last first.
     fn undo_all(inc: &mut Incident, ex: &mut dyn Executor, out: &mut Out) {
         for r in inc.results.iter_mut().rev() {
             let Some(undo) = r.undo.take() else { continue };
-            let o = ex.undo(&undo);
-            let mut v = serde_json::to_value(&o.action).unwrap_or_default();
-            v["incident"] = inc.id.clone().into();
-            out.push(v);
-            if o.action.state == "failed" {
+            let mut a = ex.undo(&undo).action;
+            a.incident = Some(inc.id.clone());
+            if a.state == ActionState::Failed {
                 // Keep it so a later rollback can try again.
-                r.detail = format!("undo failed: {}", o.action.detail);
+                r.detail = format!("undo failed: {}", a.detail);
                 r.undo = Some(undo);
             } else {
-                r.state = "rolled-back".into();
+                r.state = StepState::RolledBack;
             }
+            out.push(ResponseRecord::Action(a));
         }
     }
 
@@ -593,18 +616,18 @@ impl Responder {
         };
         self.dirty = true;
         let what = match (decision, &by) {
-            (Decision::Approve, By::Timeout) => "timeout_approved",
-            (Decision::Deny, By::Timeout) => "timeout_denied",
-            (Decision::Approve, _) => "approved",
-            (Decision::Deny, _) => "denied",
+            (Decision::Approve, By::Timeout) => DecisionKind::TimeoutApproved,
+            (Decision::Deny, By::Timeout) => DecisionKind::TimeoutDenied,
+            (Decision::Approve, _) => DecisionKind::Approved,
+            (Decision::Deny, _) => DecisionKind::Denied,
         };
         let state = if decision == Decision::Approve {
-            "approved"
+            StepState::Approved
         } else {
-            "denied"
+            StepState::Denied
         };
         if let Some(r) = inc.results.iter_mut().rev().find(|r| r.detail == a.id) {
-            r.state = state.to_string();
+            r.state = state;
         }
         Self::decision(ex, &mut out, &inc, what, &by, a.id.clone());
         match decision {
@@ -616,13 +639,7 @@ impl Responder {
             }
             Decision::Deny => {
                 for s in &inc.steps[inc.next..] {
-                    inc.results.push(StepResult {
-                        step: s.id.clone(),
-                        action: s.action.name().to_string(),
-                        state: "denied".into(),
-                        detail: String::new(),
-                        undo: None,
-                    });
+                    inc.results.push(result(s, StepState::Denied, ""));
                 }
                 inc.next = inc.steps.len();
                 inc.state = IncidentState::Denied;
@@ -668,7 +685,14 @@ impl Responder {
         self.dirty = true;
         self.approvals.retain(|_, a| a.incident != inc.id);
         let mut out = Vec::new();
-        Self::decision(ex, &mut out, &inc, "rollback", &by, String::new());
+        Self::decision(
+            ex,
+            &mut out,
+            &inc,
+            DecisionKind::Rollback,
+            &by,
+            String::new(),
+        );
         Self::undo_all(&mut inc, ex, &mut out);
         inc.next = inc.steps.len();
         inc.state = IncidentState::RolledBack;
@@ -681,31 +705,37 @@ impl Responder {
 mod tests {
     use super::*;
     use crate::detect::attack;
+    use crate::response::action::require_approval::RequireApproval;
+    use crate::response::action::StepAction;
     use crate::response::playbook;
     use std::path::Path;
 
-    /// Records every call; `fail` names an action that fails.
+    /// Records every call; `fail` names a call that fails.
     #[derive(Default)]
     struct Recorder {
         calls: Vec<String>,
-        audit: Vec<serde_json::Value>,
+        audit: Vec<ResponseRecord>,
         fail: Option<&'static str>,
         blocks: usize,
     }
 
     impl Recorder {
-        fn outcome(&mut self, verb: &'static str, target: String, undo: Option<Undo>) -> Outcome {
-            self.calls.push(format!("{verb} {target}"));
-            let failed = self.fail == Some(verb);
+        fn outcome(
+            &mut self,
+            call: &'static str,
+            verb: Verb,
+            target: String,
+            undo: Option<Undo>,
+        ) -> Outcome {
+            self.calls.push(format!("{call} {target}"));
+            let failed = self.fail == Some(call);
+            let state = if failed {
+                ActionState::Failed
+            } else {
+                ActionState::Applied
+            };
             Outcome {
-                action: Action::new(
-                    "h",
-                    verb,
-                    target,
-                    None,
-                    if failed { "failed" } else { "applied" },
-                    "",
-                ),
+                action: Action::new("h", verb, target, None, state, ""),
                 undo: if failed { None } else { undo },
             }
         }
@@ -719,32 +749,39 @@ mod tests {
                 prior_expires_ns: None,
                 prior_flags: 0,
             };
-            self.outcome("block", ip.to_string(), Some(undo))
+            self.outcome("block", Verb::Block, ip.to_string(), Some(undo))
         }
         fn isolate(&mut self, _ttl: u64) -> Outcome {
-            self.outcome("isolate", "host".into(), Some(Undo::Unisolate))
+            self.outcome(
+                "isolate",
+                Verb::Isolate,
+                "host".into(),
+                Some(Undo::Unisolate),
+            )
         }
         fn kill(&mut self, pid: u32, _exe: Option<&str>) -> Outcome {
-            self.outcome("kill", pid.to_string(), None)
+            self.outcome("kill", Verb::Kill, pid.to_string(), None)
         }
         fn quarantine(&mut self, path: &str) -> Outcome {
             let undo = Undo::Restore {
                 quarantine_id: path.into(),
             };
-            self.outcome("quarantine", path.into(), Some(undo))
+            self.outcome("quarantine", Verb::Quarantine, path.into(), Some(undo))
         }
         fn undo(&mut self, undo: &Undo) -> Outcome {
-            let t = match undo {
-                Undo::Unblock { target, .. } => format!("unblock {target}"),
-                Undo::Unisolate => "unisolate".into(),
-                Undo::Restore { quarantine_id } => format!("restore {quarantine_id}"),
+            let (verb, t) = match undo {
+                Undo::Unblock { target, .. } => (Verb::Unblock, format!("unblock {target}")),
+                Undo::Unisolate => (Verb::Unisolate, "unisolate".into()),
+                Undo::Restore { quarantine_id } => {
+                    (Verb::Restore, format!("restore {quarantine_id}"))
+                }
             };
-            self.outcome("undo", t, None)
+            self.outcome("undo", verb, t, None)
         }
         fn active_blocks(&self) -> usize {
             self.blocks
         }
-        fn audit(&mut self, r: &serde_json::Value) {
+        fn audit(&mut self, r: &ResponseRecord) {
             self.audit.push(r.clone());
         }
         fn host(&self) -> &str {
@@ -795,7 +832,7 @@ mod tests {
         let a = alert("brute_force", "T1110.001", Severity::Medium);
         let out = r.on_alert(&a, 0.0, &mut ex);
         assert_eq!(ex.calls, vec!["block 192.0.2.9"]);
-        assert!(out.iter().any(|v| v["kind"] == "notification"));
+        assert!(out.iter().any(|v| v.kind() == "notification"));
         assert_eq!(r.incidents.len(), 1);
         let upd = Alert { update: true, ..a };
         assert!(r.on_alert(&upd, 1.0, &mut ex).is_empty());
@@ -819,7 +856,8 @@ mod tests {
         assert_eq!(ex.calls, vec!["isolate host"]);
         assert!(out
             .iter()
-            .any(|v| v["decision"] == "approved" && v["by_uid"] == 0));
+            .filter_map(ResponseRecord::decision)
+            .any(|d| { d.decision == DecisionKind::Approved && d.by_uid == Some(0) }));
         assert!(r.approvals.is_empty());
         assert_eq!(
             r.decide(&id, Decision::Approve, By::Uid(0), 6.0, &mut ex),
@@ -831,21 +869,26 @@ mod tests {
     fn approval_timeout_applies_on_timeout_both_ways() {
         for (on_timeout, expect_calls) in [(Decision::Deny, 0), (Decision::Approve, 1)] {
             let mut p = shipped("lateral_movement_isolation");
-            p.steps[1].action = StepAction::RequireApproval {
+            p.steps[1].action = StepAction::RequireApproval(RequireApproval {
                 timeout_s: 60,
                 on_timeout,
-            };
+            });
             let mut r = enforce(vec![p]);
             let mut ex = Recorder::default();
             r.on_alert(&alert("lateral", "T1021", Severity::High), 100.0, &mut ex);
             assert!(r.tick(159.0, &mut ex).is_empty());
             let out = r.tick(160.0, &mut ex);
             let what = if on_timeout == Decision::Deny {
-                "timeout_denied"
+                DecisionKind::TimeoutDenied
             } else {
-                "timeout_approved"
+                DecisionKind::TimeoutApproved
             };
-            assert!(out.iter().any(|v| v["decision"] == what), "{out:?}");
+            assert!(
+                out.iter()
+                    .filter_map(ResponseRecord::decision)
+                    .any(|d| d.decision == what),
+                "{out:?}"
+            );
             assert_eq!(ex.calls.len(), expect_calls);
             let inc = r.incidents.values().next().unwrap();
             let want = if on_timeout == Decision::Deny {
@@ -914,9 +957,11 @@ mod tests {
         let out = r.on_alert(&alert("exfil", "T1048", Severity::High), 0.0, &mut ex);
         assert!(ex.calls.is_empty());
         assert!(r.approvals.is_empty());
-        let dry: Vec<_> = out.iter().filter(|v| v["state"] == "dry-run").collect();
+        let dry_run =
+            |v: &&ResponseRecord| v.action().is_some_and(|a| a.state == ActionState::DryRun);
+        let dry: Vec<_> = out.iter().filter(dry_run).collect();
         assert_eq!(dry.len(), 2, "{out:?}");
-        assert!(ex.audit.iter().any(|v| v["state"] == "dry-run"));
+        assert!(ex.audit.iter().any(|v| dry_run(&v)));
         // A playbook's own dry-run holds under a global enforce.
         let mut p = shipped("brute_force_response");
         p.mode = Some(Mode::DryRun);
@@ -959,7 +1004,7 @@ mod tests {
         assert_eq!(ex.calls, vec!["block 198.51.100.4"]);
         assert!(r.approvals.is_empty());
         let inc = r.incidents.values().next().unwrap();
-        assert_eq!(inc.results[1].state, "skipped");
+        assert_eq!(inc.results[1].state, StepState::Skipped);
     }
 
     #[test]
@@ -974,5 +1019,68 @@ mod tests {
         r2.decide(&id, Decision::Approve, By::Uid(0), 1.0, &mut ex)
             .unwrap();
         assert_eq!(ex.calls, vec!["isolate host"]);
+    }
+
+    /// response.json written before the records were typed (one line of
+    /// each step state and undo kind) loads and saves back unchanged.
+    #[test]
+    fn saved_state_from_before_typed_records_round_trips() {
+        let text = include_str!("../../tests/response-state-v1.json").trim_end();
+        let saved: Saved = serde_json::from_str(text).expect("load");
+        assert_eq!(saved.incidents.len(), 7);
+        assert_eq!(serde_json::to_string(&saved).expect("save"), text);
+    }
+
+    #[test]
+    fn skipped_steps_say_what_the_alert_lacks() {
+        let mut r = enforce(vec![shipped("malware_containment")]);
+        let mut ex = Recorder::default();
+        let mut a = alert("process", "T1204.002", Severity::High);
+        a.entities = serde_json::json!({});
+        r.on_alert(&a, 0.0, &mut ex);
+        assert!(ex.calls.is_empty());
+        let inc = r.incidents.values().next().unwrap();
+        let got: Vec<(StepState, &str)> = inc
+            .results
+            .iter()
+            .map(|s| (s.state, s.detail.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (StepState::Skipped, "alert has no pid"),
+                (StepState::Skipped, "alert has no executable"),
+                (StepState::Skipped, "alert has no destination address"),
+                (StepState::Applied, "contained a malicious executable"),
+            ]
+        );
+    }
+
+    #[test]
+    fn records_carry_their_incident_and_describe_the_step() {
+        let mut r = enforce(vec![shipped("malware_containment")]);
+        let mut ex = Recorder::default();
+        let out = r.on_alert(&alert("process", "T1204.002", Severity::High), 0.0, &mut ex);
+        let kinds: Vec<&str> = out.iter().map(ResponseRecord::kind).collect();
+        assert_eq!(
+            kinds,
+            ["decision", "action", "action", "action", "notification"]
+        );
+        let inc = r.incidents.keys().next().unwrap().clone();
+        for a in out.iter().filter_map(ResponseRecord::action) {
+            assert_eq!(a.incident.as_deref(), Some(inc.as_str()));
+        }
+        let ctx = &r.incidents[&inc].alert;
+        let steps = &r.incidents[&inc].steps;
+        let described: Vec<String> = steps.iter().map(|s| describe(s, ctx)).collect();
+        assert_eq!(
+            described,
+            [
+                "kill: kill pid 4242",
+                "quarantine: quarantine \"/tmp/x\"",
+                "block_c2: block 198.51.100.4 for 86400s",
+                "tell: notify \"contained a malicious executable\"",
+            ]
+        );
     }
 }

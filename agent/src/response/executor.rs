@@ -9,7 +9,8 @@ use agent_common::enforce::{BLOCK_EGRESS, BLOCK_INGRESS};
 
 use super::engine::{Executor, Outcome, Undo};
 use super::quarantine;
-use crate::enforce::actions::Action;
+use super::record::ResponseRecord;
+use crate::enforce::actions::{Action, ActionState, Verb};
 use crate::enforce::cidr::Cidr;
 use crate::enforce::containment::Containment;
 use crate::enforce::{isolate, kill};
@@ -26,18 +27,22 @@ impl HostExecutor<'_> {
         if let Err(e) = a.record(self.state_dir) {
             tracing::warn!("could not append to the audit log: {e}");
         }
-        let undo = if a.state == "applied" { undo } else { None };
+        let undo = if a.state == ActionState::Applied {
+            undo
+        } else {
+            None
+        };
         Outcome { action: a, undo }
     }
 
-    fn disabled(&self, verb: &'static str, target: String) -> Outcome {
+    fn disabled(&self, verb: Verb, target: String) -> Outcome {
         self.record(
             Action::new(
                 self.host,
                 verb,
                 target,
                 None,
-                "failed",
+                ActionState::Failed,
                 "enforcement is disabled (enforce.enabled: false)",
             ),
             None,
@@ -61,7 +66,7 @@ impl Executor for HostExecutor<'_> {
     fn block(&mut self, ip: IpAddr, ttl_s: u64) -> Outcome {
         let cidr = Cidr::host(ip);
         let Some(c) = self.containment.as_deref_mut() else {
-            return self.disabled("block", cidr.to_string());
+            return self.disabled(Verb::Block, cidr.to_string());
         };
         let prior = c
             .blocks
@@ -74,18 +79,18 @@ impl Executor for HostExecutor<'_> {
             prior_flags: prior.map(|p| p.flags).unwrap_or(0),
         };
         // Containment already audited the action.
-        let undo = (a.state == "applied").then_some(undo);
+        let undo = (a.state == ActionState::Applied).then_some(undo);
         Outcome { action: a, undo }
     }
 
     fn isolate(&mut self, ttl_s: u64) -> Outcome {
         let Some(c) = self.containment.as_deref_mut() else {
-            return self.disabled("isolate", "host".into());
+            return self.disabled(Verb::Isolate, "host".into());
         };
         let was = isolate::remaining_s().is_some();
         let a = c.isolate(ttl_s);
         // Never undo an isolation someone else put in place.
-        let undo = (a.state == "applied" && !was).then_some(Undo::Unisolate);
+        let undo = (a.state == ActionState::Applied && !was).then_some(Undo::Unisolate);
         Outcome { action: a, undo }
     }
 
@@ -98,7 +103,14 @@ impl Executor for HostExecutor<'_> {
             if have_s != want && !runs_script(pid, want) {
                 let detail = format!("pid {pid} now runs {have_s}, not {want}; nothing signalled");
                 return self.record(
-                    Action::new(self.host, "kill", target, None, "refused", detail),
+                    Action::new(
+                        self.host,
+                        Verb::Kill,
+                        target,
+                        None,
+                        ActionState::Refused,
+                        detail,
+                    ),
                     None,
                 );
             }
@@ -106,13 +118,20 @@ impl Executor for HostExecutor<'_> {
         let a = match kill::kill(pid, None) {
             Ok(st) => Action::new(
                 self.host,
-                "kill",
+                Verb::Kill,
                 target,
                 None,
-                "applied",
+                ActionState::Applied,
                 format!("SIGKILL via pidfd, start time {st}"),
             ),
-            Err(e) => Action::new(self.host, "kill", target, None, "refused", e.to_string()),
+            Err(e) => Action::new(
+                self.host,
+                Verb::Kill,
+                target,
+                None,
+                ActionState::Refused,
+                e.to_string(),
+            ),
         };
         self.record(a, None)
     }
@@ -124,7 +143,14 @@ impl Executor for HostExecutor<'_> {
                     "sha256 {} mode {:o} uid {} moved to quarantine/{}",
                     m.sha256, m.mode, m.uid, m.id
                 );
-                let a = Action::new(self.host, "quarantine", path, None, "applied", detail);
+                let a = Action::new(
+                    self.host,
+                    Verb::Quarantine,
+                    path,
+                    None,
+                    ActionState::Applied,
+                    detail,
+                );
                 self.record(
                     a,
                     Some(Undo::Restore {
@@ -133,7 +159,14 @@ impl Executor for HostExecutor<'_> {
                 )
             }
             Err(e) => {
-                let a = Action::new(self.host, "quarantine", path, None, "failed", e.to_string());
+                let a = Action::new(
+                    self.host,
+                    Verb::Quarantine,
+                    path,
+                    None,
+                    ActionState::Failed,
+                    e.to_string(),
+                );
                 self.record(a, None)
             }
         }
@@ -149,16 +182,16 @@ impl Executor for HostExecutor<'_> {
                 let Ok(cidr) = target.parse::<Cidr>() else {
                     let a = Action::new(
                         self.host,
-                        "unblock",
+                        Verb::Unblock,
                         target.clone(),
                         None,
-                        "failed",
+                        ActionState::Failed,
                         "bad target",
                     );
                     return self.record(a, None);
                 };
                 let Some(c) = self.containment.as_deref_mut() else {
-                    return self.disabled("unblock", target.clone());
+                    return self.disabled(Verb::Unblock, target.clone());
                 };
                 match prior_expires_ns.filter(|e| *e > monotonic_ns()) {
                     // Put back the block this one replaced, with its own expiry.
@@ -166,18 +199,18 @@ impl Executor for HostExecutor<'_> {
                         let a = match c.blocks.insert(&cidr, exp, *prior_flags) {
                             Ok(()) => Action::new(
                                 self.host,
-                                "unblock",
+                                Verb::Unblock,
                                 target.clone(),
                                 None,
-                                "applied",
+                                ActionState::Applied,
                                 "restored the earlier block",
                             ),
                             Err(e) => Action::new(
                                 self.host,
-                                "unblock",
+                                Verb::Unblock,
                                 target.clone(),
                                 None,
-                                "failed",
+                                ActionState::Failed,
                                 e.to_string(),
                             ),
                         };
@@ -194,24 +227,24 @@ impl Executor for HostExecutor<'_> {
                     action: c.unisolate(),
                     undo: None,
                 },
-                None => self.disabled("unisolate", "host".into()),
+                None => self.disabled(Verb::Unisolate, "host".into()),
             },
             Undo::Restore { quarantine_id } => {
                 let a = match quarantine::restore(self.state_dir, quarantine_id) {
                     Ok(m) => Action::new(
                         self.host,
-                        "restore",
+                        Verb::Restore,
                         m.path.display().to_string(),
                         None,
-                        "applied",
+                        ActionState::Applied,
                         format!("sha256 {}", m.sha256),
                     ),
                     Err(e) => Action::new(
                         self.host,
-                        "restore",
+                        Verb::Restore,
                         quarantine_id.clone(),
                         None,
-                        "failed",
+                        ActionState::Failed,
                         e.to_string(),
                     ),
                 };
@@ -227,8 +260,9 @@ impl Executor for HostExecutor<'_> {
             .unwrap_or(0)
     }
 
-    fn audit(&mut self, record: &serde_json::Value) {
-        if let Err(e) = crate::enforce::audit::append(self.state_dir, record) {
+    fn audit(&mut self, record: &ResponseRecord) {
+        let v = serde_json::to_value(record).unwrap_or_default();
+        if let Err(e) = crate::enforce::audit::append(self.state_dir, &v) {
             tracing::warn!("could not append to the audit log: {e}");
         }
     }

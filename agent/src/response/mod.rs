@@ -2,8 +2,10 @@
 //! the host (through the containment layer), wait for people, expire and
 //! roll back.
 
+pub mod action;
 pub mod engine;
 pub mod executor;
 pub mod playbook;
 pub mod quarantine;
+pub mod record;
 pub mod yaml;

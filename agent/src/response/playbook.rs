@@ -5,8 +5,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::action::block_ip::Endpoint;
+pub use super::action::StepAction;
+use super::action::{self, ACTIONS};
 use super::yaml::{self, Node, Value};
-use crate::detect::{attack, Alert, Severity, DETECTOR_TECHNIQUES};
+use crate::detect::registry::{self, DETECTORS};
+use crate::detect::{attack, Alert, Severity};
 use crate::enforce::cidr::parse_duration;
 
 pub const SCHEMA_VERSION: u64 = 1;
@@ -69,69 +73,9 @@ impl Mode {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Endpoint {
-    Source,
-    Destination,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum Decision {
     Approve,
     Deny,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum StepAction {
-    BlockIp {
-        target: Endpoint,
-        ttl_s: u64,
-    },
-    IsolateHost {
-        ttl_s: u64,
-    },
-    KillProcess,
-    QuarantineFile,
-    Notify {
-        message: String,
-    },
-    RequireApproval {
-        timeout_s: u64,
-        on_timeout: Decision,
-    },
-}
-
-impl StepAction {
-    pub fn name(&self) -> &'static str {
-        match self {
-            StepAction::BlockIp { .. } => "block_ip",
-            StepAction::IsolateHost { .. } => "isolate_host",
-            StepAction::KillProcess => "kill_process",
-            StepAction::QuarantineFile => "quarantine_file",
-            StepAction::Notify { .. } => "notify",
-            StepAction::RequireApproval { .. } => "require_approval",
-        }
-    }
-
-    /// The inverse each step derives, used by rollback.
-    pub fn inverse(&self) -> &'static str {
-        match self {
-            StepAction::BlockIp { .. } => "unblock (restoring any block it replaced)",
-            StepAction::IsolateHost { .. } => "unisolate (unless the host was already isolated)",
-            StepAction::QuarantineFile => "restore the file with its path, mode and owner",
-            StepAction::KillProcess => "none: a killed process cannot be revived",
-            StepAction::Notify { .. } | StepAction::RequireApproval { .. } => "none",
-        }
-    }
-
-    /// Whether the step changes the host (and so obeys mode and rate limits).
-    pub fn enforces(&self) -> bool {
-        !matches!(
-            self,
-            StepAction::Notify { .. } | StepAction::RequireApproval { .. }
-        )
-    }
 }
 
 /// A condition checked just before a step runs.
@@ -353,11 +297,10 @@ impl Checker<'_> {
             match k {
                 "detectors" => {
                     for (d, at) in self.strings(v, "trigger.detectors") {
-                        if DETECTOR_TECHNIQUES.iter().any(|(name, _)| *name == d) {
+                        if registry::find(&d).is_some() {
                             t.detectors.push(d);
                         } else {
-                            let names: Vec<&str> =
-                                DETECTOR_TECHNIQUES.iter().map(|(n, _)| *n).collect();
+                            let names: Vec<&str> = DETECTORS.iter().map(|e| e.name).collect();
                             self.err(
                                 &at,
                                 format!(
@@ -382,14 +325,15 @@ impl Checker<'_> {
                 "trigger names no detector and no technique: it would act on every alert",
             );
         }
-        // Named detectors must be able to raise at least one named technique.
+        // Named detectors must be able to raise at least one named technique:
+        // detectors declare exact ids, so the trigger's pattern must match one.
         if !t.detectors.is_empty() && !t.techniques.is_empty() {
             let reachable = t.techniques.iter().any(|want| {
-                DETECTOR_TECHNIQUES
+                t.detectors
                     .iter()
-                    .filter(|(d, _)| t.detectors.iter().any(|x| x == d))
-                    .flat_map(|(_, ts)| ts.iter())
-                    .any(|have| technique_matches(have, want) || technique_matches(want, have))
+                    .filter_map(|d| registry::find(d))
+                    .flat_map(|e| e.techniques.iter())
+                    .any(|have| technique_matches(want, have))
             });
             if !reachable {
                 self.err(
@@ -423,17 +367,8 @@ impl Checker<'_> {
     }
 
     fn step(&mut self, n: &Node, index: usize) -> Option<Step> {
-        const KEYS: &[&str] = &[
-            "id",
-            "action",
-            "when",
-            "target",
-            "ttl",
-            "message",
-            "timeout",
-            "on_timeout",
-        ];
-        let entries = self.map(n, "step", KEYS)?;
+        let keys = step_keys();
+        let entries = self.map(n, "step", &keys)?;
         let get = |key: &str| entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
         let id = match get("id") {
             Some(v) => self.string(v, "step id")?,
@@ -444,77 +379,102 @@ impl Checker<'_> {
             return None;
         };
         let action_name = self.string(action_node, "action")?;
-        let allowed: &[&str] = match action_name.as_str() {
-            "block_ip" => &["target", "ttl"],
-            "isolate_host" => &["ttl"],
-            "kill_process" | "quarantine_file" => &[],
-            "notify" => &["message"],
-            "require_approval" => &["timeout", "on_timeout"],
-            other => {
-                self.err(
-                    action_node,
-                    format!(
-                        "unknown action `{other}` (expected one of: block_ip, isolate_host, \
-                         kill_process, quarantine_file, notify, require_approval)"
-                    ),
-                );
-                return None;
-            }
+        let Some(spec) = action::find(&action_name) else {
+            let names: Vec<&str> = ACTIONS.iter().map(|a| a.name).collect();
+            self.err(
+                action_node,
+                format!(
+                    "unknown action `{action_name}` (expected one of: {})",
+                    names.join(", ")
+                ),
+            );
+            return None;
         };
         for (k, v) in &entries {
-            if !["id", "action", "when"].contains(k) && !allowed.contains(k) {
+            if !COMMON_STEP_KEYS.contains(k) && !spec.keys.contains(k) {
                 self.err(v, format!("`{k}` does not apply to {action_name}"));
             }
         }
-        let need = |c: &mut Self, key: &str| -> Option<&Node> {
-            let v = get(key);
-            if v.is_none() {
-                c.err(n, format!("{action_name} step {id} needs `{key}`"));
-            }
-            v
-        };
-        let action = match action_name.as_str() {
-            "block_ip" => {
-                let target = need(self, "target").and_then(|v| match v.as_str() {
-                    Some("source") => Some(Endpoint::Source),
-                    Some("destination") => Some(Endpoint::Destination),
-                    _ => {
-                        self.err(v, "target must be `source` or `destination` of the alert");
-                        None
-                    }
-                });
-                let ttl = need(self, "ttl").and_then(|v| self.duration(v, "ttl"));
-                StepAction::BlockIp {
-                    target: target?,
-                    ttl_s: ttl?,
-                }
-            }
-            "isolate_host" => StepAction::IsolateHost {
-                ttl_s: need(self, "ttl").and_then(|v| self.duration(v, "ttl"))?,
-            },
-            "kill_process" => StepAction::KillProcess,
-            "quarantine_file" => StepAction::QuarantineFile,
-            "notify" => StepAction::Notify {
-                message: need(self, "message").and_then(|v| self.string(v, "message"))?,
-            },
-            _ => {
-                let timeout = need(self, "timeout").and_then(|v| self.duration(v, "timeout"));
-                let on_timeout = need(self, "on_timeout").and_then(|v| match v.as_str() {
-                    Some("approve") => Some(Decision::Approve),
-                    Some("deny") => Some(Decision::Deny),
-                    _ => {
-                        self.err(v, "on_timeout must be `approve` or `deny`");
-                        None
-                    }
-                });
-                StepAction::RequireApproval {
-                    timeout_s: timeout?,
-                    on_timeout: on_timeout?,
-                }
-            }
-        };
+        let action = (spec.parse)(&mut StepKeys {
+            checker: self,
+            step: n,
+            entries: &entries,
+            action: spec.name,
+            id: &id,
+        })?;
         let when = get("when").map(|w| self.condition(w));
         Some(Step { id, action, when })
+    }
+}
+
+/// Keys every step takes, whatever its action.
+const COMMON_STEP_KEYS: &[&str] = &["id", "action", "when"];
+
+/// Every key a step may have: the common ones, then each action's, in
+/// table order.
+fn step_keys() -> Vec<&'static str> {
+    let mut keys = COMMON_STEP_KEYS.to_vec();
+    for k in ACTIONS.iter().flat_map(|a| a.keys.iter()) {
+        if !keys.contains(k) {
+            keys.push(k);
+        }
+    }
+    keys
+}
+
+/// One step's keys, while its action reads them; problems are reported
+/// with the playbook's others.
+pub struct StepKeys<'k, 'f> {
+    checker: &'k mut Checker<'f>,
+    step: &'k Node,
+    entries: &'k [(&'k str, &'k Node)],
+    action: &'static str,
+    id: &'k str,
+}
+
+impl<'k> StepKeys<'k, '_> {
+    /// A required key's value; a missing one is reported on the step.
+    pub fn need(&mut self, key: &str) -> Option<&'k Node> {
+        let v = self
+            .entries
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v);
+        if v.is_none() {
+            let message = format!("{} step {} needs `{key}`", self.action, self.id);
+            self.checker.err(self.step, message);
+        }
+        v
+    }
+
+    /// A required duration (`30s`, `15m`, `4h`, `1d`) in seconds.
+    pub fn duration(&mut self, key: &str) -> Option<u64> {
+        let v = self.need(key)?;
+        self.checker.duration(v, key)
+    }
+
+    pub fn string(&mut self, key: &str) -> Option<String> {
+        let v = self.need(key)?;
+        self.checker.string(v, key)
+    }
+
+    /// A required key whose value must be one of `choices`; `message`
+    /// otherwise.
+    pub fn choice<T: Copy>(
+        &mut self,
+        key: &str,
+        choices: &[(&str, T)],
+        message: &str,
+    ) -> Option<T> {
+        let v = self.need(key)?;
+        let found = v
+            .as_str()
+            .and_then(|s| choices.iter().find(|(name, _)| *name == s))
+            .map(|(_, t)| *t);
+        if found.is_none() {
+            self.checker.err(v, message);
+        }
+        found
     }
 }
 
@@ -592,7 +552,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Playbook, Vec<Problem>> {
         None => c.err(&root, "missing `steps`"),
     }
     if let Some(last) = steps.last() {
-        if matches!(last.action, StepAction::RequireApproval { .. }) {
+        if matches!(last.action, StepAction::RequireApproval(_)) {
             c.err(&root, "the last step is require_approval: it gates nothing");
         }
     }
@@ -768,5 +728,34 @@ mod tests {
         assert!(!sub.matches(&alert("brute_force", &["T1110.001"], Severity::High)));
         assert!(sub.matches(&alert("brute_force", &["T1110.003"], Severity::High)));
         assert!(!technique_matches("T111", "T1110"));
+    }
+
+    /// The step-level messages derived from the action table read as they
+    /// did when the keys and names were written out by hand.
+    #[test]
+    fn step_messages_list_keys_and_actions_in_table_order() {
+        assert_eq!(
+            step_keys(),
+            [
+                "id",
+                "action",
+                "when",
+                "target",
+                "ttl",
+                "message",
+                "timeout",
+                "on_timeout"
+            ]
+        );
+        let text = "version: 1\nname: t\ntrigger: {techniques: [T1046]}\nsteps:\n  - action: nope\n    ttl: 1h\n    bogus: 1\n";
+        let problems = parse(text, Path::new("t.yaml")).expect_err("invalid");
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "unknown action `nope` (expected one of: block_ip, isolate_host, kill_process, quarantine_file, notify, require_approval)",
+                "unknown key `bogus` in step (expected one of: id, action, when, target, ttl, message, timeout, on_timeout)",
+            ]
+        );
     }
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::detect::Alert;
 use crate::record::Record;
+use crate::response::record::ResponseRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -37,7 +38,7 @@ pub enum Output<'a> {
     Alert(&'a Alert),
     /// Actions, decisions and notifications from the response engine and
     /// containment.
-    Response(&'a serde_json::Value),
+    Response(&'a ResponseRecord),
     /// A fleet command or indicator as received and judged.
     Command(&'a CommandRecord),
 }
@@ -48,7 +49,7 @@ impl Output<'_> {
         match self {
             Output::Event(r) => r.body.kind(),
             Output::Alert(_) => "alert",
-            Output::Response(v) => v["kind"].as_str().unwrap_or("response"),
+            Output::Response(r) => r.kind(),
             Output::Command(_) => "command",
         }
     }
@@ -58,7 +59,7 @@ impl Output<'_> {
         match self {
             Output::Event(r) => serde_json::to_string(r),
             Output::Alert(a) => serde_json::to_string(a),
-            Output::Response(v) => serde_json::to_string(v),
+            Output::Response(r) => serde_json::to_string(r),
             Output::Command(c) => serde_json::to_string(c),
         }
     }
