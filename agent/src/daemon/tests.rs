@@ -165,17 +165,9 @@ fn ring_records_are_written_and_bad_ones_counted() {
 #[test]
 fn a_closed_connection_becomes_a_flow_record_with_its_owner() {
     let mut t = agent("close", &[], Mode::DryRun);
-    t.agent
-        .on_ring_record(&fixtures::exec(200, 1, "/usr/sbin/sshd", &["sshd"]));
-    let accept = fixtures::conn(
-        EventKind::Accept,
-        200,
-        [10, 0, 0, 1],
-        22,
-        [10, 0, 0, 9],
-        5555,
-    );
-    t.agent.on_ring_record(&accept);
+    for r in fixtures::sshd_accepts() {
+        t.agent.on_ring_record(&r);
+    }
     let key = flow_key(
         6,
         "10.0.0.1".parse().expect("ip"),

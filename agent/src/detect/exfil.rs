@@ -338,11 +338,7 @@ mod tests {
 
     #[test]
     fn dns_volume_and_beacon_destination() {
-        let beaconing: Beaconing = Default::default();
-        beaconing
-            .lock()
-            .expect("lock")
-            .insert("192.0.2.53".parse().expect("ip"));
+        let beaconing = beaconing_to_resolver();
         let mut d = ExfilDetector::new(ExfilConfig::default(), beaconing);
         let mut out = Vec::new();
         for i in 0..4 {
@@ -357,6 +353,16 @@ mod tests {
 
     /// Absolute volume, a baseline spike, equal-size transfers, and DNS
     /// volume to a beaconing destination.
+    /// The shared beacon set, holding 192.0.2.53.
+    fn beaconing_to_resolver() -> Beaconing {
+        let beaconing: Beaconing = Default::default();
+        beaconing
+            .lock()
+            .expect("lock")
+            .insert("192.0.2.53".parse().expect("ip"));
+        beaconing
+    }
+
     pub(super) fn fire_every_finding() -> Vec<Finding> {
         let mut out = Vec::new();
         let mut d = det(ExfilConfig {
@@ -392,11 +398,7 @@ mod tests {
                 &mut out,
             );
         }
-        let beaconing: Beaconing = Default::default();
-        beaconing
-            .lock()
-            .expect("lock")
-            .insert("192.0.2.53".parse().expect("ip"));
+        let beaconing = beaconing_to_resolver();
         let mut d = ExfilDetector::new(ExfilConfig::default(), beaconing);
         for i in 0..4 {
             d.on_record(i as f64, &flow("192.0.2.53", 53, 100_000, 100), &mut out);

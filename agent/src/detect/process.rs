@@ -306,16 +306,7 @@ mod tests {
             }),
             &mut out,
         );
-        d.on_record(
-            1.0,
-            &Body::FileWrite(crate::record::FileWrite {
-                pid: 5,
-                comm: "curl".into(),
-                exe: Some(std::sync::Arc::from("/usr/bin/curl")),
-                path: "/srv/app/update".into(),
-            }),
-            &mut out,
-        );
+        d.on_record(1.0, &curl_writes_update(), &mut out);
         assert!(out.is_empty());
         d.on_record(
             2.0,
@@ -360,19 +351,20 @@ mod tests {
 
     /// A downloaded file run, a reverse shell, a service's shell, and exec
     /// from a world-writable dir, a hidden path and memory.
+    /// curl (pid 5) writes /srv/app/update.
+    fn curl_writes_update() -> Body {
+        Body::FileWrite(crate::record::FileWrite {
+            pid: 5,
+            comm: "curl".into(),
+            exe: Some(std::sync::Arc::from("/usr/bin/curl")),
+            path: "/srv/app/update".into(),
+        })
+    }
+
     pub(super) fn fire_every_finding() -> Vec<Finding> {
         let mut d = ProcessDetector::new(ProcessConfig::default());
         let mut out = Vec::new();
-        d.on_record(
-            1.0,
-            &Body::FileWrite(crate::record::FileWrite {
-                pid: 5,
-                comm: "curl".into(),
-                exe: Some(std::sync::Arc::from("/usr/bin/curl")),
-                path: "/srv/app/update".into(),
-            }),
-            &mut out,
-        );
+        d.on_record(1.0, &curl_writes_update(), &mut out);
         for b in [
             exec("/srv/app/update", Some("/usr/bin/bash"), None),
             exec("/usr/bin/bash", None, Some(true)),

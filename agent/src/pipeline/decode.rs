@@ -358,6 +358,21 @@ pub mod fixtures {
         };
         bytes_of(&e)
     }
+
+    /// sshd (pid 200) starts and accepts 10.0.0.9:5555 on 10.0.0.1:22.
+    pub fn sshd_accepts() -> [Vec<u8>; 2] {
+        [
+            exec(200, 1, "/usr/sbin/sshd", &["sshd"]),
+            conn(
+                EventKind::Accept,
+                200,
+                [10, 0, 0, 1],
+                22,
+                [10, 0, 0, 9],
+                5555,
+            ),
+        ]
+    }
 }
 
 #[cfg(test)]

@@ -356,16 +356,8 @@ mod tests {
     #[test]
     fn connection_owner_enriches_close_and_flow() {
         let mut p = pipeline();
-        p.on_bytes(&fixtures::exec(200, 1, "/usr/sbin/sshd", &["sshd"]))
-            .expect("exec");
-        let accept = fixtures::conn(
-            EventKind::Accept,
-            200,
-            [10, 0, 0, 1],
-            22,
-            [10, 0, 0, 9],
-            5555,
-        );
+        let [exec, accept] = fixtures::sshd_accepts();
+        p.on_bytes(&exec).expect("exec");
         let v = json(&p.on_bytes(&accept).expect("accept"));
         assert_eq!(v["kind"], "net_accept");
         assert_eq!(v["exe"], "/usr/sbin/sshd");
