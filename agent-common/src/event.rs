@@ -23,7 +23,8 @@ pub enum EventKind {
     Auth = 8,
     /// The kernel answered an inbound TCP packet with a reset: no socket.
     Refused = 9,
-    /// A network-facing process created or truncated a file for writing.
+    /// A network-facing process created or truncated a file for writing
+    /// (the open succeeded).
     FileWrite = 10,
 }
 
@@ -95,7 +96,9 @@ pub struct EventHeader {
     pub tid: u32,
 }
 
-pub const WIRE_VERSION: u16 = 1;
+/// 2: exec carries the start time and the executable's identity; file
+/// writes are reported when the open succeeded, with the file's identity.
+pub const WIRE_VERSION: u16 = 2;
 
 /// The parent pid could not be read (no BTF offsets).
 pub const EXEC_PPID_UNKNOWN: u32 = 1;
@@ -103,6 +106,21 @@ pub const EXEC_PPID_UNKNOWN: u32 = 1;
 pub const EXEC_ARGV_UNAVAILABLE: u32 = 2;
 /// argv was longer than [`ARGV_LEN`] bytes.
 pub const EXEC_ARGV_TRUNCATED: u32 = 4;
+/// `start_boottime_ns` was read.
+pub const EXEC_START_KNOWN: u32 = 8;
+/// `exe` holds the identity of `mm->exe_file`.
+pub const EXEC_FILE_KNOWN: u32 = 16;
+
+/// A file's identity as the kernel sees it: `inode->i_sb->s_dev` (kernel
+/// encoding, major << 20 | minor), `i_ino` and `i_generation`, which
+/// changes when an inode number is reused.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FileId {
+    pub ino: u64,
+    pub dev: u32,
+    pub generation: u32,
+}
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -117,6 +135,11 @@ pub struct ExecEvent {
     /// Bytes of `argv` used: arguments separated by NUL.
     pub argv_len: u32,
     pub cgroup_id: u64,
+    /// `task->start_boottime` (ns since boot), when `EXEC_START_KNOWN`.
+    pub start_boottime_ns: u64,
+    /// The executable mapped (`mm->exe_file`), when `EXEC_FILE_KNOWN`: for
+    /// a `#!` script, its interpreter.
+    pub exe: FileId,
     pub comm: [u8; COMM_LEN],
     pub filename: [u8; PATH_LEN],
     pub argv: [u8; ARGV_LEN],
@@ -194,23 +217,35 @@ pub struct AuthEvent {
     pub rhost: [u8; AUTH_STR_LEN],
 }
 
+/// `file` holds the identity of the opened file.
+pub const FILE_ID_KNOWN: u32 = 1;
+
 /// A file opened with O_CREAT for writing by a process that has talked to
-/// the network (connected, accepted or listened).
+/// the network (connected, accepted or listened), reported when the open
+/// returned a descriptor.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct FileEvent {
     pub header: EventHeader,
+    /// The flags given to openat.
+    pub open_flags: u32,
+    /// `FILE_ID_KNOWN`.
     pub flags: u32,
     pub path_len: u32,
+    /// The descriptor openat returned.
+    pub fd: u32,
+    /// The file the descriptor names, read from the fd table at exit.
+    pub file: FileId,
     pub comm: [u8; COMM_LEN],
     /// As passed to openat (may be relative to the process's directory).
     pub path: [u8; PATH_LEN],
 }
 
-const _: () = assert!(size_of::<FileEvent>() == 24 + 8 + 16 + 256);
+const _: () = assert!(size_of::<FileId>() == 16);
+const _: () = assert!(size_of::<FileEvent>() == 24 + 16 + 16 + 16 + 256);
 const _: () = assert!(size_of::<AuthEvent>() == 24 + 16 + 16 + 32 + 64 + 64);
 const _: () = assert!(size_of::<EventHeader>() == 24);
-const _: () = assert!(size_of::<ExecEvent>() == 24 + 24 + 8 + 16 + 256 + 256);
+const _: () = assert!(size_of::<ExecEvent>() == 24 + 24 + 8 + 8 + 16 + 16 + 256 + 256);
 const _: () = assert!(size_of::<ExitEvent>() == 24 + 8 + 16);
 const _: () = assert!(size_of::<ForkEvent>() == 24 + 16);
 const _: () = assert!(size_of::<ConnEvent>() == 24 + 16 + 32 + 16 + 8);

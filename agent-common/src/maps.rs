@@ -45,4 +45,5 @@ pub mod prog {
     pub const PAM_EXIT: &str = "vigil_pam_exit";
     pub const TCP_RESET: &str = "vigil_tcp_reset";
     pub const FILE_WRITE: &str = "vigil_file_write";
+    pub const FILE_OPENED: &str = "vigil_file_opened";
 }

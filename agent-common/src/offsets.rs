@@ -18,9 +18,26 @@ pub struct AgentConfig {
     pub task_pid: u32,
     pub task_mm: u32,
     pub task_exit_code: u32,
+    /// `u64 start_boottime`: what `/proc/PID/stat` field 22 is computed from.
+    pub task_start_boottime: u32,
+    /// `struct files_struct *files`, for the file an fd names.
+    pub task_files: u32,
     /// Offsets into `struct mm_struct`.
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
+    /// `struct file *exe_file`: the executable the process maps.
+    pub mm_exe_file: u32,
+    /// `files_struct.fdt`, `fdtable.max_fds` and `fdtable.fd`.
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    /// `file.f_inode`, `inode.{i_ino,i_sb,i_generation}`, `super_block.s_dev`:
+    /// a file's identity (dev, inode, generation).
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub inode_generation: u32,
+    pub sb_dev: u32,
     /// Offset of `skc_net` in `struct sock` (through `__sk_common`).
     pub sock_net: u32,
     /// `sched/sched_process_exec`: `__data_loc char[] filename`.
@@ -54,9 +71,11 @@ pub struct AgentConfig {
     /// `syscalls/sys_enter_openat`: `filename` pointer and `flags`.
     pub tp_openat_filename: u32,
     pub tp_openat_flags: u32,
+    /// `syscalls/sys_exit_openat`: `long ret` (the new fd, or -errno).
+    pub tp_openat_exit_ret: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 32 * 4);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 44 * 4);
 
 impl AgentConfig {
     /// Offsets as seen on Linux 6.x x86-64 tracefs; struct offsets unknown.
@@ -68,8 +87,19 @@ impl AgentConfig {
         task_pid: OFFSET_UNKNOWN,
         task_mm: OFFSET_UNKNOWN,
         task_exit_code: OFFSET_UNKNOWN,
+        task_start_boottime: OFFSET_UNKNOWN,
+        task_files: OFFSET_UNKNOWN,
         mm_arg_start: OFFSET_UNKNOWN,
         mm_arg_end: OFFSET_UNKNOWN,
+        mm_exe_file: OFFSET_UNKNOWN,
+        files_fdt: OFFSET_UNKNOWN,
+        fdt_max_fds: OFFSET_UNKNOWN,
+        fdt_fd: OFFSET_UNKNOWN,
+        file_inode: OFFSET_UNKNOWN,
+        inode_ino: OFFSET_UNKNOWN,
+        inode_sb: OFFSET_UNKNOWN,
+        inode_generation: OFFSET_UNKNOWN,
+        sb_dev: OFFSET_UNKNOWN,
         sock_net: OFFSET_UNKNOWN,
         tp_exec_filename: 8,
         tp_exit_group_dead: OFFSET_UNKNOWN,
@@ -94,5 +124,6 @@ impl AgentConfig {
         pam_rhost: OFFSET_UNKNOWN,
         tp_openat_filename: 24,
         tp_openat_flags: 32,
+        tp_openat_exit_ret: 16,
     };
 }

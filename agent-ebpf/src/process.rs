@@ -6,8 +6,9 @@
 //! tracepoint is the fallback and flags its records as maybe-threads.
 
 use agent_common::{
-    EventKind, ExecEvent, ExitEvent, ForkEvent, ARGV_LEN, EXEC_ARGV_TRUNCATED,
-    EXEC_ARGV_UNAVAILABLE, EXEC_PPID_UNKNOWN, EXIT_CODE_KNOWN, FORK_MAYBE_THREAD, OFFSET_UNKNOWN,
+    EventKind, ExecEvent, ExitEvent, FileId, ForkEvent, ARGV_LEN, EXEC_ARGV_TRUNCATED,
+    EXEC_ARGV_UNAVAILABLE, EXEC_FILE_KNOWN, EXEC_PPID_UNKNOWN, EXEC_START_KNOWN, EXIT_CODE_KNOWN,
+    FORK_MAYBE_THREAD, OFFSET_UNKNOWN,
 };
 use aya_ebpf::{
     helpers::{
@@ -92,8 +93,30 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             None => (*ev).flags |= EXEC_PPID_UNKNOWN,
         }
 
-        // argv from the new mm: [arg_start, arg_end) holds NUL-separated arguments.
+        // The start time /proc/PID/stat reports (field 22 is this in clock
+        // ticks), so a kill much later can tell this process from one that
+        // reused its pid.
+        match read_field::<u64>(task, conf!(task_start_boottime)) {
+            Some(t) => {
+                (*ev).start_boottime_ns = t;
+                (*ev).flags |= EXEC_START_KNOWN;
+            }
+            None => (*ev).start_boottime_ns = 0,
+        }
+
         let mm = read_field::<u64>(task, conf!(task_mm)).unwrap_or(0);
+        // What the process maps: the identity detection matches against
+        // files written earlier, whatever path either was named by.
+        let exe_file = read_field::<u64>(mm, conf!(mm_exe_file)).unwrap_or(0);
+        match crate::file::file_id(exe_file) {
+            Some(id) => {
+                (*ev).exe = id;
+                (*ev).flags |= EXEC_FILE_KNOWN;
+            }
+            None => (*ev).exe = FileId::default(),
+        }
+
+        // argv from the new mm: [arg_start, arg_end) holds NUL-separated arguments.
         let start = read_field::<u64>(mm, conf!(mm_arg_start)).unwrap_or(0);
         let end = read_field::<u64>(mm, conf!(mm_arg_end)).unwrap_or(0);
         if start == 0 || end <= start {

@@ -52,6 +52,10 @@ pub struct ResponseConfig {
     pub max_actions_per_minute: usize,
     /// Playbook blocks refused while this many blocks are active.
     pub max_concurrent_blocks: usize,
+    /// Path prefixes whose files playbooks never kill or quarantine unless
+    /// a step names the file in `allow_protected` (files owned by a Debian
+    /// package are protected as well).
+    pub protected_prefixes: Vec<String>,
 }
 
 impl Default for ResponseConfig {
@@ -60,6 +64,12 @@ impl Default for ResponseConfig {
             mode: crate::response::playbook::Mode::DryRun,
             max_actions_per_minute: 30,
             max_concurrent_blocks: 1000,
+            protected_prefixes: [
+                "/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/", "/boot/", "/etc/",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         }
     }
 }
@@ -389,6 +399,25 @@ impl Config {
                 return invalid(&format!("enforce: {e}"));
             }
         }
+        // A prefix is compared as text: without its trailing slash, /usr
+        // would also protect /usrdata; a relative one protects nothing.
+        if let Some(p) = self
+            .response
+            .protected_prefixes
+            .iter()
+            .find(|p| !p.starts_with('/') || !p.ends_with('/'))
+        {
+            return invalid(&format!(
+                "response.protected_prefixes: `{p}` must be an absolute directory ending in /"
+            ));
+        }
+        for s in &self.detect.brute_force.services {
+            if !s.starts_with('/') {
+                return invalid(&format!(
+                    "detect.brute_force.services: `{s}` must be an absolute executable path"
+                ));
+            }
+        }
         if !(0.0..=1.0).contains(&self.kafka.telemetry.flow_sample) {
             return invalid("kafka.telemetry.flow_sample must be between 0 and 1");
         }
@@ -464,6 +493,19 @@ mod tests {
     fn invalid_values_are_refused() {
         assert!(parse("flows:\n  max_entries: 0\n").is_err());
         assert!(parse("flows: [1, 2]\n").is_err());
+    }
+
+    #[test]
+    fn protected_prefixes_and_auth_services_must_be_absolute() {
+        let err = parse("response:\n  protected_prefixes: [/usr]\n").expect_err("no slash");
+        assert!(err.to_string().contains("`/usr`"), "{err}");
+        assert!(parse("response:\n  protected_prefixes: [opt/]\n").is_err());
+        assert!(parse("response:\n  protected_prefixes: [/opt/app/]\n").is_ok());
+        let err = parse("detect:\n  brute_force:\n    services: [sshd]\n").expect_err("relative");
+        assert!(
+            err.to_string().contains("detect.brute_force.services"),
+            "{err}"
+        );
     }
 }
 

@@ -59,6 +59,17 @@ impl Body {
     }
 }
 
+/// A file's identity: device (numbered as `stat(2)` reports `st_dev`),
+/// inode number, and the inode's generation when the kernel read it (an
+/// inode number freed and reused gets another generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct ProcessExec {
     pub pid: u32,
@@ -76,6 +87,17 @@ pub struct ProcessExec {
     /// Executable of the parent process, from the process cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_exe: Option<Arc<str>>,
+    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22),
+    /// read in the kernel: with the pid, it names this process and no
+    /// later one that reuses the pid.
+    pub start_time: Option<u64>,
+    /// The file the process maps (`mm->exe_file`; for a `#!` script, its
+    /// interpreter).
+    pub exe_file: Option<FileId>,
+    /// For a `#!` script: the script itself (stat of `exe` at exec, so no
+    /// generation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script_file: Option<FileId>,
 }
 
 #[derive(Debug, Serialize)]
@@ -88,7 +110,8 @@ pub struct ProcessExit {
     pub exe: Option<Arc<str>>,
 }
 
-/// A file created for writing by a process that has talked to the network.
+/// A file a process that has talked to the network opened for writing;
+/// only opens that returned a descriptor are reported.
 #[derive(Debug, Serialize)]
 pub struct FileWrite {
     pub pid: u32,
@@ -96,12 +119,17 @@ pub struct FileWrite {
     pub exe: Option<Arc<str>>,
     /// Absolute when it could be resolved against the process's directory.
     pub path: String,
+    /// The file opened, read from the descriptor; null when the kernel
+    /// could not read it.
+    pub file: Option<FileId>,
 }
 
 /// A `pam_authenticate` call and its result (uprobe on libpam).
 #[derive(Debug, Serialize)]
 pub struct AuthAttempt {
     pub pid: u32,
+    /// Real uid of the calling process.
+    pub uid: u32,
     pub comm: String,
     pub exe: Option<Arc<str>>,
     /// PAM service (sshd, sudo, login, …), when the offsets were verified.
@@ -113,6 +141,13 @@ pub struct AuthAttempt {
     pub result: &'static str,
     /// PAM return code (0 success, 7 auth error, 10 unknown user, …).
     pub code: i32,
+    /// Whether `rhost` can be believed: the caller is a configured service
+    /// (`detect.brute_force.services`) running as root, and `rhost` is the
+    /// peer of a TCP connection it or its parent accepted. Anyone can call
+    /// libpam with any rhost; only a trusted attempt names an address.
+    pub trusted: bool,
+    /// The accepted peer that `rhost` matched, when trusted.
+    pub peer: Option<IpAddr>,
 }
 
 #[derive(Debug, Serialize)]
@@ -218,4 +253,7 @@ pub struct AgentStats {
     pub flows_evicted: u64,
     pub process_cache_entries: usize,
     pub process_cache_evicted: u64,
+    /// Listening processes whose accepted peers were forgotten (bound
+    /// 4,096): PAM results of their sessions are then untrusted.
+    pub accepters_evicted: u64,
 }

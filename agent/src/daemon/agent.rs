@@ -19,6 +19,7 @@ use crate::record::{Body, ProbeRow, Record};
 use crate::response::engine::{Executor, Responder};
 use crate::response::executor::HostExecutor;
 use crate::response::playbook::{self, PlaybookError};
+use crate::response::protect::Protection;
 use crate::response::record::ResponseRecord;
 use crate::service::metrics::Metrics;
 use crate::sink::kafka::commands::Verifier;
@@ -39,12 +40,13 @@ pub fn wall_s() -> f64 {
 }
 
 /// The response engine with what it acts through: the host's containment
-/// and audit log.
+/// and audit log, and what it must not touch.
 pub struct HostResponse {
     pub responder: Responder,
     pub containment: Option<Containment>,
     pub state_dir: PathBuf,
     pub host: Arc<str>,
+    pub protection: Protection,
 }
 
 impl HostResponse {
@@ -54,6 +56,7 @@ impl HostResponse {
             containment: self.containment.as_mut(),
             state_dir: &self.state_dir,
             host: &self.host,
+            protection: &mut self.protection,
         };
         f(&mut self.responder, &mut ex)
     }

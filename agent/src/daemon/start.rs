@@ -24,6 +24,7 @@ use crate::pipeline::Pipeline;
 use crate::record::{AgentStart, Body, ProbeRow};
 use crate::response::engine::{Limits, Responder};
 use crate::response::playbook;
+use crate::response::protect::Protection;
 use crate::service::control::Call;
 use crate::service::metrics::Metrics;
 use crate::sink::jsonl::JsonLines;
@@ -189,8 +190,10 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         cfg.playbooks.dir.display(),
         cfg.response.mode
     );
+    let mut pipeline = Pipeline::new(host.clone(), Clock::new(), procs);
+    pipeline.set_auth_services(cfg.detect.brute_force.services.clone());
     let mut agent = Agent {
-        pipeline: Pipeline::new(host.clone(), Clock::new(), procs),
+        pipeline,
         sinks: Sinks::new(sinks),
         kernel: Box::new(kernel),
         flows: FlowTracker::new(cfg.flows.clone()),
@@ -200,6 +203,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
             containment,
             state_dir: cfg.state_dir.clone(),
             host,
+            protection: Protection::new(cfg.response.protected_prefixes.clone()),
         },
         alerts: AlertFeed::new(),
         fleet: Fleet {

@@ -60,6 +60,7 @@ impl Agent {
             flows_evicted: self.flows.evicted,
             process_cache_entries: self.pipeline.procs.len(),
             process_cache_evicted: self.pipeline.procs.evicted,
+            accepters_evicted: self.pipeline.stats.accepters_evicted,
         }
     }
 

@@ -16,6 +16,7 @@ use crate::pipeline::proc_cache::ProcessCache;
 use crate::pipeline::Pipeline;
 use crate::response::engine::{Limits, Responder};
 use crate::response::playbook::{self, Mode};
+use crate::response::protect::Protection;
 use crate::service::control::{Call, Request, Response};
 use crate::sink::kafka::commands::{sign, Verifier};
 use crate::sink::kafka::producer::Inbound;
@@ -98,6 +99,7 @@ fn agent(name: &str, playbooks: &[(&str, &str)], mode: Mode) -> Test {
             containment: None,
             state_dir: dir.clone(),
             host,
+            protection: Protection::new(cfg.response.protected_prefixes.clone()),
         },
         alerts: AlertFeed::new(),
         fleet: Fleet {
@@ -139,8 +141,11 @@ fn call(t: &mut Test, request: Request) -> Response {
     answer.try_recv().expect("answered")
 }
 
-/// Six wrong passwords from one address: a brute-force alert.
+/// Six wrong passwords from one address sshd accepted: a brute-force alert.
 fn brute_force(t: &mut Test) {
+    for r in fixtures::sshd_session([198, 51, 100, 7]) {
+        t.agent.on_ring_record(&r);
+    }
     for _ in 0..6 {
         t.agent
             .on_ring_record(&fixtures::auth(300, 7, "root", "198.51.100.7"));

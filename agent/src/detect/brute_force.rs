@@ -2,6 +2,12 @@
 //! uprobe, plus inbound connection rate to sshd for attempts PAM never
 //! sees (public keys). Leaky buckets per source (CrowdSec ssh-bf/ssh-slow-bf),
 //! distinct users for spraying, and success after failures.
+//!
+//! A PAM result names a remote source only when the pipeline verified it
+//! (`trusted`: a configured service as root, rhost = a peer it accepted).
+//! Anyone may call libpam with any rhost, so every other result is kept
+//! per local uid, in keys no address can take, and its alerts name the
+//! uid and carry no address a playbook could block.
 
 use std::collections::HashSet;
 
@@ -31,6 +37,19 @@ pub struct BruteForceConfig {
     pub conn_leak_s: f64,
     /// Sources tracked (LRU).
     pub max_sources: usize,
+    /// Executables whose PAM results may name a remote address: checked
+    /// by exact path, and only when running as root with rhost equal to a
+    /// peer the process (or its parent) accepted.
+    pub services: Vec<String>,
+}
+
+/// sshd's privileged per-connection process: re-executed `sshd` up to
+/// OpenSSH 9.7, `sshd-session` from 9.8.
+pub fn default_services() -> Vec<String> {
+    vec![
+        "/usr/sbin/sshd".to_string(),
+        "/usr/lib/openssh/sshd-session".to_string(),
+    ]
 }
 
 impl Default for BruteForceConfig {
@@ -45,6 +64,7 @@ impl Default for BruteForceConfig {
             conn_capacity: 20.0,
             conn_leak_s: 6.0,
             max_sources: 65_536,
+            services: default_services(),
         }
     }
 }
@@ -101,6 +121,11 @@ impl BruteForceDetector {
     }
 }
 
+/// Confidence of alerts whose source is only a local uid: below the
+/// shipped brute-force playbook's `min_confidence` (0.6), so they are seen
+/// but open no blocking incident.
+pub const UNVERIFIED_CONFIDENCE: f64 = 0.5;
+
 fn is_sshd(exe: Option<&str>, comm: &str) -> bool {
     exe.is_some_and(|e| e.ends_with("/sshd")) || comm == "sshd"
 }
@@ -131,34 +156,71 @@ impl Detector for BruteForceDetector {
     fn on_record(&mut self, now: f64, body: &Body, out: &mut Vec<Finding>) {
         match body {
             Body::AuthAttempt(a) => {
-                let Some(src) = a.rhost.clone().filter(|h| !h.is_empty()) else {
-                    return;
+                let claimed = a.rhost.clone().filter(|h| !h.is_empty());
+                // Who is behind the attempts: a verified remote peer, else
+                // the local uid that called libpam. The keys cannot meet:
+                // an address never starts with "uid:".
+                let (key, who, verified) = match a.peer.filter(|_| a.trusted) {
+                    Some(peer) => (peer.to_string(), peer.to_string(), true),
+                    // Results without any rhost (sudo, su, login on a tty)
+                    // are not what this detector counts.
+                    None if claimed.is_none() => return,
+                    None => (
+                        format!("uid:{}", a.uid),
+                        format!("local uid {} (pid {})", a.uid, a.pid),
+                        false,
+                    ),
                 };
                 let user = a.user.clone().unwrap_or_default();
                 let service = a.service.clone().unwrap_or_default();
                 let cfg = self.cfg.clone();
                 let s = self
                     .sources
-                    .get_or_insert_with(src.clone(), Source::default);
-                let entities = serde_json::json!({
-                    "src_ip": src, "user": user, "service": service,
-                    "pid": a.pid, "exe": a.exe,
-                });
+                    .get_or_insert_with(key.clone(), Source::default);
+                let entities = if verified {
+                    serde_json::json!({
+                        "src_ip": key, "user": user, "service": service,
+                        "pid": a.pid, "exe": a.exe,
+                    })
+                } else {
+                    // Nothing to block: the address is whatever the caller said.
+                    serde_json::json!({
+                        "uid": a.uid, "user": user, "service": service,
+                        "pid": a.pid, "exe": a.exe,
+                    })
+                };
+                // An unverified source is certain only as far as the uid.
+                let confidence = |c: f64| {
+                    if verified {
+                        c
+                    } else {
+                        c.min(UNVERIFIED_CONFIDENCE)
+                    }
+                };
+                let provenance = |mut v: serde_json::Value| {
+                    v["rhost_verified"] = verified.into();
+                    if !verified {
+                        v["rhost_claimed"] = claimed.clone().into();
+                    }
+                    v
+                };
                 if a.result == "success" {
                     let recent = now - s.last_failure < cfg.slow_leak_s * cfg.slow_capacity;
                     if s.failures >= cfg.success_after_failures && recent {
                         out.push(Finding {
                             detector: Self::NAME,
-                            key: format!("{src}|success"),
+                            key: format!("{key}|success"),
                             severity: Severity::High,
-                            confidence: 0.9,
+                            confidence: confidence(0.9),
                             techniques: vec!["T1078", "T1110"],
                             summary: format!(
-                                "login of {user} from {src} succeeded after {} failures",
+                                "login of {user} from {who} succeeded after {} failures",
                                 s.failures
                             ),
                             entities,
-                            evidence: serde_json::json!({"failures_before_success": s.failures}),
+                            evidence: provenance(
+                                serde_json::json!({"failures_before_success": s.failures}),
+                            ),
                         });
                     }
                     return;
@@ -179,27 +241,27 @@ impl Detector for BruteForceDetector {
                     };
                     out.push(Finding {
                         detector: Self::NAME,
-                        key: src.clone(),
+                        key: key.clone(),
                         severity,
-                        confidence: if spraying { 0.9 } else { 0.8 },
+                        confidence: confidence(if spraying { 0.9 } else { 0.8 }),
                         techniques: vec!["T1110", technique],
                         summary: if spraying {
                             format!(
-                                "password spraying from {src}: {} users tried",
+                                "password spraying from {who}: {} users tried",
                                 s.users.len()
                             )
                         } else {
                             format!(
-                                "password guessing from {src} against {service} ({} failures)",
+                                "password guessing from {who} against {service} ({} failures)",
                                 s.failures
                             )
                         },
                         entities,
-                        evidence: serde_json::json!({
+                        evidence: provenance(serde_json::json!({
                             "failures": s.failures, "fast_bucket": fast, "slow_bucket": slow,
                             "distinct_users": s.users.len(),
                             "capacity": cfg.capacity, "leak_s": cfg.leak_s,
-                        }),
+                        })),
                     });
                 }
             }
@@ -233,9 +295,11 @@ mod tests {
     use super::*;
     use crate::record::AuthAttempt;
 
+    /// A PAM result from sshd whose rhost the pipeline verified.
     fn auth(src: &str, user: &str, ok: bool) -> Body {
         Body::AuthAttempt(AuthAttempt {
             pid: 10,
+            uid: 0,
             comm: "sshd".into(),
             exe: None,
             service: Some("sshd".into()),
@@ -243,7 +307,78 @@ mod tests {
             rhost: Some(src.into()),
             result: if ok { "success" } else { "failure" },
             code: if ok { 0 } else { 7 },
+            trusted: true,
+            peer: src.parse().ok(),
         })
+    }
+
+    /// A PAM result from a process the pipeline could not vouch for: `uid`
+    /// called libpam itself and set rhost to whatever it liked.
+    fn forged(uid: u32, rhost: &str, user: &str, ok: bool) -> Body {
+        Body::AuthAttempt(AuthAttempt {
+            pid: 4242,
+            uid,
+            comm: "python3".into(),
+            exe: Some(std::sync::Arc::from("/usr/bin/python3.11")),
+            service: Some("sshd".into()),
+            user: Some(user.into()),
+            rhost: Some(rhost.into()),
+            result: if ok { "success" } else { "failure" },
+            code: if ok { 0 } else { 7 },
+            trusted: false,
+            peer: None,
+        })
+    }
+
+    #[test]
+    fn forged_rhosts_alert_on_the_local_uid_and_name_no_address() {
+        let mut d = BruteForceDetector::new(BruteForceConfig::default());
+        let mut out = Vec::new();
+        for i in 0..6 {
+            out.extend(run(
+                &mut d,
+                i as f64,
+                &forged(1000, "198.51.100.7", "root", false),
+            ));
+        }
+        // The fifth failure fires (the engine folds the repeats).
+        assert_eq!(out.len(), 2, "{out:?}");
+        let f = &out[0];
+        assert!(f.techniques.contains(&"T1110.001"));
+        assert_eq!(f.key, "uid:1000");
+        assert_eq!(f.entities["uid"], 1000);
+        assert!(f.entities.get("src_ip").is_none(), "{}", f.entities);
+        assert!(f.entities.get("dst_ip").is_none(), "{}", f.entities);
+        assert!(!f.entities.to_string().contains("198.51.100.7"));
+        assert_eq!(f.evidence["rhost_claimed"], "198.51.100.7");
+        assert!(f.confidence < 0.6, "below the shipped playbook's trigger");
+        assert!(f.summary.contains("local uid 1000"), "{}", f.summary);
+    }
+
+    #[test]
+    fn forged_failures_neither_fill_nor_pre_empt_a_real_sources_bucket() {
+        let mut d = BruteForceDetector::new(BruteForceConfig::default());
+        // A local user claims the address of a real peer, many times.
+        for i in 0..50 {
+            run(
+                &mut d,
+                i as f64,
+                &forged(1000, "203.0.113.5", "root", false),
+            );
+        }
+        // That peer's one real failure, then a real success, are quiet.
+        assert!(run(&mut d, 60.0, &auth("203.0.113.5", "root", false)).is_empty());
+        assert!(run(&mut d, 61.0, &auth("203.0.113.5", "root", true)).is_empty());
+        // And the real peer's own guessing still fires under its address.
+        let mut out = Vec::new();
+        for i in 0..5 {
+            out.extend(run(
+                &mut d,
+                70.0 + i as f64,
+                &auth("203.0.113.5", "x", false),
+            ));
+        }
+        assert!(out.iter().any(|f| f.entities["src_ip"] == "203.0.113.5"));
     }
 
     fn run(d: &mut BruteForceDetector, t: f64, b: &Body) -> Vec<Finding> {
@@ -334,6 +469,13 @@ mod tests {
             out.extend(run(&mut d, i as f64 * 30.0, &auth("203.0.113.9", u, false)));
         }
         out.extend(run(&mut d, 200.0, &auth("203.0.113.9", "e", true)));
+        for i in 0..6 {
+            out.extend(run(
+                &mut d,
+                i as f64,
+                &forged(1000, "198.51.100.9", "root", false),
+            ));
+        }
         let before = out.len();
         for i in 0..20 {
             out.extend(run(&mut d, i as f64 * 0.1, &accept("192.0.2.30")));

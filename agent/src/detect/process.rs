@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::config::DetectConfig;
 use super::registry::{Declared, Shared};
 use super::{Detector, Finding, Severity};
-use crate::record::{Body, ProcessExec};
+use crate::record::{Body, FileId, ProcessExec};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -50,13 +50,21 @@ struct Written {
     pid: u32,
     writer: String,
     at: f64,
+    /// The path it was opened by, for people (and to confirm a script,
+    /// whose identity at exec comes from a stat without a generation).
+    path: String,
+    /// The inode's generation: an inode number freed and reused by another
+    /// file has another one.
+    generation: Option<u32>,
     /// Where the writer last connected to: most likely where the file came from.
     remote: Option<std::net::IpAddr>,
 }
 
 pub struct ProcessDetector {
     cfg: ProcessConfig,
-    written: super::lru::Bounded<String, Written>,
+    /// Files written, by (device, inode): renames keep it, another file
+    /// at the same path is another key.
+    written: super::lru::Bounded<(u64, u64), Written>,
     /// Last outbound destination per pid, so process alerts can name the
     /// address a response should cut (download source, shell peer).
     remotes: super::lru::Bounded<u32, std::net::IpAddr>,
@@ -77,7 +85,30 @@ fn base(path: &str) -> &str {
 }
 
 fn entities(e: &ProcessExec) -> serde_json::Value {
-    serde_json::json!({"pid": e.pid, "ppid": e.ppid, "exe": e.exe, "parent_exe": e.parent_exe, "uid": e.uid, "argv": e.argv})
+    serde_json::json!({"pid": e.pid, "start_time": e.start_time, "ppid": e.ppid, "exe": e.exe, "parent_exe": e.parent_exe, "uid": e.uid, "argv": e.argv})
+}
+
+impl ProcessDetector {
+    /// The write this exec runs, if any: the mapped executable by its full
+    /// identity, or a `#!` script by (dev, inode) and the path it was
+    /// written by (its stat has no generation).
+    fn written_file(&mut self, e: &ProcessExec) -> Option<&Written> {
+        let key = |f: &FileId| (f.dev, f.ino);
+        let mapped = e.exe_file.as_ref().and_then(|f| {
+            self.written
+                .get_mut(&key(f))
+                .filter(|w| w.generation == f.generation)
+                .map(|_| key(f))
+        });
+        let script = e.script_file.as_ref().and_then(|f| {
+            self.written
+                .get_mut(&key(f))
+                .filter(|w| w.path == e.exe)
+                .map(|_| key(f))
+        });
+        let k = mapped.or(script)?;
+        self.written.get_mut(&k).map(|w| &*w)
+    }
 }
 
 /// The entities plus `dst_ip`, the address a response would cut.
@@ -127,17 +158,22 @@ impl Detector for ProcessDetector {
             return;
         }
         if let Body::FileWrite(w) = body {
+            // Without the kernel's identity of the file there is nothing
+            // an exec can be matched against: a path can name anything.
+            let Some(file) = w.file else { return };
             let writer = w
                 .exe
                 .as_deref()
                 .map(str::to_string)
                 .unwrap_or_else(|| w.comm.clone());
             self.written.put(
-                w.path.clone(),
+                (file.dev, file.ino),
                 Written {
                     pid: w.pid,
                     writer,
                     at: now,
+                    path: w.path.clone(),
+                    generation: file.generation,
                     remote: self.remotes.get_mut(&w.pid).copied(),
                 },
             );
@@ -151,7 +187,7 @@ impl Detector for ProcessDetector {
             .copied()
             .or_else(|| self.remotes.get_mut(&e.ppid).copied());
         // A file a network-facing process wrote, now executed (T1204.002).
-        if let Some(w) = self.written.get_mut(&e.exe) {
+        if let Some(w) = self.written_file(e) {
             out.push(Finding {
                 detector: Self::NAME,
                 key: format!("netexec|{}", e.exe),
@@ -163,7 +199,7 @@ impl Detector for ProcessDetector {
                     e.exe, w.writer, w.pid
                 ),
                 entities: entities_to(e, w.remote),
-                evidence: serde_json::json!({"writer": w.writer, "writer_pid": w.pid, "written_s_before_exec": now - w.at, "writer_remote": w.remote}),
+                evidence: serde_json::json!({"writer": w.writer, "writer_pid": w.pid, "written_path": w.path, "written_s_before_exec": now - w.at, "writer_remote": w.remote}),
             });
         }
         let shell = crate::util::is_shell(&e.exe);
@@ -263,6 +299,16 @@ mod tests {
     use super::*;
 
     fn exec(exe: &str, parent: Option<&str>, socket: Option<bool>) -> Body {
+        exec_of(exe, parent, socket, Some(OTHER), None)
+    }
+
+    fn exec_of(
+        exe: &str,
+        parent: Option<&str>,
+        socket: Option<bool>,
+        exe_file: Option<FileId>,
+        script_file: Option<FileId>,
+    ) -> Body {
         Body::ProcessExec(ProcessExec {
             pid: 100,
             ppid: 10,
@@ -275,7 +321,28 @@ mod tests {
             cgroup_id: 1,
             stdio_socket: socket,
             parent_exe: parent.map(std::sync::Arc::from),
+            start_time: Some(1234),
+            exe_file,
+            script_file,
         })
+    }
+
+    /// The file curl writes: /srv/app/update on device 8:1, inode 77.
+    const UPDATE: FileId = FileId {
+        dev: 2049,
+        ino: 77,
+        generation: Some(5),
+    };
+    /// Any other file.
+    const OTHER: FileId = FileId {
+        dev: 2049,
+        ino: 99,
+        generation: Some(1),
+    };
+
+    /// An exec of the file curl wrote, under any path.
+    fn exec_update(exe: &str) -> Body {
+        exec_of(exe, Some("/usr/bin/bash"), None, Some(UPDATE), None)
     }
 
     fn run(b: Body) -> Vec<Finding> {
@@ -308,14 +375,15 @@ mod tests {
         );
         d.on_record(1.0, &curl_writes_update(), &mut out);
         assert!(out.is_empty());
-        d.on_record(
-            2.0,
-            &exec("/srv/app/update", Some("/usr/bin/bash"), None),
-            &mut out,
-        );
+        d.on_record(2.0, &exec_update("/srv/app/update"), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].techniques, vec!["T1204.002"]);
         assert_eq!(out[0].entities["dst_ip"], "203.0.113.7");
+        assert_eq!(out[0].entities["start_time"], 1234);
+        out.clear();
+        // Renamed, it is still the file that was written.
+        d.on_record(2.5, &exec_update("/srv/app/renamed"), &mut out);
+        assert_eq!(out.len(), 1, "a rename hid the file");
         out.clear();
         d.on_record(
             3.0,
@@ -323,6 +391,57 @@ mod tests {
             &mut out,
         );
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn only_the_written_inode_matches_not_its_path_or_a_reused_number() {
+        let mut d = ProcessDetector::new(ProcessConfig::default());
+        let mut out = Vec::new();
+        d.on_record(1.0, &curl_writes_update(), &mut out);
+        // Another file now at that path (root replaced it): not the write.
+        d.on_record(2.0, &exec("/srv/app/update", None, None), &mut out);
+        // The inode number freed and reused by another file.
+        let reused = FileId {
+            generation: Some(6),
+            ..UPDATE
+        };
+        d.on_record(
+            3.0,
+            &exec_of("/srv/app/new", None, None, Some(reused), None),
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
+        // A write whose file the kernel could not identify counts for nothing.
+        let mut blind = curl_writes_update();
+        if let Body::FileWrite(w) = &mut blind {
+            w.file = None;
+            w.path = "/srv/app/blind".into();
+        }
+        d.on_record(4.0, &blind, &mut out);
+        d.on_record(5.0, &exec("/srv/app/blind", None, None), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_written_script_matches_by_inode_and_path() {
+        let mut d = ProcessDetector::new(ProcessConfig::default());
+        let mut out = Vec::new();
+        d.on_record(1.0, &curl_writes_update(), &mut out);
+        let script = FileId {
+            generation: None,
+            ..UPDATE
+        };
+        // The kernel maps the interpreter; the script is stat'ed.
+        let run_script =
+            |exe: &str| exec_of(exe, Some("/usr/bin/bash"), None, Some(OTHER), Some(script));
+        d.on_record(2.0, &run_script("/srv/app/elsewhere"), &mut out);
+        assert!(
+            out.is_empty(),
+            "a stat without generation needs the path too"
+        );
+        d.on_record(3.0, &run_script("/srv/app/update"), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].techniques, vec!["T1204.002"]);
     }
 
     #[test]
@@ -358,6 +477,7 @@ mod tests {
             comm: "curl".into(),
             exe: Some(std::sync::Arc::from("/usr/bin/curl")),
             path: "/srv/app/update".into(),
+            file: Some(UPDATE),
         })
     }
 
@@ -366,7 +486,7 @@ mod tests {
         let mut out = Vec::new();
         d.on_record(1.0, &curl_writes_update(), &mut out);
         for b in [
-            exec("/srv/app/update", Some("/usr/bin/bash"), None),
+            exec_update("/srv/app/update"),
             exec("/usr/bin/bash", None, Some(true)),
             exec("/bin/sh", Some("/usr/sbin/nginx"), Some(false)),
             exec("/tmp/x", None, None),

@@ -11,9 +11,7 @@ use super::EnforceError;
 /// Start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22).
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.get(stat.rfind(')')? + 1..)?;
-    // Fields after comm start at 3 (state); starttime is field 22.
-    after.split_whitespace().nth(22 - 3)?.parse().ok()
+    crate::util::stat_start_time(&stat)
 }
 
 fn pidfd_open(pid: u32) -> Result<OwnedFd, EnforceError> {
@@ -69,6 +67,25 @@ pub fn kill(pid: u32, expected_start: Option<u64>) -> Result<u64, EnforceError> 
     Ok(started)
 }
 
+/// Why freezing the cgroup at `path` (relative to the cgroup v2 root)
+/// would take down more than one workload, if it would: the root, init's
+/// scope, anything under system.slice (the host's services, sshd and the
+/// agent among them) and any whole slice.
+pub fn freeze_refusal(path: &str) -> Option<&'static str> {
+    let leaf = path.rsplit('/').next().unwrap_or(path);
+    if path == "/" {
+        Some("the root cgroup holds the whole host")
+    } else if path == "/init.scope" || path.starts_with("/init.scope/") {
+        Some("init.scope holds PID 1")
+    } else if path == "/system.slice" || path.starts_with("/system.slice/") {
+        Some("system.slice holds the host's services (sshd, the agent, …)")
+    } else if leaf.ends_with(".slice") {
+        Some("a slice holds many units")
+    } else {
+        None
+    }
+}
+
 /// Freezes the cgroup v2 of `pid` instead of killing it.
 pub fn freeze(pid: u32, cgroup_root: &str) -> Result<String, EnforceError> {
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
@@ -77,10 +94,10 @@ pub fn freeze(pid: u32, cgroup_root: &str) -> Result<String, EnforceError> {
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
         .ok_or_else(|| EnforceError::Kill(format!("process {pid} has no cgroup v2 membership")))?;
-    if path == "/" {
-        return Err(EnforceError::Kill(
-            "refused to freeze the root cgroup (it holds the whole host)".to_string(),
-        ));
+    if let Some(why) = freeze_refusal(path) {
+        return Err(EnforceError::Kill(format!(
+            "refused to freeze cgroup {path} of process {pid}: {why}; nothing frozen"
+        )));
     }
     let file = format!("{cgroup_root}{path}/cgroup.freeze");
     std::fs::write(&file, "1").map_err(|e| EnforceError::Kill(format!("{file}: {e}")))?;
@@ -102,6 +119,45 @@ mod tests {
     fn refuses_init_and_self() {
         assert!(kill(1, None).is_err());
         assert!(kill(std::process::id(), None).is_err());
+    }
+
+    #[test]
+    fn freezing_the_host_or_its_services_is_refused() {
+        for (path, refused) in [
+            ("/", true),
+            ("/init.scope", true),
+            ("/system.slice", true),
+            ("/system.slice/ssh.service", true),
+            ("/system.slice/docker-1.scope/sub", true),
+            ("/user.slice", true),
+            ("/user.slice/user-1000.slice", true),
+            ("/user.slice/user-1000.slice/session-3.scope", false),
+            ("/vigil-test/app.service", false),
+        ] {
+            assert_eq!(freeze_refusal(path).is_some(), refused, "{path}");
+        }
+        // PID 1 is never frozen, wherever it lives.
+        let err = freeze(1, "/sys/fs/cgroup").expect_err("pid 1");
+        assert!(err.to_string().contains("nothing frozen"), "{err}");
+    }
+
+    #[test]
+    fn a_reaped_pid_with_its_old_start_time_is_not_signalled() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        let start = start_time(pid).expect("start");
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        // The pid is free (or already someone else's): either way nothing
+        // that started at `start` can be signalled, and a stranger is safe.
+        let err = kill(pid, Some(start)).expect_err("reaped pid");
+        assert!(
+            err.to_string().contains("not found") || err.to_string().contains("another process"),
+            "{err}"
+        );
     }
 
     #[test]

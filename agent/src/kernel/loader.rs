@@ -68,8 +68,19 @@ pub fn agent_config(root: &str) -> (AgentConfig, Vec<String>) {
             c.task_pid = field("task_struct", "pid");
             c.task_mm = field("task_struct", "mm");
             c.task_exit_code = field("task_struct", "exit_code");
+            c.task_start_boottime = field("task_struct", "start_boottime");
+            c.task_files = field("task_struct", "files");
             c.mm_arg_start = field("mm_struct", "arg_start");
             c.mm_arg_end = field("mm_struct", "arg_end");
+            c.mm_exe_file = field("mm_struct", "exe_file");
+            c.files_fdt = field("files_struct", "fdt");
+            c.fdt_max_fds = field("fdtable", "max_fds");
+            c.fdt_fd = field("fdtable", "fd");
+            c.file_inode = field("file", "f_inode");
+            c.inode_ino = field("inode", "i_ino");
+            c.inode_sb = field("inode", "i_sb");
+            c.inode_generation = field("inode", "i_generation");
+            c.sb_dev = field("super_block", "s_dev");
             let common = field("sock", "__sk_common");
             let net = field("sock_common", "skc_net");
             if common != OFFSET_UNKNOWN && net != OFFSET_UNKNOWN {
@@ -107,6 +118,8 @@ pub fn agent_config(root: &str) -> (AgentConfig, Vec<String>) {
     let openat = tp_offsets(root, "syscalls", "sys_enter_openat");
     c.tp_openat_filename = get(&openat, "filename", c.tp_openat_filename);
     c.tp_openat_flags = get(&openat, "flags", c.tp_openat_flags);
+    let openat_exit = tp_offsets(root, "syscalls", "sys_exit_openat");
+    c.tp_openat_exit_ret = get(&openat_exit, "ret", c.tp_openat_exit_ret);
     (c, missing)
 }
 
@@ -155,6 +168,14 @@ fn attempt(ebpf: &mut Ebpf, probe: &Probe, env: &Env) -> Option<Attempt> {
                 .iter()
                 .try_for_each(|&p| attach::tracepoint(ebpf, p, category, name));
             tried(format!("tracepoint/{category}/{name}"), result)
+        }
+        Hook::SyscallPair { enter, exit } => {
+            let result = probe
+                .programs
+                .iter()
+                .zip([enter, exit])
+                .try_for_each(|(&p, name)| attach::tracepoint(ebpf, p, "syscalls", name));
+            tried(format!("tracepoint/syscalls/{enter}+{exit}"), result)
         }
         Hook::TpBtf { name } => {
             let result = probe

@@ -19,6 +19,12 @@ pub enum Hook {
         category: &'static str,
         name: &'static str,
     },
+    /// A syscall's entry and exit tracepoints: the first program attaches
+    /// to `enter`, the second to `exit`.
+    SyscallPair {
+        enter: &'static str,
+        exit: &'static str,
+    },
     /// BTF-enabled raw tracepoint.
     TpBtf { name: &'static str },
     /// Entry and return probes on a function of the installed libpam.
@@ -40,6 +46,9 @@ impl Hook {
     pub fn describe(&self) -> String {
         match self {
             Hook::Tracepoint { category, name } => format!("tracepoint `{category}/{name}`"),
+            Hook::SyscallPair { enter, exit } => {
+                format!("tracepoints `syscalls/{enter}` + `syscalls/{exit}`")
+            }
             Hook::TpBtf { name } => format!("`tp_btf/{name}`"),
             Hook::LibpamUprobe { symbol } => {
                 format!("uprobe + uretprobe on `{symbol}` in libpam.so.0")
@@ -178,14 +187,14 @@ pub static PROBES: &[Probe] = &[
     Probe {
         name: "file_write",
         tier: 1,
-        hook: Hook::Tracepoint {
-            category: "syscalls",
-            name: "sys_enter_openat",
+        hook: Hook::SyscallPair {
+            enter: "sys_enter_openat",
+            exit: "sys_exit_openat",
         },
-        programs: &[prog::FILE_WRITE],
+        programs: &[prog::FILE_WRITE, prog::FILE_OPENED],
         gate: Gate::Always,
         required: false,
-        provides: "`file_write` by network-facing processes",
+        provides: "`file_write` by network-facing processes, when the open succeeded",
         without: "no written-then-executed (T1204.002) alerts",
     },
     Probe {

@@ -12,6 +12,7 @@ use agent_common::EventKind;
 use crate::pipeline::event::{
     AuthEvent, ConnEvent, ConnKind, Event, ExecEvent, ExitEvent, FileWriteEvent, ForkEvent,
 };
+use crate::record::FileId;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -83,6 +84,17 @@ fn addr(family: u16, raw: [u8; 16]) -> Result<IpAddr, DecodeError> {
     }
 }
 
+/// A kernel file identity in the numbering `stat(2)` uses: the kernel
+/// keeps `dev_t` as major << 20 | minor, userspace as glibc's makedev.
+pub fn file_id(raw: wire::FileId) -> FileId {
+    let (major, minor) = (raw.dev >> 20, raw.dev & 0xf_ffff);
+    FileId {
+        dev: libc::makedev(major, minor),
+        ino: raw.ino,
+        generation: Some(raw.generation),
+    }
+}
+
 /// The kind of a record, checked, without decoding the body.
 pub fn peek_kind(data: &[u8]) -> Result<EventKind, DecodeError> {
     let header: wire::EventHeader = read(data).ok_or(DecodeError::ShortHeader {
@@ -143,6 +155,9 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 argv: split_argv(&e.argv[..alen]),
                 argv_truncated: e.flags & wire::EXEC_ARGV_TRUNCATED != 0,
                 argv_unavailable: e.flags & wire::EXEC_ARGV_UNAVAILABLE != 0,
+                start_boottime_ns: (e.flags & wire::EXEC_START_KNOWN != 0)
+                    .then_some(e.start_boottime_ns),
+                exe_file: (e.flags & wire::EXEC_FILE_KNOWN != 0).then(|| file_id(e.exe)),
             })
         }
         EventKind::Exit => {
@@ -203,6 +218,7 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 pid: h.tgid,
                 comm: cstr(&e.comm),
                 path: cstr(&e.path[..n]),
+                file: (e.flags & wire::FILE_ID_KNOWN != 0).then(|| file_id(e.file)),
             })
         }
         EventKind::Connect
@@ -272,6 +288,18 @@ pub mod fixtures {
     }
 
     pub fn exec(pid: u32, ppid: u32, path: &str, argv: &[&str]) -> Vec<u8> {
+        exec_as(pid, ppid, 1000, path, argv, None)
+    }
+
+    /// An exec by `uid`, mapping the file `exe` (kernel dev numbering) when given.
+    pub fn exec_as(
+        pid: u32,
+        ppid: u32,
+        uid: u32,
+        path: &str,
+        argv: &[&str],
+        exe: Option<wire::FileId>,
+    ) -> Vec<u8> {
         let mut args = Vec::new();
         for a in argv {
             args.extend_from_slice(a.as_bytes());
@@ -281,12 +309,20 @@ pub mod fixtures {
         let e = wire::ExecEvent {
             header: header(EventKind::Exec, 1_000, pid),
             ppid,
-            uid: 1000,
-            gid: 1000,
-            flags: 0,
+            uid,
+            gid: uid,
+            flags: wire::EXEC_START_KNOWN
+                | if exe.is_some() {
+                    wire::EXEC_FILE_KNOWN
+                } else {
+                    0
+                },
             filename_len: path.len().min(wire::PATH_LEN) as u32,
             argv_len: args.len().min(wire::ARGV_LEN) as u32,
             cgroup_id: 1,
+            // 12.34 s after boot: 1234 ticks at USER_HZ 100.
+            start_boottime_ns: 12_340_000_000 + pid as u64 * 10_000_000,
+            exe: exe.unwrap_or_default(),
             comm: fill(comm),
             filename: fill(path.as_bytes()),
             argv: fill(&args),
@@ -305,11 +341,16 @@ pub mod fixtures {
     }
 
     pub fn auth(pid: u32, retval: i32, user: &str, rhost: &str) -> Vec<u8> {
+        auth_as(pid, 0, retval, user, rhost)
+    }
+
+    /// A `pam_authenticate` result in a process running as `uid`.
+    pub fn auth_as(pid: u32, uid: u32, retval: i32, user: &str, rhost: &str) -> Vec<u8> {
         let e = wire::AuthEvent {
             header: header(EventKind::Auth, 4_000, pid),
             retval,
             flags: wire::AUTH_FIELDS_KNOWN,
-            uid: 0,
+            uid,
             _pad: 0,
             comm: fill(b"sshd"),
             service: fill(b"sshd"),
@@ -357,6 +398,34 @@ pub mod fixtures {
             _pad: 0,
         };
         bytes_of(&e)
+    }
+
+    /// A successful open for writing of `path`, naming the file `id`.
+    pub fn file_write(pid: u32, path: &str, id: Option<wire::FileId>) -> Vec<u8> {
+        let e = wire::FileEvent {
+            header: header(EventKind::FileWrite, 1_200, pid),
+            open_flags: 0o1101,
+            flags: if id.is_some() { wire::FILE_ID_KNOWN } else { 0 },
+            path_len: path.len().min(wire::PATH_LEN) as u32,
+            fd: 3,
+            file: id.unwrap_or_default(),
+            comm: fill(b"curl"),
+            path: fill(path.as_bytes()),
+        };
+        bytes_of(&e)
+    }
+
+    /// sshd at work: the listener (pid 200) accepts `rhost`:5555 on
+    /// 10.0.0.1:22 and forks its per-connection monitor (pid 300, root,
+    /// re-executed as /usr/sbin/sshd), which then calls PAM; these are
+    /// the records before the `pam_authenticate` results.
+    pub fn sshd_session(rhost: [u8; 4]) -> Vec<Vec<u8>> {
+        vec![
+            exec_as(200, 1, 0, "/usr/sbin/sshd", &["sshd", "-D"], None),
+            conn(EventKind::Accept, 200, [10, 0, 0, 1], 22, rhost, 5555),
+            fork(200, 300),
+            exec_as(300, 200, 0, "/usr/sbin/sshd", &["sshd", "-R"], None),
+        ]
     }
 
     /// sshd (pid 200) starts and accepts 10.0.0.9:5555 on 10.0.0.1:22.
@@ -407,6 +476,34 @@ mod tests {
     }
 
     #[test]
+    fn decodes_identities_in_stat_numbering() {
+        let id = wire::FileId {
+            ino: 12,
+            dev: (259 << 20) | 3,
+            generation: 9,
+        };
+        let Event::Exec(e) = decode(&exec_as(5, 1, 0, "/x", &["x"], Some(id))).expect("exec")
+        else {
+            panic!()
+        };
+        let want = FileId {
+            dev: libc::makedev(259, 3),
+            ino: 12,
+            generation: Some(9),
+        };
+        assert_eq!(e.exe_file, Some(want));
+        assert!(e.start_boottime_ns.is_some());
+        let Event::FileWrite(w) = decode(&file_write(5, "/y", Some(id))).expect("write") else {
+            panic!()
+        };
+        assert_eq!((w.path.as_str(), w.file), ("/y", Some(want)));
+        let Event::Exec(e) = decode(&exec(5, 1, "/x", &["x"])).expect("exec") else {
+            panic!()
+        };
+        assert_eq!(e.exe_file, None, "unknown stays unknown");
+    }
+
+    #[test]
     fn decodes_exit_status_and_signal() {
         let Event::Exit(e) = decode(&exit(9, 3 << 8)).expect("decode") else {
             panic!()
@@ -450,6 +547,7 @@ mod tests {
             fork(1, 2),
             conn(EventKind::Close, 1, [1; 4], 1, [2; 4], 2),
             auth(1, 0, "u", "h"),
+            file_write(1, "/x", None),
         ] {
             for cut in 0..bytes.len() {
                 assert!(decode(&bytes[..cut]).is_err(), "cut at {cut} decoded");
@@ -489,13 +587,14 @@ mod tests {
 
     #[test]
     fn layout_sizes_match_the_kernel_side() {
-        assert_eq!(EventKind::Exec.record_size(), 584);
+        assert_eq!(EventKind::Exec.record_size(), 608);
+        assert_eq!(EventKind::FileWrite.record_size(), 328);
         assert_eq!(EventKind::Exit.record_size(), 48);
         assert_eq!(EventKind::Fork.record_size(), 40);
         assert_eq!(EventKind::Connect.record_size(), 96);
         assert_eq!(size_of::<wire::FlowKey>(), 40);
         assert_eq!(size_of::<wire::FlowStats>(), 128);
-        assert_eq!(std::mem::offset_of!(wire::ExecEvent, filename), 72);
+        assert_eq!(std::mem::offset_of!(wire::ExecEvent, filename), 96);
         assert_eq!(std::mem::offset_of!(wire::ConnEvent, saddr), 40);
     }
 }

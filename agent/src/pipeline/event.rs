@@ -2,6 +2,8 @@
 
 use std::net::IpAddr;
 
+use crate::record::FileId;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Exec(ExecEvent),
@@ -42,6 +44,10 @@ pub struct ExecEvent {
     pub argv_truncated: bool,
     /// argv could not be read in the kernel; empty is not the truth.
     pub argv_unavailable: bool,
+    /// `task->start_boottime` in ns, when the kernel could read it.
+    pub start_boottime_ns: Option<u64>,
+    /// The executable the process maps (for a `#!` script, its interpreter).
+    pub exe_file: Option<FileId>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +72,7 @@ impl ExitEvent {
     }
 }
 
-/// A file created for writing by a network-facing process.
+/// A file a network-facing process opened for writing (the open succeeded).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileWriteEvent {
     pub ktime_ns: u64,
@@ -74,6 +80,9 @@ pub struct FileWriteEvent {
     pub comm: String,
     /// As given to openat; may be relative.
     pub path: String,
+    /// The file the returned descriptor names; None when the kernel could
+    /// not read it (unresolved offsets).
+    pub file: Option<FileId>,
 }
 
 /// One `pam_authenticate` result.

@@ -1,7 +1,9 @@
 //! Decode → enrich → record: the synchronous heart of the daemon. It owns
-//! the process cache and the connection owner cache and does no I/O except
-//! a `/proc/<pid>/exe` lookup for the rare exec by relative path, so the
-//! benchmark drives exactly what the daemon runs.
+//! the process cache, the connection owner cache and the peers each process
+//! accepted (to judge what PAM was told), and does no I/O except a
+//! `/proc/<pid>/exe` lookup for the rare exec by relative path and a stat of
+//! a `#!` script at its exec, so the benchmark drives exactly what the
+//! daemon runs.
 
 pub mod community_id;
 pub mod decode;
@@ -9,8 +11,10 @@ pub mod event;
 pub mod flow;
 pub mod proc_cache;
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use agent_common::{EventKind, FlowKey, FlowStats, FLOW_FIRST_OUT};
@@ -18,10 +22,10 @@ use lru::LruCache;
 
 use crate::pipeline::community_id::community_id;
 use crate::pipeline::decode::{decode, DecodeError};
-use crate::pipeline::event::{tcp_state_name, ConnEvent, ConnKind, Event};
+use crate::pipeline::event::{tcp_state_name, AuthEvent, ConnEvent, ConnKind, Event, ExecEvent};
 use crate::pipeline::flow::{features, key_addrs, proto_name};
 use crate::pipeline::proc_cache::{ProcInfo, ProcessCache};
-use crate::record::{self, Body, Record};
+use crate::record::{self, Body, FileId, Record};
 use crate::util::clock::Clock;
 use crate::util::is_shell;
 
@@ -45,12 +49,19 @@ fn stdio_is_socket(pid: u32) -> bool {
 /// Connection owners remembered for flows whose socket the kernel could not
 /// attribute (accepted sockets). Bounded like every per-key structure.
 const CONN_OWNERS: usize = 65_536;
+/// Processes whose accepted peers are remembered (listeners: few), and
+/// the most recent distinct peers kept per process.
+const ACCEPTERS: usize = 4_096;
+const PEERS_PER_ACCEPTER: usize = 64;
 
 #[derive(Debug, Default, Clone)]
 pub struct PipelineStats {
     pub events: [u64; agent_common::EVENT_KIND_SLOTS as usize],
     pub decode_errors: u64,
     pub flows: u64,
+    /// Listening processes whose accepted peers were forgotten to stay
+    /// within [`ACCEPTERS`] (their sessions' PAM results are then untrusted).
+    pub accepters_evicted: u64,
 }
 
 pub struct Pipeline {
@@ -58,7 +69,47 @@ pub struct Pipeline {
     clock: Clock,
     pub procs: ProcessCache,
     conn_owners: LruCache<Endpoints, u32>,
+    /// Peers each process accepted, newest first.
+    accepted: LruCache<u32, VecDeque<IpAddr>>,
+    /// Executables whose root PAM calls may name a remote address
+    /// (`detect.brute_force.services`).
+    auth_services: Vec<String>,
     pub stats: PipelineStats,
+}
+
+/// An address as text, as PAM_RHOST carries it; IPv4-mapped IPv6 is IPv4,
+/// as the kernel's addresses are decoded.
+fn parse_rhost(rhost: &str) -> Option<IpAddr> {
+    let ip: IpAddr = rhost.trim().parse().ok()?;
+    Some(match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    })
+}
+
+/// For a `#!` script, the identity of the script (the kernel's exec
+/// identity is its interpreter's). The kernel rewrites such an exec's argv
+/// to `interpreter [arg] script …`, so only then is the path stat'ed.
+fn script_file(e: &ExecEvent) -> Option<FileId> {
+    if !e.argv.iter().skip(1).take(2).any(|a| *a == e.filename) {
+        return None;
+    }
+    // A relative path is relative to the directory the exec ran in.
+    let path = if e.filename.starts_with('/') {
+        std::path::PathBuf::from(&e.filename)
+    } else {
+        std::path::Path::new(&format!("/proc/{}/cwd", e.pid)).join(&e.filename)
+    };
+    let md = std::fs::metadata(path).ok()?;
+    let id = FileId {
+        dev: md.dev(),
+        ino: md.ino(),
+        generation: None,
+    };
+    let same = e
+        .exe_file
+        .is_some_and(|m| (m.dev, m.ino) == (id.dev, id.ino));
+    (!same).then_some(id)
 }
 
 /// Why a flow record is being emitted.
@@ -88,8 +139,51 @@ impl Pipeline {
             clock,
             procs,
             conn_owners: LruCache::new(NonZeroUsize::new(CONN_OWNERS).unwrap_or(NonZeroUsize::MIN)),
+            accepted: LruCache::new(NonZeroUsize::new(ACCEPTERS).unwrap_or(NonZeroUsize::MIN)),
+            auth_services: crate::detect::brute_force::default_services(),
             stats: PipelineStats::default(),
         }
+    }
+
+    /// Sets the executables whose root PAM calls may name a remote address.
+    pub fn set_auth_services(&mut self, services: Vec<String>) {
+        self.auth_services = services;
+    }
+
+    /// Remembers that `pid` accepted a connection from `peer`.
+    fn note_accept(&mut self, pid: u32, peer: IpAddr) {
+        if let Some(peers) = self.accepted.get_mut(&pid) {
+            peers.retain(|p| *p != peer);
+            peers.push_front(peer);
+            peers.truncate(PEERS_PER_ACCEPTER);
+            return;
+        }
+        if let Some((old, _)) = self.accepted.push(pid, VecDeque::from([peer])) {
+            if old != pid {
+                self.stats.accepters_evicted += 1;
+            }
+        }
+    }
+
+    fn accepted_from(&self, pid: u32, peer: IpAddr) -> bool {
+        self.accepted
+            .peek(&pid)
+            .is_some_and(|peers| peers.contains(&peer))
+    }
+
+    /// Whether an authentication result's rhost can be believed: a
+    /// configured service, as root, whose rhost is a peer it or its parent
+    /// (sshd's listener) accepted. Returns that peer.
+    fn verified_peer(&mut self, a: &AuthEvent, exe: Option<&str>) -> Option<IpAddr> {
+        let exe = exe?;
+        if a.uid != 0 || !self.auth_services.iter().any(|s| s == exe) {
+            return None;
+        }
+        let peer = parse_rhost(a.rhost.as_deref()?)?;
+        let ppid = self.procs.get(a.pid).map(|p| p.ppid);
+        let accepted = self.accepted_from(a.pid, peer)
+            || ppid.is_some_and(|pp| pp != 0 && self.accepted_from(pp, peer));
+        accepted.then_some(peer)
     }
 
     fn record(&self, ktime_ns: u64, body: Body) -> Record {
@@ -125,12 +219,17 @@ impl Pipeline {
                         .map(|p| p.to_string_lossy().into_owned())
                         .unwrap_or_else(|_| e.filename.clone())
                 };
-                let info = self.procs.on_exec(&e, &exe);
+                let start_time = e.start_boottime_ns.map(crate::util::ns_to_clock_ticks);
+                let info = self.procs.on_exec(&e, &exe, start_time);
                 let parent_exe = self.procs.get(info.ppid).map(|p| p.exe.clone());
                 let stdio_socket = is_shell(&exe).then(|| stdio_is_socket(e.pid));
+                let script_file = script_file(&e);
                 Body::ProcessExec(record::ProcessExec {
                     stdio_socket,
                     parent_exe,
+                    start_time,
+                    exe_file: e.exe_file,
+                    script_file,
                     pid: e.pid,
                     ppid: info.ppid,
                     uid: e.uid,
@@ -182,13 +281,18 @@ impl Pipeline {
                     comm: w.comm,
                     exe: self.procs.get(w.pid).map(|p| p.exe.clone()),
                     path,
+                    file: w.file,
                 })
             }
             Event::Auth(a) => {
                 self.stats.events[EventKind::Auth as usize] += 1;
                 let exe = self.procs.get(a.pid).map(|p| p.exe.clone());
+                let peer = self.verified_peer(&a, exe.as_deref());
                 Body::AuthAttempt(record::AuthAttempt {
                     pid: a.pid,
+                    uid: a.uid,
+                    trusted: peer.is_some(),
+                    peer,
                     comm: a.comm,
                     exe,
                     service: a.service,
@@ -219,6 +323,9 @@ impl Pipeline {
             ConnKind::Connect | ConnKind::Accept => {
                 if let Some(pid) = c.pid {
                     self.conn_owners.put(ends, pid);
+                    if c.kind == ConnKind::Accept {
+                        self.note_accept(pid, c.dst_ip);
+                    }
                 }
                 c.pid
             }
@@ -381,6 +488,182 @@ mod tests {
         assert_eq!(v["direction"], "inbound");
         assert_eq!(v["features"].as_array().map(|a| a.len()), Some(16));
         assert_eq!(v["end_reason"], "close");
+    }
+
+    fn auth_json(p: &mut Pipeline, bytes: &[u8]) -> serde_json::Value {
+        let v = json(&p.on_bytes(bytes).expect("auth"));
+        assert_eq!(v["kind"], "auth_attempt");
+        v
+    }
+
+    #[test]
+    fn sshds_rhost_is_trusted_when_its_listener_accepted_that_peer() {
+        let mut p = pipeline();
+        for r in fixtures::sshd_session([198, 51, 100, 7]) {
+            p.on_bytes(&r).expect("setup");
+        }
+        let v = auth_json(&mut p, &fixtures::auth(300, 7, "root", "198.51.100.7"));
+        assert_eq!(v["trusted"], true, "{v}");
+        assert_eq!(v["peer"], "198.51.100.7");
+        assert_eq!(v["uid"], 0);
+        // The listener itself calling PAM (sshd without privilege separation).
+        let v = auth_json(&mut p, &fixtures::auth(200, 7, "root", "198.51.100.7"));
+        assert_eq!(v["trusted"], true, "{v}");
+        // IPv4-mapped text names the same peer.
+        let v = auth_json(
+            &mut p,
+            &fixtures::auth(300, 7, "root", "::ffff:198.51.100.7"),
+        );
+        assert_eq!(v["trusted"], true, "{v}");
+    }
+
+    #[test]
+    fn a_rhost_nobody_accepted_or_a_caller_that_is_not_the_service_is_untrusted() {
+        let mut p = pipeline();
+        for r in fixtures::sshd_session([198, 51, 100, 7]) {
+            p.on_bytes(&r).expect("setup");
+        }
+        // sshd naming an address it never accepted, or a name.
+        for rhost in ["203.0.113.9", "attacker.example", ""] {
+            let v = auth_json(&mut p, &fixtures::auth(300, 7, "root", rhost));
+            assert_eq!(v["trusted"], false, "{rhost}: {v}");
+            assert!(v["peer"].is_null());
+        }
+        // A local user's python calling libpam, claiming the accepted peer.
+        p.on_bytes(&fixtures::exec_as(
+            400,
+            1,
+            1000,
+            "/usr/bin/python3.11",
+            &["python3"],
+            None,
+        ))
+        .expect("exec");
+        let v = auth_json(
+            &mut p,
+            &fixtures::auth_as(400, 1000, 7, "root", "198.51.100.7"),
+        );
+        assert_eq!(
+            (v["trusted"].clone(), v["uid"].clone()),
+            (false.into(), 1000.into())
+        );
+        // Even as root, an executable outside `services` is not sshd.
+        p.on_bytes(&fixtures::exec_as(
+            401,
+            200,
+            0,
+            "/usr/bin/python3.11",
+            &["python3"],
+            None,
+        ))
+        .expect("exec");
+        let v = auth_json(&mut p, &fixtures::auth(401, 7, "root", "198.51.100.7"));
+        assert_eq!(v["trusted"], false, "{v}");
+        // And sshd's own path run by a user is not root.
+        p.on_bytes(&fixtures::exec_as(
+            402,
+            200,
+            1000,
+            "/usr/sbin/sshd",
+            &["sshd"],
+            None,
+        ))
+        .expect("exec");
+        let v = auth_json(
+            &mut p,
+            &fixtures::auth_as(402, 1000, 7, "root", "198.51.100.7"),
+        );
+        assert_eq!(v["trusted"], false, "{v}");
+        // Services come from the config.
+        p.set_auth_services(vec!["/usr/bin/python3.11".into()]);
+        let v = auth_json(&mut p, &fixtures::auth(401, 7, "root", "198.51.100.7"));
+        assert_eq!(v["trusted"], true, "{v}");
+    }
+
+    #[test]
+    fn accepted_peers_are_bounded_per_process_and_in_processes() {
+        let mut p = pipeline();
+        for i in 0..(PEERS_PER_ACCEPTER as u32 + 10) {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            p.note_accept(200, IpAddr::V4(ip));
+        }
+        assert_eq!(
+            p.accepted.peek(&200).map(|v| v.len()),
+            Some(PEERS_PER_ACCEPTER)
+        );
+        assert!(
+            !p.accepted_from(200, "10.0.0.0".parse().expect("ip")),
+            "oldest kept"
+        );
+        for pid in 0..(ACCEPTERS as u32 + 5) {
+            p.note_accept(1000 + pid, "10.9.9.9".parse().expect("ip"));
+        }
+        assert_eq!(p.accepted.len(), ACCEPTERS);
+        assert_eq!(p.stats.accepters_evicted, 6);
+    }
+
+    #[test]
+    fn exec_and_write_records_carry_identities_and_start_time() {
+        let mut p = pipeline();
+        let id = agent_common::FileId {
+            ino: 77,
+            dev: (8 << 20) | 1,
+            generation: 5,
+        };
+        let v = json(
+            &p.on_bytes(&fixtures::exec_as(100, 1, 0, "/srv/x", &["x"], Some(id)))
+                .expect("exec"),
+        );
+        // Kernel 8:1 is stat's 0x801; 12.34 s + 1 s after boot.
+        assert_eq!(
+            v["exe_file"],
+            serde_json::json!({"dev": 0x801, "ino": 77, "generation": 5})
+        );
+        assert_eq!(
+            v["start_time"],
+            crate::util::ns_to_clock_ticks(12_340_000_000 + 100 * 10_000_000)
+        );
+        assert!(v.get("script_file").is_none(), "{v}");
+        assert_eq!(
+            p.procs.get(100).and_then(|i| i.start_time),
+            v["start_time"].as_u64()
+        );
+        let v = json(
+            &p.on_bytes(&fixtures::file_write(100, "/srv/y", Some(id)))
+                .expect("write"),
+        );
+        assert_eq!(v["kind"], "file_write");
+        assert_eq!(v["file"]["ino"], 77);
+        let v = json(
+            &p.on_bytes(&fixtures::file_write(100, "/srv/z", None))
+                .expect("write"),
+        );
+        assert!(v["file"].is_null(), "{v}");
+    }
+
+    #[test]
+    fn a_script_exec_is_identified_by_its_own_file() {
+        let mut p = pipeline();
+        let dir = std::env::temp_dir().join(format!("vigil-script-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let script = dir.join("run.sh");
+        std::fs::write(&script, "#!/bin/sh\n").expect("script");
+        let path = script.to_string_lossy().into_owned();
+        let md = std::fs::metadata(&script).expect("stat");
+        // As the kernel reports it: argv rewritten to `/bin/sh script`.
+        let v = json(
+            &p.on_bytes(&fixtures::exec(101, 1, &path, &["/bin/sh", &path]))
+                .expect("exec"),
+        );
+        assert_eq!(v["script_file"]["ino"], md.ino(), "{v}");
+        assert_eq!(v["script_file"]["dev"], md.dev(), "{v}");
+        // A plain exec is not stat'ed.
+        let v = json(
+            &p.on_bytes(&fixtures::exec(102, 1, &path, &[&path]))
+                .expect("exec"),
+        );
+        assert!(v.get("script_file").is_none(), "{v}");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

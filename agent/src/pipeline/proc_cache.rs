@@ -16,6 +16,9 @@ pub struct ProcInfo {
     pub uid: u32,
     pub comm: Arc<str>,
     pub exe: Arc<str>,
+    /// Clock ticks since boot (`/proc/PID/stat` field 22); None when not
+    /// known (a fork seen without its exec).
+    pub start_time: Option<u64>,
 }
 
 pub struct ProcessCache {
@@ -53,7 +56,7 @@ impl ProcessCache {
         self.entries.get(&pid)
     }
 
-    pub fn on_exec(&mut self, e: &ExecEvent, exe: &str) -> ProcInfo {
+    pub fn on_exec(&mut self, e: &ExecEvent, exe: &str, start_time: Option<u64>) -> ProcInfo {
         let ppid = e
             .ppid
             .or_else(|| self.entries.peek(&e.pid).map(|p| p.ppid))
@@ -63,6 +66,7 @@ impl ProcessCache {
             uid: e.uid,
             comm: Arc::from(e.comm.as_str()),
             exe: Arc::from(exe),
+            start_time,
         };
         self.insert(e.pid, info.clone());
         info
@@ -74,8 +78,10 @@ impl ProcessCache {
         }
         let parent = self.entries.peek(&f.parent_pid).cloned();
         let info = match parent {
+            // The child's own start time is not the parent's.
             Some(p) => ProcInfo {
                 ppid: f.parent_pid,
+                start_time: None,
                 ..p
             },
             None => ProcInfo {
@@ -83,6 +89,7 @@ impl ProcessCache {
                 uid: 0,
                 comm: Arc::from(""),
                 exe: Arc::from(""),
+                start_time: None,
             },
         };
         self.insert(f.child_pid, info);
@@ -122,6 +129,7 @@ impl ProcessCache {
 pub fn read_proc(pid: u32) -> Option<ProcInfo> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (comm, ppid) = parse_stat(&stat)?;
+    let start_time = crate::util::stat_start_time(&stat);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let uid = status
         .lines()
@@ -137,6 +145,7 @@ pub fn read_proc(pid: u32) -> Option<ProcInfo> {
         uid,
         comm: Arc::from(comm),
         exe: Arc::from(exe),
+        start_time,
     })
 }
 
@@ -161,6 +170,7 @@ mod tests {
             uid: 0,
             comm: Arc::from("x"),
             exe: Arc::from(exe),
+            start_time: Some(7),
         }
     }
 
@@ -184,6 +194,7 @@ mod tests {
         let child = c.get(11).cloned().expect("child cached");
         assert_eq!(child.ppid, 10);
         assert_eq!(&*child.exe, "/bin/bash");
+        assert_eq!(child.start_time, None, "a child is not its parent");
         assert!(c.on_exit(11).is_some());
         assert!(c.get(11).is_some(), "kept for late flows");
         c.on_fork(&ForkEvent {
@@ -211,5 +222,8 @@ mod tests {
         assert!(c.seed_from_proc() > 0);
         let me = c.get(std::process::id()).expect("self in cache");
         assert!(!me.exe.is_empty());
+        let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
+        assert_eq!(me.start_time, crate::util::stat_start_time(&stat));
+        assert!(me.start_time.is_some());
     }
 }

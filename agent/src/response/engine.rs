@@ -53,8 +53,19 @@ pub struct Outcome {
 pub trait Executor {
     fn block(&mut self, ip: IpAddr, ttl_s: u64) -> Outcome;
     fn isolate(&mut self, ttl_s: u64) -> Outcome;
-    fn kill(&mut self, pid: u32, exe: Option<&str>) -> Outcome;
-    fn quarantine(&mut self, path: &str) -> Outcome;
+    /// SIGKILL to `pid` if it is still the process the alert named: its
+    /// start time (clock ticks) when known, and its executable, which must
+    /// not be protected unless the step names it in `allow_protected`.
+    fn kill(
+        &mut self,
+        pid: u32,
+        exe: Option<&str>,
+        start_time: Option<u64>,
+        allow_protected: &[String],
+    ) -> Outcome;
+    /// Moves `path` into the quarantine unless it is protected and the
+    /// step does not name it in `allow_protected`.
+    fn quarantine(&mut self, path: &str, allow_protected: &[String]) -> Outcome;
     fn undo(&mut self, undo: &Undo) -> Outcome;
     fn active_blocks(&self) -> usize;
     /// Appends a record to the audit log before it is reported.
@@ -141,6 +152,12 @@ impl AlertContext {
     /// The process's executable (`entities.exe`).
     pub fn exe(&self) -> Option<&str> {
         self.entities.get("exe")?.as_str()
+    }
+
+    /// The process's start time in clock ticks (`entities.start_time`),
+    /// which tells it from a later process that reuses its pid.
+    pub fn start_time(&self) -> Option<u64> {
+        self.entities.get("start_time")?.as_u64()
     }
 
     /// `entities.src_ip` or `entities.dst_ip`.
@@ -759,10 +776,16 @@ mod tests {
                 Some(Undo::Unisolate),
             )
         }
-        fn kill(&mut self, pid: u32, _exe: Option<&str>) -> Outcome {
+        fn kill(
+            &mut self,
+            pid: u32,
+            _exe: Option<&str>,
+            _start: Option<u64>,
+            _allow: &[String],
+        ) -> Outcome {
             self.outcome("kill", Verb::Kill, pid.to_string(), None)
         }
-        fn quarantine(&mut self, path: &str) -> Outcome {
+        fn quarantine(&mut self, path: &str, _allow: &[String]) -> Outcome {
             let undo = Undo::Restore {
                 quarantine_id: path.into(),
             };

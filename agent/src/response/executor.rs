@@ -1,6 +1,7 @@
 //! The executor that changes this host: kernel blocklist and nftables
 //! through [`Containment`], pidfd kill, and the quarantine. Every change is
-//! an `action` in the audit log before it is reported.
+//! an `action` in the audit log before it is reported. A kill or quarantine
+//! of a protected file ([`Protection`]) is refused unless the step names it.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use agent_common::enforce::{BLOCK_EGRESS, BLOCK_INGRESS};
 
 use super::engine::{Executor, Outcome, Undo};
+use super::protect::Protection;
 use super::quarantine;
 use super::record::ResponseRecord;
 use crate::enforce::actions::{Action, ActionState, Verb};
@@ -20,6 +22,7 @@ pub struct HostExecutor<'a> {
     pub containment: Option<&'a mut Containment>,
     pub state_dir: &'a Path,
     pub host: &'a str,
+    pub protection: &'a mut Protection,
 }
 
 impl HostExecutor<'_> {
@@ -33,6 +36,14 @@ impl HostExecutor<'_> {
             None
         };
         Outcome { action: a, undo }
+    }
+
+    /// A refusal recorded as an action, with why.
+    fn refuse(&self, verb: Verb, target: String, detail: String) -> Outcome {
+        self.record(
+            Action::new(self.host, verb, target, None, ActionState::Refused, detail),
+            None,
+        )
     }
 
     fn disabled(&self, verb: Verb, target: String) -> Outcome {
@@ -94,28 +105,29 @@ impl Executor for HostExecutor<'_> {
         Outcome { action: a, undo }
     }
 
-    fn kill(&mut self, pid: u32, exe: Option<&str>) -> Outcome {
+    fn kill(
+        &mut self,
+        pid: u32,
+        exe: Option<&str>,
+        start_time: Option<u64>,
+        allow_protected: &[String],
+    ) -> Outcome {
         let target = pid.to_string();
+        if let Some(why) = exe.and_then(|e| self.protection.refusal(e, allow_protected)) {
+            return self.refuse(Verb::Kill, target, format!("nothing signalled: {why}"));
+        }
         if let (Some(want), Some(have)) = (exe, exe_of(pid)) {
             let have_s = have.to_string_lossy();
             let have_s = have_s.strip_suffix(" (deleted)").unwrap_or(&have_s);
             // A script runs as its interpreter: then its path is in argv.
             if have_s != want && !runs_script(pid, want) {
                 let detail = format!("pid {pid} now runs {have_s}, not {want}; nothing signalled");
-                return self.record(
-                    Action::new(
-                        self.host,
-                        Verb::Kill,
-                        target,
-                        None,
-                        ActionState::Refused,
-                        detail,
-                    ),
-                    None,
-                );
+                return self.refuse(Verb::Kill, target, detail);
             }
         }
-        let a = match kill::kill(pid, None) {
+        // With the start time the alert saw, a pid reused since (same
+        // executable or not) is refused by the kill itself.
+        let a = match kill::kill(pid, start_time) {
             Ok(st) => Action::new(
                 self.host,
                 Verb::Kill,
@@ -136,7 +148,10 @@ impl Executor for HostExecutor<'_> {
         self.record(a, None)
     }
 
-    fn quarantine(&mut self, path: &str) -> Outcome {
+    fn quarantine(&mut self, path: &str, allow_protected: &[String]) -> Outcome {
+        if let Some(why) = self.protection.refusal(path, allow_protected) {
+            return self.refuse(Verb::Quarantine, path.to_string(), why);
+        }
         match quarantine::quarantine(self.state_dir, Path::new(path)) {
             Ok(m) => {
                 let detail = format!(
@@ -269,5 +284,114 @@ impl Executor for HostExecutor<'_> {
 
     fn host(&self) -> &str {
         self.host
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Child, Command};
+
+    use super::*;
+
+    struct Scratch(PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn scratch(tag: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("vigil-exec-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("scratch");
+        Scratch(d)
+    }
+
+    /// A copy of sleep outside every protected prefix, running.
+    fn sleeper(dir: &Path) -> (String, Child) {
+        let exe = dir.join("sleeper");
+        std::fs::copy("/bin/sleep", &exe).expect("copy sleep");
+        let child = Command::new(&exe).arg("30").spawn().expect("spawn");
+        (exe.to_string_lossy().into_owned(), child)
+    }
+
+    fn executor<'a>(dir: &'a Path, protection: &'a mut Protection) -> HostExecutor<'a> {
+        HostExecutor {
+            containment: None,
+            state_dir: dir,
+            host: "test-host",
+            protection,
+        }
+    }
+
+    #[test]
+    fn a_protected_executable_is_not_killed_unless_the_step_names_it() {
+        let s = scratch("kill-protected");
+        let (exe, mut child) = sleeper(&s.0);
+        let prefix = format!("{}/", s.0.display());
+        let mut protection = Protection::with_dpkg_info(vec![prefix], s.0.join("no-dpkg"));
+        let mut ex = executor(&s.0, &mut protection);
+        let o = ex.kill(child.id(), Some(&exe), None, &[]);
+        assert_eq!(o.action.state, ActionState::Refused, "{:?}", o.action);
+        assert!(
+            o.action.detail.contains("protected prefix"),
+            "{}",
+            o.action.detail
+        );
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "killed anyway"
+        );
+        let o = ex.kill(child.id(), Some(&exe), None, std::slice::from_ref(&exe));
+        assert_eq!(o.action.state, ActionState::Applied, "{:?}", o.action);
+        assert_eq!(child.wait().expect("wait").signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn a_pid_that_is_not_the_alerts_process_any_more_is_not_killed() {
+        let s = scratch("kill-recycled");
+        let (exe, mut child) = sleeper(&s.0);
+        let mut protection = Protection::with_dpkg_info(Vec::new(), s.0.join("no-dpkg"));
+        let mut ex = executor(&s.0, &mut protection);
+        let start = kill::start_time(child.id()).expect("start time");
+        // Same pid, same executable, another start: a recycled pid.
+        let o = ex.kill(child.id(), Some(&exe), Some(start + 1), &[]);
+        assert_eq!(o.action.state, ActionState::Refused, "{:?}", o.action);
+        assert!(
+            o.action.detail.contains("another process"),
+            "{}",
+            o.action.detail
+        );
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "killed anyway"
+        );
+        let o = ex.kill(child.id(), Some(&exe), Some(start), &[]);
+        assert_eq!(o.action.state, ActionState::Applied, "{:?}", o.action);
+        assert_eq!(child.wait().expect("wait").signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn a_protected_file_is_not_quarantined_unless_the_step_names_it() {
+        let s = scratch("quarantine-protected");
+        let state = s.0.join("state");
+        std::fs::create_dir_all(&state).expect("state");
+        let owned = s.0.join("tool");
+        std::fs::write(&owned, b"#!/bin/sh\n").expect("tool");
+        let owned = owned.to_string_lossy().into_owned();
+        // A package lists the file.
+        let info = s.0.join("info");
+        std::fs::create_dir_all(&info).expect("info");
+        std::fs::write(info.join("tool.list"), format!("{owned}\n")).expect("list");
+        let mut protection = Protection::with_dpkg_info(Vec::new(), info);
+        let mut ex = executor(&state, &mut protection);
+        let o = ex.quarantine(&owned, &[]);
+        assert_eq!(o.action.state, ActionState::Refused, "{:?}", o.action);
+        assert!(o.action.detail.contains("package"), "{}", o.action.detail);
+        assert!(Path::new(&owned).exists(), "moved anyway");
+        let o = ex.quarantine(&owned, std::slice::from_ref(&owned));
+        assert_eq!(o.action.state, ActionState::Applied, "{:?}", o.action);
+        assert!(!Path::new(&owned).exists());
     }
 }

@@ -6,6 +6,7 @@ pub mod action;
 pub mod engine;
 pub mod executor;
 pub mod playbook;
+pub mod protect;
 pub mod quarantine;
 pub mod record;
 pub mod yaml;

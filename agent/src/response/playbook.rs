@@ -458,6 +458,39 @@ impl<'k> StepKeys<'k, '_> {
         self.checker.string(v, key)
     }
 
+    /// An optional list of absolute file paths, empty when absent; each
+    /// must be plain (no `.`/`..` components, `//` or trailing `/`), since
+    /// it is compared with paths exactly.
+    pub fn file_paths(&mut self, key: &str) -> Option<Vec<String>> {
+        let Some(v) = self
+            .entries
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+        else {
+            return Some(Vec::new());
+        };
+        let mut ok = true;
+        let mut out = Vec::new();
+        for (p, at) in self.checker.strings(v, key) {
+            let plain = p.len() > 1
+                && p.starts_with('/')
+                && p[1..]
+                    .split('/')
+                    .all(|c| !c.is_empty() && c != "." && c != "..");
+            if plain {
+                out.push(p);
+            } else {
+                let message = format!(
+                    "{key}: `{p}` is not a plain absolute file path (paths are compared exactly)"
+                );
+                self.checker.err(&at, message);
+                ok = false;
+            }
+        }
+        ok.then_some(out)
+    }
+
     /// A required key whose value must be one of `choices`; `message`
     /// otherwise.
     pub fn choice<T: Copy>(
@@ -742,6 +775,7 @@ mod tests {
                 "when",
                 "target",
                 "ttl",
+                "allow_protected",
                 "message",
                 "timeout",
                 "on_timeout"
@@ -754,7 +788,7 @@ mod tests {
             messages,
             [
                 "unknown action `nope` (expected one of: block_ip, isolate_host, kill_process, quarantine_file, notify, require_approval)",
-                "unknown key `bogus` in step (expected one of: id, action, when, target, ttl, message, timeout, on_timeout)",
+                "unknown key `bogus` in step (expected one of: id, action, when, target, ttl, allow_protected, message, timeout, on_timeout)",
             ]
         );
     }

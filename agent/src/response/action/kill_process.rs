@@ -1,5 +1,7 @@
 //! `kill_process`: SIGKILL through a pidfd to the alert's pid, refused when
-//! the pid now runs something other than the alert's executable.
+//! the pid is no longer the process the alert named (its start time, or
+//! its executable) or when that executable is protected (a package's file
+//! or under `response.protected_prefixes`) and the step does not name it.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,13 +10,21 @@ use crate::response::engine::AlertContext;
 
 pub const SPEC: Spec = Spec {
     name: "kill_process",
-    keys: &[],
+    keys: &["allow_protected"],
     inverse: "none: a killed process cannot be revived",
-    parse: |_| Some(StepAction::KillProcess(KillProcess {})),
+    parse: |k| {
+        Some(StepAction::KillProcess(KillProcess {
+            allow_protected: k.file_paths("allow_protected")?,
+        }))
+    },
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct KillProcess {}
+pub struct KillProcess {
+    /// Protected executables this step may kill, by exact path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_protected: Vec<String>,
+}
 
 impl Act for KillProcess {
     fn describe(&self, ctx: &AlertContext) -> String {
@@ -33,6 +43,10 @@ impl HostChange for KillProcess {
     fn resolve(&self, ctx: &AlertContext) -> Result<Apply, String> {
         let pid = ctx.pid().ok_or("alert has no pid")?;
         let exe = ctx.exe().map(str::to_string);
-        Ok(Box::new(move |ex| ex.kill(pid, exe.as_deref())))
+        let start = ctx.start_time();
+        let allow = self.allow_protected.clone();
+        Ok(Box::new(move |ex| {
+            ex.kill(pid, exe.as_deref(), start, &allow)
+        }))
     }
 }

@@ -21,7 +21,8 @@ use super::playbook::{Decision, StepKeys};
 pub struct Spec {
     /// Its `action:` name in playbooks and in records.
     pub name: &'static str,
-    /// Keys it takes besides `id`, `action` and `when`; all required.
+    /// Keys it takes besides `id`, `action` and `when`; its parser reads
+    /// each as required or optional.
     pub keys: &'static [&'static str],
     /// What rollback does about a step of it.
     pub inverse: &'static str,
@@ -138,7 +139,7 @@ mod tests {
         match name {
             "block_ip" => "action: block_ip\n    target: source\n    ttl: 1h",
             "isolate_host" => "action: isolate_host\n    ttl: 1h",
-            "kill_process" => "action: kill_process",
+            "kill_process" => "action: kill_process\n    allow_protected: [/usr/local/bin/agent]",
             "quarantine_file" => "action: quarantine_file",
             "notify" => "action: notify\n    message: hi",
             "require_approval" => "action: require_approval\n    timeout: 5m\n    on_timeout: deny",
