@@ -6,7 +6,7 @@
 //! the identity (dev, inode, generation) of the file that descriptor names,
 //! so a failed attempt on a file the process may not write is no evidence.
 
-use agent_common::{EventKind, FileEvent, FileId, FILE_ID_KNOWN, OFFSET_UNKNOWN};
+use agent_common::{EventKind, FileEvent, FileId, FILE_ID_KNOWN};
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated},
     macros::{map, tracepoint},
@@ -17,6 +17,7 @@ use aya_ebpf::{
 use crate::{
     config::conf,
     events::{count_drop, header, EVENTS},
+    process::read_field,
 };
 
 /// Processes that talked to the network (tgid → 1).
@@ -47,15 +48,6 @@ pub fn mark_netfacing(tgid: u32) {
     if tgid != 0 {
         let _ = NETFACING.insert(&tgid, &1, 0);
     }
-}
-
-/// Reads a field of a kernel struct at a loader-resolved offset.
-#[inline(always)]
-unsafe fn read_field<T>(base: u64, offset: u32) -> Option<T> {
-    if base == 0 || offset == OFFSET_UNKNOWN {
-        return None;
-    }
-    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).ok() }
 }
 
 /// The identity of a `struct file`: its inode's number, generation and

@@ -33,7 +33,7 @@ fn current() -> (u32, u32) {
 
 /// Reads a field of a kernel struct at a loader-resolved offset.
 #[inline(always)]
-unsafe fn read_field<T>(base: u64, offset: u32) -> Option<T> {
+pub(crate) unsafe fn read_field<T>(base: u64, offset: u32) -> Option<T> {
     if base == 0 || offset == OFFSET_UNKNOWN {
         return None;
     }

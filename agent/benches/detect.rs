@@ -85,19 +85,29 @@ fn stream(n: u32) -> Vec<Body> {
                 cgroup_id: 1,
                 stdio_socket: None,
                 parent_exe: Some(Arc::from("/usr/bin/bash")),
+                start_time: Some(1000 + i as u64),
+                exe_file: None,
+                script_file: None,
             }),
             1 | 2 => conn(i, false),
             3 => conn(i, true),
-            4 => Body::AuthAttempt(AuthAttempt {
-                pid: 77,
-                comm: "sshd".into(),
-                exe: None,
-                service: Some("sshd".into()),
-                user: Some("root".into()),
-                rhost: Some(format!("198.51.{}.{}", (i >> 8) & 255, i & 255)),
-                result: "failure",
-                code: 7,
-            }),
+            4 => {
+                // sshd's verified peer: the per-address path, as in production.
+                let rhost = format!("198.51.{}.{}", (i >> 8) & 255, i & 255);
+                Body::AuthAttempt(AuthAttempt {
+                    pid: 77,
+                    uid: 0,
+                    comm: "sshd".into(),
+                    exe: None,
+                    service: Some("sshd".into()),
+                    user: Some("root".into()),
+                    peer: rhost.parse().ok(),
+                    trusted: true,
+                    rhost: Some(rhost),
+                    result: "failure",
+                    code: 7,
+                })
+            }
             _ => flow(i),
         })
         .collect()

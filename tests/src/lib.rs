@@ -641,3 +641,38 @@ pub fn assert_audit_intact(config: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The playbooks shipped in the repository.
+pub fn shipped_playbooks() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks")
+}
+
+/// `vigil ARGS --config CFG --json`, parsed; panics with stderr on failure.
+pub fn vigil_json(cfg: &Path, args: &[&str]) -> Value {
+    let out = Command::new(vigil_bin())
+        .args(args)
+        .arg("--json")
+        .arg("--config")
+        .arg(cfg)
+        .output()
+        .expect("run vigil");
+    assert!(
+        out.status.success(),
+        "vigil {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "vigil {args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Whether an alert carries a technique id starting with `prefix`.
+pub fn has_technique(alert: &Value, prefix: &str) -> bool {
+    alert["techniques"].as_array().is_some_and(|t| {
+        t.iter()
+            .any(|t| t["id"].as_str().is_some_and(|id| id.starts_with(prefix)))
+    })
+}

@@ -37,13 +37,6 @@ fn alerts(agent: &Agent) -> Vec<Value> {
         .collect()
 }
 
-fn has_technique(a: &Value, prefix: &str) -> bool {
-    a["techniques"].as_array().is_some_and(|t| {
-        t.iter()
-            .any(|t| t["id"].as_str().is_some_and(|id| id.starts_with(prefix)))
-    })
-}
-
 fn mentions(a: &Value, ip: &str) -> bool {
     a["entities"].to_string().contains(&format!("\"{ip}\""))
 }

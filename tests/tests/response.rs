@@ -5,15 +5,11 @@
 //! dry-run changes nothing in the kernel or nftables.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use vigil_integration::*;
-
-fn shipped_playbooks() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks")
-}
 
 fn config(s: u8, pins: &Pins, mode: &str, playbooks: &Path, dir: &TempDir) -> String {
     format!(
@@ -25,28 +21,6 @@ fn config(s: u8, pins: &Pins, mode: &str, playbooks: &Path, dir: &TempDir) -> St
         playbooks.display(),
         dir.0.join("vigil.sock").display()
     )
-}
-
-/// `vigil ARGS --config CFG --json`, parsed; panics with stderr on failure.
-fn vigil_json(cfg: &Path, args: &[&str]) -> Value {
-    let out = Command::new(vigil_bin())
-        .args(args)
-        .arg("--json")
-        .arg("--config")
-        .arg(cfg)
-        .output()
-        .expect("run vigil");
-    assert!(
-        out.status.success(),
-        "vigil {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "vigil {args:?}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
 }
 
 /// hydra in the background, so the test can watch the agent meanwhile.

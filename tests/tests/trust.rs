@@ -15,10 +15,6 @@ use vigil_integration::*;
 
 const NOBODY: u32 = 65534;
 
-fn shipped_playbooks() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks")
-}
-
 /// The agent's config: test-mode intervals, playbooks from `books` in
 /// `mode`, and a control socket in its state directory.
 fn config(mode: &str, books: &Path, dir: &TempDir, extra: &str) -> String {
@@ -35,29 +31,6 @@ fn config(mode: &str, books: &Path, dir: &TempDir, extra: &str) -> String {
 /// supplementary groups when it sets the uid).
 fn as_nobody(cmd: &mut Command) -> &mut Command {
     cmd.uid(NOBODY).gid(NOBODY)
-}
-
-fn vigil_json(cfg: &Path, args: &[&str]) -> Value {
-    let out = Command::new(vigil_bin())
-        .args(args)
-        .arg("--json")
-        .arg("--config")
-        .arg(cfg)
-        .output()
-        .expect("run vigil");
-    assert!(
-        out.status.success(),
-        "vigil {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("vigil {args:?}: {e}"))
-}
-
-fn has_technique(a: &Value, prefix: &str) -> bool {
-    a["techniques"].as_array().is_some_and(|t| {
-        t.iter()
-            .any(|t| t["id"].as_str().is_some_and(|id| id.starts_with(prefix)))
-    })
 }
 
 /// Python against the real libpam: `pam_start(service, user)`, PAM_RHOST

@@ -294,5 +294,21 @@ mod tests {
         assert!(btf.member_offset("task_struct", "tgid").is_some());
         assert!(btf.member_offset("task_struct", "real_parent").is_some());
         assert!(btf.member_offset("mm_struct", "arg_start").is_some());
+        // What a file's identity and a process's start time are read from.
+        for (s, f) in [
+            ("task_struct", "start_boottime"),
+            ("task_struct", "files"),
+            ("mm_struct", "exe_file"),
+            ("files_struct", "fdt"),
+            ("fdtable", "max_fds"),
+            ("fdtable", "fd"),
+            ("file", "f_inode"),
+            ("inode", "i_ino"),
+            ("inode", "i_sb"),
+            ("inode", "i_generation"),
+            ("super_block", "s_dev"),
+        ] {
+            assert!(btf.member_offset(s, f).is_some(), "{s}.{f}");
+        }
     }
 }
