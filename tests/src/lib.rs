@@ -642,6 +642,27 @@ pub fn assert_audit_intact(config: &Path) {
     );
 }
 
+impl Topology {
+    /// A download: peer `b` serves the file `payload` once on port `port`
+    /// and netpeer (a network-facing process) in the host namespace fetches
+    /// it into `target`, mode 0755. Returns the serving address.
+    pub fn download(&self, port: u16, payload: &str, target: &str) -> String {
+        let addr = format!("{}:{port}", self.peer_ip(2));
+        let mut srv = self.spawn_raw(&self.peers[1], &["send-file", &addr, payload]);
+        read_json_line(&mut srv);
+        let out = netpeer_in(&self.h, &["fetch", &addr, target])
+            .output()
+            .expect("fetch");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = srv.wait();
+        addr
+    }
+}
+
 /// The playbooks shipped in the repository.
 pub fn shipped_playbooks() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks")

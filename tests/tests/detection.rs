@@ -223,20 +223,8 @@ fn a_downloaded_file_that_is_then_run_raises_t1204() {
     let _rm = Rm(dir.clone());
     let payload = format!("{dir}/payload.src");
     std::fs::write(&payload, "#!/bin/sh\nexit 0\n").expect("payload");
-    let b = topo.peers[1].clone();
-    let addr = format!("{}:9200", topo.peer_ip(2));
-    let mut srv = topo.spawn_raw(&b, &["send-file", &addr, &payload]);
-    read_json_line(&mut srv);
     let target = format!("{dir}/update.sh");
-    let out = netpeer_in(&topo.h, &["fetch", &addr, &target])
-        .output()
-        .expect("fetch");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = srv.wait();
+    topo.download(9200, &payload, &target);
     agent.wait_for("file_write", |r| r["path"] == target.as_str());
     assert!(Command::new(&target).status().expect("run").success());
     let alert = agent.wait_for("alert", |r| {

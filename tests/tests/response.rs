@@ -375,19 +375,8 @@ fn malware_playbook_kills_quarantines_blocks_the_source_and_rollback_restores() 
     let payload = format!("{drop_dir}/payload.src");
     std::fs::write(&payload, &original).expect("payload");
     let source = topo.peer_ip(2);
-    let addr = format!("{source}:9201");
-    let mut srv = topo.spawn_raw(&topo.peers[1], &["send-file", &addr, &payload]);
-    read_json_line(&mut srv);
     let target = format!("{drop_dir}/update.bin");
-    let out = netpeer_in(&topo.h, &["fetch", &addr, &target])
-        .output()
-        .expect("fetch");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = srv.wait();
+    topo.download(9201, &payload, &target);
     agent.wait_for("file_write", |r| r["path"] == target.as_str());
     let mode_before = std::fs::metadata(&target)
         .expect("fetched")

@@ -219,26 +219,11 @@ fn a_listener_failing_to_open_a_system_binary_does_not_make_its_next_run_a_downl
     assert!(agent.stop());
 }
 
-/// A copy of /bin/sleep fetched over TCP from a peer by netpeer (a
-/// network-facing process) into `target`, as the malware tests do.
+/// A copy of /bin/sleep downloaded by a network-facing process into `target`.
 fn download_sleep(topo: &Topology, port: u16, target: &str, scratch: &Path) {
     let payload = scratch.join(format!("payload-{port}"));
     std::fs::copy("/bin/sleep", &payload).expect("payload");
-    let addr = format!("{}:{port}", topo.peer_ip(2));
-    let mut srv = topo.spawn_raw(
-        &topo.peers[1],
-        &["send-file", &addr, &payload.to_string_lossy()],
-    );
-    read_json_line(&mut srv);
-    let out = netpeer_in(&topo.h, &["fetch", &addr, target])
-        .output()
-        .expect("fetch");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = srv.wait();
+    topo.download(port, &payload.to_string_lossy(), target);
 }
 
 /// Files removed on drop.
