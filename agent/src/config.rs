@@ -52,6 +52,9 @@ pub struct ResponseConfig {
     pub max_actions_per_minute: usize,
     /// Playbook blocks refused while this many blocks are active.
     pub max_concurrent_blocks: usize,
+    /// Largest file `quarantine_file` copies (bytes); a larger one is
+    /// refused with a failed action and left in place.
+    pub quarantine_max_bytes: u64,
 }
 
 impl Default for ResponseConfig {
@@ -60,6 +63,7 @@ impl Default for ResponseConfig {
             mode: crate::response::playbook::Mode::DryRun,
             max_actions_per_minute: 30,
             max_concurrent_blocks: 1000,
+            quarantine_max_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -388,6 +392,9 @@ impl Config {
             if let Err(e) = c.parse::<crate::enforce::cidr::Cidr>() {
                 return invalid(&format!("enforce: {e}"));
             }
+        }
+        if self.response.quarantine_max_bytes == 0 {
+            return invalid("response.quarantine_max_bytes must be at least 1");
         }
         if !(0.0..=1.0).contains(&self.kafka.telemetry.flow_sample) {
             return invalid("kafka.telemetry.flow_sample must be between 0 and 1");

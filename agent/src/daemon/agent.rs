@@ -45,6 +45,8 @@ pub struct HostResponse {
     pub containment: Option<Containment>,
     pub state_dir: PathBuf,
     pub host: Arc<str>,
+    /// `response.quarantine_max_bytes`.
+    pub quarantine_max_bytes: u64,
 }
 
 impl HostResponse {
@@ -54,6 +56,7 @@ impl HostResponse {
             containment: self.containment.as_mut(),
             state_dir: &self.state_dir,
             host: &self.host,
+            quarantine_max_bytes: self.quarantine_max_bytes,
         };
         f(&mut self.responder, &mut ex)
     }

@@ -200,6 +200,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
             containment,
             state_dir: cfg.state_dir.clone(),
             host,
+            quarantine_max_bytes: cfg.response.quarantine_max_bytes,
         },
         alerts: AlertFeed::new(),
         fleet: Fleet {

@@ -98,6 +98,7 @@ fn agent(name: &str, playbooks: &[(&str, &str)], mode: Mode) -> Test {
             containment: None,
             state_dir: dir.clone(),
             host,
+            quarantine_max_bytes: 1 << 20,
         },
         alerts: AlertFeed::new(),
         fleet: Fleet {

@@ -20,6 +20,8 @@ pub struct HostExecutor<'a> {
     pub containment: Option<&'a mut Containment>,
     pub state_dir: &'a Path,
     pub host: &'a str,
+    /// `response.quarantine_max_bytes`.
+    pub quarantine_max_bytes: u64,
 }
 
 impl HostExecutor<'_> {
@@ -137,7 +139,7 @@ impl Executor for HostExecutor<'_> {
     }
 
     fn quarantine(&mut self, path: &str) -> Outcome {
-        match quarantine::quarantine(self.state_dir, Path::new(path)) {
+        match quarantine::quarantine(self.state_dir, Path::new(path), self.quarantine_max_bytes) {
             Ok(m) => {
                 let detail = format!(
                     "sha256 {} mode {:o} uid {} moved to quarantine/{}",
