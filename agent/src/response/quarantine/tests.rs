@@ -220,7 +220,7 @@ fn directories_fifos_and_unclean_paths_are_refused() {
 #[test]
 fn a_rollback_through_the_executor_refuses_a_planted_link_with_a_clear_action() {
     use crate::enforce::actions::{ActionState, Verb};
-    use crate::response::engine::{Executor, Undo};
+    use crate::response::engine::Executor;
     use crate::response::executor::HostExecutor;
     let s = Scratch::new("rollback");
     let f = s.file("update.bin", b"malware", 0o755);
