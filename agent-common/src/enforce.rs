@@ -2,6 +2,12 @@
 //! under the pin directory (default `/sys/fs/bpf/vigil/`) so blocks survive
 //! agent restarts, and every entry carries its own expiry, checked by the
 //! kernel program itself, so a block lapses on time even with no agent.
+//!
+//! The rule the programs enforce: a packet is dropped when ANY live entry
+//! for its direction covers its address (the exact address, or a prefix of
+//! any length). A narrower, expired or other-direction entry never hides a
+//! broader live one: the programs walk from the longest matching prefix to
+//! shorter ones until a live entry for the direction is found.
 
 /// Drop inbound packets from the address (XDP).
 pub const BLOCK_INGRESS: u32 = 1;
@@ -19,7 +25,11 @@ pub struct BlockValue {
     pub bytes: u64,
     /// [`BLOCK_INGRESS`] | [`BLOCK_EGRESS`].
     pub flags: u32,
-    pub _pad: u32,
+    /// The entry's own prefix length (32/128 in the exact hashes). An LPM
+    /// lookup returns the value, not the key it matched; the kernel needs
+    /// the length to look again for the next shorter covering prefix, and
+    /// userspace to tell an exact hit from a covering one.
+    pub prefix_len: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<BlockValue>() == 32);
@@ -39,6 +49,10 @@ pub const BLOCK6_LPM: &str = "BLOCK6_LPM";
 pub const BLOCK_STATS: &str = "BLOCK_STATS";
 /// Capacity of each blocklist map.
 pub const BLOCK_MAX_ENTRIES: u32 = 262_144;
+/// Upper bound of the kernel's walk to shorter prefixes: one lookup per
+/// possible prefix length (0..=32, 0..=128), each strictly shorter.
+pub const LPM_WALK_V4: u32 = 33;
+pub const LPM_WALK_V6: u32 = 129;
 
 pub const PROG_XDP: &str = "vigil_xdp_block";
 pub const PROG_EGRESS: &str = "vigil_egress_block";

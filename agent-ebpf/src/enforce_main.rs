@@ -3,6 +3,8 @@
 //! packets from blocked sources and a cgroup_skb egress program dropping
 //! outbound packets to blocked destinations. Maps are pinned by name; each
 //! entry's expiry is checked here, so blocks lapse even with no agent.
+//! A packet is dropped when any live entry for its direction covers its
+//! address (see `agent_common::enforce`).
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -11,8 +13,8 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use agent_common::enforce::{
-    BlockValue, BLOCK_EGRESS, BLOCK_INGRESS, BLOCK_MAX_ENTRIES, STAT_IN_BYTES, STAT_IN_PACKETS,
-    STAT_OUT_BYTES, STAT_OUT_PACKETS, STAT_SLOTS,
+    BlockValue, BLOCK_EGRESS, BLOCK_INGRESS, BLOCK_MAX_ENTRIES, LPM_WALK_V4, LPM_WALK_V6,
+    STAT_IN_BYTES, STAT_IN_PACKETS, STAT_OUT_BYTES, STAT_OUT_PACKETS, STAT_SLOTS,
 };
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_NO_PREALLOC},
@@ -61,6 +63,42 @@ fn enforce(v: *mut BlockValue, dir: u32, len: u64) -> bool {
     live
 }
 
+/// Walks the trie from the longest prefix covering `addr` to shorter ones
+/// until an entry live for `dir` is found. A lookup whose key is shorter
+/// than the entry it last returned yields the longest entry of at most that
+/// length, so each step is strictly shorter and `steps` (one per possible
+/// length) bounds the walk. The pass path with no covering entry, and a
+/// drop by the longest match, still cost one lookup.
+#[inline(always)]
+fn walk<K: Copy>(
+    trie: &LpmTrie<K, BlockValue>,
+    addr: K,
+    bits: u32,
+    steps: u32,
+    dir: u32,
+    len: u64,
+) -> bool {
+    let mut key = Key::new(bits, addr);
+    for _ in 0..steps {
+        let v = match trie.get(&key) {
+            Some(v) => v as *const BlockValue as *mut BlockValue,
+            None => return false,
+        };
+        if enforce(v, dir, len) {
+            return true;
+        }
+        // min() keeps the walk shrinking even if a value's length were wrong.
+        let found = unsafe { (*v).prefix_len }.min(key.prefix_len);
+        if found == 0 {
+            return false;
+        }
+        key.prefix_len = found - 1;
+    }
+    false
+}
+
+/// The exact entry first (an expired or other-direction one falls through),
+/// then every covering prefix.
 #[inline(always)]
 fn blocked4(addr: [u8; 4], dir: u32, len: u64) -> bool {
     if let Some(v) = BLOCK4.get_ptr_mut(&addr) {
@@ -68,10 +106,7 @@ fn blocked4(addr: [u8; 4], dir: u32, len: u64) -> bool {
             return true;
         }
     }
-    match BLOCK4_LPM.get(Key::new(32, addr)) {
-        Some(v) => enforce(v as *const BlockValue as *mut BlockValue, dir, len),
-        None => false,
-    }
+    walk(&BLOCK4_LPM, addr, 32, LPM_WALK_V4, dir, len)
 }
 
 #[inline(always)]
@@ -81,10 +116,7 @@ fn blocked6(addr: [u8; 16], dir: u32, len: u64) -> bool {
             return true;
         }
     }
-    match BLOCK6_LPM.get(Key::new(128, addr)) {
-        Some(v) => enforce(v as *const BlockValue as *mut BlockValue, dir, len),
-        None => false,
-    }
+    walk(&BLOCK6_LPM, addr, 128, LPM_WALK_V6, dir, len)
 }
 
 #[inline(always)]

@@ -3,6 +3,7 @@
 //! BPF_PROG_TEST_RUN; time from a block request to the first dropped
 //! packet of a live flow; and restore time of 100,000 saved entries.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,41 +13,13 @@ use vigil::enforce::attach::{detach_all, Enforcer};
 use vigil::enforce::blocklist::Blocklist;
 use vigil::enforce::cidr::Cidr;
 use vigil::enforce::state::{self, SavedBlock};
+use vigil::enforce::testrun::{test_run, udp_frame};
 use vigil::util::clock::monotonic_ns;
 
 const ENTRIES: u32 = 100_000;
 
-/// BPF_PROG_TEST_RUN: average ns per run over `repeat` runs, and the verdict.
-fn test_run(prog_fd: i32, packet: &[u8], repeat: u32) -> (u32, u32) {
-    let mut attr = [0u8; 80];
-    attr[0..4].copy_from_slice(&(prog_fd as u32).to_ne_bytes());
-    attr[8..12].copy_from_slice(&(packet.len() as u32).to_ne_bytes());
-    attr[16..24].copy_from_slice(&(packet.as_ptr() as u64).to_ne_bytes());
-    attr[32..36].copy_from_slice(&repeat.to_ne_bytes());
-    // SAFETY: attr is a valid bpf_attr for BPF_PROG_TEST_RUN (cmd 10);
-    // data_in points at `packet`, which outlives the call; data_out is null.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, 10, attr.as_mut_ptr(), attr.len()) };
-    assert_eq!(
-        rc,
-        0,
-        "BPF_PROG_TEST_RUN: {}",
-        std::io::Error::last_os_error()
-    );
-    let retval = u32::from_ne_bytes([attr[4], attr[5], attr[6], attr[7]]);
-    let duration = u32::from_ne_bytes([attr[36], attr[37], attr[38], attr[39]]);
-    (duration, retval)
-}
-
 fn udp_packet(src: [u8; 4]) -> Vec<u8> {
-    let mut p = vec![0u8; 64];
-    p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    p[14] = 0x45;
-    p[16..18].copy_from_slice(&50u16.to_be_bytes());
-    p[22] = 64;
-    p[23] = 17;
-    p[26..30].copy_from_slice(&src);
-    p[30..34].copy_from_slice(&[192, 0, 2, 1]);
-    p
+    udp_frame(IpAddr::from(src), IpAddr::from([192, 0, 2, 1])).expect("same family")
 }
 
 /// 100,000 distinct prefixes of mixed length in 20.0.0.0/8 and 21.0.0.0/8.
@@ -56,7 +29,7 @@ fn prefixes() -> Vec<Cidr> {
             let len = [24u8, 28, 20, 30, 26][(i % 5) as usize];
             let base = 0x1400_0000u32 + i * 256;
             Cidr {
-                addr: std::net::IpAddr::from(base.to_be_bytes()),
+                addr: IpAddr::from(base.to_be_bytes()),
                 len,
             }
         })
@@ -101,11 +74,16 @@ fn run(pin_dir: &Path) {
     let single: Cidr = "30.1.2.3".parse().expect("cidr");
     list.insert(&single, far, BLOCK_INGRESS)
         .expect("insert single");
+    // A narrower outbound-only entry inside the listed 20.0.10.0/24: an
+    // inbound packet from it walks past it to the /24 (two lookups).
+    let narrow: Cidr = "20.0.10.0/28".parse().expect("cidr");
+    list.insert(&narrow, far, BLOCK_EGRESS)
+        .expect("insert narrow");
 
     let xdp = enforcer
-        .xdp_fd(agent_common::enforce::PROG_XDP)
+        .program_fd(agent_common::enforce::PROG_XDP)
         .expect("xdp fd");
-    let bare = enforcer.xdp_fd("vigil_xdp_bare_drop").expect("bare fd");
+    let bare = enforcer.program_fd("vigil_xdp_bare_drop").expect("bare fd");
     let repeat = 1_000_000;
     let mut rows = Vec::new();
     for (label, fd, src) in [
@@ -130,14 +108,19 @@ fn run(pin_dir: &Path) {
             xdp,
             [30, 1, 2, 3],
         ),
+        (
+            "blocklist, prefix under a narrower other-direction entry",
+            xdp,
+            [20, 0, 10, 7],
+        ),
     ] {
         let pkt = udp_packet(src);
         let mut best = u32::MAX;
         let mut verdict = 0;
         for _ in 0..5 {
-            let (ns, v) = test_run(fd, &pkt, repeat);
-            best = best.min(ns);
-            verdict = v;
+            let run = test_run(fd, &pkt, repeat).expect("BPF_PROG_TEST_RUN");
+            best = best.min(run.ns_per_run);
+            verdict = run.retval;
         }
         rows.push((label, best, verdict));
     }

@@ -56,6 +56,9 @@ pub struct ResponseConfig {
     /// a step names the file in `allow_protected` (files owned by a Debian
     /// package are protected as well).
     pub protected_prefixes: Vec<String>,
+    /// Largest file `quarantine_file` copies (bytes); a larger one is
+    /// refused with a failed action and left in place.
+    pub quarantine_max_bytes: u64,
 }
 
 impl Default for ResponseConfig {
@@ -70,6 +73,7 @@ impl Default for ResponseConfig {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+            quarantine_max_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -417,6 +421,9 @@ impl Config {
                     "detect.brute_force.services: `{s}` must be an absolute executable path"
                 ));
             }
+        }
+        if self.response.quarantine_max_bytes == 0 {
+            return invalid("response.quarantine_max_bytes must be at least 1");
         }
         if !(0.0..=1.0).contains(&self.kafka.telemetry.flow_sample) {
             return invalid("kafka.telemetry.flow_sample must be between 0 and 1");

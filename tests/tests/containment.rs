@@ -550,3 +550,112 @@ fn interfaces_that_appear_later_get_the_blocklist_too() {
     assert!(!tcp(&topo, &late, dst, None), "new interface not protected");
     assert!(agent.stop());
 }
+
+/// Datagrams from the host's namespace to `to` that arrive in namespace `ns`.
+fn udp_arrivals(topo: &Topology, ns: &str, to: &str) -> u64 {
+    let bind = format!("{}:7701", to);
+    let mut counter = topo.spawn_raw(ns, &["udp-count", &bind, "1500"]);
+    read_json_line(&mut counter);
+    let _ = netpeer_in(&topo.h, &["udp-flood", &bind, "20000", "5"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    let done = read_json_line(&mut counter);
+    let _ = counter.wait();
+    done["received"].as_u64().expect("received")
+}
+
+/// The reproduction: a /25 blocking both directions, then a
+/// narrower /26 inbound-only inside it. The /26 must not hide the /25's
+/// outbound block: the host's datagrams to an address in both never leave.
+#[test]
+fn a_narrower_inbound_block_does_not_hide_a_broader_outbound_one() {
+    let (topo, mut agent, cfg, _pins) = setup("shd", 228);
+    let b = &topo.peers[1];
+    // A second address on the peer, inside 10.228.2.128/25 (the /24 would
+    // cover the host's own address, which the guard refuses).
+    run(
+        "ip",
+        &["-n", b, "addr", "add", "10.228.2.130/24", "dev", "vg228p2"],
+    );
+    let dst = "10.228.2.130";
+    assert_eq!(udp_arrivals(&topo, b, dst), 5, "baseline: datagrams arrive");
+
+    let add = |args: &[&str]| {
+        let out = topo.vigil(&cfg, args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        action(&out)
+    };
+    add(&["blocks", "add", "10.228.2.128/25", "--ttl", "60s"]);
+    assert_eq!(udp_arrivals(&topo, b, dst), 0, "the /25 alone leaks");
+    let narrow = add(&[
+        "blocks",
+        "add",
+        "10.228.2.128/26",
+        "--ttl",
+        "60s",
+        "--direction",
+        "in",
+    ]);
+    assert_eq!(narrow["detail"], "in", "{narrow}");
+    assert_eq!(
+        udp_arrivals(&topo, b, dst),
+        0,
+        "the inbound-only /26 hid the /25's outbound block"
+    );
+    // Inbound stays blocked by both, and `blocks list` shows both entries.
+    let _srv = topo.spawn(&topo.h, &["serve", "0.0.0.0:7700"]);
+    let h2 = format!("{}:7700", topo.host_ip(2));
+    assert!(!topo.netpeer_ok(b, &["udp-probe", &h2, "700", dst]));
+    let list: Value =
+        serde_json::from_slice(&topo.vigil(&cfg, &["blocks", "list", "--json"]).stdout)
+            .expect("json");
+    let targets: Vec<&str> = list["blocks"]
+        .as_array()
+        .expect("blocks")
+        .iter()
+        .filter_map(|e| e["target"].as_str())
+        .collect();
+    assert_eq!(targets, ["10.228.2.128/25", "10.228.2.128/26"], "{list}");
+    // A shorter, outbound-only request on the /25 does not weaken it.
+    let renewed = add(&[
+        "blocks",
+        "add",
+        "10.228.2.128/25",
+        "--ttl",
+        "5s",
+        "--direction",
+        "out",
+    ]);
+    let detail = renewed["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.starts_with("in+out") && detail.contains("never weakens"),
+        "{renewed}"
+    );
+    let list: Value =
+        serde_json::from_slice(&topo.vigil(&cfg, &["blocks", "list", "--json"]).stdout)
+            .expect("json");
+    let wide = &list["blocks"][0];
+    assert_eq!(wide["direction"], "in+out", "{list}");
+    assert!(wide["ttl_remaining_s"].as_u64().unwrap_or(0) > 30, "{list}");
+    // Removing the /26 removes exactly it; the /25 still blocks.
+    assert!(topo
+        .vigil(&cfg, &["blocks", "remove", "10.228.2.128/26"])
+        .status
+        .success());
+    assert_eq!(udp_arrivals(&topo, b, dst), 0);
+    assert!(topo
+        .vigil(&cfg, &["blocks", "remove", "10.228.2.128/25"])
+        .status
+        .success());
+    assert_eq!(
+        udp_arrivals(&topo, b, dst),
+        5,
+        "unblocking restored nothing"
+    );
+    assert!(agent.stop());
+}

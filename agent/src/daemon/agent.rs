@@ -47,6 +47,8 @@ pub struct HostResponse {
     pub state_dir: PathBuf,
     pub host: Arc<str>,
     pub protection: Protection,
+    /// `response.quarantine_max_bytes`.
+    pub quarantine_max_bytes: u64,
 }
 
 impl HostResponse {
@@ -57,6 +59,7 @@ impl HostResponse {
             state_dir: &self.state_dir,
             host: &self.host,
             protection: &mut self.protection,
+            quarantine_max_bytes: self.quarantine_max_bytes,
         };
         f(&mut self.responder, &mut ex)
     }

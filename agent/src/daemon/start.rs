@@ -204,6 +204,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
             state_dir: cfg.state_dir.clone(),
             host,
             protection: Protection::new(cfg.response.protected_prefixes.clone()),
+            quarantine_max_bytes: cfg.response.quarantine_max_bytes,
         },
         alerts: AlertFeed::new(),
         fleet: Fleet {

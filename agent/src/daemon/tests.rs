@@ -100,6 +100,7 @@ fn agent(name: &str, playbooks: &[(&str, &str)], mode: Mode) -> Test {
             state_dir: dir.clone(),
             host,
             protection: Protection::new(cfg.response.protected_prefixes.clone()),
+            quarantine_max_bytes: 1 << 20,
         },
         alerts: AlertFeed::new(),
         fleet: Fleet {

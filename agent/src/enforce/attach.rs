@@ -132,23 +132,27 @@ impl Enforcer {
         Ok(())
     }
 
-    /// Loads a program of the object that is not loaded by default (the
-    /// benchmark's bare XDP_DROP baseline) and returns its fd.
-    pub fn xdp_fd(&mut self, name: &str) -> Result<std::os::fd::RawFd, EnforceError> {
+    /// The fd of a program of the object, for `BPF_PROG_TEST_RUN`; an XDP
+    /// program that is not loaded by default (the benchmark's bare
+    /// XDP_DROP baseline) is loaded first.
+    pub fn program_fd(&mut self, name: &str) -> Result<std::os::fd::RawFd, EnforceError> {
         use std::os::fd::{AsFd, AsRawFd};
         let err = |e: String| EnforceError::Program {
             name: name.to_string(),
             reason: e,
         };
-        let p: &mut Xdp = self
+        let p = self
             .ebpf
             .program_mut(name)
-            .ok_or_else(|| err("missing from object".into()))?
-            .try_into()
-            .map_err(|e| err(format!("{e}")))?;
+            .ok_or_else(|| err("missing from object".into()))?;
         if p.fd().is_err() {
-            p.load().map_err(|e| err(format!("{e}")))?;
+            let xdp: &mut Xdp = p.try_into().map_err(|e| err(format!("{e}")))?;
+            xdp.load().map_err(|e| err(format!("{e}")))?;
         }
+        let p = self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| err("missing from object".into()))?;
         let fd = p.fd().map_err(|e| err(format!("{e}")))?;
         Ok(fd.as_fd().as_raw_fd())
     }

@@ -1,6 +1,9 @@
 //! The kernel blocklist: exact-match hashes for single addresses (checked
 //! first) and LPM tries for prefixes, per address family, opened from their
-//! pins so the daemon and the CLI edit the same live maps.
+//! pins so the daemon and the CLI edit the same live maps. Userspace reads
+//! and writes entries exactly (one entry per target, never a covering
+//! one); the kernel drops a packet when any live entry for its direction
+//! covers it (`agent_common::enforce`).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -59,7 +62,7 @@ fn arr16(o: &[u8]) -> [u8; 16] {
 impl Blocklist {
     /// Opens the pinned maps in `pin_dir` (created by loading the enforcement object).
     pub fn open(pin_dir: &Path) -> Result<Blocklist, EnforceError> {
-        Ok(Blocklist {
+        let mut b = Blocklist {
             v4: HashMap::try_from(Map::HashMap(open(pin_dir, wire::BLOCK4)?))
                 .map_err(map_err(wire::BLOCK4))?,
             v6: HashMap::try_from(Map::HashMap(open(pin_dir, wire::BLOCK6)?))
@@ -70,29 +73,64 @@ impl Blocklist {
                 .map_err(map_err(wire::BLOCK6_LPM))?,
             stats: PerCpuArray::try_from(Map::PerCpuArray(open(pin_dir, wire::BLOCK_STATS)?))
                 .map_err(map_err(wire::BLOCK_STATS))?,
-        })
+        };
+        b.stamp_prefix_lengths()?;
+        Ok(b)
     }
 
+    /// Entries pinned by an agent older than `BlockValue::prefix_len` carry
+    /// 0 there, which would end the kernel's walk to shorter prefixes at
+    /// them; writes each entry's real length back once.
+    fn stamp_prefix_lengths(&mut self) -> Result<(), EnforceError> {
+        let stale: Vec<(Cidr, BlockValue)> = self
+            .entries()
+            .into_iter()
+            .filter(|(c, v)| v.prefix_len != c.len as u32)
+            .collect();
+        for (c, v) in stale {
+            self.write(
+                &c,
+                BlockValue {
+                    prefix_len: c.len as u32,
+                    ..v
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The entry for exactly `c`, never one that merely covers it. (An LPM
+    /// lookup returns the longest entry of at most the key's length; the
+    /// stored length tells whether that is `c` itself.)
     pub fn get(&self, c: &Cidr) -> Option<BlockValue> {
         let o = c.octets();
-        match (c.addr, c.is_host()) {
+        let v = match (c.addr, c.is_host()) {
             (IpAddr::V4(_), true) => self.v4.get(&arr4(&o), 0).ok(),
             (IpAddr::V6(_), true) => self.v6.get(&arr16(&o), 0).ok(),
             (IpAddr::V4(_), false) => self.lpm4.get(&Key::new(c.len as u32, arr4(&o)), 0).ok(),
             (IpAddr::V6(_), false) => self.lpm6.get(&Key::new(c.len as u32, arr16(&o)), 0).ok(),
-        }
+        };
+        v.filter(|v| c.is_host() || v.prefix_len == c.len as u32)
     }
 
-    /// Adds or renews a block. A renewal keeps the drop counters.
+    /// Sets the entry for exactly `c` to this expiry and these directions
+    /// (a renewal keeps the drop counters). Entries for other prefixes,
+    /// covering or covered, are left alone: the kernel consults them all.
     pub fn insert(&mut self, c: &Cidr, expires_ns: u64, flags: u32) -> Result<(), EnforceError> {
         let prev = self.get(c).unwrap_or_default();
-        let v = BlockValue {
-            expires_ns,
-            packets: prev.packets,
-            bytes: prev.bytes,
-            flags,
-            _pad: 0,
-        };
+        self.write(
+            c,
+            BlockValue {
+                expires_ns,
+                packets: prev.packets,
+                bytes: prev.bytes,
+                flags,
+                prefix_len: c.len as u32,
+            },
+        )
+    }
+
+    fn write(&mut self, c: &Cidr, v: BlockValue) -> Result<(), EnforceError> {
         let o = c.octets();
         let r = match (c.addr, c.is_host()) {
             (IpAddr::V4(_), true) => self.v4.insert(arr4(&o), v, 0),
@@ -120,27 +158,41 @@ impl Blocklist {
         }
     }
 
-    pub fn list(&self) -> Vec<BlockEntry> {
+    /// Every entry of every map with its key, as stored.
+    fn entries(&self) -> Vec<(Cidr, BlockValue)> {
         let mut out = Vec::new();
-        let entry = |addr: IpAddr, len: u8, v: BlockValue| BlockEntry {
-            target: Cidr { addr, len },
-            expires_ns: v.expires_ns,
-            packets: v.packets,
-            bytes: v.bytes,
-            flags: v.flags,
+        let cidr = |addr: IpAddr, len: u32| Cidr {
+            addr,
+            len: len as u8,
         };
         for (k, v) in self.v4.iter().flatten() {
-            out.push(entry(IpAddr::from(k), 32, v));
+            out.push((cidr(IpAddr::from(k), 32), v));
         }
         for (k, v) in self.v6.iter().flatten() {
-            out.push(entry(IpAddr::from(k), 128, v));
+            out.push((cidr(IpAddr::from(k), 128), v));
         }
         for (k, v) in self.lpm4.iter().flatten() {
-            out.push(entry(IpAddr::from(k.data()), k.prefix_len() as u8, v));
+            out.push((cidr(IpAddr::from(k.data()), k.prefix_len()), v));
         }
         for (k, v) in self.lpm6.iter().flatten() {
-            out.push(entry(IpAddr::from(k.data()), k.prefix_len() as u8, v));
+            out.push((cidr(IpAddr::from(k.data()), k.prefix_len()), v));
         }
+        out
+    }
+
+    /// Every entry, one per target (`blocks list`).
+    pub fn list(&self) -> Vec<BlockEntry> {
+        let mut out: Vec<BlockEntry> = self
+            .entries()
+            .into_iter()
+            .map(|(target, v)| BlockEntry {
+                target,
+                expires_ns: v.expires_ns,
+                packets: v.packets,
+                bytes: v.bytes,
+                flags: v.flags,
+            })
+            .collect();
         out.sort_by_key(|e| (e.target.addr, e.target.len));
         out
     }

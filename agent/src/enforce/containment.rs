@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use agent_common::enforce::{BLOCK_EGRESS, BLOCK_INGRESS};
+use agent_common::enforce::{BlockValue, BLOCK_EGRESS, BLOCK_INGRESS};
 
 use super::actions::{Action, ActionState, Verb};
 use super::attach::{Enforcer, XdpAttachment};
@@ -121,7 +121,12 @@ impl Containment {
         self.cgroup.as_deref()
     }
 
-    /// Blocks `target` for `ttl_s` seconds in the given directions.
+    /// Blocks `target` for `ttl_s` seconds in the given directions. A
+    /// request never weakens the live block already on exactly `target`:
+    /// the entry keeps the union of both directions and the later expiry
+    /// (a playbook's 1 h block must not cut an operator's 24 h one short).
+    /// Shortening or narrowing takes an unblock first. Blocks on other
+    /// prefixes are separate entries and the kernel honours each of them.
     pub fn block(&mut self, target: &Cidr, ttl_s: u64, flags: u32) -> Action {
         let label = target.to_string();
         if let Err(refusal) = self.guard.check(target) {
@@ -134,16 +139,25 @@ impl Containment {
                 refusal.to_string(),
             ));
         }
-        let expires = monotonic_ns() + ttl_s * 1_000_000_000;
-        let a = match self.blocks.insert(target, expires, flags) {
-            Ok(()) => Action::new(
-                &self.host,
-                Verb::Block,
-                label,
-                Some(ttl_s),
-                ActionState::Applied,
-                direction(flags),
-            ),
+        let now = monotonic_ns();
+        let asked = now.saturating_add(ttl_s.saturating_mul(1_000_000_000));
+        let live = self.blocks.get(target).filter(|v| v.expires_ns > now);
+        let (expires, merged) = renewal(live.as_ref(), asked, flags);
+        let a = match self.blocks.insert(target, expires, merged) {
+            Ok(()) => {
+                let mut detail = direction(merged).to_string();
+                if let Some(kept) = renewal_note(live.as_ref(), asked, flags, now) {
+                    detail = format!("{detail} ({kept})");
+                }
+                Action::new(
+                    &self.host,
+                    Verb::Block,
+                    label,
+                    Some(ttl_s),
+                    ActionState::Applied,
+                    detail,
+                )
+            }
             Err(e) => Action::new(
                 &self.host,
                 Verb::Block,
@@ -174,29 +188,36 @@ impl Containment {
         ))
     }
 
-    /// Removes lapsed entries (the kernel already ignores them).
+    /// Removes lapsed entries (the kernel already ignores them). Each entry
+    /// is read again just before its removal, so a block renewed since the
+    /// listing (by the CLI, say) is not swept away with the old expiry.
     pub fn expire(&mut self) -> Vec<Action> {
         let now = monotonic_ns();
-        let expired: Vec<BlockEntry> = self
+        let lapsed = |v: &BlockValue| v.expires_ns <= now;
+        let candidates: Vec<Cidr> = self
             .blocks
             .list()
             .into_iter()
             .filter(|e| e.expires_ns <= now)
+            .map(|e| e.target)
             .collect();
         let mut out = Vec::new();
-        for e in &expired {
-            self.blocks.remove(&e.target);
-            let detail = format!("dropped {} packets, {} bytes", e.packets, e.bytes);
+        for target in &candidates {
+            let Some(v) = self.blocks.get(target).filter(lapsed) else {
+                continue;
+            };
+            self.blocks.remove(target);
+            let detail = format!("dropped {} packets, {} bytes", v.packets, v.bytes);
             out.push(self.record(Action::new(
                 &self.host,
                 Verb::Expire,
-                e.target.to_string(),
+                target.to_string(),
                 None,
                 ActionState::Expired,
                 detail,
             )));
         }
-        if !expired.is_empty() {
+        if !out.is_empty() {
             self.save();
         }
         out
@@ -268,6 +289,36 @@ impl Containment {
     }
 }
 
+/// The expiry and directions a block request leaves on its entry, given
+/// the live entry already there: never less than either.
+pub fn renewal(live: Option<&BlockValue>, asked_ns: u64, flags: u32) -> (u64, u32) {
+    match live {
+        Some(v) => (v.expires_ns.max(asked_ns), v.flags | flags),
+        None => (asked_ns, flags),
+    }
+}
+
+/// What a renewal kept from the live entry beyond the request, if anything.
+fn renewal_note(live: Option<&BlockValue>, asked_ns: u64, flags: u32, now: u64) -> Option<String> {
+    let v = live?;
+    let mut kept = Vec::new();
+    if v.flags | flags != flags {
+        kept.push(format!("direction {}", direction(v.flags)));
+    }
+    if v.expires_ns > asked_ns {
+        kept.push(format!(
+            "{}s left",
+            v.expires_ns.saturating_sub(now) / 1_000_000_000
+        ));
+    }
+    (!kept.is_empty()).then(|| {
+        format!(
+            "the live block's {} kept: a request never weakens a block",
+            kept.join(" and ")
+        )
+    })
+}
+
 pub fn direction(flags: u32) -> &'static str {
     match (flags & BLOCK_INGRESS != 0, flags & BLOCK_EGRESS != 0) {
         (true, true) => "in+out",
@@ -322,4 +373,41 @@ pub fn is_blocked(entries: &[BlockEntry], ip: &IpAddr) -> bool {
     entries
         .iter()
         .any(|e| e.expires_ns > now && e.target.contains(ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(expires_ns: u64, flags: u32) -> BlockValue {
+        BlockValue {
+            expires_ns,
+            flags,
+            ..BlockValue::default()
+        }
+    }
+
+    #[test]
+    fn a_renewal_never_weakens_the_live_block() {
+        let both = BLOCK_INGRESS | BLOCK_EGRESS;
+        // Nothing there: exactly what was asked.
+        assert_eq!(renewal(None, 100, BLOCK_INGRESS), (100, BLOCK_INGRESS));
+        // A shorter, one-direction request keeps the longer two-way block.
+        assert_eq!(
+            renewal(Some(&live(500, both)), 100, BLOCK_INGRESS),
+            (500, both)
+        );
+        // A longer request extends; the directions add up.
+        assert_eq!(
+            renewal(Some(&live(50, BLOCK_EGRESS)), 100, BLOCK_INGRESS),
+            (100, both)
+        );
+        let note =
+            renewal_note(Some(&live(500_000_000_000, both)), 100, BLOCK_INGRESS, 0).expect("note");
+        assert!(
+            note.contains("direction in+out") && note.contains("500s left"),
+            "{note}"
+        );
+        assert_eq!(renewal_note(Some(&live(50, both)), 100, both, 0), None);
+    }
 }

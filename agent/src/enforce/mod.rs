@@ -12,6 +12,7 @@ pub mod guard;
 pub mod isolate;
 pub mod kill;
 pub mod state;
+pub mod testrun;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnforceError {

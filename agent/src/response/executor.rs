@@ -23,6 +23,8 @@ pub struct HostExecutor<'a> {
     pub state_dir: &'a Path,
     pub host: &'a str,
     pub protection: &'a mut Protection,
+    /// `response.quarantine_max_bytes`.
+    pub quarantine_max_bytes: u64,
 }
 
 impl HostExecutor<'_> {
@@ -152,7 +154,7 @@ impl Executor for HostExecutor<'_> {
         if let Some(why) = self.protection.refusal(path, allow_protected) {
             return self.refuse(Verb::Quarantine, path.to_string(), why);
         }
-        match quarantine::quarantine(self.state_dir, Path::new(path)) {
+        match quarantine::quarantine(self.state_dir, Path::new(path), self.quarantine_max_bytes) {
             Ok(m) => {
                 let detail = format!(
                     "sha256 {} mode {:o} uid {} moved to quarantine/{}",
@@ -322,6 +324,7 @@ mod tests {
             state_dir: dir,
             host: "test-host",
             protection,
+            quarantine_max_bytes: 1 << 20,
         }
     }
 

@@ -13,6 +13,7 @@
 //!   netpeer udp-probe ADDR:PORT TIMEOUT_MS [SRC] exit 0 if an echo comes back
 //!   netpeer tcp-hold ADDR:PORT ROUNDS INTERVAL_MS one session, a round trip per interval
 //!   netpeer udp-flood ADDR:PORT INTERVAL_US COUNT  paced datagrams, bounded by COUNT
+//!   netpeer udp-count ADDR:PORT WAIT_MS          count datagrams that arrive within WAIT_MS
 //!   netpeer beacon ADDR:PORT PERIOD_MS JITTER_PCT COUNT  periodic short connections
 //!   netpeer send-file ADDR:PORT FILE             serve one file to one client
 //!   netpeer fetch ADDR:PORT PATH                 download to PATH and make it executable
@@ -360,6 +361,22 @@ fn main() {
                 let _ = s.send_to(b"flood", dst);
                 std::thread::sleep(gap);
             }
+        }
+        Some("udp-count") => {
+            let s = UdpSocket::bind(addr(&args[2])).expect("bind");
+            let wait = Duration::from_millis(num(&args[3]) as u64);
+            println!("{{\"ready\":true,\"pid\":{pid}}}");
+            std::io::stdout().flush().expect("flush");
+            let start = std::time::Instant::now();
+            let mut buf = [0u8; 2048];
+            let mut received = 0;
+            while let Some(left) = wait.checked_sub(start.elapsed()).filter(|l| !l.is_zero()) {
+                s.set_read_timeout(Some(left)).expect("timeout");
+                if s.recv_from(&mut buf).is_ok() {
+                    received += 1;
+                }
+            }
+            println!("{{\"pid\":{pid},\"received\":{received}}}");
         }
         Some("tcp-hold") => {
             let s = TcpStream::connect_timeout(&addr(&args[2]), Duration::from_secs(5))

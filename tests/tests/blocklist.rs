@@ -1,0 +1,264 @@
+//! The kernel blocklist's rule, program by program: a packet is dropped
+//! when any live entry for its direction covers its address, whatever
+//! narrower, expired or other-direction entries lie on top of it. The real
+//! enforcement object is loaded into a scratch pin directory (attached
+//! nowhere), entries go in through the real `Blocklist` API, and crafted
+//! frames run through `BPF_PROG_TEST_RUN`: the XDP program for inbound
+//! (source address), the cgroup_skb program for outbound (destination).
+//! Run as root, under the kernel lock.
+
+use std::path::PathBuf;
+
+use agent_common::enforce::{BLOCK_EGRESS, BLOCK_INGRESS, PROG_EGRESS, PROG_XDP};
+use vigil::enforce::attach::{detach_all, Enforcer};
+use vigil::enforce::blocklist::Blocklist;
+use vigil::enforce::cidr::Cidr;
+use vigil::enforce::testrun::{test_run, udp_frame};
+use vigil::util::clock::monotonic_ns;
+use vigil_integration::require_root;
+
+const IN: u32 = BLOCK_INGRESS;
+const OUT: u32 = BLOCK_EGRESS;
+const BOTH: u32 = BLOCK_INGRESS | BLOCK_EGRESS;
+const LIVE: bool = true;
+const LAPSED: bool = false;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Drop,
+    Pass,
+}
+use Verdict::{Drop as D, Pass as P};
+
+/// The enforcement object loaded into its own pin directory, removed on
+/// drop (on failure too).
+struct Kernel {
+    list: Blocklist,
+    xdp: i32,
+    egress: i32,
+    pin_dir: PathBuf,
+    _enforcer: Enforcer,
+}
+
+impl Kernel {
+    fn load(tag: &str) -> Kernel {
+        require_root();
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/vigil-test-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = detach_all(&pin_dir);
+        let mut enforcer = Enforcer::load(&pin_dir).expect("load the enforcement object");
+        let list = Blocklist::open(&pin_dir).expect("open the pinned maps");
+        let xdp = enforcer.program_fd(PROG_XDP).expect("xdp fd");
+        let egress = enforcer.program_fd(PROG_EGRESS).expect("egress fd");
+        Kernel {
+            list,
+            xdp,
+            egress,
+            pin_dir,
+            _enforcer: enforcer,
+        }
+    }
+
+    /// A live (one hour) or already expired entry for exactly `target`.
+    fn block(&mut self, target: &str, flags: u32, live: bool) {
+        let c: Cidr = target.parse().expect("cidr");
+        let expires = if live {
+            monotonic_ns() + 3_600_000_000_000
+        } else {
+            monotonic_ns() - 1
+        };
+        self.list.insert(&c, expires, flags).expect("insert");
+    }
+
+    /// Several entries: (target, directions, live).
+    fn blocks(&mut self, entries: &[(&str, u32, bool)]) {
+        for (target, flags, live) in entries {
+            self.block(target, *flags, *live);
+        }
+    }
+
+    /// Runs one program on a packet between `addr` and a local address;
+    /// `drop`/`pass` are that program's return values.
+    fn verdict(&self, fd: i32, addr: &str, inbound: bool, (drop, pass): (u32, u32)) -> Verdict {
+        let own = if addr.contains(':') {
+            "fd00::1"
+        } else {
+            "192.0.2.1"
+        };
+        let (src, dst) = if inbound { (addr, own) } else { (own, addr) };
+        let frame = udp_frame(src.parse().expect("ip"), dst.parse().expect("ip")).expect("frame");
+        match test_run(fd, &frame, 1).expect("BPF_PROG_TEST_RUN").retval {
+            r if r == drop => D,
+            r if r == pass => P,
+            other => panic!("program returned {other}"),
+        }
+    }
+
+    /// XDP's verdict on a packet from `addr` (XDP_DROP 1, XDP_PASS 2).
+    fn inbound(&self, addr: &str) -> Verdict {
+        self.verdict(self.xdp, addr, true, (1, 2))
+    }
+
+    /// cgroup_skb egress's verdict on a packet to `addr` (0 drop, 1 pass).
+    fn outbound(&self, addr: &str) -> Verdict {
+        self.verdict(self.egress, addr, false, (0, 1))
+    }
+
+    /// (inbound, outbound) for `addr`.
+    fn both(&self, addr: &str) -> (Verdict, Verdict) {
+        (self.inbound(addr), self.outbound(addr))
+    }
+
+    fn packets(&self, target: &str) -> u64 {
+        let c: Cidr = target.parse().expect("cidr");
+        self.list.get(&c).map(|v| v.packets).unwrap_or(0)
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let _ = detach_all(&self.pin_dir);
+    }
+}
+
+#[test]
+fn a_narrower_other_direction_entry_does_not_hide_a_broader_live_block_v4() {
+    let mut k = Kernel::load("bl-dir4");
+    k.block("203.0.113.0/24", BOTH, LIVE);
+    assert_eq!(k.both("203.0.113.5"), (D, D), "the /24 alone");
+    // The case: an inbound-only /25 on top.
+    k.block("203.0.113.0/25", IN, LIVE);
+    assert_eq!(k.both("203.0.113.5"), (D, D), "the in-only /25 hid the /24");
+    // Outbound drops are counted on the entry that dropped them.
+    assert!(k.packets("203.0.113.0/24") >= 1);
+    // And an outbound-only /26 on top of both, and a host entry for in only.
+    k.blocks(&[("203.0.113.0/26", OUT, LIVE), ("203.0.113.5", IN, LIVE)]);
+    let cases = [
+        ("203.0.113.5", (D, D), "under all four"),
+        ("203.0.113.200", (D, D), "outside the /25, inside the /24"),
+        ("203.0.114.5", (P, P), "outside everything"),
+    ];
+    for (addr, want, why) in cases {
+        assert_eq!(k.both(addr), want, "{addr}: {why}");
+    }
+}
+
+#[test]
+fn a_narrower_expired_entry_does_not_hide_a_broader_live_block_v4() {
+    let mut k = Kernel::load("bl-exp4");
+    k.blocks(&[
+        ("198.51.100.0/24", BOTH, LIVE),
+        ("198.51.100.0/25", BOTH, LAPSED),
+        ("198.51.100.0/28", BOTH, LAPSED),
+        // A chain of shadows, each of another kind, down to a live /8.
+        ("10.0.0.0/8", BOTH, LIVE),
+        ("10.1.0.0/16", IN, LAPSED),
+        ("10.1.2.0/24", OUT, LIVE),
+        ("10.1.2.0/30", IN, LIVE),
+        ("10.1.2.3", OUT, LAPSED),
+    ]);
+    for (addr, want) in [
+        ("198.51.100.5", (D, D)),
+        ("10.1.2.3", (D, D)),
+        ("11.1.2.3", (P, P)),
+    ] {
+        assert_eq!(k.both(addr), want, "{addr}");
+    }
+}
+
+#[test]
+fn an_expired_or_other_direction_exact_entry_falls_through_to_a_covering_prefix_v4() {
+    let mut k = Kernel::load("bl-host4");
+    let host = "192.0.2.77";
+    k.block(host, BOTH, LAPSED);
+    assert_eq!(k.both(host), (P, P), "an expired host entry alone");
+    k.block("192.0.2.64/26", IN, LIVE);
+    assert_eq!(k.both(host), (D, P), "expired host, live in-only prefix");
+    k.block(host, OUT, LIVE);
+    assert_eq!(k.both(host), (D, D), "out-only host, in-only prefix");
+    assert_eq!(k.both("192.0.2.78"), (D, P));
+}
+
+#[test]
+fn only_other_direction_or_lapsed_entries_let_the_packet_pass_v4() {
+    let addr = "203.0.113.9";
+    let mut k = Kernel::load("bl-pass4");
+    assert_eq!(k.both(addr), (P, P), "empty maps");
+    k.blocks(&[
+        ("203.0.113.0/24", IN, LIVE),
+        ("203.0.113.0/25", IN, LIVE),
+        (addr, IN, LIVE),
+    ]);
+    assert_eq!(k.both(addr), (D, P), "only inbound entries");
+    let mut k = Kernel::load("bl-pass4b");
+    k.blocks(&[
+        ("203.0.113.0/24", OUT, LIVE),
+        ("203.0.113.0/25", BOTH, LAPSED),
+        (addr, IN, LAPSED),
+        // A sibling prefix never covers.
+        ("203.0.114.128/25", BOTH, LIVE),
+    ]);
+    assert_eq!(k.both(addr), (P, D), "only outbound entries live");
+    assert_eq!(k.both("203.0.114.5"), (P, P), "a sibling prefix");
+}
+
+#[test]
+fn the_same_rule_holds_for_ipv6() {
+    let a = "2001:db8:1:2::5";
+    let mut k = Kernel::load("bl-v6");
+    assert_eq!(k.both(a), (P, P), "no covering entry");
+    k.blocks(&[
+        ("2001:db8::/32", BOTH, LIVE),
+        ("2001:db8:1::/48", IN, LIVE),
+        ("2001:db8:1:2::/64", BOTH, LAPSED),
+        (a, OUT, LAPSED),
+    ]);
+    assert_eq!(
+        k.both(a),
+        (D, D),
+        "a /32 under an in-only /48, a lapsed /64 and host"
+    );
+    assert!(k.packets("2001:db8::/32") >= 1);
+    assert_eq!(k.both("2001:db9::1"), (P, P));
+
+    let mut k = Kernel::load("bl-v6b");
+    k.blocks(&[
+        ("2001:db8::/32", OUT, LIVE),
+        ("2001:db8:1::/48", OUT, LIVE),
+        (a, BOTH, LAPSED),
+    ]);
+    assert_eq!(k.both(a), (P, D), "only outbound entries");
+    k.block("::/0", IN, LIVE);
+    assert_eq!(k.both(a), (D, D), "the /0 at the end of the walk");
+}
+
+#[test]
+fn userspace_reads_writes_and_removes_exactly_one_entry() {
+    let mut k = Kernel::load("bl-exact");
+    k.block("203.0.113.0/24", BOTH, LIVE);
+    assert_eq!(k.both("203.0.113.5"), (D, D));
+    assert!(k.packets("203.0.113.0/24") >= 2);
+    let c = |s: &str| s.parse::<Cidr>().expect("cidr");
+    // A lookup of a prefix that is not there is not answered by the /24.
+    assert_eq!(k.list.get(&c("203.0.113.0/25")), None);
+    // A new narrower entry starts its own counters.
+    k.block("203.0.113.0/25", IN, LIVE);
+    let v = k.list.get(&c("203.0.113.0/25")).expect("the /25");
+    assert_eq!((v.packets, v.flags, v.prefix_len), (0, IN, 25));
+    let listed: Vec<String> = k.list.list().iter().map(|e| e.target.to_string()).collect();
+    assert_eq!(listed, ["203.0.113.0/24", "203.0.113.0/25"]);
+    // Removing the /25 leaves the /24, and the other way round.
+    assert!(k.list.remove(&c("203.0.113.0/25")));
+    assert!(!k.list.remove(&c("203.0.113.0/25")));
+    assert!(k.list.get(&c("203.0.113.0/24")).is_some());
+    k.block("203.0.113.0/25", IN, LIVE);
+    assert!(k.list.remove(&c("203.0.113.0/24")));
+    assert_eq!(
+        k.both("203.0.113.5"),
+        (D, P),
+        "only the in-only /25 remains"
+    );
+    assert_eq!(k.list.list().len(), 1);
+}
