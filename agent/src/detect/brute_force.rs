@@ -126,8 +126,16 @@ impl BruteForceDetector {
 /// but open no blocking incident.
 pub const UNVERIFIED_CONFIDENCE: f64 = 0.5;
 
-fn is_sshd(exe: Option<&str>, comm: &str) -> bool {
-    exe.is_some_and(|e| e.ends_with("/sshd")) || comm == "sshd"
+/// An accepted connection to the SSH service: on the privileged port 22
+/// (only root binds it), or by a configured service executable running as
+/// root. A process name or an exe merely called `sshd` does not count: any
+/// user can start one, and its peers would then be counted and blocked.
+fn is_ssh_accept(c: &crate::record::Conn, services: &[String]) -> bool {
+    c.src_port == 22
+        || (c.uid == Some(0)
+            && c.exe
+                .as_deref()
+                .is_some_and(|e| services.iter().any(|s| s == e)))
 }
 
 impl Declared for BruteForceDetector {
@@ -265,7 +273,7 @@ impl Detector for BruteForceDetector {
                     });
                 }
             }
-            Body::NetAccept(c) if is_sshd(c.exe.as_deref(), &c.comm) || c.src_port == 22 => {
+            Body::NetAccept(c) if is_ssh_accept(c, &self.cfg.services) => {
                 let src = c.dst_ip.to_string();
                 let cfg = self.cfg.clone();
                 let s = self
@@ -440,6 +448,45 @@ mod tests {
         }
         assert_eq!(d.tracked(), 1000);
         assert_eq!(d.sources.shed, 99_000);
+    }
+
+    #[test]
+    fn a_listener_merely_named_sshd_is_not_the_ssh_service() {
+        let mut d = BruteForceDetector::new(BruteForceConfig::default());
+        let fake = |src: &str, exe: &str, uid: u32| {
+            let Body::NetAccept(mut c) = accept(src) else {
+                unreachable!()
+            };
+            c.src_port = 2222;
+            c.exe = Some(std::sync::Arc::from(exe));
+            c.uid = Some(uid);
+            Body::NetAccept(c)
+        };
+        let mut out = Vec::new();
+        for i in 0..100 {
+            out.extend(run(
+                &mut d,
+                i as f64 * 0.01,
+                &fake("198.51.100.9", "/tmp/x/sshd", 1000),
+            ));
+            out.extend(run(
+                &mut d,
+                i as f64 * 0.01,
+                &fake("198.51.100.9", "/usr/sbin/sshd", 1000),
+            ));
+        }
+        assert!(out.is_empty(), "{out:?}");
+        for i in 0..100 {
+            out.extend(run(
+                &mut d,
+                i as f64 * 0.01,
+                &fake("198.51.100.9", "/usr/sbin/sshd", 0),
+            ));
+        }
+        assert!(
+            !out.is_empty(),
+            "root's configured sshd on another port counts"
+        );
     }
 
     fn accept(src: &str) -> Body {
