@@ -138,7 +138,7 @@ pub fn drain<R: RingSource>(ring: &mut R, mut each: impl FnMut(&[u8]), budget: B
         n += 1;
         // The clock is read every 16 records (a read costs far less than a
         // record, but not nothing).
-        if n >= budget.records || (n % 16 == 0 && start.elapsed() >= budget.time) {
+        if n >= budget.records || (n.is_multiple_of(16) && start.elapsed() >= budget.time) {
             return Drained::Budget;
         }
     }
