@@ -182,6 +182,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         Limits {
             max_actions_per_minute: cfg.response.max_actions_per_minute,
             max_concurrent_blocks: cfg.response.max_concurrent_blocks,
+            max_pending_approvals: cfg.response.max_pending_approvals,
         },
     );
     tracing::info!(
@@ -213,6 +214,12 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         cfg,
     };
     agent.response.restore();
+    // Approvals whose deadline passed while the agent was down are expired
+    // now, not decided by their on_timeout on a stale alert.
+    let expired = agent
+        .response
+        .act(|r, ex| r.expire_stale(super::agent::wall_s(), ex));
+    agent.respond(expired);
 
     let mut tasks = Vec::new();
     if let Some((m, task)) = metrics(&agent.cfg)? {
