@@ -61,17 +61,7 @@ fn fuzz_seeds_are_made_from_todays_formats() {
                 443,
             ),
         ),
-        (
-            "accept",
-            fixtures::conn(
-                EventKind::Accept,
-                200,
-                [10, 0, 0, 1],
-                22,
-                [10, 0, 0, 9],
-                5555,
-            ),
-        ),
+        ("accept", fixtures::sshd_accepts()[1].clone()),
     ];
     for (name, r) in &recs {
         write("decode", name, r);

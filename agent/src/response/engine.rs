@@ -937,6 +937,10 @@ mod tests {
         Responder::new(p, Mode::Enforce, LIMITS)
     }
 
+    fn enforce_with(name: &str, limits: Limits) -> Responder {
+        Responder::new(vec![shipped(name)], Mode::Enforce, limits)
+    }
+
     #[test]
     fn brute_force_blocks_the_source_and_updates_do_nothing() {
         let mut r = enforce(vec![shipped("brute_force_response")]);
@@ -1084,9 +1088,8 @@ mod tests {
 
     #[test]
     fn rate_limits_stop_an_attacker_from_blocking_the_world() {
-        let mut r = Responder::new(
-            vec![shipped("brute_force_response")],
-            Mode::Enforce,
+        let mut r = enforce_with(
+            "brute_force_response",
             Limits {
                 max_actions_per_minute: 3,
                 ..LIMITS
@@ -1212,9 +1215,8 @@ mod tests {
 
     #[test]
     fn pending_approvals_are_capped_and_the_excess_is_denied_with_the_reason() {
-        let mut r = Responder::new(
-            vec![shipped("lateral_movement_isolation")],
-            Mode::Enforce,
+        let mut r = enforce_with(
+            "lateral_movement_isolation",
             Limits {
                 max_pending_approvals: 2,
                 ..LIMITS

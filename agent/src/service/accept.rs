@@ -261,6 +261,19 @@ mod tests {
         assert_eq!(b.failed(), (BACKOFF_MIN, true));
     }
 
+    fn gate(
+        name: &'static str,
+        max_connections: usize,
+        io_timeout: Duration,
+    ) -> (Arc<Metrics>, Gate) {
+        let metrics = Metrics::new().expect("metrics");
+        let limits = Limits {
+            max_connections,
+            io_timeout,
+        };
+        (metrics.clone(), Gate::new(name, limits, Some(metrics)))
+    }
+
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -273,15 +286,7 @@ mod tests {
     #[test]
     fn the_cap_closes_the_excess_and_timeouts_free_the_slots() {
         rt().block_on(async {
-            let metrics = Metrics::new().expect("metrics");
-            let gate = Gate::new(
-                "test",
-                Limits {
-                    max_connections: 2,
-                    io_timeout: Duration::from_millis(300),
-                },
-                Some(metrics.clone()),
-            );
+            let (metrics, gate) = gate("test", 2, Duration::from_millis(300));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
@@ -361,15 +366,7 @@ mod tests {
     #[test]
     fn accept_errors_back_off_instead_of_spinning() {
         rt().block_on(async {
-            let metrics = Metrics::new().expect("metrics");
-            let gate = Gate::new(
-                "flaky",
-                Limits {
-                    max_connections: 4,
-                    io_timeout: Duration::from_secs(1),
-                },
-                Some(metrics.clone()),
-            );
+            let (metrics, gate) = gate("flaky", 4, Duration::from_secs(1));
             let inner = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
