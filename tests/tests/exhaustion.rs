@@ -235,6 +235,17 @@ fn slowloris(mut s: impl Write + Read, bytes: &[u8], give_up: Duration) -> Optio
 #[test]
 fn a_slowloris_is_cut_after_the_timeout() {
     let (_agent, ep) = start(&[]);
+    // A follower is quiet too, but only the agent writes to it: the timeout
+    // applies to each write, not to the stream's life.
+    let mut follower = UnixStream::connect(&ep.socket).expect("connect control");
+    follower
+        .write_all(b"{\"cmd\":\"alerts\",\"follow\":true}\n")
+        .expect("follow");
+    let mut first = String::new();
+    BufReader::new(&follower)
+        .read_line(&mut first)
+        .expect("first answer");
+    assert!(first.contains("\"ok\":true"), "{first}");
     let give_up = IO_TIMEOUT * 3;
     let s = UnixStream::connect(&ep.socket).expect("connect control");
     s.set_read_timeout(Some(Duration::from_secs(1)))
@@ -254,6 +265,13 @@ fn a_slowloris_is_cut_after_the_timeout() {
             "{name}: cut after {cut:?}"
         );
     }
+    follower
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    assert!(
+        !closed_within(&mut follower, Duration::from_millis(500)),
+        "alerts --follow was cut while idle"
+    );
     // Meanwhile a normal request is answered.
     let v = control_within(&ep.socket, r#"{"cmd":"status"}"#, POLL_PATIENCE).expect("status");
     assert_eq!(v["ok"], true);
