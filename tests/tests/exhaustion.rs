@@ -207,6 +207,78 @@ fn idle_connections_past_the_cap_are_closed_and_the_endpoints_answer_again() {
     }
 }
 
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+#[test]
+fn out_of_file_descriptors_accept_backs_off_instead_of_spinning() {
+    let (agent, ep) = start(&[]);
+    let pid = agent.pid().expect("pid");
+    eventually("healthz", || {
+        http_get_within(&ep.metrics, "/healthz", POLL_PATIENCE).filter(|(c, _)| *c == 200)
+    });
+    // Leave the agent 8 free descriptors, fewer than the cap of 16 (the
+    // soft limit only: it is put back afterwards).
+    let pid_s = pid.to_string();
+    let soft = run(
+        "prlimit",
+        &["--pid", &pid_s, "--nofile", "--output=SOFT", "--noheadings"],
+    );
+    let soft = String::from_utf8_lossy(&soft.stdout).trim().to_string();
+    let limit = open_fds(pid) + 8;
+    run("prlimit", &["--pid", &pid_s, &format!("--nofile={limit}:")]);
+    let ticks0 = cpu_ticks(pid);
+    let t0 = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..30 {
+        idle.push(std::net::TcpStream::connect(&ep.metrics).expect("connect"));
+    }
+    // The 8 admitted ones are cut at the timeout; until then accept fails.
+    std::thread::sleep(IO_TIMEOUT);
+    let burst = t0.elapsed();
+    let ticks = cpu_ticks(pid) - ticks0;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let cpu = Duration::from_secs_f64(ticks as f64 / hz);
+    drop(idle);
+    run("prlimit", &["--pid", &pid_s, &format!("--nofile={soft}:")]);
+    let (code, _) = eventually("healthz after the burst", || {
+        http_get_within(&ep.metrics, "/healthz", POLL_PATIENCE)
+    });
+    assert_eq!(code, 200);
+    let (_, text) = http_get_within(&ep.metrics, "/metrics", POLL_PATIENCE).expect("metrics");
+    let errors = metric(
+        &text,
+        "vigil_endpoint_accept_errors_total{endpoint=\"metrics\"}",
+    )
+    .unwrap_or(0.0);
+    let stderr = std::fs::read_to_string(agent.dir.0.join("stderr.log")).unwrap_or_default();
+    let warned = stderr.matches("metrics: accept failed").count();
+    eprintln!(
+        "out of fds for {burst:?}: {errors} failed accepts, {warned} warning(s), agent CPU {cpu:?}"
+    );
+    assert!(
+        cpu < Duration::from_secs(2),
+        "the agent burned {cpu:?} of CPU in {burst:?} out of descriptors"
+    );
+    assert!(errors >= 3.0, "{errors} failed accepts counted");
+    // 100 + 200 + 400 + 800 + 1000… ms apart: a handful in 5 s, not a spin.
+    assert!(
+        errors <= 12.0,
+        "{errors} failed accepts in {burst:?}: no backoff"
+    );
+    assert_eq!(warned, 1, "one warning per burst:\n{stderr}");
+}
+
 /// Sends `bytes` one a second until the peer closes; returns how long the
 /// agent let it go on, or None if it was still open after `give_up`.
 fn slowloris(mut s: impl Write + Read, bytes: &[u8], give_up: Duration) -> Option<Duration> {
