@@ -59,6 +59,9 @@ pub struct ResponseConfig {
     /// Largest file `quarantine_file` copies (bytes); a larger one is
     /// refused with a failed action and left in place.
     pub quarantine_max_bytes: u64,
+    /// Approvals waiting on a person at once; an incident that would ask
+    /// for one more is denied with the reason, and counted.
+    pub max_pending_approvals: usize,
 }
 
 impl Default for ResponseConfig {
@@ -74,6 +77,7 @@ impl Default for ResponseConfig {
             .map(|s| s.to_string())
             .collect(),
             quarantine_max_bytes: 256 * 1024 * 1024,
+            max_pending_approvals: 256,
         }
     }
 }
@@ -99,12 +103,28 @@ pub struct ControlConfig {
     /// Unix socket for `vigil status/approve/...` (mode 0600, root only);
     /// empty turns it off.
     pub socket: PathBuf,
+    /// Connections served at once; more are answered "busy" and closed.
+    pub max_connections: usize,
+    /// Seconds each read of a request and each write of an answer (or of
+    /// one followed alert) may take before the connection is cut.
+    pub io_timeout_s: u64,
 }
 
 impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
             socket: PathBuf::from("/run/vigil/vigil.sock"),
+            max_connections: 16,
+            io_timeout_s: 5,
+        }
+    }
+}
+
+impl ControlConfig {
+    pub fn limits(&self) -> crate::service::accept::Limits {
+        crate::service::accept::Limits {
+            max_connections: self.max_connections,
+            io_timeout: std::time::Duration::from_secs(self.io_timeout_s),
         }
     }
 }
@@ -114,12 +134,27 @@ impl Default for ControlConfig {
 pub struct MetricsConfig {
     /// `host:port` for /metrics and /healthz; empty turns them off.
     pub listen: String,
+    /// Connections served at once; more get a 503 and are closed.
+    pub max_connections: usize,
+    /// Seconds the request head and each write of the answer may take.
+    pub io_timeout_s: u64,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             listen: "127.0.0.1:9184".to_string(),
+            max_connections: 16,
+            io_timeout_s: 5,
+        }
+    }
+}
+
+impl MetricsConfig {
+    pub fn limits(&self) -> crate::service::accept::Limits {
+        crate::service::accept::Limits {
+            max_connections: self.max_connections,
+            io_timeout: std::time::Duration::from_secs(self.io_timeout_s),
         }
     }
 }
@@ -390,6 +425,22 @@ impl Config {
         if self.process_cache.max_entries == 0 {
             return invalid("process_cache.max_entries must be at least 1");
         }
+        for (key, n) in [
+            (
+                "metrics.max_connections",
+                self.metrics.max_connections as u64,
+            ),
+            ("metrics.io_timeout_s", self.metrics.io_timeout_s),
+            (
+                "control.max_connections",
+                self.control.max_connections as u64,
+            ),
+            ("control.io_timeout_s", self.control.io_timeout_s),
+        ] {
+            if n == 0 {
+                return invalid(&format!("{key} must be at least 1"));
+            }
+        }
         if !["auto", "driver", "skb"].contains(&self.enforce.xdp_mode.as_str()) {
             return invalid("enforce.xdp_mode must be auto, driver or skb");
         }
@@ -500,6 +551,9 @@ mod tests {
     fn invalid_values_are_refused() {
         assert!(parse("flows:\n  max_entries: 0\n").is_err());
         assert!(parse("flows: [1, 2]\n").is_err());
+        let e = parse("control:\n  max_connections: 0\n").expect_err("zero cap");
+        assert!(e.to_string().contains("control.max_connections"), "{e}");
+        assert!(parse("metrics:\n  io_timeout_s: 0\n").is_err());
     }
 
     #[test]

@@ -41,6 +41,7 @@ fn the_systemd_unit_verifies() {
         "StateDirectory=vigil",
         "RuntimeDirectory=vigil",
         "CapabilityBoundingSet=CAP_BPF",
+        "LimitNOFILE=65536",
     ] {
         assert!(text.contains(key), "unit lacks {key}");
     }

@@ -1,4 +1,4 @@
-//! Developer tasks: `setup` (toolchain), `run`, `test`, `bench`.
+//! Developer tasks: `setup` (toolchain), `run`, `test`, `bench`, `fuzz`.
 //!
 //! `setup` is idempotent and quick when everything is present; `run`,
 //! `test` and `bench` call it first so a fresh machine needs no other step.
@@ -59,8 +59,21 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test: unit tests, then the root-only kernel integration tests.
+    /// Run every test: unit tests, each fuzz target for a bounded time, then
+    /// the root-only kernel integration tests.
     Test,
+    /// Run the cargo-fuzz targets (fuzz/) for longer: each for `--seconds`.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// `address` (AddressSanitizer) or `none` (what `cargo xtask test` runs).
+        #[arg(long, default_value = "address")]
+        sanitizer: Sanitizer,
+        /// One target (decode, config, playbook, verifier, spool, audit,
+        /// forest); all of them when omitted.
+        target: Option<String>,
+    },
     /// Run the benchmarks and print their figures.
     Bench,
     /// Build the Debian package (target/debian/vigil_*.deb) with cargo-deb.
@@ -82,6 +95,23 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Setup { test_tools } => setup(test_tools),
         Cmd::Run { args } => run_agent(&args),
         Cmd::Test => test(),
+        Cmd::Fuzz {
+            seconds,
+            target,
+            sanitizer,
+        } => {
+            let targets: Vec<&str> = match target.as_deref() {
+                None => FUZZ_TARGETS.to_vec(),
+                Some(t) if FUZZ_TARGETS.contains(&t) => vec![t],
+                Some(t) => bail!(
+                    "no fuzz target {t}; the targets are {}",
+                    FUZZ_TARGETS.join(", ")
+                ),
+            };
+            setup(false)?;
+            install_cargo_fuzz()?;
+            fuzz(&targets, seconds, sanitizer)
+        }
         Cmd::Package => package().map(|deb| println!("{}", deb.display())),
         Cmd::Bench => {
             setup(false)?;
@@ -335,6 +365,7 @@ fn setup(test_tools: bool) -> Result<()> {
         apt_install(TEST_PACKAGES)?;
         fetch_tansu()?;
     }
+    let fuzz_tools = test_tools;
 
     if !ok(Command::new("rustup").arg("--version")) {
         bail!("rustup is missing: the kernel programs need a nightly toolchain managed by rustup");
@@ -401,7 +432,157 @@ fn setup(test_tools: bool) -> Result<()> {
     if !ok(Command::new("bpf-linker").arg("--version")) {
         bail!("bpf-linker is installed but not on PATH: add ~/.cargo/bin to PATH");
     }
+    if fuzz_tools {
+        install_cargo_fuzz()?;
+    }
     step("setup complete: nightly + rust-src, LLVM 22, bpf-linker");
+    Ok(())
+}
+
+/// cargo-fuzz release verified to build here.
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
+
+/// The cargo-fuzz targets in fuzz/Cargo.toml, each with a seed corpus in
+/// fuzz/corpus/<target>/.
+const FUZZ_TARGETS: &[&str] = &[
+    "decode", "config", "playbook", "verifier", "spool", "audit", "forest",
+];
+
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_TEST_SECONDS: u64 = 20;
+
+/// How the fuzz targets are instrumented. `cargo xtask fuzz` uses
+/// AddressSanitizer (it also checks the decoder's unaligned reads);
+/// `cargo xtask test` builds without it, which takes about a third less
+/// time from scratch. Each has its own target directory.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Sanitizer {
+    Address,
+    None,
+}
+
+impl Sanitizer {
+    fn name(self) -> &'static str {
+        match self {
+            Sanitizer::Address => "address",
+            Sanitizer::None => "none",
+        }
+    }
+}
+
+fn install_cargo_fuzz() -> Result<()> {
+    let have = output(Command::new(env!("CARGO")).args(["fuzz", "--version"]));
+    if have.contains(CARGO_FUZZ_VERSION) {
+        return Ok(());
+    }
+    step(&format!(
+        "cargo install cargo-fuzz {CARGO_FUZZ_VERSION} (about two minutes)"
+    ));
+    let s = Command::new(env!("CARGO"))
+        .args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+        ])
+        .status()
+        .context("running cargo install cargo-fuzz")?;
+    if !s.success() {
+        bail!("installing cargo-fuzz failed");
+    }
+    Ok(())
+}
+
+/// `cargo +nightly fuzz VERB TARGET_ARGS -- LIBFUZZER_ARGS` in fuzz/,
+/// building into the target directory; with `log`, its output goes there
+/// (a run prints a line per new input) and only its last lines are shown.
+fn cargo_fuzz(
+    verb: &str,
+    sanitizer: Sanitizer,
+    args: &[&str],
+    libfuzzer: &[&str],
+    log: Option<&Path>,
+) -> Result<()> {
+    let dir = target_dir().join("fuzz").join(sanitizer.name());
+    let shown = [&[verb][..], args, libfuzzer].concat().join(" ");
+    step(&format!("cargo +nightly fuzz {shown}"));
+    let mut cmd = Command::new("cargo");
+    cmd.arg("+nightly")
+        .arg("fuzz")
+        .arg(verb)
+        .args(["--sanitizer", sanitizer.name()])
+        .arg("--target-dir")
+        .arg(&dir)
+        .args(args)
+        // The fuzz crate has its own workspace and target directory.
+        .env_remove("CARGO_TARGET_DIR")
+        .current_dir(workspace_root().join("fuzz"));
+    if !libfuzzer.is_empty() {
+        cmd.arg("--").args(libfuzzer);
+    }
+    if let Some(log) = log {
+        let f =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        cmd.stdout(f.try_clone()?).stderr(f);
+    }
+    let status = cmd.status().context("starting cargo fuzz")?;
+    if let Some(log) = log {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let keep = if status.success() { 2 } else { 60 };
+        for l in &lines[lines.len().saturating_sub(keep)..] {
+            eprintln!("    {l}");
+        }
+    }
+    if !status.success() {
+        bail!("cargo fuzz {shown} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Builds the fuzz targets once, then runs each for `seconds` from its
+/// committed seeds. New inputs go to target/fuzz-corpus/<target>, so a run
+/// never changes the repository; a crash leaves its input in
+/// fuzz/artifacts/<target>/ and fails the step (turn it into a unit test).
+fn fuzz(targets: &[&str], seconds: u64, sanitizer: Sanitizer) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    cargo_fuzz("build", sanitizer, &[], &[], None)?;
+    step(&format!(
+        "fuzz targets built in {:.0} s",
+        t0.elapsed().as_secs_f64()
+    ));
+    let mut failed = Vec::new();
+    for t in targets {
+        let scratch = target_dir().join("fuzz-corpus").join(t);
+        std::fs::create_dir_all(&scratch)
+            .with_context(|| format!("creating {}", scratch.display()))?;
+        let seeds = workspace_root().join("fuzz/corpus").join(t);
+        let log = target_dir().join("fuzz-corpus").join(format!("{t}.log"));
+        let (scratch, seeds) = (scratch.to_string_lossy(), seeds.to_string_lossy());
+        let time = format!("-max_total_time={seconds}");
+        if cargo_fuzz(
+            "run",
+            sanitizer,
+            &[t, &scratch, &seeds],
+            &[&time, "-timeout=10", "-rss_limit_mb=2048"],
+            Some(&log),
+        )
+        .is_err()
+        {
+            failed.push(*t);
+        }
+    }
+    step(&format!(
+        "fuzzing done in {:.0} s",
+        t0.elapsed().as_secs_f64()
+    ));
+    if !failed.is_empty() {
+        bail!(
+            "fuzz targets failed: {} (inputs in fuzz/artifacts/)",
+            failed.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -428,6 +609,7 @@ fn test() -> Result<()> {
     // #[ignore]d with the reason, so they show as ignored rather than
     // passed there; here, where those exist, they run.
     cargo(&["test", "--", "--include-ignored"])?;
+    fuzz(FUZZ_TARGETS, FUZZ_TEST_SECONDS, Sanitizer::None)?;
     require_root("the kernel integration tests")?;
     cargo(&["build", "--release", "-p", "vigil"])?;
     let deb = package()?;
@@ -669,6 +851,27 @@ mod tests {
         let short: Vec<String> = ["-o", "out.jsonl"].iter().map(|s| s.to_string()).collect();
         assert_eq!(flag_value(&short, "output", "-o"), Some("out.jsonl"));
         assert_eq!(flag_value(&short, "config", "-c"), None);
+    }
+
+    #[test]
+    fn every_fuzz_target_is_listed_and_has_seeds() {
+        let manifest = std::fs::read_to_string(workspace_root().join("fuzz/Cargo.toml"))
+            .expect("fuzz/Cargo.toml");
+        let mut built: Vec<&str> = manifest
+            .lines()
+            .filter_map(|l| l.strip_prefix("name = \""))
+            .filter_map(|l| l.strip_suffix('"'))
+            .filter(|n| *n != "vigil-fuzz")
+            .collect();
+        built.sort();
+        let mut listed = FUZZ_TARGETS.to_vec();
+        listed.sort();
+        assert_eq!(built, listed, "FUZZ_TARGETS and fuzz/Cargo.toml differ");
+        for t in FUZZ_TARGETS {
+            let seeds = workspace_root().join("fuzz/corpus").join(t);
+            let n = std::fs::read_dir(&seeds).map(|d| d.count()).unwrap_or(0);
+            assert!(n > 0, "no seeds in {}", seeds.display());
+        }
     }
 
     #[test]

@@ -141,6 +141,8 @@ impl Agent {
             "incidents": responder.incidents.len(),
             "rate_limited": responder.rate_limited,
             "incidents_evicted": responder.incidents_evicted,
+            "approvals_refused": responder.approvals_refused,
+            "approvals_expired": responder.approvals_expired,
             "kafka": self.sinks.status_of("kafka"),
             "outputs": self.sinks.status(),
         })

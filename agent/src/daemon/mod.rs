@@ -60,15 +60,15 @@ async fn serve(agent: &mut Agent, run: &mut Running) -> Result<(), DaemonError> 
         if let Some(m) = &agent.metrics {
             m.beat();
         }
+        // Checked in this order: under a flood the ring buffer is always
+        // ready, and picking among ready sources at random would leave the
+        // watchdog, the timer and the operator waiting on chance.
         tokio::select! {
-            guard = run.ring.readable_mut() => {
-                let mut guard = guard?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    agent.on_ring_record(&item);
-                }
-                guard.clear_ready();
-                agent.sinks.flush();
+            biased;
+            _ = sigterm.recv() => return Ok(()),
+            _ = sigint.recv() => return Ok(()),
+            _ = sighup.recv() => {
+                let _ = agent.reload();
             }
             _ = tokio::time::sleep_until(run.schedule.next()) => {
                 for job in run.schedule.due(tokio::time::Instant::now()) {
@@ -76,12 +76,89 @@ async fn serve(agent: &mut Agent, run: &mut Running) -> Result<(), DaemonError> 
                 }
             }
             Some(call) = run.calls.recv() => agent.on_call(call),
-            Some(m) = run.inbound.recv() => agent.on_inbound(m),
-            _ = sighup.recv() => {
-                let _ = agent.reload();
+            guard = run.ring.readable_mut() => {
+                let mut guard = guard?;
+                let drained = drain(guard.get_inner_mut(), |d| agent.on_ring_record(d), DRAIN_BUDGET);
+                if drained == Drained::Empty {
+                    guard.clear_ready();
+                }
+                agent.sinks.flush();
+                if drained == Drained::Budget {
+                    // A flood the loop cannot keep up with: fleet messages
+                    // get a bounded share here (their own branch would
+                    // never be reached), then the task yields so the
+                    // endpoints run; readiness stays set, so the loop
+                    // comes straight back.
+                    for _ in 0..INBOUND_PER_DRAIN {
+                        match run.inbound.try_recv() {
+                            Ok(m) => agent.on_inbound(m),
+                            Err(_) => break,
+                        }
+                    }
+                    tokio::task::yield_now().await;
+                }
             }
-            _ = sigint.recv() => return Ok(()),
-            _ = sigterm.recv() => return Ok(()),
+            // After the ring buffer, so a Kafka writer cannot starve detection.
+            Some(m) = run.inbound.recv() => agent.on_inbound(m),
+        }
+    }
+}
+
+/// Fleet messages handled after each drain that ran out of budget.
+const INBOUND_PER_DRAIN: usize = 16;
+
+/// Most records handled per turn of the loop, and the most time: under a
+/// sustained flood the ring buffer never empties, and draining it all
+/// in one go would starve the watchdog, the timer and the endpoints.
+pub const DRAIN_BUDGET: Budget = Budget {
+    records: 4096,
+    time: std::time::Duration::from_millis(10),
+};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub records: usize,
+    pub time: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// The ring buffer was emptied.
+    Empty,
+    /// The budget ran out with records left.
+    Budget,
+}
+
+/// Hands queued records to the agent until the ring buffer is empty or the
+/// budget is spent. Generic over the source so the budget is unit-tested.
+pub fn drain<R: RingSource>(ring: &mut R, mut each: impl FnMut(&[u8]), budget: Budget) -> Drained {
+    let start = std::time::Instant::now();
+    let mut n = 0usize;
+    while ring.next_record(&mut each) {
+        n += 1;
+        // The clock is read every 16 records (a read costs far less than a
+        // record, but not nothing).
+        if n >= budget.records || (n.is_multiple_of(16) && start.elapsed() >= budget.time) {
+            return Drained::Budget;
+        }
+    }
+    Drained::Empty
+}
+
+/// A queue of raw records (the kernel ring buffer, or a test's vector).
+pub trait RingSource {
+    /// Hands the next record to `f`; false when there is none.
+    fn next_record(&mut self, f: &mut impl FnMut(&[u8])) -> bool;
+}
+
+impl<T: std::borrow::BorrowMut<aya::maps::MapData>> RingSource for aya::maps::RingBuf<T> {
+    fn next_record(&mut self, f: &mut impl FnMut(&[u8])) -> bool {
+        match self.next() {
+            Some(item) => {
+                f(&item);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -139,3 +216,56 @@ fn shutdown(agent: &mut Agent, run: &mut Running) {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod drain_tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    impl RingSource for VecDeque<Vec<u8>> {
+        fn next_record(&mut self, f: &mut impl FnMut(&[u8])) -> bool {
+            match self.pop_front() {
+                Some(r) => {
+                    f(&r);
+                    true
+                }
+                None => false,
+            }
+        }
+    }
+
+    #[test]
+    fn a_drain_stops_at_its_record_budget_and_resumes_where_it_stopped() {
+        let mut ring: VecDeque<Vec<u8>> =
+            (0..10_000u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        let budget = Budget {
+            records: 4096,
+            time: Duration::from_secs(3600),
+        };
+        let mut seen = Vec::new();
+        let mut each = |d: &[u8]| seen.push(u32::from_le_bytes([d[0], d[1], d[2], d[3]]));
+        assert_eq!(drain(&mut ring, &mut each, budget), Drained::Budget);
+        assert_eq!(drain(&mut ring, &mut each, budget), Drained::Budget);
+        assert_eq!(drain(&mut ring, &mut each, budget), Drained::Empty);
+        assert_eq!(seen, (0..10_000).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn a_drain_stops_when_its_time_is_spent() {
+        let mut ring: VecDeque<Vec<u8>> = (0..1_000).map(|_| vec![0u8]).collect();
+        let budget = Budget {
+            records: usize::MAX,
+            time: Duration::from_millis(20),
+        };
+        let mut n = 0;
+        let slow = |_: &[u8]| {
+            n += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        assert_eq!(drain(&mut ring, slow, budget), Drained::Budget);
+        // Checked every 16 records: 16 records of 2 ms each are past 20 ms.
+        assert_eq!(n, 16);
+        assert_eq!(ring.len(), 1_000 - 16);
+    }
+}

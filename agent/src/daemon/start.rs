@@ -109,8 +109,9 @@ fn metrics(cfg: &Config) -> Result<Option<Served>, DaemonError> {
     drop(listener);
     let addr = cfg.metrics.listen.clone();
     let served = m.clone();
+    let limits = cfg.metrics.limits();
     let task = tokio::spawn(async move {
-        if let Err(e) = crate::service::metrics::serve(addr, served).await {
+        if let Err(e) = crate::service::metrics::serve(addr, served, limits).await {
             tracing::error!("{e}");
         }
     });
@@ -182,6 +183,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         Limits {
             max_actions_per_minute: cfg.response.max_actions_per_minute,
             max_concurrent_blocks: cfg.response.max_concurrent_blocks,
+            max_pending_approvals: cfg.response.max_pending_approvals,
         },
     );
     tracing::info!(
@@ -217,19 +219,30 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         cfg,
     };
     agent.response.restore();
+    // Approvals whose deadline passed while the agent was down are expired
+    // now, not decided by their on_timeout on a stale alert.
+    let expired = agent
+        .response
+        .act(|r, ex| r.expire_stale(super::agent::wall_s(), ex));
+    agent.respond(expired);
 
     let mut tasks = Vec::new();
+    if let Some((m, task)) = metrics(&agent.cfg)? {
+        agent.metrics = Some(m);
+        tasks.push(task);
+    }
     let (call_tx, calls) = mpsc::channel(64);
     if !agent.cfg.control.socket.as_os_str().is_empty() {
         let listener = crate::service::control::bind(&agent.cfg.control.socket)?;
         let feed = agent.alerts.feed.clone();
+        let gate = crate::service::accept::Gate::new(
+            "control",
+            agent.cfg.control.limits(),
+            agent.metrics.clone(),
+        );
         tasks.push(tokio::spawn(crate::service::control::serve(
-            listener, call_tx, feed,
+            listener, call_tx, feed, gate,
         )));
-    }
-    if let Some((m, task)) = metrics(&agent.cfg)? {
-        agent.metrics = Some(m);
-        tasks.push(task);
     }
     if let Some(engine) = agent.engine.as_mut() {
         let dir = agent.cfg.state_dir.clone();

@@ -94,6 +94,7 @@ fn agent(name: &str, playbooks: &[(&str, &str)], mode: Mode) -> Test {
                 Limits {
                     max_actions_per_minute: 30,
                     max_concurrent_blocks: 1000,
+                    max_pending_approvals: 256,
                 },
             ),
             containment: None,

@@ -83,7 +83,11 @@ struct Tree {
     nodes: Vec<Node>,
 }
 
+/// A forest read from a file is checked before it is used: every split
+/// names a feature the forest has and children after it in its tree, so
+/// scoring can neither index out of range nor loop (found by fuzz/forest).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "SavedForest")]
 pub struct IsolationForest {
     trees: Vec<Tree>,
     psi: usize,
@@ -92,6 +96,57 @@ pub struct IsolationForest {
     /// Scoring layout, rebuilt from `trees` after deserialization.
     #[serde(skip)]
     flat: std::sync::OnceLock<Flat>,
+}
+
+#[derive(Deserialize)]
+struct SavedForest {
+    trees: Vec<Tree>,
+    psi: usize,
+    features: usize,
+    seed: u64,
+}
+
+impl TryFrom<SavedForest> for IsolationForest {
+    type Error = String;
+
+    fn try_from(f: SavedForest) -> Result<IsolationForest, String> {
+        for (t, tree) in f.trees.iter().enumerate() {
+            let n = tree.nodes.len();
+            if n == 0 {
+                return Err(format!("tree {t} has no nodes"));
+            }
+            for (i, node) in tree.nodes.iter().enumerate() {
+                let Node::Split {
+                    feature,
+                    left,
+                    right,
+                    ..
+                } = node
+                else {
+                    continue;
+                };
+                if *feature as usize >= f.features {
+                    return Err(format!(
+                        "tree {t} node {i} splits on feature {feature} of {}",
+                        f.features
+                    ));
+                }
+                // Children come after their parent (the order trees grow in).
+                for child in [*left as usize, *right as usize] {
+                    if child <= i || child >= n {
+                        return Err(format!("tree {t} node {i} points to node {child} (of {n})"));
+                    }
+                }
+            }
+        }
+        Ok(IsolationForest {
+            trees: f.trees,
+            psi: f.psi,
+            features: f.features,
+            seed: f.seed,
+            flat: std::sync::OnceLock::new(),
+        })
+    }
 }
 
 impl PartialEq for IsolationForest {
@@ -440,5 +495,44 @@ mod tests {
     fn auc_of_perfect_and_random() {
         assert_eq!(auc(&[0.1, 0.2, 0.9], &[false, false, true]), 1.0);
         assert_eq!(auc(&[0.5, 0.5], &[false, true]), 0.5);
+    }
+
+    /// fuzz/forest: a saved forest whose split pointed past its tree
+    /// panicked at the first score (index out of bounds in Flat::build),
+    /// so a damaged iforest.json crashed the agent at every start. Such a
+    /// file, a split pointing back up its tree (a loop) and a split on a
+    /// feature the forest lacks are now refused when read.
+    #[test]
+    fn a_damaged_saved_forest_is_refused_when_read_not_when_scored() {
+        let forest = |nodes: &str| {
+            format!(r#"{{"trees":[{{"nodes":[{nodes}]}}],"psi":2,"features":16,"seed":1}}"#)
+        };
+        let leaf = r#"{"Leaf":{"size":1}}"#;
+        let split = |feature: u32, left: u32, right: u32| {
+            format!(
+                r#"{{"Split":{{"feature":{feature},"value":1.0,"left":{left},"right":{right}}}}}"#
+            )
+        };
+        let good = forest(&format!("{},{leaf},{leaf}", split(3, 1, 2)));
+        let f: IsolationForest = serde_json::from_str(&good).expect("a sound forest loads");
+        assert!(f.score_at_least(&[0.0; 16], 0.0).is_some());
+        for (bad, why) in [
+            (
+                forest(&format!("{},{leaf}", split(13, 1, 77))),
+                "points to node 77",
+            ),
+            (
+                forest(&format!("{},{leaf}", split(0, 0, 1))),
+                "points to node 0",
+            ),
+            (
+                forest(&format!("{},{leaf},{leaf}", split(16, 1, 2))),
+                "feature 16",
+            ),
+            (forest(""), "no nodes"),
+        ] {
+            let e = serde_json::from_str::<IsolationForest>(&bad).expect_err(&bad);
+            assert!(e.to_string().contains(why), "{e}");
+        }
     }
 }

@@ -239,6 +239,9 @@ pub enum By {
 pub struct Limits {
     pub max_actions_per_minute: usize,
     pub max_concurrent_blocks: usize,
+    /// Approvals pending at once; past it an incident that would ask for
+    /// one is denied, so alerts cannot pile up incidents waiting forever.
+    pub max_pending_approvals: usize,
 }
 
 /// What survives a restart.
@@ -260,6 +263,11 @@ pub struct Responder {
     /// Finished incidents dropped to stay within `max_incidents`.
     pub incidents_evicted: u64,
     pub rate_limited: u64,
+    /// Incidents denied because `max_pending_approvals` were waiting.
+    pub approvals_refused: u64,
+    /// Approvals expired at start: their deadline passed while the agent
+    /// was not running, or their incident was gone.
+    pub approvals_expired: u64,
     dirty: bool,
 }
 
@@ -293,6 +301,8 @@ impl Responder {
             max_incidents: 1024,
             incidents_evicted: 0,
             rate_limited: 0,
+            approvals_refused: 0,
+            approvals_expired: 0,
             dirty: false,
         }
     }
@@ -330,6 +340,10 @@ impl Responder {
         for a in saved.approvals {
             if self.incidents.contains_key(&a.incident) {
                 self.approvals.insert(a.id.clone(), a);
+            } else {
+                // Its incident was evicted: nothing left to approve.
+                self.approvals_expired += 1;
+                self.dirty = true;
             }
         }
     }
@@ -465,6 +479,27 @@ impl Responder {
                             "would wait for approval",
                         ));
                         continue;
+                    }
+                    if self.approvals.len() >= self.limits.max_pending_approvals {
+                        self.approvals_refused += 1;
+                        let why = format!(
+                            "{} approvals already pending (response.max_pending_approvals); \
+                             denied without asking",
+                            self.approvals.len()
+                        );
+                        inc.results
+                            .push(result(&step, StepState::Refused, why.clone()));
+                        Self::deny_rest(&mut inc);
+                        Self::decision(
+                            ex,
+                            out,
+                            &inc,
+                            DecisionKind::ApprovalRefused,
+                            &By::Timeout,
+                            why,
+                        );
+                        self.incidents.insert(inc.id.clone(), inc);
+                        return;
                     }
                     let proposed = inc.steps[inc.next..]
                         .iter()
@@ -655,15 +690,91 @@ impl Responder {
                 self.run(&id, now_s, ex, &mut out);
             }
             Decision::Deny => {
-                for s in &inc.steps[inc.next..] {
-                    inc.results.push(result(s, StepState::Denied, ""));
-                }
-                inc.next = inc.steps.len();
-                inc.state = IncidentState::Denied;
+                Self::deny_rest(&mut inc);
                 self.incidents.insert(inc.id.clone(), inc);
             }
         }
         Ok(out)
+    }
+
+    /// Marks the steps not yet run as denied and the incident as denied.
+    fn deny_rest(inc: &mut Incident) {
+        for s in &inc.steps[inc.next..] {
+            inc.results.push(result(s, StepState::Denied, ""));
+        }
+        inc.next = inc.steps.len();
+        inc.state = IncidentState::Denied;
+    }
+
+    /// At start, after [`restore`](Self::restore): an approval whose
+    /// deadline passed while the agent was not running is expired (its
+    /// steps are not run, whatever `on_timeout` says: the alert is stale),
+    /// and so is an incident left waiting without an approval (its
+    /// approval was lost or evicted). Counted and recorded.
+    pub fn expire_stale(&mut self, now_s: f64, ex: &mut dyn Executor) -> Out {
+        let mut out = Vec::new();
+        let stale: Vec<String> = self
+            .approvals
+            .values()
+            .filter(|a| a.deadline_s <= now_s)
+            .map(|a| a.id.clone())
+            .collect();
+        for id in stale {
+            let Some(a) = self.approvals.remove(&id) else {
+                continue;
+            };
+            self.approvals_expired += 1;
+            self.dirty = true;
+            if let Some(mut inc) = self.incidents.remove(&a.incident) {
+                if let Some(r) = inc.results.iter_mut().rev().find(|r| r.detail == a.id) {
+                    r.state = StepState::Expired;
+                }
+                Self::deny_rest(&mut inc);
+                let detail = format!(
+                    "{}: deadline passed while the agent was not running; not applied",
+                    a.id
+                );
+                Self::decision(
+                    ex,
+                    &mut out,
+                    &inc,
+                    DecisionKind::Expired,
+                    &By::Timeout,
+                    detail,
+                );
+                self.incidents.insert(inc.id.clone(), inc);
+            }
+        }
+        let waiting: std::collections::BTreeSet<&str> = self
+            .approvals
+            .values()
+            .map(|a| a.incident.as_str())
+            .collect();
+        let orphans: Vec<String> = self
+            .incidents
+            .values()
+            .filter(|i| {
+                i.state == IncidentState::AwaitingApproval && !waiting.contains(i.id.as_str())
+            })
+            .map(|i| i.id.clone())
+            .collect();
+        for id in orphans {
+            if let Some(mut inc) = self.incidents.remove(&id) {
+                self.approvals_expired += 1;
+                self.dirty = true;
+                Self::deny_rest(&mut inc);
+                Self::decision(
+                    ex,
+                    &mut out,
+                    &inc,
+                    DecisionKind::Expired,
+                    &By::Timeout,
+                    "its approval was lost; not applied".to_string(),
+                );
+                self.incidents.insert(inc.id.clone(), inc);
+            }
+        }
+        out
     }
 
     /// Applies `on_timeout` to approvals past their deadline.
@@ -842,10 +953,15 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_actions_per_minute: 100,
         max_concurrent_blocks: 100,
+        max_pending_approvals: 100,
     };
 
     fn enforce(p: Vec<Playbook>) -> Responder {
         Responder::new(p, Mode::Enforce, LIMITS)
+    }
+
+    fn enforce_with(name: &str, limits: Limits) -> Responder {
+        Responder::new(vec![shipped(name)], Mode::Enforce, limits)
     }
 
     #[test]
@@ -995,12 +1111,11 @@ mod tests {
 
     #[test]
     fn rate_limits_stop_an_attacker_from_blocking_the_world() {
-        let mut r = Responder::new(
-            vec![shipped("brute_force_response")],
-            Mode::Enforce,
+        let mut r = enforce_with(
+            "brute_force_response",
             Limits {
                 max_actions_per_minute: 3,
-                max_concurrent_blocks: 100,
+                ..LIMITS
             },
         );
         let mut ex = Recorder::default();
@@ -1105,5 +1220,127 @@ mod tests {
                 "tell: notify \"contained a malicious executable\"",
             ]
         );
+    }
+
+    fn lateral(i: u8) -> Alert {
+        let mut a = alert("lateral", "T1021.004", Severity::High);
+        a.id = format!("al-{i}");
+        a.entities["src_ip"] = format!("192.0.2.{i}").into();
+        a
+    }
+
+    fn decisions(out: &[ResponseRecord]) -> Vec<DecisionKind> {
+        out.iter()
+            .filter_map(ResponseRecord::decision)
+            .map(|d| d.decision)
+            .collect()
+    }
+
+    #[test]
+    fn pending_approvals_are_capped_and_the_excess_is_denied_with_the_reason() {
+        let mut r = enforce_with(
+            "lateral_movement_isolation",
+            Limits {
+                max_pending_approvals: 2,
+                ..LIMITS
+            },
+        );
+        let mut ex = Recorder::default();
+        r.on_alert(&lateral(1), 0.0, &mut ex);
+        r.on_alert(&lateral(2), 0.0, &mut ex);
+        let out = r.on_alert(&lateral(3), 0.0, &mut ex);
+        assert_eq!(r.approvals.len(), 2);
+        assert_eq!(r.approvals_refused, 1);
+        assert!(ex.calls.is_empty(), "{:?}", ex.calls);
+        assert_eq!(
+            decisions(&out),
+            [DecisionKind::IncidentOpened, DecisionKind::ApprovalRefused]
+        );
+        let refused = out
+            .iter()
+            .filter_map(ResponseRecord::decision)
+            .find(|d| d.decision == DecisionKind::ApprovalRefused)
+            .expect("refusal");
+        assert!(
+            refused.detail.contains("max_pending_approvals"),
+            "{}",
+            refused.detail
+        );
+        assert!(ex
+            .audit
+            .iter()
+            .filter_map(ResponseRecord::decision)
+            .any(|d| d.decision == DecisionKind::ApprovalRefused));
+        let inc = r
+            .incidents
+            .values()
+            .find(|i| i.alert.id == "al-3")
+            .expect("incident kept");
+        assert_eq!(inc.state, IncidentState::Denied);
+        assert!(inc.results.iter().any(|s| s.state == StepState::Refused));
+        // Deciding one frees a place.
+        let id = r.approvals.keys().next().expect("pending").clone();
+        r.decide(&id, Decision::Deny, By::Uid(0), 1.0, &mut ex)
+            .expect("deny");
+        r.on_alert(&lateral(4), 2.0, &mut ex);
+        assert_eq!(r.approvals.len(), 2);
+        assert_eq!(r.approvals_refused, 1);
+    }
+
+    #[test]
+    fn an_approval_whose_deadline_passed_while_the_agent_was_down_expires_at_start() {
+        let mut p = shipped("lateral_movement_isolation");
+        // Even one that would approve itself on timeout: the alert is stale.
+        p.steps[1].action = StepAction::RequireApproval(RequireApproval {
+            timeout_s: 60,
+            on_timeout: Decision::Approve,
+        });
+        let mut r = enforce(vec![p]);
+        let mut ex = Recorder::default();
+        r.on_alert(&lateral(1), 100.0, &mut ex);
+        r.on_alert(&lateral(2), 150.0, &mut ex);
+        let saved = serde_json::to_string(&r.save()).expect("save");
+        // Restarted at 200 s: the first deadline (160) passed, the second (210) did not.
+        let mut r2 = enforce(vec![]);
+        r2.restore(serde_json::from_str(&saved).expect("load"));
+        let out = r2.expire_stale(200.0, &mut ex);
+        assert_eq!(decisions(&out), [DecisionKind::Expired]);
+        assert!(ex.calls.is_empty(), "{:?}", ex.calls);
+        assert_eq!(r2.approvals.len(), 1);
+        assert_eq!(r2.approvals_expired, 1);
+        let first = r2
+            .incidents
+            .values()
+            .find(|i| i.alert.id == "al-1")
+            .expect("incident");
+        assert_eq!(first.state, IncidentState::Denied);
+        assert!(first.results.iter().any(|s| s.state == StepState::Expired));
+        assert!(r2.take_dirty());
+        // The live one is still decided by its own deadline.
+        assert!(r2.tick(209.0, &mut ex).is_empty());
+        r2.tick(210.0, &mut ex);
+        assert_eq!(ex.calls, ["isolate host"]);
+    }
+
+    #[test]
+    fn an_approval_without_its_incident_and_an_incident_without_its_approval_expire() {
+        let mut r = enforce(vec![shipped("lateral_movement_isolation")]);
+        let mut ex = Recorder::default();
+        r.on_alert(&lateral(1), 0.0, &mut ex);
+        r.on_alert(&lateral(2), 0.0, &mut ex);
+        let mut saved = r.save();
+        // The first incident was evicted; the second lost its approval.
+        let gone = saved.incidents.remove(0);
+        saved.approvals.retain(|a| a.incident == gone.id);
+        let mut r2 = enforce(vec![]);
+        r2.restore(saved);
+        assert!(r2.approvals.is_empty());
+        assert_eq!(r2.approvals_expired, 1);
+        let out = r2.expire_stale(1.0, &mut ex);
+        assert_eq!(decisions(&out), [DecisionKind::Expired]);
+        assert_eq!(r2.approvals_expired, 2);
+        let inc = r2.incidents.values().next().expect("incident");
+        assert_eq!(inc.state, IncidentState::Denied);
+        assert!(ex.calls.is_empty());
     }
 }

@@ -57,6 +57,12 @@ pub enum DecisionKind {
     /// A step failed; what the incident applied is being undone.
     IncidentFailed,
     Rollback,
+    /// An approval was needed but `max_pending_approvals` were waiting:
+    /// the incident is denied without asking.
+    ApprovalRefused,
+    /// An approval's deadline passed while the agent was not running (or
+    /// its approval was lost): the incident is denied, nothing applied.
+    Expired,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

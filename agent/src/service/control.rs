@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::accept::{accept_loop, AcceptError, Gate};
+
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
 
@@ -123,46 +125,54 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ControlError> {
     Ok(l)
 }
 
-/// Accepts connections until the listener fails; each gets its own task.
+/// Serves connections forever, at most `gate`'s cap at once (the excess is
+/// told so and closed); each read and each write is bounded by its timeout,
+/// so an idle or one-byte-a-second client is cut, while an `alerts
+/// --follow` stream lives as long as its reader keeps up.
 pub async fn serve(
     listener: tokio::net::UnixListener,
     calls: mpsc::Sender<Call>,
     alerts: broadcast::Sender<Arc<str>>,
+    gate: Gate,
 ) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let calls = calls.clone();
-        let alerts = alerts.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection(stream, calls, alerts).await {
+    let busy = concat!(
+        r#"{"ok":false,"error":"the agent is serving too many control connections (control.max_connections); try again"}"#,
+        "\n"
+    );
+    let g = gate.clone();
+    accept_loop(gate, listener, busy.as_bytes(), move |stream, slot| {
+        let (calls, alerts, g) = (calls.clone(), alerts.clone(), g.clone());
+        async move {
+            let _slot = slot;
+            if let Err(e) = connection(stream, calls, alerts, &g).await {
                 tracing::debug!("control connection: {e}");
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
 async fn connection(
     stream: tokio::net::UnixStream,
     calls: mpsc::Sender<Call>,
     alerts: broadcast::Sender<Arc<str>>,
-) -> std::io::Result<()> {
+    gate: &Gate,
+) -> Result<(), AcceptError> {
     let uid = stream.peer_cred()?.uid();
     let (r, mut w) = stream.into_split();
     if uid != 0 {
         tracing::warn!("control socket: refused a request from uid {uid} (root only)");
         let resp = Response::err("the vigil control socket is root-only");
-        return w.write_all(resp.line().as_bytes()).await;
+        return gate.io(w.write_all(resp.line().as_bytes())).await;
     }
     let mut reader = tokio::io::BufReader::new(r.take(MAX_REQUEST as u64));
     let mut line = String::new();
-    reader.read_line(&mut line).await?;
+    gate.io(reader.read_line(&mut line)).await?;
     let request: Request = match serde_json::from_str(line.trim()) {
         Ok(r) => r,
         Err(e) => {
             let resp = Response::err(format!("bad request: {e}"));
-            return w.write_all(resp.line().as_bytes()).await;
+            return gate.io(w.write_all(resp.line().as_bytes())).await;
         }
     };
     let follow = matches!(request, Request::Alerts { follow: true });
@@ -175,24 +185,24 @@ async fn connection(
         reply: tx,
     };
     if calls.send(call).await.is_err() {
-        return w
-            .write_all(Response::err("agent is shutting down").line().as_bytes())
-            .await;
+        let resp = Response::err("agent is shutting down");
+        return gate.io(w.write_all(resp.line().as_bytes())).await;
     }
     let resp = rx
         .await
         .unwrap_or_else(|_| Response::err("agent dropped the request"));
-    w.write_all(resp.line().as_bytes()).await?;
+    gate.io(w.write_all(resp.line().as_bytes())).await?;
     if let Some(sub) = sub.as_mut() {
         loop {
+            // Each write has its own timeout, not the stream as a whole.
             match sub.recv().await {
                 Ok(alert) => {
-                    w.write_all(alert.as_bytes()).await?;
-                    w.write_all(b"\n").await?;
+                    let line = format!("{alert}\n");
+                    gate.io(w.write_all(line.as_bytes())).await?;
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     let note = serde_json::json!({"kind": "lagged", "missed_alerts": n});
-                    w.write_all(format!("{note}\n").as_bytes()).await?;
+                    gate.io(w.write_all(format!("{note}\n").as_bytes())).await?;
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             }

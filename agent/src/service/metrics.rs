@@ -49,6 +49,10 @@ pub struct Metrics {
     pub kafka_delivery_errors: IntCounter,
     pub kafka_telemetry_shed: IntCounter,
     pub commands: IntCounterVec,
+    pub endpoint_connections: IntGaugeVec,
+    pub endpoint_refused: IntCounterVec,
+    pub endpoint_timeouts: IntCounterVec,
+    pub endpoint_accept_errors: IntCounterVec,
     /// Last seen kernel totals, to turn them into counter increments.
     last: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Monotonic seconds of the pipeline loop's last turn (for /healthz).
@@ -89,6 +93,14 @@ impl Metrics {
             &["program"],
         )?;
         r.register(Box::new(up.clone()))?;
+        let endpoint_connections = IntGaugeVec::new(
+            Opts::new(
+                "endpoint_connections",
+                "Connections being served, by endpoint (metrics, control).",
+            ),
+            &["endpoint"],
+        )?;
+        r.register(Box::new(endpoint_connections.clone()))?;
         Ok(Arc::new(Metrics {
             events: counter_vec("events_total", "Records produced, by kind.", &["kind"])?,
             decode_errors: counter("decode_errors_total", "Malformed kernel records dropped.")?,
@@ -165,6 +177,22 @@ impl Metrics {
                 "defense.commands and threat.enriched messages, by topic and result.",
                 &["topic", "result"],
             )?,
+            endpoint_connections,
+            endpoint_refused: counter_vec(
+                "endpoint_refused_total",
+                "Connections closed at once because max_connections were being served.",
+                &["endpoint"],
+            )?,
+            endpoint_timeouts: counter_vec(
+                "endpoint_timeouts_total",
+                "Connections cut because a read or write took longer than the timeout.",
+                &["endpoint"],
+            )?,
+            endpoint_accept_errors: counter_vec(
+                "endpoint_accept_errors_total",
+                "Failed accepts (e.g. out of file descriptors), each followed by a backoff.",
+                &["endpoint"],
+            )?,
             last: Default::default(),
             heartbeat: AtomicU64::new(crate::util::clock::monotonic_ns() / 1_000_000_000),
             registry: r,
@@ -207,8 +235,15 @@ impl Metrics {
     }
 }
 
-/// Serves /metrics and /healthz until the task is dropped.
-pub async fn serve(addr: String, metrics: Arc<Metrics>) -> Result<(), MetricsError> {
+/// Serves /metrics and /healthz until the task is dropped, at most
+/// `limits.max_connections` at once, each read and write bounded by
+/// `limits.io_timeout` (the request head as a whole: one byte a second
+/// does not keep a connection alive).
+pub async fn serve(
+    addr: String,
+    metrics: Arc<Metrics>,
+    limits: super::accept::Limits,
+) -> Result<(), MetricsError> {
     let listener = TcpListener::bind(&addr)
         .await
         .map_err(|source| MetricsError::Bind {
@@ -216,49 +251,61 @@ pub async fn serve(addr: String, metrics: Arc<Metrics>) -> Result<(), MetricsErr
             source,
         })?;
     tracing::info!("metrics on http://{addr}/metrics");
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
-        };
-        let m = metrics.clone();
-        tokio::spawn(async move {
-            // Read the request head, which may arrive in several segments.
-            let mut req = Vec::with_capacity(1024);
-            let mut buf = [0u8; 512];
-            let read_head = async {
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-            };
-            if tokio::time::timeout(std::time::Duration::from_secs(5), read_head)
-                .await
-                .is_err()
-            {
-                return;
+    let gate = super::accept::Gate::new("metrics", limits, Some(metrics.clone()));
+    let busy =
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n";
+    let g = gate.clone();
+    super::accept::accept_loop(gate, listener, busy, move |sock, slot| {
+        let (m, g) = (metrics.clone(), g.clone());
+        async move {
+            let _slot = slot;
+            if let Err(e) = answer(sock, &m, &g).await {
+                tracing::debug!("metrics connection: {e}");
             }
-            let line = String::from_utf8_lossy(&req);
-            let path = line.split_whitespace().nth(1).unwrap_or("/");
-            let (status, ctype, body) = match path {
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", m.render()),
-                "/healthz" if m.healthy() => ("200 OK", "text/plain", "ok\n".to_string()),
-                "/healthz" => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "pipeline stalled\n".to_string(),
-                ),
-                _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-        });
-    }
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// Reads one request head and writes the answer.
+async fn answer(
+    mut sock: tokio::net::TcpStream,
+    m: &Metrics,
+    gate: &super::accept::Gate,
+) -> Result<(), super::accept::AcceptError> {
+    // Read the request head, which may arrive in several segments.
+    let mut req = Vec::with_capacity(1024);
+    let read_head = async {
+        let mut buf = [0u8; 512];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+            match sock.read(&mut buf).await? {
+                0 => break,
+                n => req.extend_from_slice(&buf[..n]),
+            }
+        }
+        Ok(())
+    };
+    gate.io(read_head).await?;
+    let line = String::from_utf8_lossy(&req);
+    let path = line.split_whitespace().nth(1).unwrap_or("/");
+    let (status, ctype, body) = match path {
+        "/metrics" => ("200 OK", "text/plain; version=0.0.4", m.render()),
+        "/healthz" if m.healthy() => ("200 OK", "text/plain", "ok\n".to_string()),
+        "/healthz" => (
+            "503 Service Unavailable",
+            "text/plain",
+            "pipeline stalled\n".to_string(),
+        ),
+        _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    gate.io(sock.write_all(head.as_bytes())).await?;
+    gate.io(sock.write_all(body.as_bytes())).await?;
+    Ok(())
 }
 
 #[cfg(test)]
