@@ -349,6 +349,7 @@ fn fleet_messages_are_verified_recorded_and_their_offsets_saved() {
     assert_eq!(offsets["defense.commands/0"], 5);
     // Every judged message is in the audit chain.
     let n = crate::enforce::audit::verify(&t.dir.join(crate::enforce::audit::FILE))
-        .expect("audit intact");
+        .expect("audit intact")
+        .records;
     assert!(n >= 5, "{n}");
 }

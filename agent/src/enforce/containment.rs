@@ -94,7 +94,7 @@ impl Containment {
         ))
     }
 
-    fn record(&self, a: Action) -> Action {
+    fn record(&self, mut a: Action) -> Action {
         if let Err(e) = a.record(&self.state_dir) {
             tracing::warn!("could not append to the audit log: {e}");
         }
@@ -292,7 +292,7 @@ pub fn kill_action(cfg: &Config, host: &str, pid: u32, start: Option<u64>, freez
             kill::kill(pid, start).map(|st| format!("SIGKILL via pidfd, start time {st}")),
         )
     };
-    let a = match result {
+    let mut a = match result {
         Ok(detail) => Action::new(
             host,
             verb,
