@@ -213,6 +213,14 @@ pub struct EnforceConfig {
     pub dns_resolvers: Vec<String>,
     /// Seconds between expiry sweeps and interface rescans in the daemon.
     pub maintenance_interval_s: u64,
+    /// Broadest IPv4 block a fleet command or indicator may ask for (a
+    /// prefix length: 16 means at most a /16). `vigil blocks add` needs
+    /// `--force` past it.
+    pub max_prefix_v4: u8,
+    /// Broadest IPv6 block a fleet command or indicator may ask for.
+    pub max_prefix_v6: u8,
+    /// Longest block (seconds) a fleet command or indicator may ask for.
+    pub max_ttl_s: u64,
 }
 
 impl Default for EnforceConfig {
@@ -225,6 +233,9 @@ impl Default for EnforceConfig {
             management_cidrs: Vec::new(),
             dns_resolvers: Vec::new(),
             maintenance_interval_s: 2,
+            max_prefix_v4: 16,
+            max_prefix_v6: 32,
+            max_ttl_s: 7 * 86_400,
         }
     }
 }
@@ -389,6 +400,15 @@ impl Config {
                 return invalid(&format!("enforce: {e}"));
             }
         }
+        if self.enforce.max_prefix_v4 > 32 {
+            return invalid("enforce.max_prefix_v4 must be a prefix length from 0 to 32");
+        }
+        if self.enforce.max_prefix_v6 > 128 {
+            return invalid("enforce.max_prefix_v6 must be a prefix length from 0 to 128");
+        }
+        if self.enforce.max_ttl_s == 0 {
+            return invalid("enforce.max_ttl_s must be at least 1");
+        }
         if !(0.0..=1.0).contains(&self.kafka.telemetry.flow_sample) {
             return invalid("kafka.telemetry.flow_sample must be between 0 and 1");
         }
@@ -464,6 +484,9 @@ mod tests {
     fn invalid_values_are_refused() {
         assert!(parse("flows:\n  max_entries: 0\n").is_err());
         assert!(parse("flows: [1, 2]\n").is_err());
+        assert!(parse("enforce:\n  max_prefix_v4: 33\n").is_err());
+        assert!(parse("enforce:\n  max_prefix_v6: 129\n").is_err());
+        assert!(parse("enforce:\n  max_ttl_s: 0\n").is_err());
     }
 }
 

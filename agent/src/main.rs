@@ -179,6 +179,10 @@ enum BlocksCmd {
         /// in, out or both
         #[arg(long, default_value = "both")]
         direction: String,
+        /// Block even when broader than enforce.max_prefix_v4/v6 or longer
+        /// than enforce.max_ttl_s (the never-block guard still applies).
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a block.
     Remove { target: String },
@@ -213,7 +217,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     target,
                     ttl,
                     direction,
-                } => contain::blocks_add(config, &target, &ttl, &direction),
+                    force,
+                } => contain::blocks_add(config, &target, &ttl, &direction, force),
                 BlocksCmd::Remove { target } => contain::blocks_remove(config, &target),
             }
         }

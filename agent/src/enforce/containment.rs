@@ -68,11 +68,13 @@ impl Containment {
             None => "failed: no cgroup v2 mount".to_string(),
         };
         // Pinned maps are the truth; the state file only refills empty maps.
-        let state_path = cfg.state_dir.join("blocks.json");
+        // A corrupt one is moved aside by `load` and restores nothing.
+        let state_path = cfg.state_dir.join(state::FILE);
         let mut restored = 0;
         if blocks.list().is_empty() {
-            let saved = state::load(&state_path)?;
-            restored = state::restore(&mut blocks, &saved)?;
+            if let Some(saved) = state::load(&state_path).found() {
+                restored = state::restore(&mut blocks, &saved)?;
+            }
         }
         let c = Containment {
             host: host.to_string(),
@@ -103,7 +105,7 @@ impl Containment {
 
     fn save(&self) {
         let saved = state::to_saved(&self.blocks.list());
-        if let Err(e) = state::save(&self.state_dir.join("blocks.json"), &saved) {
+        if let Err(e) = state::save(&self.state_dir.join(state::FILE), &saved) {
             tracing::warn!("could not save blocks: {e}");
         }
     }
@@ -134,7 +136,7 @@ impl Containment {
                 refusal.to_string(),
             ));
         }
-        let expires = monotonic_ns() + ttl_s * 1_000_000_000;
+        let expires = monotonic_ns().saturating_add(ttl_s.saturating_mul(1_000_000_000));
         let a = match self.blocks.insert(target, expires, flags) {
             Ok(()) => Action::new(
                 &self.host,
