@@ -29,6 +29,12 @@ pub struct Config {
     /// JSON lines output: a file path, or `-` for stdout. Empty means
     /// `<state_dir>/events.jsonl`.
     pub output: String,
+    /// A file output is rotated once it holds this many bytes
+    /// (`events.jsonl` → `events.jsonl.1`); 0 never rotates. Flat keys next
+    /// to `output` keep `output: PATH` valid in existing configs.
+    pub output_max_bytes: u64,
+    /// Rotated files kept (`.1` newest … `.N` oldest); 0 keeps none.
+    pub output_keep: u32,
     pub flows: FlowConfig,
     pub process_cache: ProcessCacheConfig,
     /// Seconds between `agent_stats` records (0 disables them).
@@ -116,6 +122,8 @@ impl Default for Config {
             host: String::new(),
             state_dir: PathBuf::from("/var/lib/vigil"),
             output: String::new(),
+            output_max_bytes: 256 * 1024 * 1024,
+            output_keep: 4,
             flows: FlowConfig::default(),
             process_cache: ProcessCacheConfig::default(),
             stats_interval_s: 60,

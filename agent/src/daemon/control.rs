@@ -143,6 +143,8 @@ impl Agent {
             "incidents_evicted": responder.incidents_evicted,
             "kafka": self.sinks.status_of("kafka"),
             "outputs": self.sinks.status(),
+            "audit_failures": crate::enforce::audit::failures(),
+            "state_write_errors": crate::util::statefile::write_errors(),
         })
     }
 }

@@ -26,7 +26,7 @@ use crate::response::engine::{Limits, Responder};
 use crate::response::playbook;
 use crate::service::control::Call;
 use crate::service::metrics::Metrics;
-use crate::sink::jsonl::JsonLines;
+use crate::sink::jsonl::{JsonLines, Rotation};
 use crate::sink::kafka::commands::Verifier;
 use crate::sink::kafka::consumer;
 use crate::sink::kafka::producer::{Inbound, Reporter};
@@ -141,8 +141,14 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         drops: take(&mut loaded.ebpf, agent_common::maps::EVENT_DROPS)?,
         created: take(&mut loaded.ebpf, agent_common::maps::FLOWS_CREATED)?,
     };
-    let mut sinks: Vec<Box<dyn Sink>> =
-        vec![Box::new(JsonLines::open(cfg.output_path().as_deref())?)];
+    let rotation = Rotation {
+        max_bytes: cfg.output_max_bytes,
+        keep: cfg.output_keep,
+    };
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(JsonLines::open(
+        cfg.output_path().as_deref(),
+        rotation,
+    )?)];
     let host: Arc<str> = if cfg.host.is_empty() {
         Arc::from(hostname())
     } else {

@@ -5,6 +5,7 @@
 //! to take a record is counted and logged, and the daemon carries on —
 //! detection and enforcement never stop because an output is unwell.
 
+pub mod backlog;
 pub mod jsonl;
 pub mod kafka;
 
@@ -211,7 +212,12 @@ impl Sinks {
     }
 
     pub fn observe(&self, m: &crate::service::metrics::Metrics) {
-        for s in &self.sinks {
+        for (s, f) in self.sinks.iter().zip(&self.failures) {
+            m.mirror(
+                &format!("output_errors:{}", s.name()),
+                f.errors,
+                &m.output_errors.with_label_values(&[s.name()]),
+            );
             s.observe(m);
         }
     }
