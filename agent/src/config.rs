@@ -438,6 +438,15 @@ impl Config {
         Ok(())
     }
 
+    /// The config as `check-config` prints it: secrets replaced.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        if !c.kafka.hmac_key.is_empty() {
+            c.kafka.hmac_key = "<redacted>".to_string();
+        }
+        c
+    }
+
     /// The output path after defaults: `None` means stdout.
     pub fn output_path(&self) -> Option<PathBuf> {
         match self.output.as_str() {
@@ -495,6 +504,20 @@ mod tests {
         assert!(parse("enforce:\n  max_prefix_v4: 33\n").is_err());
         assert!(parse("enforce:\n  max_prefix_v6: 129\n").is_err());
         assert!(parse("enforce:\n  max_ttl_s: 0\n").is_err());
+    }
+
+    #[test]
+    fn the_hmac_key_is_redacted_and_nothing_else_changes() {
+        let c =
+            parse("kafka:\n  hmac_key: s3cret-fleet-key\n  brokers: \"k:9092\"\n").expect("parse");
+        let r = c.redacted();
+        assert_eq!(r.kafka.hmac_key, "<redacted>");
+        let shown = serde_yaml::to_string(&r).expect("yaml");
+        assert!(!shown.contains("s3cret-fleet-key"), "{shown}");
+        let mut back = r.clone();
+        back.kafka.hmac_key = c.kafka.hmac_key.clone();
+        assert_eq!(back, c);
+        assert_eq!(Config::default().redacted(), Config::default());
     }
 }
 

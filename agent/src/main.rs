@@ -26,7 +26,7 @@ enum Command {
         #[arg(long, short)]
         output: Option<String>,
     },
-    /// Check a config file and print the effective configuration.
+    /// Check a config file and print the effective configuration (secrets redacted).
     CheckConfig { config: PathBuf },
     /// The kernel IP blocklist (XDP inbound, cgroup_skb outbound).
     Blocks {

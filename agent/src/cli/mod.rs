@@ -38,10 +38,12 @@ pub fn run_daemon(config: Option<&Path>, output: Option<String>) -> anyhow::Resu
     Ok(())
 }
 
-/// `vigil check-config`: parses and prints the effective configuration.
+/// `vigil check-config`: parses and prints the effective configuration
+/// as YAML, with `kafka.hmac_key` redacted (the output ends up in
+/// terminals, tickets and CI logs).
 pub fn check_config(path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(path)?;
-    println!("{cfg:#?}");
+    print!("{}", serde_yaml::to_string(&cfg.redacted())?);
     Ok(())
 }
 

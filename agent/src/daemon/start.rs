@@ -122,6 +122,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
     if unsafe { libc::geteuid() } != 0 {
         return Err(DaemonError::NotRoot);
     }
+    private_files(&cfg)?;
     // A bad playbook stops start-up before anything is attached.
     let playbooks = playbook::load_dir(&cfg.playbooks.dir)?;
     let mut loaded = loader::load(&cfg)?;
@@ -301,4 +302,19 @@ fn schedule(agent: &Agent) -> Schedule {
         s.every(Job::Outputs, Duration::from_millis(20), zero, now);
     }
     s
+}
+
+/// Outside systemd (which sets `StateDirectoryMode=0700` for the unit),
+/// the agent makes its own files private: umask 077 for everything it
+/// creates, and a state directory of mode 0700.
+fn private_files(cfg: &Config) -> Result<(), DaemonError> {
+    let under_systemd =
+        std::env::var_os("INVOCATION_ID").is_some() || std::env::var_os("NOTIFY_SOCKET").is_some();
+    if under_systemd {
+        return Ok(());
+    }
+    // SAFETY: umask has no preconditions; it only changes this process's mask.
+    unsafe { libc::umask(0o077) };
+    crate::util::statefile::private_dir(&cfg.state_dir)?;
+    Ok(())
 }
