@@ -258,8 +258,15 @@ pub struct KafkaConfig {
     /// Shared secret for the HMAC-SHA256 on `defense.commands` and
     /// `threat.enriched` messages; empty refuses every command.
     pub hmac_key: String,
-    /// Commands and indicators older (or newer) than this are refused.
+    /// Commands and indicators older (or newer) than this are refused;
+    /// executed ids are remembered (`kafka-seen.json`) this long.
     pub command_max_age_s: u64,
+    /// Authenticated commands and indicators that may act per minute (a
+    /// budget of their own, apart from `response.max_actions_per_minute`);
+    /// past it they are refused as rate-limited. Refusals of authenticated
+    /// messages are recorded one by one up to the same number per minute
+    /// and summarised past it.
+    pub max_commands_per_minute: usize,
     /// How long librdkafka retries a message before reporting failure (it
     /// then stays in the spool and is produced again).
     pub message_timeout_ms: u64,
@@ -274,6 +281,7 @@ impl Default for KafkaConfig {
             telemetry: TelemetryConfig::default(),
             hmac_key: String::new(),
             command_max_age_s: 300,
+            max_commands_per_minute: 60,
             message_timeout_ms: 30_000,
             spool: SpoolSettings::default(),
         }
@@ -417,6 +425,9 @@ impl Config {
         if self.enforce.max_ttl_s == 0 {
             return invalid("enforce.max_ttl_s must be at least 1");
         }
+        if self.kafka.max_commands_per_minute == 0 {
+            return invalid("kafka.max_commands_per_minute must be at least 1");
+        }
         if !(0.0..=1.0).contains(&self.kafka.telemetry.flow_sample) {
             return invalid("kafka.telemetry.flow_sample must be between 0 and 1");
         }
@@ -504,6 +515,7 @@ mod tests {
         assert!(parse("enforce:\n  max_prefix_v4: 33\n").is_err());
         assert!(parse("enforce:\n  max_prefix_v6: 129\n").is_err());
         assert!(parse("enforce:\n  max_ttl_s: 0\n").is_err());
+        assert!(parse("kafka:\n  max_commands_per_minute: 0\n").is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::agent::{Agent, AlertFeed, Fleet, HostResponse};
+use super::agent::{Agent, AlertFeed, Baselines, Fleet, HostResponse};
 use super::flows::{FlowTracker, Kernel};
 use super::inbound::OFFSETS_FILE;
 use super::schedule::{Job, Schedule};
@@ -27,7 +27,6 @@ use crate::response::playbook;
 use crate::service::control::Call;
 use crate::service::metrics::Metrics;
 use crate::sink::jsonl::{JsonLines, Rotation};
-use crate::sink::kafka::commands::Verifier;
 use crate::sink::kafka::consumer;
 use crate::sink::kafka::producer::{Inbound, Reporter};
 use crate::sink::{Sink, Sinks};
@@ -207,18 +206,18 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
             containment,
             state_dir: cfg.state_dir.clone(),
             host,
+            unsaved: false,
         },
         alerts: AlertFeed::new(),
-        fleet: Fleet {
-            verifier: Verifier::new(&cfg.kafka.hmac_key, cfg.kafka.command_max_age_s),
-            offsets: consumer::load_offsets(&cfg.state_dir.join(OFFSETS_FILE)),
-        },
+        fleet: Fleet::new(&cfg),
         metrics: None,
         probes: probes.clone(),
         metric_ticks: 0,
+        baselines: Baselines::default(),
         cfg,
     };
     agent.response.restore();
+    agent.restore_fleet();
 
     let mut tasks = Vec::new();
     let (call_tx, calls) = mpsc::channel(64);
@@ -233,12 +232,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         agent.metrics = Some(m);
         tasks.push(task);
     }
-    if let Some(engine) = agent.engine.as_mut() {
-        let dir = agent.cfg.state_dir.clone();
-        for e in engine.load_states(|name| std::fs::read(dir.join(name)).ok()) {
-            tracing::warn!("ignored saved detector state ({e}); learning afresh");
-        }
-    }
+    agent.load_baselines();
     agent.write_agent(Body::AgentStart(AgentStart {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION"),
@@ -301,6 +295,7 @@ fn schedule(agent: &Agent) -> Schedule {
     if !cfg.kafka.brokers.is_empty() {
         s.every(Job::Outputs, Duration::from_millis(20), zero, now);
     }
+    s.every(Job::Housekeeping, Duration::from_secs(1), zero, now);
     s
 }
 

@@ -42,6 +42,8 @@ pub enum Output<'a> {
     Response(&'a ResponseRecord),
     /// A fleet command or indicator as received and judged.
     Command(&'a CommandRecord),
+    /// Fleet messages refused without a record each, counted.
+    Summary(&'a CommandSummary),
 }
 
 impl Output<'_> {
@@ -52,6 +54,7 @@ impl Output<'_> {
             Output::Alert(_) => "alert",
             Output::Response(r) => r.kind(),
             Output::Command(_) => "command",
+            Output::Summary(_) => "command_summary",
         }
     }
 
@@ -62,6 +65,7 @@ impl Output<'_> {
             Output::Alert(a) => serde_json::to_string(a),
             Output::Response(r) => serde_json::to_string(r),
             Output::Command(c) => serde_json::to_string(c),
+            Output::Summary(c) => serde_json::to_string(c),
         }
     }
 }
@@ -81,6 +85,30 @@ pub struct CommandRecord {
     /// `executed` or `refused`.
     pub result: &'static str,
     pub detail: String,
+}
+
+/// Refused fleet messages counted since `since`, written at most once a
+/// minute instead of one record each (docs/kafka.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandSummary {
+    pub kind: &'static str,
+    pub id: String,
+    pub ts: String,
+    pub host: String,
+    /// When the first of these refusals was counted.
+    pub since: String,
+    /// All refusals summarised here.
+    pub refused: u64,
+    pub counts: Vec<RefusalCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RefusalCount {
+    pub topic: String,
+    /// `unsigned`, `forged`, `malformed`, `no_key`, `stale`, `replay` or
+    /// `rate_limited`.
+    pub reason: &'static str,
+    pub count: u64,
 }
 
 /// A destination for records.

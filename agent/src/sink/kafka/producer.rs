@@ -348,7 +348,7 @@ fn record_id(payload: &[u8]) -> &[u8] {
 pub fn class_of(kind: &str) -> Class {
     match kind {
         "alert" => Class::Alert,
-        "action" | "decision" | "notification" | "command" => Class::Action,
+        "action" | "decision" | "notification" | "command" | "command_summary" => Class::Action,
         _ => Class::Telemetry,
     }
 }
