@@ -195,6 +195,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // On a failed write (stderr on a full disk) tracing-subscriber
+        // would report it with eprintln!, which panics: the agent must
+        // outlive its log.
+        .log_internal_errors(false)
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

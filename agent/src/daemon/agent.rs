@@ -3,6 +3,7 @@
 //! component needs a lock.
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -196,7 +197,10 @@ impl Agent {
         };
         let now_s = r.wall_ns as f64 / 1e9;
         for alert in engine.on_record(now_s, &r.ts, &r.host, &r.body) {
-            eprintln!("{}", alert.line());
+            // Not eprintln!: it panics when stderr cannot be written (a
+            // full disk under a redirected stderr), and an alert line on
+            // the terminal is not worth the agent.
+            let _ = writeln!(std::io::stderr(), "{}", alert.line());
             if let Some(m) = &self.metrics {
                 for t in &alert.techniques {
                     m.alerts.with_label_values(&[alert.detector, t.id]).inc();
