@@ -111,7 +111,10 @@ fn check_config_never_prints_the_fleet_key() {
         "the key was printed:\n{stdout}{stderr}"
     );
     assert!(stdout.contains("hmac_key: <redacted>"), "{stdout}");
-    assert!(stdout.contains("127.0.0.1:9"), "the rest is shown: {stdout}");
+    assert!(
+        stdout.contains("127.0.0.1:9"),
+        "the rest is shown: {stdout}"
+    );
 }
 
 /// Removes the package even when an assertion fails halfway.

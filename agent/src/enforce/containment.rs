@@ -25,6 +25,9 @@ pub struct Containment {
     enforcer: Enforcer,
     pub blocks: Blocklist,
     pub guard: Guard,
+    /// The last save of blocks.json failed (a full disk): maintenance
+    /// retries it, so a block applied meanwhile survives a reboot.
+    unsaved: bool,
 }
 
 /// Where the programs ended up, for the probe table and `vigil status`.
@@ -85,6 +88,7 @@ impl Containment {
             enforcer,
             blocks,
             guard: Guard::new(&guard_inputs(cfg)),
+            unsaved: false,
         };
         Ok((
             c,
@@ -103,10 +107,16 @@ impl Containment {
         a
     }
 
-    fn save(&self) {
+    fn save(&mut self) {
         let saved = state::to_saved(&self.blocks.list());
-        if let Err(e) = state::save(&self.state_dir.join(state::FILE), &saved) {
-            tracing::warn!("could not save blocks: {e}");
+        match state::save(&self.state_dir.join(state::FILE), &saved) {
+            Ok(()) => self.unsaved = false,
+            Err(e) => {
+                if !self.unsaved {
+                    tracing::warn!("could not save blocks: {e}; retrying");
+                }
+                self.unsaved = true;
+            }
         }
     }
 
@@ -198,7 +208,7 @@ impl Containment {
                 detail,
             )));
         }
-        if !expired.is_empty() {
+        if !expired.is_empty() || self.unsaved {
             self.save();
         }
         out
