@@ -60,29 +60,6 @@ fn fill(path: &Path) -> u64 {
     n
 }
 
-fn scan_playbook(dir: &Path) {
-    std::fs::write(
-        dir.join("scan_block.yaml"),
-        "# Test playbook — ATT&CK T1046 Network Service Discovery\nversion: 1\nname: scan_block\n\
-         trigger:\n  detectors: [scan]\n  techniques: [T1046]\nsteps:\n  - action: block_ip\n    target: source\n    ttl: 5m\n",
-    )
-    .expect("write playbook");
-}
-
-fn blocked(cfg: &Path, ip: &str) -> bool {
-    let out = Command::new(vigil_bin())
-        .args(["blocks", "list", "--json", "--config"])
-        .arg(cfg)
-        .output()
-        .expect("blocks list");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v["blocks"].as_array().is_some_and(|l| {
-        l.iter().any(|e| {
-            e["target"].as_str().is_some_and(|t| t.starts_with(ip)) && e["expired"] == false
-        })
-    })
-}
-
 fn status(cfg: &Path) -> Value {
     let out = Command::new(vigil_bin())
         .args(["status", "--json", "--config"])
@@ -90,6 +67,21 @@ fn status(cfg: &Path) -> Value {
         .output()
         .expect("status");
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// `vigil blocks add IP --ttl 1m`, by the CLI (an audited action).
+fn cli_block(cfg: &Path, ip: &str) -> std::process::Output {
+    let out = Command::new(vigil_bin())
+        .args(["blocks", "add", ip, "--ttl", "1m", "--config"])
+        .arg(cfg)
+        .output()
+        .expect("blocks add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// Every line of the output must be one whole JSON record.
@@ -113,7 +105,7 @@ fn a_full_disk_costs_output_not_detection_or_enforcement() {
     let topo = Topology::new("dfull", s);
     let pins = Pins::new("dfull");
     let books = TempDir::new("dfull-books");
-    scan_playbook(&books.0);
+    scan_block_playbook(&books.0);
     let run = TempDir::new("dfull-run");
     let socket = run.0.join("vigil.sock");
     let metrics_addr = "127.0.0.1:19196";
@@ -223,16 +215,7 @@ fn a_full_disk_costs_output_not_detection_or_enforcement() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Audited again once there is room.
-    let out = Command::new(vigil_bin())
-        .args(["blocks", "add", "203.0.113.77", "--ttl", "1m", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("blocks add");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cli_block(&cfg, "203.0.113.77");
     let line: Value = serde_json::from_slice(&out.stdout).expect("action");
     assert_eq!(line["audited"], true, "{line}");
     assert!(agent.stop());
@@ -273,12 +256,7 @@ fn corrupt_state_files_are_moved_aside_and_the_agent_starts() {
     let log = agent.stderr();
     assert!(log.contains("blocks.json is corrupt"), "{log}");
     // It runs: a block is saved to a fresh blocks.json.
-    let out = Command::new(vigil_bin())
-        .args(["blocks", "add", "203.0.113.78", "--ttl", "1m", "--config"])
-        .arg(agent.dir.0.join("vigil.yaml"))
-        .output()
-        .expect("blocks add");
-    assert!(out.status.success());
+    cli_block(&agent.dir.0.join("vigil.yaml"), "203.0.113.78");
     let saved: Value = serde_json::from_slice(
         &std::fs::read(agent.dir.0.join("blocks.json")).expect("blocks.json"),
     )
@@ -330,23 +308,7 @@ fn audit_verify_reports_truncation_deletion_and_torn_lines() {
     .expect("config");
     // Real appends, by the CLI, under the audit log's lock.
     for n in 0..4 {
-        let out = Command::new(vigil_bin())
-            .args([
-                "blocks",
-                "add",
-                &format!("203.0.113.{}", 90 + n),
-                "--ttl",
-                "1m",
-            ])
-            .arg("--config")
-            .arg(&cfg)
-            .output()
-            .expect("blocks add");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cli_block(&cfg, &format!("203.0.113.{}", 90 + n));
     }
     let log = dir.0.join("audit.jsonl");
     let (ok, text) = verify(&cfg);

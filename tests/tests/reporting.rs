@@ -39,15 +39,6 @@ fn config(
     )
 }
 
-fn scan_playbook(dir: &Path) {
-    std::fs::write(
-        dir.join("scan_block.yaml"),
-        "# Test playbook — ATT&CK T1046 Network Service Discovery\nversion: 1\nname: scan_block\n\
-         trigger:\n  detectors: [scan]\n  techniques: [T1046]\nsteps:\n  - action: block_ip\n    target: source\n    ttl: 5m\n",
-    )
-    .expect("write playbook");
-}
-
 fn alert_ids(agent: &Agent) -> Vec<String> {
     agent
         .records()
@@ -93,7 +84,7 @@ fn alerts_and_actions_survive_a_broker_outage_and_an_agent_sigkill() {
     let pins = Pins::new("kfo");
     let mut broker = Broker::start(19192);
     let books = TempDir::new("kfo-books");
-    scan_playbook(&books.0);
+    scan_block_playbook(&books.0);
     let cfg = config(s, &broker, &pins, &books.0, "", "");
     let mut agent = Agent::start_in(None, &cfg, TempDir::new("kfo"));
 
@@ -192,20 +183,6 @@ fn alerts_and_actions_survive_a_broker_outage_and_an_agent_sigkill() {
         "spool not empty after replay"
     );
     assert!(agent.stop());
-}
-
-fn blocked(cfg: &Path, ip: &str) -> bool {
-    let out = Command::new(vigil_bin())
-        .args(["blocks", "list", "--json", "--config"])
-        .arg(cfg)
-        .output()
-        .expect("blocks list");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v["blocks"].as_array().is_some_and(|l| {
-        l.iter().any(|e| {
-            e["target"].as_str().is_some_and(|t| t.starts_with(ip)) && e["expired"] == false
-        })
-    })
 }
 
 fn command_record(agent: &mut Agent, n: usize) -> Value {

@@ -355,25 +355,24 @@ impl Agent {
     /// Periodic saves and summaries: refused fleet messages, Kafka offsets
     /// and executed ids, response state, detector baselines.
     pub fn housekeeping(&mut self) {
-        let now = wall_s();
-        self.summarise_refusals(now, false);
-        self.save_offsets();
-        self.save_seen(now);
-        self.response.save_if_dirty();
-        if now - self.baselines.last_s >= BASELINE_EVERY_S {
-            self.baselines.last_s = now;
-            self.save_baselines();
-        }
+        self.save_changed(false);
     }
 
     /// At shutdown: everything housekeeping would save, now.
     pub fn persist(&mut self) {
+        self.save_changed(true);
+    }
+
+    fn save_changed(&mut self, shutdown: bool) {
         let now = wall_s();
-        self.summarise_refusals(now, true);
+        self.summarise_refusals(now, shutdown);
         self.save_offsets();
         self.save_seen(now);
         self.response.save_if_dirty();
-        self.save_baselines();
+        if shutdown || now - self.baselines.last_s >= BASELINE_EVERY_S {
+            self.baselines.last_s = now;
+            self.save_baselines();
+        }
     }
 
     /// An agent record (start, stats, stop), flushed at once.

@@ -594,32 +594,6 @@ fn commands_have_their_own_rate_budget() {
         .is_ok());
 }
 
-/// A flow record with these features (the anomaly detector reads nothing else).
-fn flow_body(x: [f64; 16]) -> crate::record::Body {
-    crate::record::Body::Flow(Box::new(crate::record::Flow {
-        community_id: String::new(),
-        proto: "tcp",
-        direction: "outbound",
-        src_ip: "10.0.0.1".parse().expect("ip"),
-        src_port: 1,
-        dst_ip: "10.0.0.2".parse().expect("ip"),
-        dst_port: 443,
-        pid: None,
-        comm: None,
-        exe: None,
-        packets_out: 0,
-        packets_in: 0,
-        bytes_out: 0,
-        bytes_in: 0,
-        duration_ms: 0.0,
-        syn: 0,
-        rst: 0,
-        fin: 0,
-        end_reason: "close",
-        features: x,
-    }))
-}
-
 /// The anomaly alerts `x` raises in `t`'s detectors.
 fn anomaly_scores(t: &mut Test, x: [f64; 16], now: f64) -> Vec<f64> {
     let host: Arc<str> = Arc::from("test-host");
@@ -627,7 +601,12 @@ fn anomaly_scores(t: &mut Test, x: [f64; 16], now: f64) -> Vec<f64> {
         .engine
         .as_mut()
         .expect("detectors")
-        .on_record(now, "t", &host, &flow_body(x))
+        .on_record(
+            now,
+            "t",
+            &host,
+            &crate::detect::anomaly::flow_with_features(x),
+        )
         .iter()
         .filter(|a| a.detector == "anomaly")
         .filter_map(|a| a.evidence["score"].as_f64())

@@ -325,35 +325,41 @@ impl Detector for AnomalyDetector {
     }
 }
 
+/// A flow record carrying only `x` (all the detector reads), for tests
+/// here and of the daemon's baseline persistence.
+#[cfg(test)]
+pub fn flow_with_features(x: [f64; 16]) -> Body {
+    Body::Flow(Box::new(crate::record::Flow {
+        community_id: String::new(),
+        proto: "tcp",
+        direction: "outbound",
+        src_ip: "10.0.0.1".parse().expect("ip"),
+        src_port: 1,
+        dst_ip: "10.0.0.2".parse().expect("ip"),
+        dst_port: 443,
+        pid: None,
+        comm: None,
+        exe: None,
+        packets_out: 0,
+        packets_in: 0,
+        bytes_out: 0,
+        bytes_in: 0,
+        duration_ms: 0.0,
+        syn: 0,
+        rst: 0,
+        fin: 0,
+        end_reason: "close",
+        features: x,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::detect::iforest::{planted, Rng};
-    use crate::record::Flow;
 
     fn flow(x: [f64; 16]) -> Body {
-        Body::Flow(Box::new(Flow {
-            community_id: String::new(),
-            proto: "tcp",
-            direction: "outbound",
-            src_ip: "10.0.0.1".parse().expect("ip"),
-            src_port: 1,
-            dst_ip: "10.0.0.2".parse().expect("ip"),
-            dst_port: 443,
-            pid: None,
-            comm: None,
-            exe: None,
-            packets_out: 0,
-            packets_in: 0,
-            bytes_out: 0,
-            bytes_in: 0,
-            duration_ms: 0.0,
-            syn: 0,
-            rst: 0,
-            fin: 0,
-            end_reason: "close",
-            features: x,
-        }))
+        flow_with_features(x)
     }
 
     fn row(data: &Array2<f64>, i: usize) -> [f64; 16] {

@@ -517,14 +517,19 @@ mod tests {
         back.validate(16)
     }
 
-    /// The first split node of tree 0.
-    fn split(v: &mut serde_json::Value) -> &mut serde_json::Value {
+    /// The first node of tree 0 of `kind` (`Split` or `Leaf`): its index
+    /// and its fields.
+    fn first<'a>(v: &'a mut serde_json::Value, kind: &str) -> (usize, &'a mut serde_json::Value) {
         let nodes = v["trees"][0]["nodes"].as_array_mut().expect("nodes");
-        nodes
-            .iter_mut()
-            .find(|n| n.get("Split").is_some())
-            .map(|n| &mut n["Split"])
-            .expect("a split")
+        let i = nodes
+            .iter()
+            .position(|n| n.get(kind).is_some())
+            .expect("a node of that kind");
+        (i, &mut nodes[i][kind])
+    }
+
+    fn split(v: &mut serde_json::Value) -> &mut serde_json::Value {
+        first(v, "Split").1
     }
 
     #[test]
@@ -540,12 +545,8 @@ mod tests {
             (
                 "self loop",
                 Box::new(|v| {
-                    let nodes = v["trees"][0]["nodes"].as_array_mut().expect("nodes");
-                    let i = nodes
-                        .iter()
-                        .position(|n| n.get("Split").is_some())
-                        .expect("split");
-                    nodes[i]["Split"]["left"] = i.into();
+                    let (i, n) = first(v, "Split");
+                    n["left"] = i.into();
                 }),
             ),
             ("feature", Box::new(|v| split(v)["feature"] = 16.into())),
@@ -562,14 +563,7 @@ mod tests {
             ("features", Box::new(|v| v["features"] = 15.into())),
             (
                 "leaf size",
-                Box::new(|v| {
-                    let nodes = v["trees"][0]["nodes"].as_array_mut().expect("nodes");
-                    let leaf = nodes
-                        .iter_mut()
-                        .find(|n| n.get("Leaf").is_some())
-                        .expect("leaf");
-                    leaf["Leaf"]["size"] = 1_000_000.into();
-                }),
+                Box::new(|v| first(v, "Leaf").1["size"] = 1_000_000.into()),
             ),
         ];
         for (what, f) in cases {

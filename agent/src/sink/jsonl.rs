@@ -302,14 +302,7 @@ impl Sink for JsonLines {
     }
 
     fn observe(&self, m: &crate::service::metrics::Metrics) {
-        m.mirror(
-            "jsonl_shed",
-            self.backlog.shed,
-            &m.output_shed.with_label_values(&["jsonl"]),
-        );
-        m.output_pending_bytes
-            .with_label_values(&["jsonl"])
-            .set(self.pending_bytes() as i64);
+        super::observe_backlog(m, "jsonl", self.backlog.shed, self.pending_bytes());
     }
 }
 

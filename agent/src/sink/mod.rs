@@ -251,6 +251,23 @@ impl Sinks {
     }
 }
 
+/// Mirrors a retry backlog into the metrics: what it shed, what it holds.
+pub fn observe_backlog(
+    m: &crate::service::metrics::Metrics,
+    output: &str,
+    shed: u64,
+    pending_bytes: usize,
+) {
+    m.mirror(
+        &format!("output_shed:{output}"),
+        shed,
+        &m.output_shed.with_label_values(&[output]),
+    );
+    m.output_pending_bytes
+        .with_label_values(&[output])
+        .set(pending_bytes as i64);
+}
+
 /// Counts a failure; logs the first and then every power of two.
 fn note(name: &str, f: &mut SinkFailures, r: Result<(), SinkError>) {
     if let Err(e) = r {

@@ -439,14 +439,7 @@ impl crate::sink::Sink for Reporter {
             &m.kafka_delivery_errors,
         );
         m.mirror("kafka_shed", self.stats.shed_rate, &m.kafka_telemetry_shed);
-        m.mirror(
-            "kafka_backlog_shed",
-            self.backlog.shed,
-            &m.output_shed.with_label_values(&["kafka"]),
-        );
-        m.output_pending_bytes
-            .with_label_values(&["kafka"])
-            .set(self.backlog.bytes() as i64);
+        crate::sink::observe_backlog(m, "kafka", self.backlog.shed, self.backlog.bytes());
         let s = self.spool.stats;
         m.mirror(
             "spool_shed_t",
