@@ -157,6 +157,16 @@ fn a_full_disk_costs_output_not_detection_or_enforcement() {
         "{st}"
     );
     assert!(st["audit_failures"].as_u64().is_some_and(|n| n > 0), "{st}");
+    let human = Command::new(vigil_bin())
+        .args(["status", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("status");
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("OUTPUTS") && human.contains("No space left on device"),
+        "{human}"
+    );
     let start = Instant::now();
     let text = loop {
         let (code, text) = http_get(metrics_addr, "/metrics");
