@@ -157,7 +157,7 @@ fn run(pin_dir: &Path) {
     let _fresh = Enforcer::load(pin_dir).expect("reload");
     let mut list = Blocklist::open(pin_dir).expect("reopen");
     let t = Instant::now();
-    let loaded = state::load(&state_file).expect("load state");
+    let loaded = state::load(&state_file).found().expect("load state");
     let n = state::restore(&mut list, &loaded).expect("restore");
     let restore = t.elapsed();
     let _ = std::fs::remove_file(&state_file);

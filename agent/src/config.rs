@@ -29,6 +29,12 @@ pub struct Config {
     /// JSON lines output: a file path, or `-` for stdout. Empty means
     /// `<state_dir>/events.jsonl`.
     pub output: String,
+    /// A file output is rotated once it holds this many bytes
+    /// (`events.jsonl` → `events.jsonl.1`); 0 never rotates. Flat keys next
+    /// to `output` keep `output: PATH` valid in existing configs.
+    pub output_max_bytes: u64,
+    /// Rotated files kept (`.1` newest … `.N` oldest); 0 keeps none.
+    pub output_keep: u32,
     pub flows: FlowConfig,
     pub process_cache: ProcessCacheConfig,
     /// Seconds between `agent_stats` records (0 disables them).
@@ -165,6 +171,8 @@ impl Default for Config {
             host: String::new(),
             state_dir: PathBuf::from("/var/lib/vigil"),
             output: String::new(),
+            output_max_bytes: 256 * 1024 * 1024,
+            output_keep: 4,
             flows: FlowConfig::default(),
             process_cache: ProcessCacheConfig::default(),
             stats_interval_s: 60,
@@ -262,6 +270,14 @@ pub struct EnforceConfig {
     pub dns_resolvers: Vec<String>,
     /// Seconds between expiry sweeps and interface rescans in the daemon.
     pub maintenance_interval_s: u64,
+    /// Broadest IPv4 block a fleet command or indicator may ask for (a
+    /// prefix length: 16 means at most a /16). `vigil blocks add` needs
+    /// `--force` past it.
+    pub max_prefix_v4: u8,
+    /// Broadest IPv6 block a fleet command or indicator may ask for.
+    pub max_prefix_v6: u8,
+    /// Longest block (seconds) a fleet command or indicator may ask for.
+    pub max_ttl_s: u64,
 }
 
 impl Default for EnforceConfig {
@@ -274,6 +290,9 @@ impl Default for EnforceConfig {
             management_cidrs: Vec::new(),
             dns_resolvers: Vec::new(),
             maintenance_interval_s: 2,
+            max_prefix_v4: 16,
+            max_prefix_v6: 32,
+            max_ttl_s: 7 * 86_400,
         }
     }
 }
@@ -288,8 +307,15 @@ pub struct KafkaConfig {
     /// Shared secret for the HMAC-SHA256 on `defense.commands` and
     /// `threat.enriched` messages; empty refuses every command.
     pub hmac_key: String,
-    /// Commands and indicators older (or newer) than this are refused.
+    /// Commands and indicators older (or newer) than this are refused;
+    /// executed ids are remembered (`kafka-seen.json`) this long.
     pub command_max_age_s: u64,
+    /// Authenticated commands and indicators that may act per minute (a
+    /// budget of their own, apart from `response.max_actions_per_minute`);
+    /// past it they are refused as rate-limited. Refusals of authenticated
+    /// messages are recorded one by one up to the same number per minute
+    /// and summarised past it.
+    pub max_commands_per_minute: usize,
     /// How long librdkafka retries a message before reporting failure (it
     /// then stays in the spool and is produced again).
     pub message_timeout_ms: u64,
@@ -304,6 +330,7 @@ impl Default for KafkaConfig {
             telemetry: TelemetryConfig::default(),
             hmac_key: String::new(),
             command_max_age_s: 300,
+            max_commands_per_minute: 60,
             message_timeout_ms: 30_000,
             spool: SpoolSettings::default(),
         }
@@ -476,6 +503,18 @@ impl Config {
         if self.response.quarantine_max_bytes == 0 {
             return invalid("response.quarantine_max_bytes must be at least 1");
         }
+        if self.enforce.max_prefix_v4 > 32 {
+            return invalid("enforce.max_prefix_v4 must be a prefix length from 0 to 32");
+        }
+        if self.enforce.max_prefix_v6 > 128 {
+            return invalid("enforce.max_prefix_v6 must be a prefix length from 0 to 128");
+        }
+        if self.enforce.max_ttl_s == 0 {
+            return invalid("enforce.max_ttl_s must be at least 1");
+        }
+        if self.kafka.max_commands_per_minute == 0 {
+            return invalid("kafka.max_commands_per_minute must be at least 1");
+        }
         if !(0.0..=1.0).contains(&self.kafka.telemetry.flow_sample) {
             return invalid("kafka.telemetry.flow_sample must be between 0 and 1");
         }
@@ -495,6 +534,15 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The config as `check-config` prints it: secrets replaced.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        if !c.kafka.hmac_key.is_empty() {
+            c.kafka.hmac_key = "<redacted>".to_string();
+        }
+        c
     }
 
     /// The output path after defaults: `None` means stdout.
@@ -554,6 +602,10 @@ mod tests {
         let e = parse("control:\n  max_connections: 0\n").expect_err("zero cap");
         assert!(e.to_string().contains("control.max_connections"), "{e}");
         assert!(parse("metrics:\n  io_timeout_s: 0\n").is_err());
+        assert!(parse("enforce:\n  max_prefix_v4: 33\n").is_err());
+        assert!(parse("enforce:\n  max_prefix_v6: 129\n").is_err());
+        assert!(parse("enforce:\n  max_ttl_s: 0\n").is_err());
+        assert!(parse("kafka:\n  max_commands_per_minute: 0\n").is_err());
     }
 
     #[test]
@@ -567,6 +619,20 @@ mod tests {
             err.to_string().contains("detect.brute_force.services"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_hmac_key_is_redacted_and_nothing_else_changes() {
+        let c =
+            parse("kafka:\n  hmac_key: s3cret-fleet-key\n  brokers: \"k:9092\"\n").expect("parse");
+        let r = c.redacted();
+        assert_eq!(r.kafka.hmac_key, "<redacted>");
+        let shown = serde_yaml::to_string(&r).expect("yaml");
+        assert!(!shown.contains("s3cret-fleet-key"), "{shown}");
+        let mut back = r.clone();
+        back.kafka.hmac_key = c.kafka.hmac_key.clone();
+        assert_eq!(back, c);
+        assert_eq!(Config::default().redacted(), Config::default());
     }
 }
 

@@ -26,7 +26,7 @@ enum Command {
         #[arg(long, short)]
         output: Option<String>,
     },
-    /// Check a config file and print the effective configuration.
+    /// Check a config file and print the effective configuration (secrets redacted).
     CheckConfig { config: PathBuf },
     /// The kernel IP blocklist (XDP inbound, cgroup_skb outbound).
     Blocks {
@@ -179,6 +179,10 @@ enum BlocksCmd {
         /// in, out or both
         #[arg(long, default_value = "both")]
         direction: String,
+        /// Block even when broader than enforce.max_prefix_v4/v6 or longer
+        /// than enforce.max_ttl_s (the never-block guard still applies).
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a block.
     Remove { target: String },
@@ -191,6 +195,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // On a failed write (stderr on a full disk) tracing-subscriber
+        // would report it with eprintln!, which panics: the agent must
+        // outlive its log.
+        .log_internal_errors(false)
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -213,7 +221,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     target,
                     ttl,
                     direction,
-                } => contain::blocks_add(config, &target, &ttl, &direction),
+                    force,
+                } => contain::blocks_add(config, &target, &ttl, &direction, force),
                 BlocksCmd::Remove { target } => contain::blocks_remove(config, &target),
             }
         }

@@ -628,6 +628,32 @@ pub fn nmap_scan(ns: &str, target: &str) {
     );
 }
 
+/// Writes a playbook into `dir` that blocks the source of every scan alert
+/// for 5 minutes.
+pub fn scan_block_playbook(dir: &Path) {
+    std::fs::write(
+        dir.join("scan_block.yaml"),
+        "# Test playbook — ATT&CK T1046 Network Service Discovery\nversion: 1\nname: scan_block\n\
+         trigger:\n  detectors: [scan]\n  techniques: [T1046]\nsteps:\n  - action: block_ip\n    target: source\n    ttl: 5m\n",
+    )
+    .expect("write playbook");
+}
+
+/// Whether `vigil blocks list` shows a live block whose target starts with `ip`.
+pub fn blocked(cfg: &Path, ip: &str) -> bool {
+    let out = Command::new(vigil_bin())
+        .args(["blocks", "list", "--json", "--config"])
+        .arg(cfg)
+        .output()
+        .expect("blocks list");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["blocks"].as_array().is_some_and(|l| {
+        l.iter().any(|e| {
+            e["target"].as_str().is_some_and(|t| t.starts_with(ip)) && e["expired"] == false
+        })
+    })
+}
+
 /// `vigil audit verify` against the config's state directory must pass.
 pub fn assert_audit_intact(config: &Path) {
     let out = Command::new(vigil_bin())

@@ -89,6 +89,35 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     assert!(stopping, "no STOPPING=1 after SIGTERM");
 }
 
+#[test]
+fn check_config_never_prints_the_fleet_key() {
+    let dir = TempDir::new("checkcfg");
+    let cfg = dir.0.join("vigil.yaml");
+    let key = "fleet-key-4d1f9b0c-do-not-print";
+    std::fs::write(
+        &cfg,
+        format!("kafka:\n  brokers: \"127.0.0.1:9\"\n  hmac_key: {key}\n"),
+    )
+    .expect("config");
+    let out = Command::new(vigil_bin())
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .expect("check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stdout.contains(key) && !stderr.contains(key),
+        "the key was printed:\n{stdout}{stderr}"
+    );
+    assert!(stdout.contains("hmac_key: <redacted>"), "{stdout}");
+    assert!(
+        stdout.contains("127.0.0.1:9"),
+        "the rest is shown: {stdout}"
+    );
+}
+
 /// Removes the package even when an assertion fails halfway.
 struct Installed;
 

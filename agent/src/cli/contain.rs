@@ -8,6 +8,7 @@ use agent_common::enforce::{BLOCK_EGRESS, BLOCK_INGRESS};
 use vigil::config::Config;
 use vigil::enforce::actions::{Action, ActionState};
 use vigil::enforce::blocklist::BlockTotals;
+use vigil::enforce::caps::Caps;
 use vigil::enforce::cidr::{parse_duration, Cidr};
 use vigil::enforce::containment::{direction, kill_action, AttachReport, Containment};
 use vigil::util::clock::monotonic_ns;
@@ -105,16 +106,31 @@ pub fn blocks_list(config: Option<&Path>, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn blocks_add(config: Option<&Path>, target: &str, ttl: &str, dir: &str) -> anyhow::Result<()> {
+/// An operator may block more than the fleet may, but only on purpose:
+/// past the caps `--force` is needed (a /1 typed for a /31 is refused).
+pub fn blocks_add(
+    config: Option<&Path>,
+    target: &str,
+    ttl: &str,
+    dir: &str,
+    force: bool,
+) -> anyhow::Result<()> {
     let target: Cidr = target.parse()?;
     let ttl_s = parse_duration(ttl)?;
+    let cfg = load_config(config)?;
+    if let Err(e) = Caps::from_config(&cfg.enforce).check(&target, ttl_s) {
+        if !force {
+            anyhow::bail!("{e} (add --force to block it anyway)");
+        }
+        eprintln!("vigil: {e}; blocking anyway (--force)");
+    }
     let flags = match dir {
         "in" => BLOCK_INGRESS,
         "out" => BLOCK_EGRESS,
         "both" => BLOCK_INGRESS | BLOCK_EGRESS,
         other => anyhow::bail!("--direction must be in, out or both, not {other:?}"),
     };
-    let (mut c, _) = open(&load_config(config)?)?;
+    let (mut c, _) = open(&cfg)?;
     finish(c.block(&target, ttl_s, flags))
 }
 

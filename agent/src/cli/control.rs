@@ -129,6 +129,32 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
             s(&p["file"])
         );
     }
+    println!("\nOUTPUTS");
+    for (name, o) in v["outputs"].as_object().into_iter().flatten() {
+        let f = &o["failures"];
+        let st = &o["status"];
+        let pending = st["pending_bytes"]
+            .as_u64()
+            .or_else(|| st["backlog_bytes"].as_u64())
+            .unwrap_or(0);
+        let shed = st["shed_lines"]
+            .as_u64()
+            .or_else(|| st["backlog_shed"].as_u64())
+            .unwrap_or(0);
+        println!(
+            "  {name:<8} {} failed writes, {pending} bytes waiting to be retried, {shed} shed{}",
+            s(&f["errors"]),
+            match f["last_error"].as_str() {
+                Some(e) if !e.is_empty() => format!(" (last: {e})"),
+                _ => String::new(),
+            }
+        );
+    }
+    println!(
+        "  audit appends failed {}, state file writes failed {}",
+        s(&v["audit_failures"]),
+        s(&v["state_write_errors"])
+    );
     let k = &v["kafka"];
     if k.is_null() {
         println!("\nKAFKA off (kafka.brokers is empty)");

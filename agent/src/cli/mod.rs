@@ -38,10 +38,12 @@ pub fn run_daemon(config: Option<&Path>, output: Option<String>) -> anyhow::Resu
     Ok(())
 }
 
-/// `vigil check-config`: parses and prints the effective configuration.
+/// `vigil check-config`: parses and prints the effective configuration
+/// as YAML, with `kafka.hmac_key` redacted (the output ends up in
+/// terminals, tickets and CI logs).
 pub fn check_config(path: &Path) -> anyhow::Result<()> {
     let cfg = Config::load(path)?;
-    println!("{cfg:#?}");
+    print!("{}", serde_yaml::to_string(&cfg.redacted())?);
     Ok(())
 }
 
@@ -71,11 +73,48 @@ pub fn check_playbooks(paths: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `vigil audit verify`: walks the hash chain.
+/// `vigil audit verify`: walks the hash chain and compares it with the
+/// head kept next to it; tampering, truncation and deletion exit non-zero,
+/// a torn last line (a crash mid-write) is reported and exits zero.
 pub fn audit_verify(config: Option<&Path>, file: Option<PathBuf>) -> anyhow::Result<()> {
+    use vigil::enforce::audit;
     let cfg = load_config(config)?;
-    let path = file.unwrap_or_else(|| cfg.state_dir.join(vigil::enforce::audit::FILE));
-    let n = vigil::enforce::audit::verify(&path)?;
-    println!("{}: {n} records, hash chain intact", path.display());
+    let path = file.unwrap_or_else(|| cfg.state_dir.join(audit::FILE));
+    let r = audit::verify(&path)?;
+    if !r.exists {
+        println!(
+            "{}: no audit log and no head: nothing has been recorded yet",
+            path.display()
+        );
+        return Ok(());
+    }
+    println!(
+        "{}: {} records, hash chain intact",
+        path.display(),
+        r.records
+    );
+    match &r.head {
+        Some(h) if r.head_lag() == 0 => println!(
+            "head ({}): record {} matches; nothing was cut off",
+            audit::HEAD_FILE,
+            h.seq
+        ),
+        Some(h) => println!(
+            "head ({}): record {} matches; the log holds {} more (a crash between the log and head writes, or a failed head write)",
+            audit::HEAD_FILE,
+            h.seq,
+            r.head_lag()
+        ),
+        None => println!(
+            "no head ({}): records cut off the end cannot be detected here (compare audit_seq on defense.actions)",
+            audit::HEAD_FILE
+        ),
+    }
+    if r.torn_bytes > 0 {
+        println!(
+            "torn last line: {} bytes without a newline (a crash mid-write, not a record); the next append cuts it",
+            r.torn_bytes
+        );
+    }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! component needs a lock.
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -22,10 +23,11 @@ use crate::response::playbook::{self, PlaybookError};
 use crate::response::protect::Protection;
 use crate::response::record::ResponseRecord;
 use crate::service::metrics::Metrics;
-use crate::sink::kafka::commands::Verifier;
-use crate::sink::kafka::consumer::Offsets;
 use crate::sink::{Output, Sinks};
 use crate::util::clock::{monotonic_ns, now_rfc3339};
+use crate::util::statefile;
+
+pub use super::inbound::Fleet;
 
 /// Alerts kept for `vigil alerts`.
 pub const RECENT_ALERTS: usize = 256;
@@ -49,6 +51,8 @@ pub struct HostResponse {
     pub protection: Protection,
     /// `response.quarantine_max_bytes`.
     pub quarantine_max_bytes: u64,
+    /// The last save failed: retried by housekeeping.
+    pub unsaved: bool,
 }
 
 impl HostResponse {
@@ -64,28 +68,30 @@ impl HostResponse {
         f(&mut self.responder, &mut ex)
     }
 
-    /// Saves the incidents and approvals when they changed.
-    fn save_if_dirty(&mut self) {
-        if !self.responder.take_dirty() {
+    /// Saves the incidents and approvals when they changed (or when the
+    /// last save failed), atomically.
+    pub fn save_if_dirty(&mut self) {
+        if !self.responder.take_dirty() && !self.unsaved {
             return;
         }
         let path = self.state_dir.join(RESPONSE_STATE);
-        let tmp = path.with_extension("json.tmp");
-        let body = serde_json::to_vec(&self.responder.save()).unwrap_or_default();
-        if let Err(e) = std::fs::write(&tmp, body).and_then(|_| std::fs::rename(&tmp, &path)) {
-            tracing::warn!("could not save response state to {}: {e}", path.display());
+        match statefile::write_json(&path, &self.responder.save(), statefile::Sync::Full) {
+            Ok(()) => self.unsaved = false,
+            Err(e) => {
+                if !self.unsaved {
+                    tracing::warn!("could not save response state ({e}); retrying");
+                }
+                self.unsaved = true;
+            }
         }
     }
 
-    /// Restores incidents and approvals saved by an earlier run.
+    /// Restores incidents and approvals saved by an earlier run; a corrupt
+    /// file is moved aside and the responder starts empty.
     pub fn restore(&mut self) {
-        match std::fs::read(self.state_dir.join(RESPONSE_STATE)) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(saved) => self.responder.restore(saved),
-                Err(e) => tracing::warn!("ignored unreadable {RESPONSE_STATE} ({e})"),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!("could not read {RESPONSE_STATE}: {e}"),
+        let path = self.state_dir.join(RESPONSE_STATE);
+        if let Some(saved) = statefile::load_json(&path, |_| Ok(())).found() {
+            self.responder.restore(saved);
         }
     }
 }
@@ -121,11 +127,18 @@ impl Default for AlertFeed {
     }
 }
 
-/// Fleet messages: who may send them, and how far they were read.
-pub struct Fleet {
-    pub verifier: Verifier,
-    pub offsets: Offsets,
+/// Detector baselines waiting to be written.
+#[derive(Default)]
+pub struct Baselines {
+    /// States whose write failed, retried at the next save.
+    pub pending: Vec<(&'static str, Vec<u8>)>,
+    /// Wall seconds of the last look for changed states.
+    pub last_s: f64,
 }
+
+/// Seconds between looks for changed detector states (they change when a
+/// model is retrained, at most a few times a day).
+pub const BASELINE_EVERY_S: f64 = 10.0;
 
 pub struct Agent {
     pub cfg: Config,
@@ -140,6 +153,7 @@ pub struct Agent {
     pub metrics: Option<Arc<Metrics>>,
     pub probes: Vec<ProbeRow>,
     pub metric_ticks: u64,
+    pub baselines: Baselines,
 }
 
 impl Agent {
@@ -189,7 +203,10 @@ impl Agent {
         };
         let now_s = r.wall_ns as f64 / 1e9;
         for alert in engine.on_record(now_s, &r.ts, &r.host, &r.body) {
-            eprintln!("{}", alert.line());
+            // Not eprintln!: it panics when stderr cannot be written (a
+            // full disk under a redirected stderr), and an alert line on
+            // the terminal is not worth the agent.
+            let _ = writeln!(std::io::stderr(), "{}", alert.line());
             if let Some(m) = &self.metrics {
                 for t in &alert.techniques {
                     m.alerts.with_label_values(&[alert.detector, t.id]).inc();
@@ -292,6 +309,76 @@ impl Agent {
             );
         }
         self.respond(expired.into_iter().map(ResponseRecord::Action).collect());
+    }
+
+    /// Loads the detectors' saved baselines; a file a detector refuses
+    /// (unparsable, or failing its checks) is moved aside and that
+    /// detector learns afresh.
+    pub fn load_baselines(&mut self) {
+        let Some(engine) = self.engine.as_mut() else {
+            return;
+        };
+        let dir = self.cfg.state_dir.clone();
+        for (name, e) in engine.load_states(|name| std::fs::read(dir.join(name)).ok()) {
+            let path = dir.join(name);
+            match statefile::move_aside(&path) {
+                Ok(to) => tracing::warn!(
+                    "ignored saved detector state ({e}); moved it to {} and learning afresh",
+                    to.display()
+                ),
+                Err(m) => tracing::warn!(
+                    "ignored saved detector state ({e}; could not move it aside: {m}); learning afresh"
+                ),
+            }
+        }
+    }
+
+    /// Writes detector baselines that changed since the last call, and
+    /// retries those whose write failed.
+    pub fn save_baselines(&mut self) {
+        let Some(engine) = self.engine.as_mut() else {
+            return;
+        };
+        for (name, bytes) in engine.take_states() {
+            self.baselines.pending.retain(|(n, _)| *n != name);
+            self.baselines.pending.push((name, bytes));
+        }
+        let dir = &self.cfg.state_dir;
+        self.baselines.pending.retain(|(name, bytes)| {
+            match statefile::write(&dir.join(name), bytes, statefile::Sync::Full) {
+                Ok(()) => {
+                    tracing::info!("saved detector baseline {name}");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!("could not save detector baseline ({e}); retrying");
+                    true
+                }
+            }
+        });
+    }
+
+    /// Periodic saves and summaries: refused fleet messages, Kafka offsets
+    /// and executed ids, response state, detector baselines.
+    pub fn housekeeping(&mut self) {
+        self.save_changed(false);
+    }
+
+    /// At shutdown: everything housekeeping would save, now.
+    pub fn persist(&mut self) {
+        self.save_changed(true);
+    }
+
+    fn save_changed(&mut self, shutdown: bool) {
+        let now = wall_s();
+        self.summarise_refusals(now, shutdown);
+        self.save_offsets();
+        self.save_seen(now);
+        self.response.save_if_dirty();
+        if shutdown || now - self.baselines.last_s >= BASELINE_EVERY_S {
+            self.baselines.last_s = now;
+            self.save_baselines();
+        }
     }
 
     /// An agent record (start, stats, stop), flushed at once.

@@ -145,6 +145,8 @@ impl Agent {
             "approvals_expired": responder.approvals_expired,
             "kafka": self.sinks.status_of("kafka"),
             "outputs": self.sinks.status(),
+            "audit_failures": crate::enforce::audit::failures(),
+            "state_write_errors": crate::util::statefile::write_errors(),
         })
     }
 }

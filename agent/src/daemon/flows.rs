@@ -92,20 +92,21 @@ pub fn flow_key(proto: u8, local: IpAddr, lport: u16, remote: IpAddr, rport: u16
 pub fn flow_due(cfg: &FlowConfig, s: &FlowStats, now_ns: u64) -> Option<FlowEnd> {
     let idle_ns = now_ns.saturating_sub(s.t_last_ns);
     let age_ns = now_ns.saturating_sub(s.t_first_ns);
+    // Config values are the operator's: saturate rather than overflow.
     let sec = 1_000_000_000u64;
-    if age_ns >= cfg.active_timeout_s * sec {
+    if age_ns >= cfg.active_timeout_s.saturating_mul(sec) {
         return Some(FlowEnd::ActiveTimeout);
     }
     let is_tcp_done = s.rst > 0 || s.fin >= 2;
     let idle_limit = if s.syn > 0 || s.fin > 0 || s.rst > 0 {
         if is_tcp_done {
             // Close seen on the wire but no close event (e.g. missed): short wait.
-            (cfg.close_linger_ms * 1_000_000).max(sec)
+            cfg.close_linger_ms.saturating_mul(1_000_000).max(sec)
         } else {
-            cfg.tcp_idle_timeout_s * sec
+            cfg.tcp_idle_timeout_s.saturating_mul(sec)
         }
     } else {
-        cfg.udp_idle_timeout_s * sec
+        cfg.udp_idle_timeout_s.saturating_mul(sec)
     };
     (idle_ns >= idle_limit).then_some(FlowEnd::Idle)
 }
@@ -140,7 +141,7 @@ impl FlowTracker {
     pub fn on_close(&mut self, now_ns: u64, local: (IpAddr, u16), remote: (IpAddr, u16)) {
         let key = flow_key(IPPROTO_TCP, local.0, local.1, remote.0, remote.1);
         if self.pending_set.insert(key) {
-            let due = now_ns + self.cfg.close_linger_ms * 1_000_000;
+            let due = now_ns.saturating_add(self.cfg.close_linger_ms.saturating_mul(1_000_000));
             self.pending_close.push_back((due, key));
         }
     }
@@ -267,6 +268,27 @@ pub mod tests {
         };
         assert_eq!(flow_due(&cfg, &s, 129 * S), None);
         assert_eq!(flow_due(&cfg, &s, 130 * S), Some(FlowEnd::Idle));
+    }
+
+    #[test]
+    fn huge_timeouts_saturate_instead_of_overflowing() {
+        let cfg = FlowConfig {
+            active_timeout_s: u64::MAX,
+            udp_idle_timeout_s: u64::MAX / 2,
+            tcp_idle_timeout_s: u64::MAX,
+            close_linger_ms: u64::MAX,
+            ..FlowConfig::default()
+        };
+        let s = FlowStats {
+            t_first_ns: 0,
+            t_last_ns: 0,
+            fin: 2,
+            ..FlowStats::default()
+        };
+        assert_eq!(flow_due(&cfg, &s, u64::MAX - 1), None);
+        let mut t = FlowTracker::new(cfg);
+        t.on_close(u64::MAX - 5, (ip("10.0.0.1"), 1), (ip("10.0.0.2"), 2));
+        assert!(t.has_closes());
     }
 
     #[test]

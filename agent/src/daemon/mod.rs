@@ -190,6 +190,10 @@ fn run_job(agent: &mut Agent, ebpf: &aya::Ebpf, job: Job) {
         }
         Job::Approvals => {}
         Job::Outputs => agent.sinks.tick(),
+        Job::Housekeeping => {
+            agent.housekeeping();
+            agent.sinks.flush();
+        }
     }
 }
 
@@ -205,6 +209,7 @@ fn shutdown(agent: &mut Agent, run: &mut Running) {
     }
     agent.flush_closed(true);
     agent.sweep(true);
+    agent.persist();
     let s = agent.stats();
     agent.write_agent(Body::AgentStop(s));
     if !agent.cfg.control.socket.as_os_str().is_empty() {

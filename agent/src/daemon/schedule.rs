@@ -23,6 +23,9 @@ pub enum Job {
     Approvals,
     /// Let the sinks do their periodic work (Kafka produces from its spool).
     Outputs,
+    /// Save what changed (offsets, executed ids, response state, detector
+    /// baselines) and summarise refused fleet messages.
+    Housekeeping,
 }
 
 pub struct Schedule {

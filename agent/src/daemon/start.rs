@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::agent::{Agent, AlertFeed, Fleet, HostResponse};
+use super::agent::{Agent, AlertFeed, Baselines, Fleet, HostResponse};
 use super::flows::{FlowTracker, Kernel};
 use super::inbound::OFFSETS_FILE;
 use super::schedule::{Job, Schedule};
@@ -27,8 +27,7 @@ use crate::response::playbook;
 use crate::response::protect::Protection;
 use crate::service::control::Call;
 use crate::service::metrics::Metrics;
-use crate::sink::jsonl::JsonLines;
-use crate::sink::kafka::commands::Verifier;
+use crate::sink::jsonl::{JsonLines, Rotation};
 use crate::sink::kafka::consumer;
 use crate::sink::kafka::producer::{Inbound, Reporter};
 use crate::sink::{Sink, Sinks};
@@ -124,6 +123,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
     if unsafe { libc::geteuid() } != 0 {
         return Err(DaemonError::NotRoot);
     }
+    private_files(&cfg)?;
     // A bad playbook stops start-up before anything is attached.
     let playbooks = playbook::load_dir(&cfg.playbooks.dir)?;
     let mut loaded = loader::load(&cfg)?;
@@ -143,8 +143,14 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         drops: take(&mut loaded.ebpf, agent_common::maps::EVENT_DROPS)?,
         created: take(&mut loaded.ebpf, agent_common::maps::FLOWS_CREATED)?,
     };
-    let mut sinks: Vec<Box<dyn Sink>> =
-        vec![Box::new(JsonLines::open(cfg.output_path().as_deref())?)];
+    let rotation = Rotation {
+        max_bytes: cfg.output_max_bytes,
+        keep: cfg.output_keep,
+    };
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(JsonLines::open(
+        cfg.output_path().as_deref(),
+        rotation,
+    )?)];
     let host: Arc<str> = if cfg.host.is_empty() {
         Arc::from(hostname())
     } else {
@@ -207,15 +213,14 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
             host,
             protection: Protection::new(cfg.response.protected_prefixes.clone()),
             quarantine_max_bytes: cfg.response.quarantine_max_bytes,
+            unsaved: false,
         },
         alerts: AlertFeed::new(),
-        fleet: Fleet {
-            verifier: Verifier::new(&cfg.kafka.hmac_key, cfg.kafka.command_max_age_s),
-            offsets: consumer::load_offsets(&cfg.state_dir.join(OFFSETS_FILE)),
-        },
+        fleet: Fleet::new(&cfg),
         metrics: None,
         probes: probes.clone(),
         metric_ticks: 0,
+        baselines: Baselines::default(),
         cfg,
     };
     agent.response.restore();
@@ -225,6 +230,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         .response
         .act(|r, ex| r.expire_stale(super::agent::wall_s(), ex));
     agent.respond(expired);
+    agent.restore_fleet();
 
     let mut tasks = Vec::new();
     if let Some((m, task)) = metrics(&agent.cfg)? {
@@ -244,12 +250,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
             listener, call_tx, feed, gate,
         )));
     }
-    if let Some(engine) = agent.engine.as_mut() {
-        let dir = agent.cfg.state_dir.clone();
-        for e in engine.load_states(|name| std::fs::read(dir.join(name)).ok()) {
-            tracing::warn!("ignored saved detector state ({e}); learning afresh");
-        }
-    }
+    agent.load_baselines();
     agent.write_agent(Body::AgentStart(AgentStart {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION"),
@@ -312,5 +313,21 @@ fn schedule(agent: &Agent) -> Schedule {
     if !cfg.kafka.brokers.is_empty() {
         s.every(Job::Outputs, Duration::from_millis(20), zero, now);
     }
+    s.every(Job::Housekeeping, Duration::from_secs(1), zero, now);
     s
+}
+
+/// Outside systemd (which sets `StateDirectoryMode=0700` for the unit),
+/// the agent makes its own files private: umask 077 for everything it
+/// creates, and a state directory of mode 0700.
+fn private_files(cfg: &Config) -> Result<(), DaemonError> {
+    let under_systemd =
+        std::env::var_os("INVOCATION_ID").is_some() || std::env::var_os("NOTIFY_SOCKET").is_some();
+    if under_systemd {
+        return Ok(());
+    }
+    // SAFETY: umask has no preconditions; it only changes this process's mask.
+    unsafe { libc::umask(0o077) };
+    crate::util::statefile::private_dir(&cfg.state_dir)?;
+    Ok(())
 }

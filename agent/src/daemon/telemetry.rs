@@ -98,6 +98,16 @@ impl Agent {
             );
         }
         self.sinks.observe(&m);
+        m.mirror(
+            "audit_failures",
+            crate::enforce::audit::failures(),
+            &m.audit_failures,
+        );
+        m.mirror(
+            "state_write_errors",
+            crate::util::statefile::write_errors(),
+            &m.state_write_errors,
+        );
         if let Some(c) = &self.response.containment {
             let t = c.blocks.totals();
             m.mirror(

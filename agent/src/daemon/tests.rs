@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use agent_common::{EventKind, FlowStats};
 
-use super::agent::{Agent, AlertFeed, Fleet, HostResponse};
+use super::agent::{Agent, AlertFeed, Baselines, Fleet, HostResponse};
 use super::flows::tests::Table;
 use super::flows::{flow_key, FlowTracker};
+use super::inbound::SUMMARY_EVERY_S;
 use crate::config::Config;
 use crate::pipeline::decode::fixtures;
 use crate::pipeline::proc_cache::ProcessCache;
@@ -18,7 +19,7 @@ use crate::response::engine::{Limits, Responder};
 use crate::response::playbook::{self, Mode};
 use crate::response::protect::Protection;
 use crate::service::control::{Call, Request, Response};
-use crate::sink::kafka::commands::{sign, Verifier};
+use crate::sink::kafka::commands::sign;
 use crate::sink::kafka::producer::Inbound;
 use crate::sink::{Output, Sink, SinkError, Sinks};
 use crate::util::clock::Clock;
@@ -65,6 +66,16 @@ const KEY: &str = "fleet-secret";
 
 /// An agent on a scratch state directory; `playbooks` are written there.
 fn agent(name: &str, playbooks: &[(&str, &str)], mode: Mode) -> Test {
+    agent_with(name, playbooks, mode, |_| {})
+}
+
+/// As [`agent`], with the config changed by `tune` first.
+fn agent_with(
+    name: &str,
+    playbooks: &[(&str, &str)],
+    mode: Mode,
+    tune: impl FnOnce(&mut Config),
+) -> Test {
     let dir = std::env::temp_dir().join(format!("vigil-daemon-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let pb = dir.join("playbooks");
@@ -79,18 +90,29 @@ fn agent(name: &str, playbooks: &[(&str, &str)], mode: Mode) -> Test {
     cfg.playbooks.dir = pb.clone();
     cfg.response.mode = mode;
     cfg.kafka.hmac_key = KEY.into();
+    tune(&mut cfg);
     let lines = Arc::new(Mutex::new(Vec::new()));
+    Test {
+        agent: build(cfg, lines.clone()),
+        lines,
+        dir,
+    }
+}
+
+/// The agent as `start` wires it (without the kernel), restoring what an
+/// earlier run saved in the state directory.
+fn build(cfg: Config, lines: Arc<Mutex<Vec<serde_json::Value>>>) -> Agent {
     let host: Arc<str> = Arc::from("test-host");
-    let agent = Agent {
+    let mut agent = Agent {
         pipeline: Pipeline::new(host.clone(), Clock::new(), ProcessCache::new(1024)),
-        sinks: Sinks::new(vec![Box::new(Memory(lines.clone()))]),
+        sinks: Sinks::new(vec![Box::new(Memory(lines))]),
         kernel: Box::new(Table::default()),
         flows: FlowTracker::new(cfg.flows.clone()),
         engine: crate::detect::config::engine(&cfg.detect),
         response: HostResponse {
             responder: Responder::new(
-                playbook::load_dir(Path::new(&pb)).expect("playbooks"),
-                mode,
+                playbook::load_dir(&cfg.playbooks.dir).expect("playbooks"),
+                cfg.response.mode,
                 Limits {
                     max_actions_per_minute: 30,
                     max_concurrent_blocks: 1000,
@@ -98,22 +120,39 @@ fn agent(name: &str, playbooks: &[(&str, &str)], mode: Mode) -> Test {
                 },
             ),
             containment: None,
-            state_dir: dir.clone(),
+            state_dir: cfg.state_dir.clone(),
             host,
             protection: Protection::new(cfg.response.protected_prefixes.clone()),
             quarantine_max_bytes: 1 << 20,
+            unsaved: false,
         },
         alerts: AlertFeed::new(),
-        fleet: Fleet {
-            verifier: Verifier::new(KEY, 300),
-            offsets: Default::default(),
-        },
+        fleet: Fleet::new(&cfg),
         metrics: None,
         probes: Vec::new(),
         metric_ticks: 0,
+        baselines: Baselines::default(),
         cfg,
     };
-    Test { agent, lines, dir }
+    agent.response.restore();
+    agent.restore_fleet();
+    agent.load_baselines();
+    agent
+}
+
+/// Stops `t` as shutdown does and starts a new agent on its state
+/// directory (its outputs start empty).
+fn restart(mut t: Test) -> Test {
+    t.agent.persist();
+    let dir = std::mem::take(&mut t.dir);
+    let cfg = t.agent.cfg.clone();
+    drop(t);
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    Test {
+        agent: build(cfg, lines.clone()),
+        lines,
+        dir,
+    }
 }
 
 const GATED_BLOCK: &str = "version: 1
@@ -332,13 +371,12 @@ fn fleet_messages_are_verified_recorded_and_their_offsets_saved() {
             )
         })
         .collect();
+    // Unsigned and forged messages get no record each; the signed ones do.
     assert_eq!(
         results,
         [
-            ("refused".to_string(), String::new()),
-            ("refused".to_string(), String::new()),
             ("executed".to_string(), "c1".to_string()),
-            ("refused".to_string(), String::new()),
+            ("refused".to_string(), "c1".to_string()),
             ("refused".to_string(), "c2".to_string()),
         ]
     );
@@ -348,14 +386,300 @@ fn fleet_messages_are_verified_recorded_and_their_offsets_saved() {
         .find(|d| d["decision"] == "denied")
         .expect("denied");
     assert_eq!(denied["by_command"], "c1");
-    assert!(t.of("command")[4]["detail"]
+    assert!(t.of("command")[1]["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("replay")));
+    assert!(t.of("command")[2]["detail"]
         .as_str()
         .is_some_and(|d| d.contains("enforcement is disabled")));
+    // The first unauthenticated message is summarised at once, the next
+    // one with the following summary.
+    let summaries = t.of("command_summary");
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+    assert_eq!(summaries[0]["refused"], 1);
+    assert_eq!(summaries[0]["counts"][0]["reason"], "unsigned");
+    t.agent
+        .summarise_refusals(super::agent::wall_s() + SUMMARY_EVERY_S, false);
+    let summaries = t.of("command_summary");
+    assert_eq!(summaries.len(), 2, "{summaries:?}");
+    assert_eq!(summaries[1]["counts"][0]["reason"], "forged");
     let offsets = std::fs::read(t.dir.join(super::inbound::OFFSETS_FILE)).expect("offsets");
     let offsets: serde_json::Value = serde_json::from_slice(&offsets).expect("json");
     assert_eq!(offsets["defense.commands/0"], 5);
-    // Every judged message is in the audit chain.
+    // Every judged message and every summary is in the audit chain.
     let n = crate::enforce::audit::verify(&t.dir.join(crate::enforce::audit::FILE))
-        .expect("audit intact");
+        .expect("audit intact")
+        .records;
     assert!(n >= 5, "{n}");
+}
+
+/// Lines of the audit log.
+fn audit_lines(t: &Test) -> usize {
+    std::fs::read_to_string(t.dir.join(crate::enforce::audit::FILE))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_flood_of_junk_is_counted_and_summarised_not_recorded_one_by_one() {
+    let mut t = agent("junk", &[], Mode::Enforce);
+    let topic = "defense.commands";
+    let body = format!(
+        r#"{{"id":"j","ts":{},"cmd":"unblock","target":"203.0.113.9"}}"#,
+        now_s()
+    );
+    for i in 0..3000 {
+        let m = match i % 3 {
+            0 => inbound(topic, i, &body, None),
+            1 => inbound(topic, i, &body, Some("wrong-key")),
+            _ => inbound("threat.enriched", i, "{not json", Some(KEY)),
+        };
+        t.agent.on_inbound(m);
+    }
+    assert!(t.of("command").is_empty(), "junk was recorded one by one");
+    assert_eq!(t.of("command_summary").len(), 1);
+    assert!(
+        audit_lines(&t) <= 1,
+        "the audit log grew with the junk: {} lines",
+        audit_lines(&t)
+    );
+    // A minute later, one more summary carries the rest, by reason.
+    t.agent
+        .summarise_refusals(super::agent::wall_s() + SUMMARY_EVERY_S, false);
+    let summaries = t.of("command_summary");
+    assert_eq!(summaries.len(), 2);
+    let total: u64 = summaries
+        .iter()
+        .map(|s| s["refused"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(total, 3000);
+    let reasons: Vec<&str> = summaries[1]["counts"]
+        .as_array()
+        .expect("counts")
+        .iter()
+        .filter_map(|c| c["reason"].as_str())
+        .collect();
+    for r in ["unsigned", "forged", "malformed"] {
+        assert!(reasons.contains(&r), "{reasons:?}");
+    }
+    assert_eq!(audit_lines(&t), 2);
+    // The offsets of junk are saved by housekeeping, not one sync each.
+    assert!(!t.dir.join(super::inbound::OFFSETS_FILE).exists());
+    t.agent.housekeeping();
+    let offsets = std::fs::read(t.dir.join(super::inbound::OFFSETS_FILE)).expect("offsets");
+    let offsets: serde_json::Value = serde_json::from_slice(&offsets).expect("json");
+    assert_eq!(offsets["defense.commands/0"], 2999);
+}
+
+fn signed(id: &str, cmd: serde_json::Value) -> String {
+    let mut cmd = cmd;
+    cmd["id"] = id.into();
+    cmd["ts"] = now_s().into();
+    cmd.to_string()
+}
+
+#[test]
+fn a_replay_is_refused_after_a_restart() {
+    let mut t = agent("replay", &[], Mode::Enforce);
+    let topic = "defense.commands";
+    let cmd = signed(
+        "c-restart",
+        serde_json::json!({"cmd": "unblock", "target": "203.0.113.9"}),
+    );
+    t.agent.on_inbound(inbound(topic, 0, &cmd, Some(KEY)));
+    let first = t.of("command");
+    assert_eq!(first.len(), 1);
+    assert!(
+        !first[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("replay")),
+        "{first:?}"
+    );
+    let mut t = restart(t);
+    t.agent.on_inbound(inbound(topic, 1, &cmd, Some(KEY)));
+    let again = t.of("command");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["result"], "refused");
+    assert!(
+        again[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("replay")),
+        "a replay after a restart was not refused: {again:?}"
+    );
+    // Ids older than the age limit are not kept: they fail the age check.
+    let saved: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(t.dir.join(super::inbound::SEEN_FILE)).expect("seen ids"),
+    )
+    .expect("json");
+    assert!(saved["ids"]["c-restart"].is_i64(), "{saved}");
+    let mut v = crate::sink::kafka::commands::Verifier::new(KEY, 300);
+    v.restore_seen(
+        serde_json::from_value(saved).expect("seen ids"),
+        now_s() + 301,
+    );
+    assert_eq!(v.seen_len(), 0);
+}
+
+#[test]
+fn fleet_blocks_broader_or_longer_than_the_caps_are_refused() {
+    let mut t = agent("caps", &[], Mode::Enforce);
+    let topic = "defense.commands";
+    for (i, (id, target, ttl)) in [
+        ("wide", "128.0.0.0/1", 60u64),
+        ("wide6", "2000::/3", 60),
+        ("long", "203.0.113.9", u64::MAX),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let cmd = signed(
+            id,
+            serde_json::json!({"cmd": "block", "target": target, "ttl_s": ttl}),
+        );
+        t.agent
+            .on_inbound(inbound(topic, i as i64, &cmd, Some(KEY)));
+    }
+    let ioc = format!(
+        r#"{{"id":"ioc-wide","ts":{},"indicator":"10.0.0.0/8","ttl_s":60}}"#,
+        now_s()
+    );
+    t.agent
+        .on_inbound(inbound("threat.enriched", 0, &ioc, Some(KEY)));
+    let details: Vec<String> = t
+        .of("command")
+        .iter()
+        .map(|c| c["detail"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(details.len(), 4);
+    assert!(details[0].contains("broader than /16"), "{details:?}");
+    assert!(details[1].contains("broader than /32"), "{details:?}");
+    assert!(details[2].contains("max_ttl_s"), "{details:?}");
+    assert!(details[3].contains("broader than /16"), "{details:?}");
+}
+
+#[test]
+fn commands_have_their_own_rate_budget() {
+    let mut t = agent_with("budget", &[], Mode::Enforce, |c| {
+        c.kafka.max_commands_per_minute = 3;
+    });
+    let topic = "defense.commands";
+    for i in 0..8 {
+        let cmd = signed(
+            &format!("r{i}"),
+            serde_json::json!({"cmd": "unblock", "target": "203.0.113.9"}),
+        );
+        t.agent.on_inbound(inbound(topic, i, &cmd, Some(KEY)));
+    }
+    let cmds = t.of("command");
+    let limited = |c: &&serde_json::Value| {
+        c["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("max_commands_per_minute"))
+    };
+    // Three ran (and failed: no enforcement here), three were refused one
+    // by one, the last two only counted.
+    assert_eq!(cmds.len(), 6, "{cmds:?}");
+    assert_eq!(cmds.iter().filter(limited).count(), 3);
+    assert!(cmds[..3].iter().all(|c| !limited(&c)));
+    t.agent
+        .summarise_refusals(super::agent::wall_s() + SUMMARY_EVERY_S, false);
+    let summary = t.of("command_summary");
+    assert!(summary
+        .iter()
+        .all(|s| s["counts"][0]["reason"] == "rate_limited"));
+    let counted: u64 = summary
+        .iter()
+        .map(|s| s["refused"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(counted, 2);
+    // A rate-limited id was never executed: it may run once there is room.
+    assert!(t
+        .agent
+        .fleet
+        .verifier
+        .check_fresh("r5", now_s(), now_s())
+        .is_ok());
+}
+
+/// The anomaly alerts `x` raises in `t`'s detectors.
+fn anomaly_scores(t: &mut Test, x: [f64; 16], now: f64) -> Vec<f64> {
+    let host: Arc<str> = Arc::from("test-host");
+    t.agent
+        .engine
+        .as_mut()
+        .expect("detectors")
+        .on_record(
+            now,
+            "t",
+            &host,
+            &crate::detect::anomaly::flow_with_features(x),
+        )
+        .iter()
+        .filter(|a| a.detector == "anomaly")
+        .filter_map(|a| a.evidence["score"].as_f64())
+        .collect()
+}
+
+#[test]
+fn a_restarted_agent_reloads_the_trained_baseline() {
+    use crate::detect::iforest::planted;
+    let mut t = agent_with("baseline", &[], Mode::DryRun, |c| {
+        c.detect.anomaly.learn_flows = 400;
+        c.detect.anomaly.n_trees = 30;
+    });
+    let (data, _) = planted(400, 0, 16, 11);
+    let row = |i: usize| {
+        let mut x = [0.0; 16];
+        for (j, v) in x.iter_mut().enumerate() {
+            *v = data[[i, j]];
+        }
+        x
+    };
+    for i in 0..400 {
+        assert!(anomaly_scores(&mut t, row(i), i as f64).is_empty());
+    }
+    let mut odd = row(0);
+    for v in odd.iter_mut() {
+        *v += 9.0;
+    }
+    let before = anomaly_scores(&mut t, odd, 500.0);
+    assert_eq!(
+        before.len(),
+        1,
+        "the trained model does not flag the outlier"
+    );
+    // Saved by housekeeping (and at shutdown), atomically.
+    t.agent.housekeeping();
+    let path = t.dir.join(crate::detect::anomaly::STATE_FILE);
+    assert!(path.exists(), "the baseline was not written");
+    let mut t = restart(t);
+    let after = anomaly_scores(&mut t, odd, 501.0);
+    assert_eq!(after, before, "the restarted agent scores differently");
+    // A corrupt baseline is moved aside and the detector learns afresh.
+    std::fs::write(&path, b"{\"forest\": 1}").expect("corrupt");
+    let mut t = restart(t);
+    assert!(!path.exists());
+    assert!(std::fs::read_dir(&t.dir).expect("ls").flatten().any(|e| e
+        .file_name()
+        .to_string_lossy()
+        .starts_with("iforest.json.corrupt-")));
+    assert!(
+        anomaly_scores(&mut t, odd, 502.0).is_empty(),
+        "learning afresh, nothing is scored yet"
+    );
+}
+
+#[test]
+fn a_corrupt_response_state_is_moved_aside_and_the_agent_starts_empty() {
+    let t = agent("corrupt-response", &[], Mode::DryRun);
+    let path = t.dir.join(super::agent::RESPONSE_STATE);
+    std::fs::write(&path, b"{\"incidents\": [").expect("corrupt");
+    let mut t = restart(t);
+    assert!(!path.exists(), "the corrupt file was left in place");
+    assert!(std::fs::read_dir(&t.dir).expect("ls").flatten().any(|e| e
+        .file_name()
+        .to_string_lossy()
+        .starts_with("response.json.corrupt-")));
+    let resp = call(&mut t, Request::Incidents);
+    assert!(resp.ok && resp.data.as_array().is_some_and(Vec::is_empty));
 }

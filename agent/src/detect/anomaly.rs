@@ -3,7 +3,8 @@
 //! its percentile among the training scores and the features that drove it
 //! (largest robust z-scores against the baseline). The model is retrained
 //! periodically on recent flows it did not flag, and persisted by the daemon
-//! through `take_state`/`load_state` (this module does no I/O).
+//! through `take_state`/`load_state` (this module does no I/O); a loaded
+//! model is validated before it scores anything.
 
 use std::collections::VecDeque;
 
@@ -120,6 +121,35 @@ pub fn train(rows: &[[f64; 16]], cfg: &AnomalyConfig, now: f64) -> Model {
 }
 
 impl Model {
+    /// Checks a loaded model before it scores anything: the forest (see
+    /// [`IsolationForest::validate`]), 16 finite medians and positive
+    /// MADs, and sorted, finite training scores.
+    pub fn validate(&self) -> Result<(), String> {
+        self.forest.validate(16)?;
+        if self.medians.len() != 16 || self.mads.len() != 16 {
+            return Err("model is not for 16 features".into());
+        }
+        if self.medians.iter().any(|m| !m.is_finite()) {
+            return Err("a median is not finite".into());
+        }
+        if self.mads.iter().any(|m| !m.is_finite() || *m <= 0.0) {
+            return Err("a MAD is not a positive number".into());
+        }
+        if self.train_scores.is_empty() || self.train_scores.len() > 1 << 24 {
+            return Err(format!("{} training scores", self.train_scores.len()));
+        }
+        if self.train_scores.iter().any(|s| !s.is_finite()) {
+            return Err("a training score is not finite".into());
+        }
+        if self.train_scores.windows(2).any(|w| w[0] > w[1]) {
+            return Err("training scores are not sorted".into());
+        }
+        if !self.trained_at.is_finite() {
+            return Err("trained_at is not finite".into());
+        }
+        Ok(())
+    }
+
     pub fn percentile(&self, s: f64) -> f64 {
         let below = self.train_scores.partition_point(|&t| t < s);
         100.0 * below as f64 / self.train_scores.len().max(1) as f64
@@ -285,9 +315,7 @@ impl Detector for AnomalyDetector {
             return Ok(());
         }
         let m: Model = serde_json::from_slice(bytes).map_err(|e| format!("{STATE_FILE}: {e}"))?;
-        if m.forest.features() != 16 || m.medians.len() != 16 || m.mads.len() != 16 {
-            return Err(format!("{STATE_FILE}: model is not for 16 features"));
-        }
+        m.validate().map_err(|e| format!("{STATE_FILE}: {e}"))?;
         self.model = Some(m);
         Ok(())
     }
@@ -297,35 +325,41 @@ impl Detector for AnomalyDetector {
     }
 }
 
+/// A flow record carrying only `x` (all the detector reads), for tests
+/// here and of the daemon's baseline persistence.
+#[cfg(test)]
+pub fn flow_with_features(x: [f64; 16]) -> Body {
+    Body::Flow(Box::new(crate::record::Flow {
+        community_id: String::new(),
+        proto: "tcp",
+        direction: "outbound",
+        src_ip: "10.0.0.1".parse().expect("ip"),
+        src_port: 1,
+        dst_ip: "10.0.0.2".parse().expect("ip"),
+        dst_port: 443,
+        pid: None,
+        comm: None,
+        exe: None,
+        packets_out: 0,
+        packets_in: 0,
+        bytes_out: 0,
+        bytes_in: 0,
+        duration_ms: 0.0,
+        syn: 0,
+        rst: 0,
+        fin: 0,
+        end_reason: "close",
+        features: x,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::detect::iforest::{planted, Rng};
-    use crate::record::Flow;
 
     fn flow(x: [f64; 16]) -> Body {
-        Body::Flow(Box::new(Flow {
-            community_id: String::new(),
-            proto: "tcp",
-            direction: "outbound",
-            src_ip: "10.0.0.1".parse().expect("ip"),
-            src_port: 1,
-            dst_ip: "10.0.0.2".parse().expect("ip"),
-            dst_port: 443,
-            pid: None,
-            comm: None,
-            exe: None,
-            packets_out: 0,
-            packets_in: 0,
-            bytes_out: 0,
-            bytes_in: 0,
-            duration_ms: 0.0,
-            syn: 0,
-            rst: 0,
-            fin: 0,
-            end_reason: "close",
-            features: x,
-        }))
+        flow_with_features(x)
     }
 
     fn row(data: &Array2<f64>, i: usize) -> [f64; 16] {
@@ -374,6 +408,55 @@ mod tests {
         assert!(again.model == d.model, "reloaded model differs");
         assert!(again.load_state(STATE_FILE, b"{garbage").is_err());
         let _ = Rng::new(0);
+    }
+
+    #[test]
+    fn a_loaded_model_that_fails_its_checks_is_refused() {
+        let cfg = AnomalyConfig {
+            learn_flows: 300,
+            n_trees: 10,
+            ..Default::default()
+        };
+        let mut d = AnomalyDetector::new(cfg.clone());
+        let (data, _) = planted(300, 0, 16, 7);
+        let mut out = Vec::new();
+        for i in 0..300 {
+            d.on_record(i as f64, &flow(row(&data, i)), &mut out);
+        }
+        let (_, bytes) = d.take_state().expect("trained");
+        let good: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        let mut fresh = AnomalyDetector::new(cfg.clone());
+        fresh
+            .load_state(STATE_FILE, &bytes)
+            .expect("a good model loads");
+        type Edit = fn(&mut serde_json::Value);
+        let cases: Vec<(&str, Edit)> = vec![
+            ("short medians", |v| v["medians"] = serde_json::json!([0.0])),
+            ("zero mad", |v| v["mads"][3] = 0.0.into()),
+            ("unsorted scores", |v| {
+                v["train_scores"] = serde_json::json!([0.9, 0.1]);
+            }),
+            ("no scores", |v| v["train_scores"] = serde_json::json!([])),
+            ("bad child", |v| {
+                let nodes = v["forest"]["trees"][0]["nodes"]
+                    .as_array_mut()
+                    .expect("nodes");
+                let i = nodes
+                    .iter()
+                    .position(|n| n.get("Split").is_some())
+                    .expect("split");
+                nodes[i]["Split"]["right"] = (i as u64).into();
+            }),
+        ];
+        for (what, edit) in cases {
+            let mut v = good.clone();
+            edit(&mut v);
+            let bytes = serde_json::to_vec(&v).expect("json");
+            let mut d = AnomalyDetector::new(cfg.clone());
+            let e = d.load_state(STATE_FILE, &bytes).expect_err(what);
+            assert!(e.contains(STATE_FILE), "{what}: {e}");
+            assert!(d.model.is_none(), "{what}: a refused model was kept");
+        }
     }
 
     /// One finding kind, whose technique follows what drove it: SYN/RST

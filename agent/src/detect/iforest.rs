@@ -7,6 +7,9 @@ use ndarray::{Array2, ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 const EULER_GAMMA: f64 = 0.577_215_664_9;
+/// Bounds a loaded forest must respect (far above what training makes).
+const MAX_TREES: usize = 10_000;
+const MAX_PSI: usize = 1 << 16;
 
 /// Average path length of an unsuccessful BST search among n points.
 pub fn c(n: usize) -> f64 {
@@ -334,6 +337,74 @@ impl IsolationForest {
         self.features
     }
 
+    /// Checks a deserialised forest can be scored safely: sizes within
+    /// reason, every child index in range and after its parent (so no
+    /// cycle, and the scoring walk always ends at a leaf), split features
+    /// below `features`, thresholds finite, leaf sizes within ψ. A saved
+    /// baseline is data from disk: a bad one must be refused, not panic or
+    /// hang the scorer.
+    pub fn validate(&self, features: usize) -> Result<(), String> {
+        if self.features != features {
+            return Err(format!(
+                "forest is for {} features, not {features}",
+                self.features
+            ));
+        }
+        if self.trees.is_empty() || self.trees.len() > MAX_TREES {
+            return Err(format!(
+                "{} trees (1 to {MAX_TREES} expected)",
+                self.trees.len()
+            ));
+        }
+        if self.psi == 0 || self.psi > MAX_PSI {
+            return Err(format!("ψ = {} (1 to {MAX_PSI} expected)", self.psi));
+        }
+        // A tree on ψ samples has at most 2ψ − 1 nodes.
+        let max_nodes = 2 * self.psi;
+        for (t, tree) in self.trees.iter().enumerate() {
+            let n = tree.nodes.len();
+            if n == 0 || n > max_nodes {
+                return Err(format!(
+                    "tree {t} has {n} nodes (1 to {max_nodes} expected)"
+                ));
+            }
+            for (i, node) in tree.nodes.iter().enumerate() {
+                match node {
+                    Node::Split {
+                        feature,
+                        value,
+                        left,
+                        right,
+                    } => {
+                        if *feature as usize >= features {
+                            return Err(format!("tree {t} node {i} splits on feature {feature}"));
+                        }
+                        if !value.is_finite() {
+                            return Err(format!("tree {t} node {i} has threshold {value}"));
+                        }
+                        for child in [*left, *right] {
+                            let c = child as usize;
+                            if c <= i || c >= n {
+                                return Err(format!(
+                                    "tree {t} node {i} points at node {child} (children come after their parent, below {n})"
+                                ));
+                            }
+                        }
+                    }
+                    Node::Leaf { size } => {
+                        if *size as usize > self.psi {
+                            return Err(format!(
+                                "tree {t} leaf {i} holds {size} samples, more than ψ = {}",
+                                self.psi
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// s(x) = 2^(−E[h(x)]/c(ψ)): near 1 anomalous, ≤ 0.5 normal.
     pub fn score(&self, x: ArrayView1<f64>) -> f64 {
         if self.trees.is_empty() {
@@ -488,6 +559,70 @@ mod tests {
                 Some(s) => assert!((s - full).abs() < 1e-12 && full >= 0.6),
                 None => assert!(full < 0.6),
             }
+        }
+    }
+
+    /// A small forest as JSON, edited by `f`, then validated.
+    fn edited(f: impl FnOnce(&mut serde_json::Value)) -> Result<(), String> {
+        let (data, _) = planted(200, 0, 16, 3);
+        let forest = IsolationForest::fit(data.view(), 5, 64, 1);
+        let mut v = serde_json::to_value(&forest).expect("json");
+        f(&mut v);
+        let back: IsolationForest = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        back.validate(16)
+    }
+
+    /// The first node of tree 0 of `kind` (`Split` or `Leaf`): its index
+    /// and its fields.
+    fn first<'a>(v: &'a mut serde_json::Value, kind: &str) -> (usize, &'a mut serde_json::Value) {
+        let nodes = v["trees"][0]["nodes"].as_array_mut().expect("nodes");
+        let i = nodes
+            .iter()
+            .position(|n| n.get(kind).is_some())
+            .expect("a node of that kind");
+        (i, &mut nodes[i][kind])
+    }
+
+    fn split(v: &mut serde_json::Value) -> &mut serde_json::Value {
+        first(v, "Split").1
+    }
+
+    #[test]
+    fn a_trained_forest_validates_and_bad_ones_are_refused() {
+        assert_eq!(edited(|_| {}), Ok(()));
+        type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+        let cases: Vec<(&str, Edit)> = vec![
+            (
+                "out of range",
+                Box::new(|v| split(v)["left"] = 100_000.into()),
+            ),
+            ("cycle", Box::new(|v| split(v)["right"] = 0.into())),
+            (
+                "self loop",
+                Box::new(|v| {
+                    let (i, n) = first(v, "Split");
+                    n["left"] = i.into();
+                }),
+            ),
+            ("feature", Box::new(|v| split(v)["feature"] = 16.into())),
+            (
+                "threshold",
+                Box::new(|v| split(v)["value"] = serde_json::Value::Null),
+            ),
+            ("no trees", Box::new(|v| v["trees"] = serde_json::json!([]))),
+            (
+                "empty tree",
+                Box::new(|v| v["trees"][0]["nodes"] = serde_json::json!([])),
+            ),
+            ("psi", Box::new(|v| v["psi"] = 0.into())),
+            ("features", Box::new(|v| v["features"] = 15.into())),
+            (
+                "leaf size",
+                Box::new(|v| first(v, "Leaf").1["size"] = 1_000_000.into()),
+            ),
+        ];
+        for (what, f) in cases {
+            assert!(edited(f).is_err(), "{what} was accepted");
         }
     }
 

@@ -151,15 +151,18 @@ impl Engine {
             .collect()
     }
 
-    /// Loads persisted state through `read`; returns one message per file
-    /// that could not be used (the detector then starts fresh).
-    pub fn load_states(&mut self, read: impl Fn(&str) -> Option<Vec<u8>>) -> Vec<String> {
+    /// Loads persisted state through `read`; returns each file that could
+    /// not be used, with why (the detector then starts fresh).
+    pub fn load_states(
+        &mut self,
+        read: impl Fn(&str) -> Option<Vec<u8>>,
+    ) -> Vec<(&'static str, String)> {
         let mut errors = Vec::new();
         for d in &mut self.detectors {
             for name in d.state_files() {
                 if let Some(bytes) = read(name) {
                     if let Err(e) = d.load_state(name, &bytes) {
-                        errors.push(e);
+                        errors.push((*name, e));
                     }
                 }
             }

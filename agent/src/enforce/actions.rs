@@ -1,6 +1,9 @@
 //! `action` records: every enforcement change, as one JSON line with
 //! `kind, id, ts, host, action, target, ttl_s, state`, then `detail`,
-//! `incident` and `command` when they are set.
+//! `incident` and `command` when they are set, and once the action went
+//! to the audit log, `audited` with the chain position (`audit_seq`,
+//! `audit_hash`) that lets a consumer of `defense.actions` notice records
+//! cut from the host's log.
 
 use std::fmt;
 use std::path::Path;
@@ -113,6 +116,16 @@ pub struct Action {
     /// The id of the fleet command this executed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// Whether the audit append succeeded; absent for records that are
+    /// not audited (dry-run and rate-limited steps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audited: Option<bool>,
+    /// The audit chain's head after this record: its sequence number…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_seq: Option<u64>,
+    /// …and the SHA-256 of its line in `audit.jsonl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_hash: Option<String>,
 }
 
 impl Action {
@@ -135,6 +148,9 @@ impl Action {
             detail: detail.into(),
             incident: None,
             command: None,
+            audited: None,
+            audit_seq: None,
+            audit_hash: None,
         }
     }
 
@@ -143,10 +159,22 @@ impl Action {
     }
 
     /// Appends to the hash-chained audit log `<state_dir>/audit.jsonl`,
-    /// synced before returning.
-    pub fn record(&self, state_dir: &Path) -> Result<(), crate::enforce::audit::AuditError> {
-        let v = serde_json::to_value(self).unwrap_or_default();
-        crate::enforce::audit::append(state_dir, &v)
+    /// synced before returning, and notes the outcome in the record
+    /// (`audited`, `audit_seq`, `audit_hash`).
+    pub fn record(&mut self, state_dir: &Path) -> Result<(), crate::enforce::audit::AuditError> {
+        let v = serde_json::to_value(&*self).unwrap_or_default();
+        match crate::enforce::audit::append(state_dir, &v) {
+            Ok(head) => {
+                self.audited = Some(true);
+                self.audit_seq = Some(head.seq);
+                self.audit_hash = Some(head.hash);
+                Ok(())
+            }
+            Err(e) => {
+                self.audited = Some(false);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -179,6 +207,24 @@ mod tests {
         assert_eq!(v["incident"], "inc-1");
         assert_eq!(v["command"], "c-1");
         assert!(v.get("detail").is_none());
+        assert!(
+            v.get("audited").is_none(),
+            "not audited, so no audit fields"
+        );
+        // Audited: the chain position; a failed append says so.
+        let dir = std::env::temp_dir().join(format!("vigil-actions-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        a.record(&dir).expect("audit");
+        let v = serde_json::to_value(&a).expect("value");
+        assert_eq!(
+            (v["audited"].as_bool(), v["audit_seq"].as_u64()),
+            (Some(true), Some(0))
+        );
+        assert_eq!(v["audit_hash"].as_str().map(str::len), Some(64));
+        let blocker = dir.join(crate::enforce::audit::FILE).join("x");
+        assert!(a.record(&blocker).is_err());
+        assert_eq!(serde_json::to_value(&a).expect("value")["audited"], false);
+        let _ = std::fs::remove_dir_all(&dir);
         for (s, name) in [
             (ActionState::Applied, "applied"),
             (ActionState::Refused, "refused"),

@@ -25,6 +25,9 @@ pub struct Containment {
     enforcer: Enforcer,
     pub blocks: Blocklist,
     pub guard: Guard,
+    /// The last save of blocks.json failed (a full disk): maintenance
+    /// retries it, so a block applied meanwhile survives a reboot.
+    unsaved: bool,
 }
 
 /// Where the programs ended up, for the probe table and `vigil status`.
@@ -68,11 +71,13 @@ impl Containment {
             None => "failed: no cgroup v2 mount".to_string(),
         };
         // Pinned maps are the truth; the state file only refills empty maps.
-        let state_path = cfg.state_dir.join("blocks.json");
+        // A corrupt one is moved aside by `load` and restores nothing.
+        let state_path = cfg.state_dir.join(state::FILE);
         let mut restored = 0;
         if blocks.list().is_empty() {
-            let saved = state::load(&state_path)?;
-            restored = state::restore(&mut blocks, &saved)?;
+            if let Some(saved) = state::load(&state_path).found() {
+                restored = state::restore(&mut blocks, &saved)?;
+            }
         }
         let c = Containment {
             host: host.to_string(),
@@ -83,6 +88,7 @@ impl Containment {
             enforcer,
             blocks,
             guard: Guard::new(&guard_inputs(cfg)),
+            unsaved: false,
         };
         Ok((
             c,
@@ -94,17 +100,23 @@ impl Containment {
         ))
     }
 
-    fn record(&self, a: Action) -> Action {
+    fn record(&self, mut a: Action) -> Action {
         if let Err(e) = a.record(&self.state_dir) {
             tracing::warn!("could not append to the audit log: {e}");
         }
         a
     }
 
-    fn save(&self) {
+    fn save(&mut self) {
         let saved = state::to_saved(&self.blocks.list());
-        if let Err(e) = state::save(&self.state_dir.join("blocks.json"), &saved) {
-            tracing::warn!("could not save blocks: {e}");
+        match state::save(&self.state_dir.join(state::FILE), &saved) {
+            Ok(()) => self.unsaved = false,
+            Err(e) => {
+                if !self.unsaved {
+                    tracing::warn!("could not save blocks: {e}; retrying");
+                }
+                self.unsaved = true;
+            }
         }
     }
 
@@ -217,7 +229,7 @@ impl Containment {
                 detail,
             )));
         }
-        if !out.is_empty() {
+        if !out.is_empty() || self.unsaved {
             self.save();
         }
         out
@@ -343,7 +355,7 @@ pub fn kill_action(cfg: &Config, host: &str, pid: u32, start: Option<u64>, freez
             kill::kill(pid, start).map(|st| format!("SIGKILL via pidfd, start time {st}")),
         )
     };
-    let a = match result {
+    let mut a = match result {
         Ok(detail) => Action::new(
             host,
             verb,

@@ -6,6 +6,7 @@ pub mod actions;
 pub mod attach;
 pub mod audit;
 pub mod blocklist;
+pub mod caps;
 pub mod cidr;
 pub mod containment;
 pub mod guard;

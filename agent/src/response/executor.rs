@@ -28,7 +28,7 @@ pub struct HostExecutor<'a> {
 }
 
 impl HostExecutor<'_> {
-    fn record(&self, a: Action, undo: Option<Undo>) -> Outcome {
+    fn record(&self, mut a: Action, undo: Option<Undo>) -> Outcome {
         if let Err(e) = a.record(self.state_dir) {
             tracing::warn!("could not append to the audit log: {e}");
         }

@@ -53,6 +53,12 @@ pub struct Metrics {
     pub endpoint_refused: IntCounterVec,
     pub endpoint_timeouts: IntCounterVec,
     pub endpoint_accept_errors: IntCounterVec,
+    pub command_refusals: IntCounterVec,
+    pub output_errors: IntCounterVec,
+    pub output_shed: IntCounterVec,
+    pub output_pending_bytes: IntGaugeVec,
+    pub audit_failures: IntCounter,
+    pub state_write_errors: IntCounter,
     /// Last seen kernel totals, to turn them into counter increments.
     last: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Monotonic seconds of the pipeline loop's last turn (for /healthz).
@@ -101,6 +107,14 @@ impl Metrics {
             &["endpoint"],
         )?;
         r.register(Box::new(endpoint_connections.clone()))?;
+        let pending = IntGaugeVec::new(
+            Opts::new(
+                "output_pending_bytes",
+                "Bytes an output holds because writing them failed (retried).",
+            ),
+            &["output"],
+        )?;
+        r.register(Box::new(pending.clone()))?;
         Ok(Arc::new(Metrics {
             events: counter_vec("events_total", "Records produced, by kind.", &["kind"])?,
             decode_errors: counter("decode_errors_total", "Malformed kernel records dropped.")?,
@@ -192,6 +206,30 @@ impl Metrics {
                 "endpoint_accept_errors_total",
                 "Failed accepts (e.g. out of file descriptors), each followed by a backoff.",
                 &["endpoint"],
+            )?,
+            command_refusals: counter_vec(
+                "command_refusals_total",
+                "Fleet messages refused before acting, by topic and reason (recorded or summarised).",
+                &["topic", "reason"],
+            )?,
+            output_errors: counter_vec(
+                "output_errors_total",
+                "Failed writes to an output (records stay queued and are retried).",
+                &["output"],
+            )?,
+            output_shed: counter_vec(
+                "output_shed_total",
+                "Records an output dropped from its retry backlog (oldest first) to stay bounded.",
+                &["output"],
+            )?,
+            output_pending_bytes: pending,
+            audit_failures: counter(
+                "audit_failures_total",
+                "Audit log appends that failed (the action record says audited: false).",
+            )?,
+            state_write_errors: counter(
+                "state_write_errors_total",
+                "State file writes that failed (blocks, response state, offsets, baselines; retried).",
             )?,
             last: Default::default(),
             heartbeat: AtomicU64::new(crate::util::clock::monotonic_ns() / 1_000_000_000),

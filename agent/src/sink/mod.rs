@@ -5,6 +5,7 @@
 //! to take a record is counted and logged, and the daemon carries on —
 //! detection and enforcement never stop because an output is unwell.
 
+pub mod backlog;
 pub mod jsonl;
 pub mod kafka;
 
@@ -41,6 +42,8 @@ pub enum Output<'a> {
     Response(&'a ResponseRecord),
     /// A fleet command or indicator as received and judged.
     Command(&'a CommandRecord),
+    /// Fleet messages refused without a record each, counted.
+    Summary(&'a CommandSummary),
 }
 
 impl Output<'_> {
@@ -51,6 +54,7 @@ impl Output<'_> {
             Output::Alert(_) => "alert",
             Output::Response(r) => r.kind(),
             Output::Command(_) => "command",
+            Output::Summary(_) => "command_summary",
         }
     }
 
@@ -61,6 +65,7 @@ impl Output<'_> {
             Output::Alert(a) => serde_json::to_string(a),
             Output::Response(r) => serde_json::to_string(r),
             Output::Command(c) => serde_json::to_string(c),
+            Output::Summary(c) => serde_json::to_string(c),
         }
     }
 }
@@ -80,6 +85,30 @@ pub struct CommandRecord {
     /// `executed` or `refused`.
     pub result: &'static str,
     pub detail: String,
+}
+
+/// Refused fleet messages counted since `since`, written at most once a
+/// minute instead of one record each (docs/kafka.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandSummary {
+    pub kind: &'static str,
+    pub id: String,
+    pub ts: String,
+    pub host: String,
+    /// When the first of these refusals was counted.
+    pub since: String,
+    /// All refusals summarised here.
+    pub refused: u64,
+    pub counts: Vec<RefusalCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RefusalCount {
+    pub topic: String,
+    /// `unsigned`, `forged`, `malformed`, `no_key`, `stale`, `replay` or
+    /// `rate_limited`.
+    pub reason: &'static str,
+    pub count: u64,
 }
 
 /// A destination for records.
@@ -211,10 +240,32 @@ impl Sinks {
     }
 
     pub fn observe(&self, m: &crate::service::metrics::Metrics) {
-        for s in &self.sinks {
+        for (s, f) in self.sinks.iter().zip(&self.failures) {
+            m.mirror(
+                &format!("output_errors:{}", s.name()),
+                f.errors,
+                &m.output_errors.with_label_values(&[s.name()]),
+            );
             s.observe(m);
         }
     }
+}
+
+/// Mirrors a retry backlog into the metrics: what it shed, what it holds.
+pub fn observe_backlog(
+    m: &crate::service::metrics::Metrics,
+    output: &str,
+    shed: u64,
+    pending_bytes: usize,
+) {
+    m.mirror(
+        &format!("output_shed:{output}"),
+        shed,
+        &m.output_shed.with_label_values(&[output]),
+    );
+    m.output_pending_bytes
+        .with_label_values(&[output])
+        .set(pending_bytes as i64);
 }
 
 /// Counts a failure; logs the first and then every power of two.

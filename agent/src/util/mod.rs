@@ -1,8 +1,9 @@
-//! Small helpers every component may use: clocks and record ids. Nothing
-//! here depends on another module of the agent.
+//! Small helpers every component may use: clocks, record ids and atomic
+//! state files. Nothing here depends on another module of the agent.
 
 pub mod clock;
 pub mod id;
+pub mod statefile;
 
 /// Shells worth a reverse-shell check at exec.
 pub fn is_shell(exe: &str) -> bool {

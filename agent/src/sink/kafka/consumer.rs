@@ -19,19 +19,14 @@ use super::producer::Inbound;
 /// Next offset to read, per "topic/partition".
 pub type Offsets = BTreeMap<String, i64>;
 
+/// The offsets the daemon saved (atomically, see `util::statefile`); the
+/// daemon moved a corrupt file aside at start, so anything unreadable here
+/// means none.
 pub fn load_offsets(path: &Path) -> Offsets {
     std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
-}
-
-pub fn save_offsets(path: &Path, offsets: &Offsets) {
-    let tmp = path.with_extension("tmp");
-    let body = serde_json::to_vec(offsets).unwrap_or_default();
-    if let Err(e) = std::fs::write(&tmp, body).and_then(|_| std::fs::rename(&tmp, path)) {
-        tracing::warn!("could not save kafka offsets to {}: {e}", path.display());
-    }
 }
 
 fn assign(c: &BaseConsumer, topics: &[String], offsets: &Offsets) -> Result<usize, String> {

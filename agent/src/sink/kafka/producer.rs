@@ -3,7 +3,9 @@
 //! spool's watermark advances only on the broker's acknowledgement. A
 //! broker outage or an agent crash therefore loses nothing that reached the
 //! spool: what was unacknowledged is produced again (at least once; record
-//! ids let consumers drop duplicates).
+//! ids let consumers drop duplicates). A record the spool could not take
+//! (disk full) waits in a bounded in-memory backlog and is appended again
+//! at the next pump, in order.
 
 use std::collections::BTreeSet;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -17,6 +19,10 @@ use rdkafka::ClientContext;
 
 use super::spool::{Class, Spool, SpoolConfig, SpoolError};
 use crate::config::KafkaConfig;
+use crate::sink::backlog::Backlog;
+
+/// Bytes of records kept in memory while the spool cannot take them.
+pub const BACKLOG_BYTES: usize = 16 << 20;
 
 /// Spooled records handed to librdkafka and not yet acknowledged.
 const MAX_IN_FLIGHT: usize = 10_000;
@@ -83,6 +89,8 @@ pub struct Reporter {
     tokens: f64,
     refilled: Instant,
     flow_acc: f64,
+    /// Records the spool refused with an I/O error, oldest first.
+    backlog: Backlog<(Class, String)>,
     pub stats: ReportStats,
 }
 
@@ -153,8 +161,23 @@ impl Reporter {
             tokens: cfg.telemetry.max_per_second as f64,
             refilled: Instant::now(),
             flow_acc: 0.0,
+            backlog: Backlog::new(BACKLOG_BYTES, |(_, l)| l.len()),
             stats: ReportStats::default(),
         })
+    }
+
+    /// Appends what waits in the backlog, oldest first; stops at the first
+    /// I/O error (the rest waits for the next pump).
+    fn drain_backlog(&mut self) -> Result<(), KafkaError> {
+        while let Some((class, line)) = self.backlog.front() {
+            match self.spool.append(*class, line.as_bytes()) {
+                Ok(_) | Err(SpoolError::TooLarge(_)) => {
+                    self.backlog.pop_front();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Whether records of `kind` go to Kafka at all (so callers can skip
@@ -189,8 +212,19 @@ impl Reporter {
             self.tokens -= 1.0;
         }
         let line = with_id(line);
-        self.spool.append(class, line.as_bytes())?;
-        Ok(())
+        // Behind a backlog, a record queues so the order holds.
+        if !self.backlog.is_empty() {
+            self.backlog.push((class, line), false);
+            return self.drain_backlog();
+        }
+        match self.spool.append(class, line.as_bytes()) {
+            Ok(_) => Ok(()),
+            Err(e @ SpoolError::TooLarge(_)) => Err(e.into()),
+            Err(e) => {
+                self.backlog.push((class, line), false);
+                Err(e.into())
+            }
+        }
     }
 
     fn topic(&self, class: Class) -> &str {
@@ -201,8 +235,15 @@ impl Reporter {
         }
     }
 
-    /// Reads delivery reports and produces what the spool holds next.
+    /// Retries the backlog, then reads delivery reports and produces what
+    /// the spool holds next.
     pub fn pump(&mut self) -> Result<(), KafkaError> {
+        let retried = self.drain_backlog();
+        self.produce()?;
+        retried
+    }
+
+    fn produce(&mut self) -> Result<(), KafkaError> {
         while let Ok(d) = self.rx.try_recv() {
             self.in_flight = self.in_flight.saturating_sub(1);
             match d.error {
@@ -307,7 +348,7 @@ fn record_id(payload: &[u8]) -> &[u8] {
 pub fn class_of(kind: &str) -> Class {
     match kind {
         "alert" => Class::Alert,
-        "action" | "decision" | "notification" | "command" => Class::Action,
+        "action" | "decision" | "notification" | "command" | "command_summary" => Class::Action,
         _ => Class::Telemetry,
     }
 }
@@ -382,6 +423,9 @@ impl crate::sink::Sink for Reporter {
             "telemetry_shed": self.stats.shed_rate,
             "producer_restarts": self.stats.producer_restarts,
             "last_error": self.stats.last_error,
+            "backlog_records": self.backlog.len(),
+            "backlog_bytes": self.backlog.bytes(),
+            "backlog_shed": self.backlog.shed,
         })
     }
 
@@ -395,6 +439,7 @@ impl crate::sink::Sink for Reporter {
             &m.kafka_delivery_errors,
         );
         m.mirror("kafka_shed", self.stats.shed_rate, &m.kafka_telemetry_shed);
+        crate::sink::observe_backlog(m, "kafka", self.backlog.shed, self.backlog.bytes());
         let s = self.spool.stats;
         m.mirror(
             "spool_shed_t",
@@ -433,6 +478,33 @@ mod tests {
             b"yes"
         );
         assert_eq!(record_id(b"{}"), b"");
+    }
+
+    #[test]
+    fn a_record_the_spool_refused_is_appended_again_in_order() {
+        let dir = std::env::temp_dir().join(format!("vigil-reporter-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = KafkaConfig {
+            brokers: "127.0.0.1:9".into(),
+            ..KafkaConfig::default()
+        };
+        let mut r = Reporter::new(&cfg, "h", &dir).expect("reporter");
+        r.spool.fail_after = Some(3);
+        assert!(r.submit("alert", r#"{"id":"a1"}"#).is_err());
+        assert_eq!(r.backlog.len(), 1);
+        // The next record queues behind it; both land, a1 first.
+        r.submit("alert", r#"{"id":"a2"}"#).expect("retried");
+        assert!(r.backlog.is_empty());
+        let got: Vec<Vec<u8>> = r
+            .spool
+            .read(1, 10)
+            .expect("read")
+            .into_iter()
+            .map(|x| x.2)
+            .collect();
+        assert_eq!(got, [&br#"{"id":"a1"}"#[..], br#"{"id":"a2"}"#]);
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! Kafka, in segment files under `<state_dir>/spool/`. Each record carries a
 //! CRC32 over its class, sequence number and payload, so a torn write at the
 //! tail (a crash mid-append) is detected and cut off, never replayed.
-//! Alerts and actions are synced before the append returns; telemetry is
-//! not (losing the last telemetry on a crash is accepted, losing an alert
-//! is not). Records up to the acknowledged watermark are dropped segment by
-//! segment.
+//! An append that fails midway (a full disk) is cut back to the last whole
+//! record before the next append, so a failed write never leaves a record
+//! fragment in front of good ones. Alerts and actions are synced before the
+//! append returns; telemetry is not (losing the last telemetry on a crash
+//! is accepted, losing an alert is not). Records up to the acknowledged
+//! watermark (`acked`, an atomic state file) are dropped segment by segment.
 //!
 //! Record layout (little endian): magic `VS` (2), class (1), reserved (1),
 //! payload length (4), sequence (8), crc32 (4), payload.
@@ -14,6 +16,9 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::util::statefile;
 
 const MAGIC: [u8; 2] = *b"VS";
 const HEADER: usize = 20;
@@ -78,6 +83,8 @@ pub struct SpoolStats {
     pub torn_skipped: u64,
     /// Bytes of damaged segments skipped (checksum mismatch before the tail).
     pub corrupt_bytes_skipped: u64,
+    /// Failed appends whose partial bytes were cut off before the next one.
+    pub partial_writes_cut: u64,
 }
 
 #[derive(Debug)]
@@ -97,6 +104,14 @@ pub struct Spool {
     next_seq: u64,
     acked: u64,
     acked_saved: u64,
+    /// When the watermark was last saved.
+    acked_saved_at: Instant,
+    /// An append failed midway: the active segment may hold a fragment
+    /// after its last whole record (`Segment::len`).
+    dirty_tail: bool,
+    /// Test hook: the next append writes this many bytes, then fails.
+    #[cfg(test)]
+    pub(crate) fail_after: Option<usize>,
     pub stats: SpoolStats,
     /// Read position cache: (sequence it points at, segment first_seq, byte offset).
     cursor: Option<(u64, u64, u64)>,
@@ -184,10 +199,16 @@ impl Spool {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let acked = std::fs::read_to_string(dir.join(ACKED_FILE))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        // A corrupt watermark is moved aside: everything spooled is then
+        // produced again (duplicates, never loss).
+        let acked = statefile::load(&dir.join(ACKED_FILE), |b| {
+            std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| "not a sequence number".to_string())
+        })
+        .found()
+        .unwrap_or(0);
         let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
             .map_err(io)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -205,6 +226,10 @@ impl Spool {
             next_seq: acked + 1,
             acked,
             acked_saved: acked,
+            acked_saved_at: Instant::now(),
+            dirty_tail: false,
+            #[cfg(test)]
+            fail_after: None,
             stats: SpoolStats::default(),
             cursor: None,
         };
@@ -311,6 +336,9 @@ impl Spool {
             }
             return Ok(None);
         }
+        if self.dirty_tail {
+            self.cut_partial()?;
+        }
         let seq = self.next_seq;
         let rotate = self
             .segments
@@ -345,15 +373,26 @@ impl Spool {
             .map(|s| s.path.clone())
             .unwrap_or_default();
         if let Some(w) = self.writer.as_mut() {
-            w.write_all(&buf).map_err(|source| SpoolError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            if class != Class::Telemetry {
-                w.sync_data().map_err(|source| SpoolError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+            #[cfg(test)]
+            let written = match self.fail_after.take() {
+                Some(n) => w
+                    .write_all(&buf[..n.min(buf.len())])
+                    .and(Err(std::io::Error::from_raw_os_error(libc::ENOSPC))),
+                None => w.write_all(&buf),
+            };
+            #[cfg(not(test))]
+            let written = w.write_all(&buf);
+            let synced = written.and_then(|()| {
+                if class == Class::Telemetry {
+                    Ok(())
+                } else {
+                    w.sync_data()
+                }
+            });
+            if let Err(source) = synced {
+                // Some of the record may be in the file: cut before the next append.
+                self.dirty_tail = true;
+                return Err(SpoolError::Io { path, source });
             }
         }
         if let Some(s) = self.segments.back_mut() {
@@ -362,6 +401,28 @@ impl Spool {
         }
         self.next_seq += 1;
         Ok(Some(seq))
+    }
+
+    /// Cuts the active segment back to its last whole record after a
+    /// failed append, and reopens the writer at that end.
+    fn cut_partial(&mut self) -> Result<(), SpoolError> {
+        self.writer = None;
+        if let Some(seg) = self.segments.back() {
+            let (path, len) = (seg.path.clone(), seg.len);
+            match OpenOptions::new().write(true).open(&path) {
+                Ok(f) => {
+                    f.set_len(len).map_err(self.io(&path))?;
+                    f.sync_data().map_err(self.io(&path))?;
+                }
+                // Never created: nothing to cut.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io(&path)(e)),
+            }
+            self.cursor = None;
+        }
+        self.dirty_tail = false;
+        self.stats.partial_writes_cut += 1;
+        Ok(())
     }
 
     /// Reads up to `max` records starting at sequence `from`.
@@ -434,20 +495,32 @@ impl Spool {
         }
         self.acked = seq.min(self.next_seq - 1);
         self.drop_acked()?;
-        // Saving on every ack would double the disk writes: every 256 or when drained.
-        if self.acked - self.acked_saved >= 256 || self.pending() == 0 {
+        // A synced save per ack would cost more than the records: every
+        // 256 acks, or a second after the last save.
+        if self.acked - self.acked_saved >= 256
+            || self.acked_saved_at.elapsed() >= Duration::from_secs(1)
+        {
             self.save_acked()?;
         }
         Ok(())
     }
 
     fn save_acked(&mut self) -> Result<(), SpoolError> {
+        if self.acked == self.acked_saved {
+            return Ok(());
+        }
         let path = self.dir.join(ACKED_FILE);
-        let tmp = self.dir.join("acked.tmp");
-        std::fs::write(&tmp, self.acked.to_string())
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(self.io(&path))?;
+        statefile::write(
+            &path,
+            self.acked.to_string().as_bytes(),
+            statefile::Sync::Full,
+        )
+        .map_err(|e| SpoolError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         self.acked_saved = self.acked;
+        self.acked_saved_at = Instant::now();
         Ok(())
     }
 
@@ -554,6 +627,60 @@ mod tests {
         // The next append reuses sequence 3 cleanly.
         assert_eq!(s.append(Class::Action, b"{\"id\":\"x\"}").unwrap(), Some(3));
         assert_eq!(s.read(3, 10).unwrap()[0].2, b"{\"id\":\"x\"}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_partial_append_is_cut_at_the_next_append_not_only_at_open() {
+        let d = dir("partial");
+        let mut s = Spool::open(&d, CFG).unwrap();
+        s.append(Class::Alert, b"{\"id\":\"a1\"}").unwrap();
+        // The disk fills up 10 bytes into the second record.
+        s.fail_after = Some(10);
+        assert!(s.append(Class::Alert, b"{\"id\":\"a2\"}").is_err());
+        let path = s.segments.back().unwrap().path.clone();
+        let good = s.segments.back().unwrap().len;
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good + 10);
+        // Space is back: the fragment goes, the record takes its sequence.
+        assert_eq!(s.append(Class::Alert, b"{\"id\":\"a2\"}").unwrap(), Some(2));
+        s.append(Class::Action, b"{\"id\":\"a3\"}").unwrap();
+        let got: Vec<Vec<u8>> = s.read(1, 10).unwrap().into_iter().map(|r| r.2).collect();
+        assert_eq!(
+            got,
+            [
+                &b"{\"id\":\"a1\"}"[..],
+                b"{\"id\":\"a2\"}",
+                b"{\"id\":\"a3\"}"
+            ]
+        );
+        assert_eq!(s.stats.partial_writes_cut, 1);
+        drop(s);
+        // Nothing damaged is found at the next start either.
+        let mut s = Spool::open(&d, CFG).unwrap();
+        assert_eq!(s.stats, SpoolStats::default());
+        assert_eq!(s.read(1, 10).unwrap().len(), 3);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_watermark_is_moved_aside_and_everything_replays() {
+        let d = dir("acked");
+        let mut s = Spool::open(&d, CFG).unwrap();
+        for i in 0..3u8 {
+            s.append(Class::Alert, &[b'x', i]).unwrap();
+        }
+        s.set_acked(1).unwrap();
+        s.close().unwrap();
+        drop(s);
+        assert_eq!(std::fs::read_to_string(d.join(ACKED_FILE)).unwrap(), "1");
+        std::fs::write(d.join(ACKED_FILE), "\u{0}garbage").unwrap();
+        let s = Spool::open(&d, CFG).unwrap();
+        assert_eq!(s.acked(), 0);
+        assert_eq!(s.pending(), 3);
+        assert!(std::fs::read_dir(&d).unwrap().flatten().any(|e| e
+            .file_name()
+            .to_string_lossy()
+            .starts_with("acked.corrupt-")));
         std::fs::remove_dir_all(&d).unwrap();
     }
 
