@@ -494,3 +494,60 @@ fn kill_freeze_refuses_the_hosts_service_slices() {
     assert!(!out.status.success());
     let _ = service.0.kill();
 }
+
+#[test]
+fn a_local_user_cannot_use_the_control_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    // The socket and a client config in a directory anyone may enter (the
+    // agent's own state directory is private).
+    let open = TempDir::new("tctl-open");
+    std::fs::set_permissions(&open.0, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let books = open.0.join("books");
+    std::fs::create_dir(&books).expect("playbooks dir");
+    let sock = open.0.join("vigil.sock");
+    let agent = Agent::start_in(
+        None,
+        &format!(
+            "stats_interval_s: 1\nmetrics:\n  listen: \"\"\nenforce:\n  enabled: false\n\
+             playbooks:\n  dir: {}\ncontrol:\n  socket: {}\n",
+            books.display(),
+            sock.display()
+        ),
+        TempDir::new("tctl"),
+    );
+    let client = open.0.join("client.yaml");
+    std::fs::write(&client, format!("control:\n  socket: {}\n", sock.display())).expect("cfg");
+    std::fs::set_permissions(&client, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let status = |nobody: bool| {
+        let mut c = Command::new(vigil_bin());
+        c.args(["status", "--json", "--config"]).arg(&client);
+        if nobody {
+            as_nobody(&mut c);
+        }
+        c.output().expect("vigil status")
+    };
+    // The socket's mode (0600) keeps other users out.
+    let out = status(true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "nobody reached the socket: {err}");
+    assert!(err.contains("ermission denied"), "{err}");
+    // Opened up by mistake, the peer's credentials still do.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = status(true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "nobody was answered: {err}");
+    assert!(err.contains("root-only"), "{err}");
+    assert!(
+        agent.stderr().contains("refused a request from uid 65534"),
+        "{}",
+        agent.stderr()
+    );
+    // Root is answered.
+    let out = status(false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
