@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod detect;
 pub mod enforce;
+pub mod fusion;
 pub mod kernel;
 pub mod pipeline;
 pub mod record;

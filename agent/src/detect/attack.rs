@@ -43,6 +43,11 @@ pub fn technique(id: &'static str) -> Technique {
     })
 }
 
+/// Looks up a technique by an id that need not live for the program.
+pub fn find(id: &str) -> Option<Technique> {
+    table().get(id).cloned()
+}
+
 pub fn exists(id: &str) -> bool {
     table().contains_key(id)
 }
