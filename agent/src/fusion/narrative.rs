@@ -374,7 +374,7 @@ mod tests {
         let books: Vec<&str> = a.next_steps.iter().map(|s| s.playbook.as_str()).collect();
         assert_eq!(
             books,
-            ["brute_force_response", "lateral_movement_isolation"]
+            ["lateral_movement_isolation", "brute_force_response"]
         );
     }
 
