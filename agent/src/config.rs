@@ -46,6 +46,8 @@ pub struct Config {
     pub response: ResponseConfig,
     pub playbooks: PlaybooksConfig,
     pub control: ControlConfig,
+    /// `vigil fusion run`: fleet correlation on the same Kafka.
+    pub fusion: crate::fusion::config::FusionConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -183,6 +185,7 @@ impl Default for Config {
             response: ResponseConfig::default(),
             playbooks: PlaybooksConfig::default(),
             control: ControlConfig::default(),
+            fusion: crate::fusion::config::FusionConfig::default(),
         }
     }
 }

@@ -142,6 +142,36 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Fleet fusion on Kafka: consensus, cross-host chains, incidents.
+    Fusion {
+        #[command(subcommand)]
+        cmd: FusionCmd,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum FusionCmd {
+    /// Run fusion stages until SIGINT/SIGTERM (all by default).
+    Run {
+        /// Comma-separated subset of rekey,consensus,chains,incidents.
+        #[arg(long, value_delimiter = ',')]
+        stages: Vec<String>,
+    },
+    /// Current incidents, most recent first.
+    Incidents {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One incident with its narrative.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a fleet decision now (and hold off the same evidence).
+    Unblock { indicator: String },
 }
 
 #[derive(Subcommand)]
@@ -273,5 +303,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::EnforceStatus { config } => contain::status(config.as_deref()),
         Command::EnforceDetach { config } => contain::detach(config.as_deref()),
+        Command::Fusion { cmd, config } => {
+            let config = config.as_deref();
+            match cmd {
+                FusionCmd::Run { stages } => cli::fusion::run(config, stages),
+                FusionCmd::Incidents { json } => cli::fusion::incidents(config, json),
+                FusionCmd::Show { id, json } => cli::fusion::show(config, &id, json),
+                FusionCmd::Unblock { indicator } => cli::fusion::unblock(config, &indicator),
+            }
+        }
     }
 }

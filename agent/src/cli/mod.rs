@@ -3,6 +3,7 @@
 
 pub mod contain;
 pub mod control;
+pub mod fusion;
 
 use std::path::{Path, PathBuf};
 

@@ -46,7 +46,8 @@ impl Default for Rule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FusionTopics {
-    /// Alerts re-keyed by indicator (the repartition topic).
+    /// Alerts re-keyed by indicator (the repartition topic), and operators'
+    /// signed unblock requests.
     pub sightings: String,
     /// Consensus state by indicator (compacted changelog).
     pub consensus_changelog: String,
@@ -55,14 +56,13 @@ pub struct FusionTopics {
     pub pending_links: String,
     /// Chain state by host (compacted changelog).
     pub chains_changelog: String,
-    /// Host-to-host links (A→B, with technique and evidence).
-    pub links: String,
+    /// Alerts, actions, decisions and links for incident assembly, keyed
+    /// `fleet` on one partition: one active incident stage at a time.
+    pub incident_events: String,
     /// Incidents by id (compacted; the incident stage's state).
     pub incidents: String,
     /// Host name, addresses and roles, published by each agent (compacted).
     pub inventory: String,
-    /// Signed operator requests to fusion (`vigil fusion unblock`).
-    pub control: String,
 }
 
 impl Default for FusionTopics {
@@ -72,10 +72,9 @@ impl Default for FusionTopics {
             consensus_changelog: "fusion.consensus.changelog".into(),
             pending_links: "fusion.pending-links".into(),
             chains_changelog: "fusion.chains.changelog".into(),
-            links: "fusion.links".into(),
+            incident_events: "fusion.incident-events".into(),
             incidents: "fusion.incidents".into(),
             inventory: "fleet.inventory".into(),
-            control: "fusion.control".into(),
         }
     }
 }

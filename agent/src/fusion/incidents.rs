@@ -353,16 +353,14 @@ fn add_action(inc: &mut Incident, x: &ActionIn, ts: f64) -> bool {
         ("decision", Some(d)) => {
             if let Some(apr) = approval_id(&detail) {
                 match d.as_str() {
-                    "approval_requested" => {
-                        if !inc.approvals.iter().any(|a| a.id == apr) {
-                            inc.approvals.push(Approval {
-                                id: apr,
-                                host: x.host.clone(),
-                                requested: ts,
-                                state: "pending".into(),
-                                detail: detail.chars().take(300).collect(),
-                            });
-                        }
+                    "approval_requested" if !inc.approvals.iter().any(|a| a.id == apr) => {
+                        inc.approvals.push(Approval {
+                            id: apr,
+                            host: x.host.clone(),
+                            requested: ts,
+                            state: "pending".into(),
+                            detail: detail.chars().take(300).collect(),
+                        });
                     }
                     "approved" | "timeout_approved" | "denied" | "timeout_denied" => {
                         if let Some(a) = inc.approvals.iter_mut().find(|a| a.id == apr) {

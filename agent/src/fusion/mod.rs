@@ -13,8 +13,18 @@ pub mod incidents;
 pub mod inventory;
 pub mod model;
 pub mod narrative;
+pub mod run;
+pub mod stream;
 
 use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FusionError {
+    #[error("fusion config: {0}")]
+    Config(String),
+    #[error("fusion kafka: {0}")]
+    Kafka(String),
+}
 
 /// Hex SHA-256 over the parts, each length-prefixed so no two part lists
 /// collide; ids derived from it are stable across restarts.
