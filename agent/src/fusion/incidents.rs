@@ -4,7 +4,7 @@
 //! incidents (one key: the graph crosses partitions), and each change is
 //! published whole, keyed by incident id, on the compacted incidents topic.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +39,8 @@ pub struct AlertRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndicatorRef {
     pub indicator: String,
+    #[serde(default)]
+    pub techniques: Vec<String>,
     pub decision: String,
     pub verdict: Verdict,
     pub ttl_s: u64,
@@ -93,6 +95,9 @@ impl Incident {
         for a in &self.alerts {
             t.extend(a.techniques.iter().cloned());
         }
+        for i in &self.indicators {
+            t.extend(i.techniques.iter().cloned());
+        }
         t
     }
 
@@ -100,7 +105,7 @@ impl Incident {
         self.updated = self.updated.max(ts);
     }
 
-    fn add_alert(&mut self, a: &AlertIn, ts: f64) -> bool {
+    fn add_alert(&mut self, a: AlertRef) -> bool {
         if self.alerts.iter().any(|x| x.id == a.id) {
             return false;
         }
@@ -108,18 +113,11 @@ impl Incident {
             self.alerts_dropped += 1;
             return true;
         }
-        self.alerts.push(AlertRef {
-            id: a.id.clone(),
-            host: a.host.clone(),
-            detector: a.detector.clone(),
-            severity: a.severity.clone(),
-            confidence: a.confidence,
-            ts,
-            techniques: a.technique_ids(),
-            summary: a.summary.chars().take(300).collect(),
-        });
         self.hosts.insert(a.host.clone());
-        self.touch(ts);
+        self.touch(a.ts);
+        self.alerts.push(a);
+        self.alerts
+            .sort_by(|a, b| a.ts.total_cmp(&b.ts).then(a.id.cmp(&b.id)));
         true
     }
 
@@ -181,9 +179,72 @@ pub struct Incidents {
     pub open: BTreeMap<String, Incident>,
     /// Incidents closed to stay under [`MAX_OPEN`].
     pub evicted: u64,
+    /// Recent alerts per host, so an incident opened by a later link or
+    /// decision still gets the alerts that led to it.
+    #[serde(default)]
+    pub recent: BTreeMap<String, VecDeque<AlertRef>>,
+}
+
+/// Alerts remembered per host, and hosts remembered, for late incidents.
+pub const RECENT_PER_HOST: usize = 32;
+pub const RECENT_HOSTS: usize = 10_000;
+
+fn alert_ref(a: &AlertIn, ts: f64) -> AlertRef {
+    AlertRef {
+        id: a.id.clone(),
+        host: a.host.clone(),
+        detector: a.detector.clone(),
+        severity: a.severity.clone(),
+        confidence: a.confidence,
+        ts,
+        techniques: a.technique_ids(),
+        summary: a.summary.chars().take(300).collect(),
+    }
 }
 
 impl Incidents {
+    fn remember(&mut self, a: AlertRef, window: f64) {
+        let q = self.recent.entry(a.host.clone()).or_default();
+        if q.iter().any(|x| x.id == a.id) {
+            return;
+        }
+        let newest = a.ts;
+        q.push_back(a);
+        while q.len() > RECENT_PER_HOST || q.front().is_some_and(|x| newest - x.ts > window) {
+            q.pop_front();
+        }
+        while self.recent.len() > RECENT_HOSTS {
+            let oldest = self
+                .recent
+                .iter()
+                .min_by(|a, b| {
+                    let t = |q: &VecDeque<AlertRef>| q.back().map(|x| x.ts).unwrap_or(0.0);
+                    t(a.1).total_cmp(&t(b.1))
+                })
+                .map(|(h, _)| h.clone());
+            match oldest {
+                Some(h) => self.recent.remove(&h),
+                None => break,
+            };
+        }
+    }
+
+    /// Gives incident `id` the remembered alerts of its hosts within the
+    /// window before `ts`.
+    fn attach_recent(&mut self, id: &str, ts: f64, window: f64) {
+        let Some(inc) = self.open.get_mut(id) else {
+            return;
+        };
+        let hosts: Vec<String> = inc.hosts.iter().cloned().collect();
+        for h in hosts {
+            for a in self.recent.get(&h).into_iter().flatten() {
+                if ts - a.ts <= window && a.ts <= ts + window {
+                    inc.add_alert(a.clone());
+                }
+            }
+        }
+    }
+
     /// Open incidents holding any of `hosts` that were updated within the
     /// window before `ts`, oldest first.
     fn holding(&self, hosts: &[&str], ts: f64, window: f64) -> Vec<String> {
@@ -255,7 +316,7 @@ pub fn on_record(st: &mut Incidents, input: IncidentIn<'_>, window_s: u64) -> Ve
     let changed = match input {
         IncidentIn::Link(l) => {
             let id = st.gather(&[&l.from, &l.to], l.ts, window, &l.id, &mut out);
-            st.open.get_mut(&id).and_then(|inc| {
+            let changed = st.open.get_mut(&id).and_then(|inc| {
                 if inc.edges.iter().any(|e| e.link == l.id) || inc.edges.len() >= MAX_EDGES {
                     return None;
                 }
@@ -275,7 +336,11 @@ pub fn on_record(st: &mut Incidents, input: IncidentIn<'_>, window_s: u64) -> Ve
                 inc.hosts.insert(l.to.clone());
                 inc.touch(l.ts);
                 Some(id)
-            })
+            });
+            if let Some(id) = &changed {
+                st.attach_recent(id, l.ts, window);
+            }
+            changed
         }
         IncidentIn::Decision(d) => {
             let ts = d.ts as f64;
@@ -284,12 +349,13 @@ pub fn on_record(st: &mut Incidents, input: IncidentIn<'_>, window_s: u64) -> Ve
                 return out;
             }
             let id = st.gather(&hosts, ts, window, &d.id, &mut out);
-            st.open.get_mut(&id).and_then(|inc| {
+            let changed = st.open.get_mut(&id).and_then(|inc| {
                 if inc.indicators.iter().any(|i| i.decision == d.id) {
                     return None;
                 }
                 inc.indicators.push(IndicatorRef {
                     indicator: d.indicator.clone(),
+                    techniques: d.techniques.clone(),
                     decision: d.id.clone(),
                     verdict: d.action,
                     ttl_s: d.ttl_s,
@@ -300,7 +366,11 @@ pub fn on_record(st: &mut Incidents, input: IncidentIn<'_>, window_s: u64) -> Ve
                 inc.hosts.extend(d.hosts.iter().cloned());
                 inc.touch(ts);
                 Some(id)
-            })
+            });
+            if let Some(id) = &changed {
+                st.attach_recent(id, ts, window);
+            }
+            changed
         }
         IncidentIn::Alert(a) => {
             let Some(ts) = a.ts_s() else {
@@ -310,10 +380,12 @@ pub fn on_record(st: &mut Incidents, input: IncidentIn<'_>, window_s: u64) -> Ve
                 return out;
             }
             // Alerts join incidents; alone they open none (one host's
-            // alert is its own agent's business).
+            // alert is its own agent's business), but are remembered.
+            let r = alert_ref(a, ts);
+            st.remember(r.clone(), window);
             let ids = st.holding(&[&a.host], ts, window);
             let id = ids.first().cloned();
-            id.filter(|id| st.open.get_mut(id).is_some_and(|inc| inc.add_alert(a, ts)))
+            id.filter(|id| st.open.get_mut(id).is_some_and(|inc| inc.add_alert(r)))
         }
         IncidentIn::Action(x) => {
             let Some(ts) = ts_s(&x.ts) else {
@@ -460,7 +532,9 @@ mod tests {
         let inc = &st.open[id];
         assert_eq!(inc.hosts.iter().collect::<Vec<_>>(), ["h1", "h2", "h3"]);
         assert_eq!(inc.edges.len(), 2);
-        assert_eq!(inc.alerts.len(), 1);
+        // a0 came before the first link and joins with it.
+        let ids: Vec<&str> = inc.alerts.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a0", "a1"]);
         // Replays change nothing.
         assert!(on_record(
             &mut st,
@@ -474,6 +548,25 @@ mod tests {
             DAY
         )
         .is_empty());
+    }
+
+    #[test]
+    fn alerts_that_came_before_the_link_join_the_incident() {
+        let mut st = Incidents::default();
+        on_record(&mut st, IncidentIn::Alert(&alert("early", "h2", T0)), DAY);
+        on_record(
+            &mut st,
+            IncidentIn::Alert(&alert("other-host", "h9", T0)),
+            DAY,
+        );
+        on_record(
+            &mut st,
+            IncidentIn::Link(&link("h1", "h2", T0 + 5.0, "l1")),
+            DAY,
+        );
+        let inc = st.open.values().next().expect("one");
+        let ids: Vec<&str> = inc.alerts.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["early"]);
     }
 
     #[test]
