@@ -336,14 +336,22 @@ impl Table {
         }
         let mut table = BTreeMap::new();
         let started = Instant::now();
-        while !ends.is_empty() {
+        // Past the reported ends, read on until the topic is quiet: a broker
+        // may report the end early (tansu 0.6 reports the last batch's base
+        // offset + 1, not the last record's), and a record missed here would
+        // be a decision made twice.
+        loop {
             if started.elapsed() > Duration::from_secs(120) {
                 return Err(FusionError::Kafka(format!(
                     "reading {} to its end took too long",
                     self.topic
                 )));
             }
-            let Some(r) = self.c.poll(Duration::from_millis(200)) else {
+            let wait = if ends.is_empty() { 300 } else { 200 };
+            let Some(r) = self.c.poll(Duration::from_millis(wait)) else {
+                if ends.is_empty() {
+                    break;
+                }
                 continue;
             };
             let m = match r {
