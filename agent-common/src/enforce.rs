@@ -56,3 +56,5 @@ pub const LPM_WALK_V6: u32 = 129;
 
 pub const PROG_XDP: &str = "vigil_xdp_block";
 pub const PROG_EGRESS: &str = "vigil_egress_block";
+/// The egress check at TC, for an agent scoped to its network namespace.
+pub const PROG_TC_EGRESS: &str = "vigil_tc_egress_block";

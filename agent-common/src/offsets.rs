@@ -73,9 +73,24 @@ pub struct AgentConfig {
     pub tp_openat_flags: u32,
     /// `syscalls/sys_exit_openat`: `long ret` (the new fd, or -errno).
     pub tp_openat_exit_ret: u32,
+    /// Network namespace (inode number) whose events are kept; 0 keeps
+    /// every namespace (`scope.netns: host`).
+    pub scope_netns: u32,
+    /// `task_struct.nsproxy`, `nsproxy.net_ns`, and the offset of
+    /// `ns.inum` in `struct net`: the namespace of a task or a socket.
+    pub task_nsproxy: u32,
+    pub nsproxy_net_ns: u32,
+    pub net_inum: u32,
+    /// `tcp/tcp_send_reset`: `skbaddr`; `sk_buff.dev` and the offset of the
+    /// `struct net *` in `net_device.nd_net`: the namespace of a reset sent
+    /// without a socket (a closed port).
+    pub tp_rst_skbaddr: u32,
+    pub skb_dev: u32,
+    pub dev_net: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 44 * 4);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 52 * 4);
 
 impl AgentConfig {
     /// Offsets as seen on Linux 6.x x86-64 tracefs; struct offsets unknown.
@@ -125,5 +140,13 @@ impl AgentConfig {
         tp_openat_filename: 24,
         tp_openat_flags: 32,
         tp_openat_exit_ret: 16,
+        scope_netns: 0,
+        task_nsproxy: OFFSET_UNKNOWN,
+        nsproxy_net_ns: OFFSET_UNKNOWN,
+        net_inum: OFFSET_UNKNOWN,
+        tp_rst_skbaddr: 8,
+        skb_dev: OFFSET_UNKNOWN,
+        dev_net: OFFSET_UNKNOWN,
+        _pad: 0,
     };
 }

@@ -59,7 +59,7 @@ pub fn vigil_pam_exit(ctx: RetProbeContext) -> u32 {
     };
     let _ = PAM_CALLS.remove(&id);
     let tgid = (id >> 32) as u32;
-    if tgid == conf!(agent_tgid) {
+    if tgid == conf!(agent_tgid) || !crate::scope::task_in_scope() {
         return 0;
     }
     let retval: i32 = ctx.ret();

@@ -19,9 +19,9 @@ use agent_common::enforce::{
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_NO_PREALLOC},
     helpers::generated::bpf_ktime_get_ns,
-    macros::{cgroup_skb, map, xdp},
+    macros::{cgroup_skb, classifier, map, xdp},
     maps::{lpm_trie::Key, HashMap, LpmTrie, PerCpuArray},
-    programs::{SkBuffContext, XdpContext},
+    programs::{sk_buff::SkBuff, SkBuffContext, TcContext, XdpContext},
 };
 
 #[map]
@@ -174,11 +174,18 @@ pub fn vigil_egress_block(ctx: SkBuffContext) -> i32 {
 }
 
 fn try_egress(ctx: &SkBuffContext) -> Option<bool> {
+    egress_at(&ctx.skb, 0)
+}
+
+/// The egress check on the IP header at `l3` (0 under cgroup_skb, after
+/// the Ethernet header under TC).
+#[inline(always)]
+fn egress_at(ctx: &SkBuff, l3: usize) -> Option<bool> {
     let len = ctx.len() as u64;
-    let b0: u8 = ctx.load(0).ok()?;
+    let b0: u8 = ctx.load(l3).ok()?;
     let hit = match b0 >> 4 {
-        4 => blocked4(ctx.load::<[u8; 4]>(16).ok()?, BLOCK_EGRESS, len),
-        6 => blocked6(ctx.load::<[u8; 16]>(24).ok()?, BLOCK_EGRESS, len),
+        4 => blocked4(ctx.load::<[u8; 4]>(l3 + 16).ok()?, BLOCK_EGRESS, len),
+        6 => blocked6(ctx.load::<[u8; 16]>(l3 + 24).ok()?, BLOCK_EGRESS, len),
         _ => false,
     };
     if hit {
@@ -186,6 +193,29 @@ fn try_egress(ctx: &SkBuffContext) -> Option<bool> {
         stat(STAT_OUT_BYTES, len);
     }
     Some(hit)
+}
+
+/// The same egress check at TC on each interface of the agent's own
+/// network namespace (`scope.netns: self`), where a cgroup program would
+/// see every namespace's sockets.
+#[classifier]
+pub fn vigil_tc_egress_block(ctx: TcContext) -> i32 {
+    match try_tc_egress(&ctx) {
+        Some(true) => TC_ACT_SHOT,
+        _ => TC_ACT_OK,
+    }
+}
+
+const TC_ACT_OK: i32 = 0;
+const TC_ACT_SHOT: i32 = 2;
+
+fn try_tc_egress(ctx: &TcContext) -> Option<bool> {
+    let proto = u16::from_be(ctx.load::<u16>(12).ok()?);
+    match proto {
+        0x0800 | 0x86dd => egress_at(&ctx.skb, 14),
+        0x8100 | 0x88a8 => egress_at(&ctx.skb, 18),
+        _ => Some(false),
+    }
 }
 
 #[cfg(not(test))]

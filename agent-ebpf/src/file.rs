@@ -95,7 +95,10 @@ pub fn vigil_file_write(ctx: TracePointContext) -> u32 {
 unsafe fn try_file_write(ctx: &TracePointContext) -> Result<(), i64> {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    if unsafe { NETFACING.get(&tgid) }.is_none() || tgid == conf!(agent_tgid) {
+    if unsafe { NETFACING.get(&tgid) }.is_none()
+        || tgid == conf!(agent_tgid)
+        || !crate::scope::task_in_scope()
+    {
         return Ok(());
     }
     let flags: i64 = unsafe { ctx.read_at(conf!(tp_openat_flags) as usize)? };

@@ -14,6 +14,7 @@ mod file;
 mod flow;
 mod network;
 mod process;
+mod scope;
 
 #[cfg(not(test))]
 #[panic_handler]

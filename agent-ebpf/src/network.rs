@@ -78,6 +78,9 @@ unsafe fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
     let old: i32 = unsafe { ctx.read_at(conf!(tp_sk_oldstate) as usize)? };
     let new: i32 = unsafe { ctx.read_at(conf!(tp_sk_newstate) as usize)? };
     let skaddr: u64 = unsafe { ctx.read_at(conf!(tp_sk_skaddr) as usize)? };
+    if !crate::scope::sock_in_scope(skaddr) {
+        return Ok(());
+    }
     let agent = conf!(agent_tgid);
 
     let (kind, owner) = match (old, new) {
@@ -181,6 +184,10 @@ pub fn vigil_tcp_reset(ctx: TracePointContext) -> u32 {
 unsafe fn try_tcp_reset(ctx: &TracePointContext) -> Result<(), i64> {
     let skaddr: u64 = unsafe { ctx.read_at(conf!(tp_rst_skaddr) as usize)? };
     if skaddr != 0 {
+        return Ok(());
+    }
+    let skb: u64 = unsafe { ctx.read_at(conf!(tp_rst_skbaddr) as usize)? };
+    if !crate::scope::skb_in_scope(skb) {
         return Ok(());
     }
     let s_off = conf!(tp_rst_saddr) as usize;

@@ -23,6 +23,7 @@ use aya_ebpf::{
 use crate::{
     config::conf,
     events::{count_drop, header, EVENTS},
+    scope::task_in_scope,
 };
 
 #[inline(always)]
@@ -53,7 +54,7 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
 
 fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current();
-    if tgid == conf!(agent_tgid) {
+    if tgid == conf!(agent_tgid) || !task_in_scope() {
         return Ok(());
     }
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
@@ -157,7 +158,7 @@ pub fn vigil_exit(ctx: TracePointContext) -> u32 {
 
 fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current();
-    if tgid == conf!(agent_tgid) {
+    if tgid == conf!(agent_tgid) || !task_in_scope() {
         return Ok(());
     }
     // Report the process, not each thread: on kernels with `group_dead` the
@@ -196,7 +197,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
 
 #[inline(always)]
 fn emit_fork(parent_tgid: u32, parent_tid: u32, child_tgid: u32, child_tid: u32, flags: u32) {
-    if parent_tgid == conf!(agent_tgid) {
+    if parent_tgid == conf!(agent_tgid) || !task_in_scope() {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {

@@ -46,8 +46,48 @@ pub struct Config {
     pub response: ResponseConfig,
     pub playbooks: PlaybooksConfig,
     pub control: ControlConfig,
+    /// Role tags published with this host in `fleet.inventory` (e.g. web,
+    /// db, bastion), for fusion's incidents.
+    pub roles: Vec<String>,
+    /// Which part of the host this agent watches and guards.
+    pub scope: ScopeConfig,
     /// `vigil fusion run`: fleet correlation on the same Kafka.
     pub fusion: crate::fusion::config::FusionConfig,
+}
+
+/// `host` watches every network namespace; `self` only the one the agent
+/// runs in (a container's, or one test host among several on a kernel).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NetnsScope {
+    Host,
+    #[serde(rename = "self")]
+    Own,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScopeConfig {
+    /// `host` (default): events of every network namespace, flows on the
+    /// cgroup v2 root, egress blocks on the root cgroup. `self`: the kernel
+    /// keeps only this namespace's events, flows and blocks use TC on its
+    /// own interfaces. Give each scoped agent its own `state_dir`,
+    /// `enforce.pin_dir` and `control.socket`.
+    pub netns: NetnsScope,
+}
+
+impl Default for ScopeConfig {
+    fn default() -> Self {
+        ScopeConfig {
+            netns: NetnsScope::Host,
+        }
+    }
+}
+
+impl ScopeConfig {
+    pub fn is_own_netns(&self) -> bool {
+        self.netns == NetnsScope::Own
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -185,6 +225,8 @@ impl Default for Config {
             response: ResponseConfig::default(),
             playbooks: PlaybooksConfig::default(),
             control: ControlConfig::default(),
+            roles: Vec::new(),
+            scope: ScopeConfig::default(),
             fusion: crate::fusion::config::FusionConfig::default(),
         }
     }
@@ -319,6 +361,10 @@ pub struct KafkaConfig {
     /// messages are recorded one by one up to the same number per minute
     /// and summarised past it.
     pub max_commands_per_minute: usize,
+    /// Fleet decisions (`threat.enriched`) applied per minute; a separate
+    /// budget, large enough for a restarted agent to take up every
+    /// decision in force.
+    pub max_indicators_per_minute: usize,
     /// How long librdkafka retries a message before reporting failure (it
     /// then stays in the spool and is produced again).
     pub message_timeout_ms: u64,
@@ -334,6 +380,7 @@ impl Default for KafkaConfig {
             hmac_key: String::new(),
             command_max_age_s: 300,
             max_commands_per_minute: 60,
+            max_indicators_per_minute: 600,
             message_timeout_ms: 30_000,
             spool: SpoolSettings::default(),
         }
@@ -348,6 +395,8 @@ pub struct KafkaTopics {
     pub actions: String,
     pub commands: String,
     pub enriched: String,
+    /// This host's name, addresses and roles (compacted, keyed by host).
+    pub inventory: String,
 }
 
 impl Default for KafkaTopics {
@@ -358,6 +407,7 @@ impl Default for KafkaTopics {
             actions: "defense.actions".into(),
             commands: "defense.commands".into(),
             enriched: "threat.enriched".into(),
+            inventory: "fleet.inventory".into(),
         }
     }
 }
@@ -514,6 +564,9 @@ impl Config {
         }
         if self.enforce.max_ttl_s == 0 {
             return invalid("enforce.max_ttl_s must be at least 1");
+        }
+        if self.kafka.max_indicators_per_minute == 0 {
+            return invalid("kafka.max_indicators_per_minute must be at least 1");
         }
         if self.kafka.max_commands_per_minute == 0 {
             return invalid("kafka.max_commands_per_minute must be at least 1");

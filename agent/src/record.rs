@@ -35,6 +35,15 @@ pub enum Body {
     AgentStart(AgentStart),
     AgentStats(AgentStats),
     AgentStop(AgentStats),
+    /// This host as fusion sees it: published on `fleet.inventory`.
+    Inventory(Inventory),
+}
+
+/// The host's addresses and role tags (`roles` in the config).
+#[derive(Debug, Clone, Serialize)]
+pub struct Inventory {
+    pub addresses: Vec<IpAddr>,
+    pub roles: Vec<String>,
 }
 
 impl Body {
@@ -55,6 +64,7 @@ impl Body {
             Body::AgentStart(_) => "agent_start",
             Body::AgentStats(_) => "agent_stats",
             Body::AgentStop(_) => "agent_stop",
+            Body::Inventory(_) => "inventory",
         }
     }
 }

@@ -29,6 +29,24 @@ use crate::util::statefile;
 
 pub use super::inbound::Fleet;
 
+/// Executables hashed for process alerts at most this large.
+const HASH_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Adds the SHA-256 of a process alert's executable to its entities, so
+/// fusion can recognise the same file on other hosts. The detectors stay
+/// pure; this I/O runs only for alerts, which are rare.
+fn name_executable(alert: &mut Alert) {
+    if alert.detector != "process" || alert.update {
+        return;
+    }
+    let Some(exe) = alert.entities.get("exe").and_then(|e| e.as_str()) else {
+        return;
+    };
+    if let Some(h) = crate::util::file_sha256(std::path::Path::new(exe), HASH_MAX_BYTES) {
+        alert.entities["sha256"] = h.into();
+    }
+}
+
 /// Alerts kept for `vigil alerts`.
 pub const RECENT_ALERTS: usize = 256;
 pub const RESPONSE_STATE: &str = "response.json";
@@ -202,7 +220,8 @@ impl Agent {
             return;
         };
         let now_s = r.wall_ns as f64 / 1e9;
-        for alert in engine.on_record(now_s, &r.ts, &r.host, &r.body) {
+        for mut alert in engine.on_record(now_s, &r.ts, &r.host, &r.body) {
+            name_executable(&mut alert);
             // Not eprintln!: it panics when stderr cannot be written (a
             // full disk under a redirected stderr), and an alert line on
             // the terminal is not worth the agent.
@@ -379,6 +398,20 @@ impl Agent {
             self.baselines.last_s = now;
             self.save_baselines();
         }
+    }
+
+    /// This host's addresses and roles, for fusion (`fleet.inventory`).
+    pub fn publish_inventory(&mut self) {
+        let mut addresses: Vec<std::net::IpAddr> = crate::enforce::guard::own_addresses()
+            .into_iter()
+            .filter(|a| !a.is_loopback() && !a.is_unspecified())
+            .collect();
+        addresses.sort();
+        addresses.dedup();
+        self.write_agent(Body::Inventory(crate::record::Inventory {
+            addresses,
+            roles: self.cfg.roles.clone(),
+        }));
     }
 
     /// An agent record (start, stats, stop), flushed at once.

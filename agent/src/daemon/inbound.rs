@@ -22,6 +22,7 @@ use crate::response::engine::By;
 use crate::response::playbook::Decision;
 use crate::response::record::ResponseRecord;
 use crate::sink::kafka::commands::{Budget, Command, CommandError, SeenIds, Verifier};
+
 use crate::sink::kafka::consumer::Offsets;
 use crate::sink::kafka::producer::Inbound;
 use crate::sink::{CommandRecord, CommandSummary, Output, RefusalCount};
@@ -55,6 +56,11 @@ pub struct Fleet {
     pub record_budget: Budget,
     pub caps: Caps,
     pub refusals: Refusals,
+    /// Fleet decisions in force here: indicator → (decision id, its ts).
+    pub applied: std::collections::BTreeMap<String, (String, i64)>,
+    pub applied_dirty: bool,
+    /// Fleet decisions applied per minute (`kafka.max_indicators_per_minute`).
+    pub decision_budget: Budget,
 }
 
 impl Fleet {
@@ -68,6 +74,9 @@ impl Fleet {
             record_budget: Budget::new(per_minute),
             caps: Caps::from_config(&cfg.enforce),
             refusals: Refusals::default(),
+            applied: Default::default(),
+            applied_dirty: false,
+            decision_budget: Budget::new(cfg.kafka.max_indicators_per_minute),
         }
     }
 }
@@ -89,35 +98,32 @@ impl Agent {
         if let Some(s) = statefile::load_json::<SeenIds>(&dir.join(SEEN_FILE), |_| Ok(())).found() {
             self.fleet.verifier.restore_seen(s, wall_s() as i64);
         }
+        let applied = dir.join(super::decisions::APPLIED_FILE);
+        if let Some(a) = statefile::load_json(&applied, |_| Ok(())).found() {
+            self.fleet.applied = a;
+        }
     }
 
     pub fn on_inbound(&mut self, m: Inbound) {
         let now = wall_s();
         let host = self.pipeline.host();
-        let opened = if m.topic == self.cfg.kafka.topics.commands {
-            self.fleet
+        let recorded = if m.topic == self.cfg.kafka.topics.commands {
+            match self
+                .fleet
                 .verifier
                 .open_command(&m.payload, m.hmac.as_deref(), &host)
-                .map(|env| env.map(|e| (e.id, e.ts, e.command)))
+            {
+                Err(e) => {
+                    self.count_refusal(&m.topic, &e);
+                    false
+                }
+                // Addressed to other hosts: not ours to record.
+                Ok(None) => false,
+                Ok(Some(env)) => self.judge(&m, env.id, env.ts, env.command, now),
+            }
         } else {
-            self.fleet
-                .verifier
-                .open_indicator(&m.payload, m.hmac.as_deref())
-                .map(|ioc| {
-                    let block = Command::Block {
-                        target: ioc.indicator,
-                        ttl_s: ioc.ttl_s,
-                    };
-                    Some((ioc.id, ioc.ts, block))
-                })
+            self.on_decision(&m, now)
         };
-        let mut recorded = false;
-        match opened {
-            Err(e) => self.count_refusal(&m.topic, &e),
-            // Addressed to other hosts: not ours to record.
-            Ok(None) => {}
-            Ok(Some((id, ts, cmd))) => recorded = self.judge(&m, id, ts, cmd, now),
-        }
         self.fleet
             .offsets
             .insert(format!("{}/{}", m.topic, m.partition), m.offset + 1);
@@ -171,6 +177,20 @@ impl Agent {
                 ("refused", e, Vec::new())
             }
         };
+        self.record_command(m, id, result, detail, records);
+        true
+    }
+
+    /// One `command` record (output, audit log, metrics) for a judged
+    /// fleet message, then what it did.
+    pub(super) fn record_command(
+        &mut self,
+        m: &Inbound,
+        message_id: String,
+        result: &'static str,
+        detail: String,
+        records: Vec<ResponseRecord>,
+    ) {
         let rec = CommandRecord {
             kind: "command",
             id: crate::util::id::new_id(),
@@ -179,7 +199,7 @@ impl Agent {
             topic: m.topic.clone(),
             partition: m.partition,
             offset: m.offset,
-            message_id: id,
+            message_id,
             result,
             detail,
         };
@@ -194,11 +214,10 @@ impl Agent {
         }
         self.sinks.emit(Output::Command(&rec));
         self.respond(records);
-        true
     }
 
     /// Counts a refusal in the metrics.
-    fn note_refusal(&self, topic: &str, e: &CommandError) {
+    pub(super) fn note_refusal(&self, topic: &str, e: &CommandError) {
         if let Some(mm) = &self.metrics {
             mm.command_refusals
                 .with_label_values(&[topic, e.reason()])
@@ -207,7 +226,7 @@ impl Agent {
     }
 
     /// Counts a refusal for the next summary instead of recording it.
-    fn count_refusal(&mut self, topic: &str, e: &CommandError) {
+    pub(super) fn count_refusal(&mut self, topic: &str, e: &CommandError) {
         self.note_refusal(topic, e);
         let r = &mut self.fleet.refusals;
         r.since.get_or_insert_with(now_rfc3339);
@@ -288,7 +307,12 @@ impl Agent {
     }
 
     /// Runs a verified command; its records come back for the output.
-    fn execute(&mut self, cmd: Command, id: &str, now: f64) -> Result<Vec<ResponseRecord>, String> {
+    pub(super) fn execute(
+        &mut self,
+        cmd: Command,
+        id: &str,
+        now: f64,
+    ) -> Result<Vec<ResponseRecord>, String> {
         let action = |mut a: Action| {
             a.command = Some(id.to_string());
             match a.state {

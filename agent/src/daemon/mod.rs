@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod control;
+pub mod decisions;
 pub mod flows;
 pub mod inbound;
 pub mod schedule;
@@ -194,6 +195,7 @@ fn run_job(agent: &mut Agent, ebpf: &aya::Ebpf, job: Job) {
             agent.housekeeping();
             agent.sinks.flush();
         }
+        Job::Inventory => agent.publish_inventory(),
     }
 }
 

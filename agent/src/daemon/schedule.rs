@@ -26,6 +26,8 @@ pub enum Job {
     /// Save what changed (offsets, executed ids, response state, detector
     /// baselines) and summarise refused fleet messages.
     Housekeeping,
+    /// Publish this host on `fleet.inventory` (Kafka only).
+    Inventory,
 }
 
 pub struct Schedule {

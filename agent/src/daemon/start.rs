@@ -75,7 +75,7 @@ fn containment(
         return Ok(None);
     }
     let (c, report) = Containment::open(cfg, host)?;
-    probes.extend(crate::kernel::probes::blocklist_rows(&report, c.cgroup()));
+    probes.extend(crate::kernel::probes::blocklist_rows(&report));
     if report.restored > 0 {
         tracing::info!(
             "restored {} blocks from the state directory",
@@ -179,6 +179,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         Some(consumer::spawn(
             cfg.kafka.brokers.clone(),
             topics,
+            vec![cfg.kafka.topics.enriched.clone()],
             cfg.state_dir.join(OFFSETS_FILE),
             inbound_tx,
         )?)
@@ -314,6 +315,10 @@ fn schedule(agent: &Agent) -> Schedule {
         s.every(Job::Outputs, Duration::from_millis(20), zero, now);
     }
     s.every(Job::Housekeeping, Duration::from_secs(1), zero, now);
+    if !cfg.kafka.brokers.is_empty() {
+        // Addresses change rarely; the compacted topic keeps the last.
+        s.every(Job::Inventory, Duration::from_secs(300), zero, now);
+    }
     s
 }
 

@@ -313,9 +313,95 @@ fn inbound(topic: &str, offset: i64, body: &str, key: Option<&str>) -> Inbound {
         topic: topic.into(),
         partition: 0,
         offset,
+        key: String::new(),
         payload: body.as_bytes().to_vec(),
         hmac: key.map(|k| sign(k.as_bytes(), body.as_bytes()).into_bytes()),
+        tombstone: false,
+        ts_header: None,
     }
+}
+
+/// A tombstone on `threat.enriched` for `indicator`, issued at `ts` and
+/// signed with `key`.
+fn lift(offset: i64, indicator: &str, ts: i64, key: &str) -> Inbound {
+    let body = crate::sink::kafka::commands::tombstone_body(indicator, ts);
+    Inbound {
+        topic: "threat.enriched".into(),
+        partition: 0,
+        offset,
+        key: indicator.into(),
+        payload: Vec::new(),
+        hmac: Some(sign(key.as_bytes(), &body).into_bytes()),
+        tombstone: true,
+        ts_header: Some(ts),
+    }
+}
+
+#[test]
+fn fleet_decisions_are_taken_once_simulated_ones_only_recorded_and_lifts_checked() {
+    let mut t = agent("decisions", &[], Mode::Enforce);
+    let topic = "threat.enriched";
+    let decision = |id: &str, ip: &str, ts: i64, ttl: u64, action: &str| {
+        serde_json::json!({"id": id, "ts": ts, "indicator": ip, "ttl_s": ttl, "action": action})
+            .to_string()
+    };
+    let now = now_s();
+    // Simulated: recorded, nothing enforced.
+    let sim = decision("d1", "203.0.113.9", now, 3600, "would_block");
+    t.agent.on_inbound(inbound(topic, 0, &sim, Some(KEY)));
+    // Read again (a restart re-reads the compacted topic): passed over.
+    t.agent.on_inbound(inbound(topic, 1, &sim, Some(KEY)));
+    // Lapsed already: passed over without a record.
+    let old = decision("d0", "198.51.100.1", now - 7200, 3600, "block");
+    t.agent.on_inbound(inbound(topic, 2, &old, Some(KEY)));
+    // A block: this agent has enforcement off, so it is refused, with why.
+    let blk = decision("d2", "198.51.100.2", now, 3600, "block");
+    t.agent.on_inbound(inbound(topic, 3, &blk, Some(KEY)));
+    // An executable's hash has nothing to block in the network.
+    let sha = decision(
+        "d3",
+        &format!("sha256:{}", "ab".repeat(32)),
+        now,
+        3600,
+        "block",
+    );
+    t.agent.on_inbound(inbound(topic, 4, &sha, Some(KEY)));
+    // Unsigned: counted, not recorded.
+    t.agent.on_inbound(inbound(topic, 5, &blk, None));
+    let cmds: Vec<(String, String)> = t
+        .of("command")
+        .iter()
+        .map(|c| {
+            (
+                c["message_id"].as_str().unwrap_or("").to_string(),
+                c["result"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cmds,
+        [
+            ("d1".to_string(), "simulated".to_string()),
+            ("d2".to_string(), "refused".to_string())
+        ]
+    );
+    assert!(t.agent.fleet.applied.contains_key("203.0.113.9"));
+    // A forged lift, and one older than the decision, change nothing.
+    t.agent
+        .on_inbound(lift(6, "203.0.113.9", now + 1, "wrong-key"));
+    t.agent.on_inbound(lift(7, "203.0.113.9", now - 1, KEY));
+    assert!(t.agent.fleet.applied.contains_key("203.0.113.9"));
+    // A fresh signed lift takes it out.
+    t.agent.on_inbound(lift(8, "203.0.113.9", now + 1, KEY));
+    assert!(!t.agent.fleet.applied.contains_key("203.0.113.9"));
+    assert_eq!(
+        t.of("command").last().expect("lift")["message_id"],
+        "lift:d1"
+    );
+    // The applied decisions survive a restart.
+    let saved = std::fs::read(t.dir.join(super::decisions::APPLIED_FILE)).expect("saved");
+    let saved: serde_json::Value = serde_json::from_slice(&saved).expect("json");
+    assert!(saved.as_object().is_some_and(|o| o.is_empty()), "{saved}");
 }
 
 fn now_s() -> i64 {

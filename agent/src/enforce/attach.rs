@@ -1,7 +1,8 @@
 //! Loads the enforcement object with its maps pinned under the pin
 //! directory and attaches it: XDP on every non-loopback interface of this
 //! network namespace (native mode, generic when the driver refuses) and
-//! cgroup_skb egress on the cgroup v2 root. Links are pinned too, so the
+//! cgroup_skb egress on the cgroup v2 root — or, for an agent scoped to its
+//! network namespace, TC egress on its interfaces. Links are pinned too, so the
 //! programs stay attached when the agent dies and blocks still lapse on
 //! their own expiry; a later agent finds the pins and leaves them in force.
 
@@ -11,8 +12,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use agent_common::enforce as wire;
-use aya::programs::links::FdLink;
-use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Xdp, XdpMode};
+use aya::programs::links::{FdLink, LinkOrder};
+use aya::programs::tc::TcAttachOptions;
+use aya::programs::{
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType, Xdp, XdpMode,
+};
 use aya::{Ebpf, EbpfLoader};
 
 use super::EnforceError;
@@ -233,6 +237,68 @@ impl Enforcer {
         fd.pin(pin)
             .map_err(|e| format!("pin {}: {e}", pin.display()))?;
         Ok(())
+    }
+
+    /// Attaches the TC egress program (TCX link, pinned) to every
+    /// interface of this network namespace not attached yet: egress
+    /// enforcement for an agent scoped to its namespace. Returns the
+    /// interfaces attached now and those that failed, with the reason.
+    pub fn attach_tc_egress(&mut self, only: &[String]) -> (Vec<String>, Vec<String>) {
+        let (mut ok, mut failed) = (Vec::new(), Vec::new());
+        let prog = wire::PROG_TC_EGRESS;
+        let loaded = (|| -> Result<(), String> {
+            let p: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(prog)
+                .ok_or("missing from object")?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            if p.fd().is_err() {
+                p.load().map_err(|e| format!("load: {e}"))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = loaded {
+            failed.push(format!("{prog}: {e}"));
+            return (ok, failed);
+        }
+        for (ifindex, name) in interfaces() {
+            if name == "lo" || (!only.is_empty() && !only.contains(&name)) {
+                continue;
+            }
+            let pin = self
+                .pin_dir
+                .join("links")
+                .join(format!("tc-egress-{}-{ifindex}", netns_id()));
+            if pin.exists() {
+                continue;
+            }
+            let attached = (|| -> Result<(), String> {
+                let p: &mut SchedClassifier = self
+                    .ebpf
+                    .program_mut(prog)
+                    .ok_or("missing from object")?
+                    .try_into()
+                    .map_err(|e| format!("{e}"))?;
+                let id = p
+                    .attach_with_options(
+                        &name,
+                        TcAttachType::Egress,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(|e| format!("attach: {e}"))?;
+                let link = p.take_link(id).map_err(|e| format!("{e}"))?;
+                let fd: FdLink = link.try_into().map_err(|e| format!("{e}"))?;
+                fd.pin(&pin)
+                    .map_err(|e| format!("pin {}: {e}", pin.display()))?;
+                Ok(())
+            })();
+            match attached {
+                Ok(()) => ok.push(name),
+                Err(e) => failed.push(format!("{name}: {e}")),
+            }
+        }
+        (ok, failed)
     }
 
     /// Attaches the egress program to the cgroup v2 root unless pinned already.

@@ -22,6 +22,8 @@ pub struct Containment {
     interfaces: Vec<String>,
     xdp_mode: String,
     cgroup: Option<String>,
+    /// Scoped to its network namespace (`scope.netns: self`).
+    scoped: bool,
     enforcer: Enforcer,
     pub blocks: Blocklist,
     pub guard: Guard,
@@ -34,6 +36,9 @@ pub struct Containment {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AttachReport {
     pub xdp: Vec<XdpAttachment>,
+    /// Where egress is enforced: `cgroup_skb/egress <root>` or, scoped to
+    /// the agent's network namespace, `tc/egress <interfaces>`.
+    pub egress_hook: String,
     pub egress: String,
     pub restored: usize,
 }
@@ -61,14 +66,36 @@ impl Containment {
     pub fn open(cfg: &Config, host: &str) -> Result<(Containment, AttachReport), EnforceError> {
         let mut enforcer = Enforcer::load(&cfg.enforce.pin_dir)?;
         let mut blocks = Blocklist::open(&cfg.enforce.pin_dir)?;
-        let cgroup = crate::kernel::loader::cgroup2_root();
         let xdp = enforcer.attach_interfaces(&cfg.enforce.interfaces, &cfg.enforce.xdp_mode);
-        let egress = match &cgroup {
-            Some(cg) => match enforcer.attach_egress(cg) {
-                Ok(s) => s.to_string(),
-                Err(e) => format!("failed: {e}"),
-            },
-            None => "failed: no cgroup v2 mount".to_string(),
+        // Scoped to its namespace, the agent must not drop other
+        // namespaces' traffic: egress at TC on its own interfaces.
+        let scoped = cfg.scope.is_own_netns();
+        let cgroup = (!scoped)
+            .then(crate::kernel::loader::cgroup2_root)
+            .flatten();
+        let (egress_hook, egress) = if scoped {
+            let (ok, failed) = enforcer.attach_tc_egress(&cfg.enforce.interfaces);
+            let state = match (ok.is_empty(), failed.is_empty()) {
+                (_, false) => format!("failed: {}", failed.join("; ")),
+                (true, true) => "pinned".to_string(),
+                (false, true) => "attached".to_string(),
+            };
+            let ifaces: Vec<String> = crate::enforce::attach::interfaces()
+                .into_iter()
+                .map(|(_, n)| n)
+                .filter(|n| n != "lo")
+                .collect();
+            (format!("tc/egress {}", ifaces.join(",")), state)
+        } else {
+            let hook = format!("cgroup_skb/egress {}", cgroup.as_deref().unwrap_or("?"));
+            let state = match &cgroup {
+                Some(cg) => match enforcer.attach_egress(cg) {
+                    Ok(s) => s.to_string(),
+                    Err(e) => format!("failed: {e}"),
+                },
+                None => "failed: no cgroup v2 mount".to_string(),
+            };
+            (hook, state)
         };
         // Pinned maps are the truth; the state file only refills empty maps.
         // A corrupt one is moved aside by `load` and restores nothing.
@@ -85,6 +112,7 @@ impl Containment {
             interfaces: cfg.enforce.interfaces.clone(),
             xdp_mode: cfg.enforce.xdp_mode.clone(),
             cgroup,
+            scoped,
             enforcer,
             blocks,
             guard: Guard::new(&guard_inputs(cfg)),
@@ -94,6 +122,7 @@ impl Containment {
             c,
             AttachReport {
                 xdp,
+                egress_hook,
                 egress,
                 restored,
             },
@@ -120,8 +149,15 @@ impl Containment {
         }
     }
 
-    /// Attaches XDP to interfaces that appeared since the last call.
+    /// Attaches XDP (and, scoped to the namespace, TC egress) to
+    /// interfaces that appeared since the last call.
     pub fn rescan_interfaces(&mut self) -> Vec<XdpAttachment> {
+        if self.scoped {
+            let (_, failed) = self.enforcer.attach_tc_egress(&self.interfaces);
+            for f in failed {
+                tracing::warn!("tc egress blocklist: {f}");
+            }
+        }
         self.enforcer
             .attach_interfaces(&self.interfaces, &self.xdp_mode)
             .into_iter()

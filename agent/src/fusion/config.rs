@@ -61,8 +61,6 @@ pub struct FusionTopics {
     pub incident_events: String,
     /// Incidents by id (compacted; the incident stage's state).
     pub incidents: String,
-    /// Host name, addresses and roles, published by each agent (compacted).
-    pub inventory: String,
 }
 
 impl Default for FusionTopics {
@@ -74,7 +72,6 @@ impl Default for FusionTopics {
             chains_changelog: "fusion.chains.changelog".into(),
             incident_events: "fusion.incident-events".into(),
             incidents: "fusion.incidents".into(),
-            inventory: "fleet.inventory".into(),
         }
     }
 }

@@ -108,7 +108,7 @@ pub fn topic_specs<'a>(env: &'a Env, partitions: i32) -> Vec<Spec<'a>> {
         p(&k.actions, false),
         p(&k.events, false),
         p(&k.enriched, true),
-        p(&t.inventory, true),
+        p(&k.inventory, true),
         p(&t.sightings, false),
         p(&t.consensus_changelog, true),
         p(&t.pending_links, false),
@@ -263,7 +263,7 @@ struct Fleet {
 
 impl Fleet {
     fn open(env: &Env) -> Result<Fleet, FusionError> {
-        let table = Table::open(&env.brokers, &env.cfg.topics.inventory, None)?;
+        let table = Table::open(&env.brokers, &env.kafka.topics.inventory, None)?;
         let mut f = Fleet {
             table,
             inv: Inventory::default(),

@@ -20,8 +20,7 @@ use sha2::Sha256;
 use super::FusionError;
 use crate::sink::kafka::commands::{sign, HMAC_HEADER};
 
-/// Header carrying a tombstone's issue time (its signature covers it).
-pub const TS_HEADER: &str = "ts";
+pub use crate::sink::kafka::commands::TS_HEADER;
 
 /// Signs and verifies with the fleet key.
 #[derive(Clone)]
@@ -42,7 +41,7 @@ impl Signer {
 
     /// What a tombstone's signature covers: its key and issue time.
     pub fn tombstone_body(key: &str, ts: i64) -> Vec<u8> {
-        format!("tombstone\n{key}\n{ts}").into_bytes()
+        crate::sink::kafka::commands::tombstone_body(key, ts)
     }
 
     /// Constant-time check of a hex tag over `body`.

@@ -120,14 +120,13 @@ pub fn sock_create(ebpf: &mut Ebpf, prog_name: &'static str, path: &str) -> Resu
     Ok(())
 }
 
+/// Interfaces of this process's network namespace (not /sys, which shows
+/// the namespace sysfs was mounted in).
 fn interfaces() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut names: Vec<String> = crate::enforce::attach::interfaces()
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect();
     names.sort();
     names
 }

@@ -38,6 +38,38 @@ pub enum LoaderError {
         hook: String,
         source: Box<ProbeError>,
     },
+    #[error(
+        "scope.netns: self needs to tell namespaces apart in the kernel, but {0} could not be \
+         resolved from kernel BTF; run with scope.netns: host"
+    )]
+    Scope(String),
+}
+
+/// The inode number of this process's network namespace.
+pub fn own_netns() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net")
+        .ok()
+        .and_then(|m| u32::try_from(m.ino()).ok())
+}
+
+/// Sets the namespace the kernel keeps events of, when scoped; refuses to
+/// run scoped on a kernel where it could not filter.
+fn apply_scope(cfg: &Config, c: &mut AgentConfig) -> Result<(), LoaderError> {
+    if !cfg.scope.is_own_netns() {
+        return Ok(());
+    }
+    let needed = [
+        ("task_struct.nsproxy", c.task_nsproxy),
+        ("nsproxy.net_ns", c.nsproxy_net_ns),
+        ("net.ns.inum", c.net_inum),
+        ("sock_common.skc_net", c.sock_net),
+    ];
+    if let Some((name, _)) = needed.iter().find(|(_, o)| *o == OFFSET_UNKNOWN) {
+        return Err(LoaderError::Scope(name.to_string()));
+    }
+    c.scope_netns = own_netns().ok_or_else(|| LoaderError::Scope("/proc/self/ns/net".into()))?;
+    Ok(())
 }
 
 pub struct Loaded {
@@ -86,6 +118,20 @@ pub fn agent_config(root: &str) -> (AgentConfig, Vec<String>) {
             if common != OFFSET_UNKNOWN && net != OFFSET_UNKNOWN {
                 c.sock_net = common + net;
             }
+            c.task_nsproxy = field("task_struct", "nsproxy");
+            c.nsproxy_net_ns = field("nsproxy", "net_ns");
+            let ns = field("net", "ns");
+            let inum = field("ns_common", "inum");
+            if ns != OFFSET_UNKNOWN && inum != OFFSET_UNKNOWN {
+                c.net_inum = ns + inum;
+            }
+            c.skb_dev = field("sk_buff", "dev");
+            // possible_net_t holds the pointer as its first member.
+            let nd = field("net_device", "nd_net");
+            let ptr = field("possible_net_t", "net");
+            if nd != OFFSET_UNKNOWN && ptr != OFFSET_UNKNOWN {
+                c.dev_net = nd + ptr;
+            }
         }
         Err(e) => missing.push(format!("kernel BTF ({e})")),
     }
@@ -113,6 +159,7 @@ pub fn agent_config(root: &str) -> (AgentConfig, Vec<String>) {
     c.tp_sk_daddr_v6 = get(&sk, "daddr_v6", c.tp_sk_daddr_v6);
     let rst = tp_offsets(root, "tcp", "tcp_send_reset");
     c.tp_rst_skaddr = get(&rst, "skaddr", c.tp_rst_skaddr);
+    c.tp_rst_skbaddr = get(&rst, "skbaddr", c.tp_rst_skbaddr);
     c.tp_rst_saddr = get(&rst, "saddr", c.tp_rst_saddr);
     c.tp_rst_daddr = get(&rst, "daddr", c.tp_rst_daddr);
     let openat = tp_offsets(root, "syscalls", "sys_enter_openat");
@@ -217,7 +264,7 @@ fn attempt(ebpf: &mut Ebpf, probe: &Probe, env: &Env) -> Option<Attempt> {
             Err(e) => tried("tc/clsact".to_string(), Err(e)),
         },
         // Attached with the enforcement object (`blocklist_rows`).
-        Hook::Xdp { .. } | Hook::CgroupSkbEgress => None,
+        Hook::Xdp { .. } | Hook::CgroupSkbEgress | Hook::TcEgress => None,
     }
 }
 
@@ -235,6 +282,7 @@ pub fn load(cfg: &Config) -> Result<Loaded, LoaderError> {
         config.pam_user = o.user;
         config.pam_rhost = o.rhost;
     }
+    apply_scope(cfg, &mut config)?;
     let mut loader = EbpfLoader::new();
     loader
         .override_global(maps::CONFIG, &config, true)

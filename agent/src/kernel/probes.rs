@@ -39,6 +39,8 @@ pub enum Hook {
     Xdp { mode: &'static str },
     /// cgroup_skb egress on the cgroup v2 root.
     CgroupSkbEgress,
+    /// TC egress (TCX link) on each interface of the agent's namespace.
+    TcEgress,
 }
 
 impl Hook {
@@ -58,6 +60,9 @@ impl Hook {
             Hook::TcClsact => "TC clsact ingress + egress on every interface".to_string(),
             Hook::Xdp { mode } => format!("XDP ({mode} mode) on each interface"),
             Hook::CgroupSkbEgress => "cgroup_skb egress on the cgroup v2 root".to_string(),
+            Hook::TcEgress => {
+                "TC egress on each interface of the agent's network namespace".to_string()
+            }
         }
     }
 }
@@ -72,6 +77,10 @@ pub enum Gate {
     TcFlows,
     /// `enforce.enabled`: attached with the enforcement object.
     Enforce,
+    /// `enforce.enabled` and the agent watches the whole host.
+    EnforceHost,
+    /// `enforce.enabled` and `scope.netns: self`.
+    EnforceScoped,
     /// `enforce.enabled` and `enforce.xdp_mode` auto or driver.
     XdpNative,
     /// `enforce.enabled` and `enforce.xdp_mode` auto or skb.
@@ -82,9 +91,13 @@ impl Gate {
     pub fn open(self, cfg: &Config) -> bool {
         match self {
             Gate::Always => true,
-            Gate::CgroupFlows => cfg.flows.attach != FlowAttach::Tc,
-            Gate::TcFlows => cfg.flows.attach != FlowAttach::Cgroup,
+            // Scoped to one namespace, only TC on its own interfaces
+            // counts just that namespace's traffic.
+            Gate::CgroupFlows => cfg.flows.attach != FlowAttach::Tc && !cfg.scope.is_own_netns(),
+            Gate::TcFlows => cfg.flows.attach != FlowAttach::Cgroup || cfg.scope.is_own_netns(),
             Gate::Enforce => cfg.enforce.enabled,
+            Gate::EnforceHost => cfg.enforce.enabled && !cfg.scope.is_own_netns(),
+            Gate::EnforceScoped => cfg.enforce.enabled && cfg.scope.is_own_netns(),
             Gate::XdpNative => cfg.enforce.enabled && cfg.enforce.xdp_mode != "skb",
             Gate::XdpGeneric => cfg.enforce.enabled && cfg.enforce.xdp_mode != "driver",
         }
@@ -93,9 +106,11 @@ impl Gate {
     pub fn describe(self) -> &'static str {
         match self {
             Gate::Always => "always",
-            Gate::CgroupFlows => "`flows.attach` auto or cgroup",
-            Gate::TcFlows => "`flows.attach` auto or tc",
+            Gate::CgroupFlows => "`flows.attach` auto or cgroup, `scope.netns` host",
+            Gate::TcFlows => "`flows.attach` auto or tc, or `scope.netns` self",
             Gate::Enforce => "`enforce.enabled`",
+            Gate::EnforceHost => "`enforce.enabled`, `scope.netns` host",
+            Gate::EnforceScoped => "`enforce.enabled`, `scope.netns` self",
             Gate::XdpNative => "`enforce.enabled`, `enforce.xdp_mode` auto or driver",
             Gate::XdpGeneric => "`enforce.enabled`, `enforce.xdp_mode` auto or skb",
         }
@@ -103,7 +118,14 @@ impl Gate {
 
     /// Attached with the enforcement object, not by the loader.
     fn enforces(self) -> bool {
-        matches!(self, Gate::Enforce | Gate::XdpNative | Gate::XdpGeneric)
+        matches!(
+            self,
+            Gate::Enforce
+                | Gate::EnforceHost
+                | Gate::EnforceScoped
+                | Gate::XdpNative
+                | Gate::XdpGeneric
+        )
     }
 }
 
@@ -289,9 +311,19 @@ pub static PROBES: &[Probe] = &[
         tier: 1,
         hook: Hook::CgroupSkbEgress,
         programs: &[wire::PROG_EGRESS],
-        gate: Gate::Enforce,
+        gate: Gate::EnforceHost,
         required: false,
         provides: "outbound blocks for every local socket",
+        without: "outbound blocks are not enforced",
+    },
+    Probe {
+        name: "blocklist_out",
+        tier: 2,
+        hook: Hook::TcEgress,
+        programs: &[wire::PROG_TC_EGRESS],
+        gate: Gate::EnforceScoped,
+        required: false,
+        provides: "outbound blocks for the agent's own network namespace only",
         without: "outbound blocks are not enforced",
     },
 ];
@@ -309,7 +341,7 @@ pub fn row(name: &str, hook: &str, tier: u8, state: &str, detail: String) -> Pro
 
 /// The probe rows of the enforcement programs, from where
 /// `Containment::open` attached them; `cgroup` is `Containment::cgroup()`.
-pub fn blocklist_rows(report: &AttachReport, cgroup: Option<&str>) -> Vec<ProbeRow> {
+pub fn blocklist_rows(report: &AttachReport) -> Vec<ProbeRow> {
     let mut rows: Vec<ProbeRow> = report
         .xdp
         .iter()
@@ -334,10 +366,15 @@ pub fn blocklist_rows(report: &AttachReport, cgroup: Option<&str>) -> Vec<ProbeR
     } else {
         "attached"
     };
+    let tier = if report.egress_hook.starts_with("tc/") {
+        2
+    } else {
+        1
+    };
     rows.push(row(
         "blocklist_out",
-        &format!("cgroup_skb/egress {}", cgroup.unwrap_or("?")),
-        1,
+        &report.egress_hook,
+        tier,
         state,
         report.egress.clone(),
     ));
@@ -436,10 +473,11 @@ mod tests {
                     detail: "EPERM".into(),
                 },
             ],
+            egress_hook: "cgroup_skb/egress /sys/fs/cgroup".into(),
             egress: "attached".into(),
             restored: 0,
         };
-        let rows = blocklist_rows(&report, Some("/sys/fs/cgroup"));
+        let rows = blocklist_rows(&report);
         let got: Vec<(&str, &str, u8, &str, &str)> = rows
             .iter()
             .map(|r| {
@@ -475,13 +513,25 @@ mod tests {
         );
         let failed = AttachReport {
             xdp: Vec::new(),
+            egress_hook: "cgroup_skb/egress ?".into(),
             egress: "failed: no cgroup v2 mount".into(),
             restored: 0,
         };
-        let rows = blocklist_rows(&failed, None);
+        let rows = blocklist_rows(&failed);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].hook, "cgroup_skb/egress ?");
         assert_eq!(rows[0].state, "failed");
+        let scoped = AttachReport {
+            xdp: Vec::new(),
+            egress_hook: "tc/egress veth0".into(),
+            egress: "attached".into(),
+            restored: 0,
+        };
+        let rows = blocklist_rows(&scoped);
+        assert_eq!(
+            (rows[0].hook.as_str(), rows[0].tier),
+            ("tc/egress veth0", 2)
+        );
     }
 
     const START: &str = "<!-- probe-table:start -->\n";

@@ -29,3 +29,56 @@ pub fn ns_to_clock_ticks(ns: u64) -> u64 {
     let hz = if hz > 0 { hz as u64 } else { 100 };
     ns / (1_000_000_000 / hz)
 }
+
+/// Hex SHA-256 of a regular file up to `max` bytes; `None` when it cannot
+/// be read, is not a regular file, or is larger. Opened without following
+/// a final symlink, so a path swapped for a link hashes nothing.
+pub fn file_sha256(path: &std::path::Path, max: u64) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() || meta.len() > max {
+        return None;
+    }
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut r = f.take(max + 1);
+    loop {
+        let n = r.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_hashed_links_and_large_files_are_not() {
+        let dir = std::env::temp_dir().join(format!("vigil-sha-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let f = dir.join("f");
+        std::fs::write(&f, b"abc").expect("write");
+        assert_eq!(
+            file_sha256(&f, 3).as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+        assert_eq!(file_sha256(&f, 2), None, "over the cap");
+        let l = dir.join("l");
+        std::os::unix::fs::symlink(&f, &l).expect("link");
+        assert_eq!(file_sha256(&l, 3), None, "a link is not followed");
+        assert_eq!(file_sha256(&dir, 3), None, "a directory");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -14,6 +14,25 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 pub const HMAC_HEADER: &str = "hmac-sha256";
+/// A tombstone's issue time; its signature covers [`tombstone_body`].
+pub const TS_HEADER: &str = "ts";
+
+/// What a tombstone's HMAC covers: it has no body, so its key and issue
+/// time (a replayed old lift cannot undo a newer decision).
+pub fn tombstone_body(key: &str, ts: i64) -> Vec<u8> {
+    format!("tombstone\n{key}\n{ts}").into_bytes()
+}
+
+/// What a fleet decision asks of the agents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndicatorAction {
+    /// Block the address (the default, also for feeds that predate it).
+    #[default]
+    Block,
+    /// Fusion in simulate mode: record it, change nothing.
+    WouldBlock,
+}
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum CommandError {
@@ -85,6 +104,8 @@ pub struct Indicator {
     pub ttl_s: u64,
     #[serde(default)]
     pub source: String,
+    #[serde(default)]
+    pub action: IndicatorAction,
 }
 
 /// Executed command ids with their `ts`, as saved in the state directory.
@@ -271,6 +292,19 @@ impl Verifier {
             return Err(CommandError::Malformed("ttl_s must be positive".into()));
         }
         Ok(ioc)
+    }
+
+    /// Authenticates a tombstone on `threat.enriched` (key and issue time).
+    pub fn open_tombstone(
+        &self,
+        key: &str,
+        ts: Option<i64>,
+        header: Option<&[u8]>,
+    ) -> Result<i64, CommandError> {
+        let ts =
+            ts.ok_or_else(|| CommandError::Malformed("tombstone without a ts header".into()))?;
+        self.authenticate(&tombstone_body(key, ts), header)?;
+        Ok(ts)
     }
 
     /// Authenticates, parses and checks a `defense.commands` message,

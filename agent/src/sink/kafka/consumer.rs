@@ -29,7 +29,15 @@ pub fn load_offsets(path: &Path) -> Offsets {
         .unwrap_or_default()
 }
 
-fn assign(c: &BaseConsumer, topics: &[String], offsets: &Offsets) -> Result<usize, String> {
+/// Assigns every partition of `topics`, from the saved offsets, except the
+/// `replay` topics, read from the start at every start (a compacted topic
+/// of decisions in force: a new or restarted agent must hold them all).
+fn assign(
+    c: &BaseConsumer,
+    topics: &[String],
+    replay: &[String],
+    offsets: &Offsets,
+) -> Result<usize, String> {
     let mut tpl = TopicPartitionList::new();
     for t in topics {
         let md = c
@@ -43,6 +51,7 @@ fn assign(c: &BaseConsumer, topics: &[String], offsets: &Offsets) -> Result<usiz
                 let key = format!("{t}/{}", p.id());
                 let off = offsets
                     .get(&key)
+                    .filter(|_| !replay.contains(t))
                     .map(|o| Offset::Offset(*o))
                     .unwrap_or(Offset::Beginning);
                 tpl.add_partition_offset(t, p.id(), off)
@@ -62,15 +71,22 @@ fn assign(c: &BaseConsumer, topics: &[String], offsets: &Offsets) -> Result<usiz
 pub fn spawn(
     brokers: String,
     topics: Vec<String>,
+    replay: Vec<String>,
     offsets_path: PathBuf,
     tx: mpsc::Sender<Inbound>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("vigil-kafka-in".into())
-        .spawn(move || run(brokers, topics, offsets_path, tx))
+        .spawn(move || run(brokers, topics, replay, offsets_path, tx))
 }
 
-fn run(brokers: String, topics: Vec<String>, offsets_path: PathBuf, tx: mpsc::Sender<Inbound>) {
+fn run(
+    brokers: String,
+    topics: Vec<String>,
+    replay: Vec<String>,
+    offsets_path: PathBuf,
+    tx: mpsc::Sender<Inbound>,
+) {
     let consumer: BaseConsumer = match ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("group.id", "vigil-agent")
@@ -91,7 +107,7 @@ fn run(brokers: String, topics: Vec<String>, offsets_path: PathBuf, tx: mpsc::Se
         if tx.is_closed() {
             return;
         }
-        match assign(&consumer, &topics, &load_offsets(&offsets_path)) {
+        match assign(&consumer, &topics, &replay, &load_offsets(&offsets_path)) {
             Ok(n) => {
                 tracing::info!("kafka: reading {} on {n} partitions", topics.join(", "));
                 break;

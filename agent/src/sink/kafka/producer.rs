@@ -45,12 +45,19 @@ struct Ctx {
     tx: Mutex<Sender<Delivery>>,
 }
 
+/// The delivery opaque of records produced around the spool.
+const NOT_SPOOLED: usize = usize::MAX;
+
 impl ClientContext for Ctx {}
 
 impl ProducerContext for Ctx {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, seq: usize) {
+        // Not a spool record (the inventory): nothing to acknowledge.
+        if seq == NOT_SPOOLED {
+            return;
+        }
         let error = match result {
             Ok(_) => None,
             Err((e, _)) => Some(e.to_string()),
@@ -183,6 +190,9 @@ impl Reporter {
     /// Whether records of `kind` go to Kafka at all (so callers can skip
     /// serialising those that do not).
     pub fn wants(&self, kind: &str) -> bool {
+        if kind == "inventory" {
+            return true;
+        }
         class_of(kind) != Class::Telemetry || self.cfg.telemetry.kinds.iter().any(|k| k == kind)
     }
 
@@ -298,10 +308,20 @@ impl Reporter {
             // Sequence numbers skipped by a damaged segment are gone.
             self.next_send = self.next_send.max(first.0);
             for (seq, class, payload) in batch {
-                let headers = OwnedHeaders::new().insert(Header {
+                let mut headers = OwnedHeaders::new().insert(Header {
                     key: "id",
                     value: Some(record_id(&payload)),
                 });
+                // Signed, so fusion trusts only what an agent of this fleet
+                // produced (a writer without the key cannot pose as one).
+                let tag = (!self.cfg.hmac_key.is_empty())
+                    .then(|| super::commands::sign(self.cfg.hmac_key.as_bytes(), &payload));
+                if let Some(tag) = &tag {
+                    headers = headers.insert(Header {
+                        key: super::commands::HMAC_HEADER,
+                        value: Some(tag.as_bytes()),
+                    });
+                }
                 let record = BaseRecord::with_opaque_to(self.topic(class), seq as usize)
                     .key(self.host.as_str())
                     .payload(&payload)
@@ -320,6 +340,29 @@ impl Reporter {
             }
         }
         Ok(())
+    }
+
+    /// Publishes this host's entry on the compacted inventory topic (key:
+    /// host), signed. Not spooled: it is state, published again at every
+    /// start and periodically, so a lost one is replaced by the next.
+    pub fn publish_inventory(&mut self, topic: &str, entry: &serde_json::Value) {
+        let body = entry.to_string();
+        let mut headers = OwnedHeaders::new();
+        let tag = (!self.cfg.hmac_key.is_empty())
+            .then(|| super::commands::sign(self.cfg.hmac_key.as_bytes(), body.as_bytes()));
+        if let Some(tag) = &tag {
+            headers = headers.insert(Header {
+                key: super::commands::HMAC_HEADER,
+                value: Some(tag.as_bytes()),
+            });
+        }
+        let record = BaseRecord::with_opaque_to(topic, NOT_SPOOLED)
+            .key(self.host.as_str())
+            .payload(body.as_bytes())
+            .headers(headers);
+        if let Err((e, _)) = self.producer.send(record) {
+            tracing::debug!("kafka: inventory not sent this time: {e}");
+        }
     }
 
     /// At shutdown: give in-flight records a moment, then save the watermark.
@@ -364,24 +407,39 @@ pub struct Inbound {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    pub key: String,
     pub payload: Vec<u8>,
     pub hmac: Option<Vec<u8>>,
+    /// A record with no value: on a compacted topic, "this key is gone".
+    pub tombstone: bool,
+    /// A tombstone's signed issue time (header `ts`).
+    pub ts_header: Option<i64>,
 }
 
 impl Inbound {
     pub fn from_message(m: &rdkafka::message::BorrowedMessage<'_>) -> Inbound {
         use rdkafka::message::Headers;
-        let hmac = m.headers().and_then(|h| {
-            h.iter()
-                .find(|h| h.key == super::commands::HMAC_HEADER)
-                .and_then(|h| h.value.map(<[u8]>::to_vec))
-        });
+        let header = |name: &str| {
+            m.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value.map(<[u8]>::to_vec))
+            })
+        };
         Inbound {
             topic: m.topic().to_string(),
             partition: m.partition(),
             offset: m.offset(),
+            key: m
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
             payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            hmac,
+            hmac: header(super::commands::HMAC_HEADER),
+            tombstone: m.payload().is_none(),
+            ts_header: header(super::commands::TS_HEADER)
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse().ok()),
         }
     }
 }
@@ -400,6 +458,12 @@ impl crate::sink::Sink for Reporter {
         out: &crate::sink::Output<'_>,
         line: &str,
     ) -> Result<(), crate::sink::SinkError> {
+        if out.kind() == "inventory" {
+            let topic = self.cfg.topics.inventory.clone();
+            let entry: serde_json::Value = serde_json::from_str(line)?;
+            self.publish_inventory(&topic, &entry);
+            return Ok(());
+        }
         Ok(self.submit(out.kind(), line)?)
     }
 
