@@ -438,7 +438,16 @@ mod tests {
                 .map(|p| (p.name, p.tier))
                 .collect()
         };
-        assert_eq!(tried(&cfg).len(), PROBES.len());
+        // Everything but the scoped egress row is tried on a default host.
+        let all = tried(&cfg);
+        assert_eq!(all.len(), PROBES.len() - 1);
+        assert!(!all.contains(&("blocklist_out", 2)));
+        let mut scoped = cfg.clone();
+        scoped.scope.netns = crate::config::NetnsScope::Own;
+        let t = tried(&scoped);
+        assert!(t.contains(&("blocklist_out", 2)) && !t.contains(&("blocklist_out", 1)));
+        assert!(t.contains(&("flows", 2)) && !t.contains(&("flows", 1)));
+        assert!(!t.iter().any(|(n, _)| *n == "socket_owner"));
         cfg.flows.attach = FlowAttach::Tc;
         let t = tried(&cfg);
         assert!(t.contains(&("flows", 2)) && !t.contains(&("flows", 1)));
