@@ -27,19 +27,33 @@ pub fn tansu_bin() -> PathBuf {
 
 pub struct Broker {
     pub port: u16,
+    /// Address it listens on and advertises.
+    pub host: String,
+    /// Network namespace it runs in (the test's own when `None`).
+    pub netns: Option<String>,
     child: Option<GroupGuard>,
 }
 
 impl Broker {
     /// Starts tansu on 127.0.0.1:`port` and waits until it answers metadata.
     pub fn start(port: u16) -> Broker {
-        let mut b = Broker { port, child: None };
+        Broker::start_at(None, "127.0.0.1", port)
+    }
+
+    /// Starts tansu in network namespace `netns` on `host:port`.
+    pub fn start_at(netns: Option<&str>, host: &str, port: u16) -> Broker {
+        let mut b = Broker {
+            port,
+            host: host.to_string(),
+            netns: netns.map(str::to_string),
+            child: None,
+        };
         b.restart();
         b
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     pub fn stop(&mut self) {
@@ -49,25 +63,32 @@ impl Broker {
     /// Starts it again (empty: the storage is memory).
     pub fn restart(&mut self) {
         self.child = None;
-        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let url = format!("tcp://{}", self.addr());
         let bin = tansu_bin();
         assert!(
             bin.exists(),
             "tansu not found at {} (run cargo xtask setup --test-tools)",
             bin.display()
         );
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         self.child = Some(GroupGuard::spawn(
-            Command::new(bin)
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                ])
-                .args(["--storage-engine", "memory://tansu/"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
+            cmd.args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
         ));
         let start = Instant::now();
         while std::net::TcpStream::connect(self.addr()).is_err() {

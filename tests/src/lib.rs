@@ -2,6 +2,7 @@
 //! its JSON lines, and build throw-away network namespaces joined by veth.
 //! Everything created here is removed on drop, on failure too.
 
+pub mod fleet;
 pub mod kafka;
 pub mod sshd;
 pub use sshd::{hydra, port_open, port_open_from, Sshd, PASSWORD, USER};

@@ -21,6 +21,13 @@ pub const PASSWORD: &str = "Corr3ct-Horse-Battery";
 
 impl Sshd {
     pub fn start(topo: &Topology) -> Sshd {
+        let ready_from = topo.peers[0].clone();
+        Sshd::start_in(&topo.h, &topo.host_ip(1), &ready_from)
+    }
+
+    /// sshd in namespace `ns`, ready once `from` (another namespace) can
+    /// connect to `ip`:2222.
+    pub fn start_in(ns: &str, ip: &str, from: &str) -> Sshd {
         let dir = TempDir::new("sshd");
         let key = dir.0.join("host_ed25519");
         run(
@@ -67,7 +74,7 @@ impl Sshd {
         .expect("sshd_config");
         let child = GroupGuard::spawn(
             Command::new("ip")
-                .args(["netns", "exec", &topo.h, "/usr/sbin/sshd", "-D", "-E"])
+                .args(["netns", "exec", ns, "/usr/sbin/sshd", "-D", "-E"])
                 .arg(&log)
                 .arg("-f")
                 .arg(&cfg)
@@ -75,10 +82,9 @@ impl Sshd {
                 .stderr(Stdio::null()),
         );
         // Wait until it listens.
-        let dst = format!("{}:2222", topo.host_ip(1));
+        let dst = format!("{ip}:2222");
         for _ in 0..100 {
-            if topo.netpeer_ok(&topo.peers[0], &["tcp-probe", &dst, "300"]) || port_open(topo, &dst)
-            {
+            if port_open_from(from, &dst) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
