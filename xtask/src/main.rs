@@ -120,11 +120,13 @@ fn run(cli: Cli) -> Result<()> {
             sklearn_side_by_side()?;
             fetch_tansu()?;
             cargo(&["bench", "-p", "vigil", "--bench", "report"])?;
+            cargo(&["bench", "-p", "vigil", "--bench", "fusion"])?;
             if is_root() {
                 build_release_bins()?;
                 cargo(&["bench", "-p", "vigil", "--bench", "enforce"])?;
                 memory_bench()?;
-                response_bench()
+                response_bench()?;
+                fleet_bench()
             } else {
                 step("skipping the agent memory benchmark: it runs the real agent and needs root");
                 Ok(())
@@ -682,6 +684,19 @@ fn response_bench() -> Result<()> {
     let status = Command::new(&bin).status().context("running respbench")?;
     if !status.success() {
         bail!("respbench failed ({status})");
+    }
+    Ok(())
+}
+
+/// Fleet fusion through a real broker: alert → block on another host, and
+/// records per second per stage.
+fn fleet_bench() -> Result<()> {
+    build_release_bins()?;
+    let bin = target_dir().join("release/fleetbench");
+    step("fleet fusion benchmark: scoped agent, tansu, vigil fusion (root)");
+    let status = Command::new(&bin).status().context("running fleetbench")?;
+    if !status.success() {
+        bail!("fleetbench failed ({status})");
     }
     Ok(())
 }

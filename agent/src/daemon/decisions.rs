@@ -1,7 +1,8 @@
 //! Fleet decisions from `threat.enriched` (compacted, keyed by indicator,
 //! read from the start at every start): a signed decision blocks its
 //! address for what is left of its TTL, a `would_block` one (fusion in
-//! simulate mode) is only recorded, and a signed tombstone lifts the
+//! simulate mode) or any one under `response.mode: dry-run` is only
+//! recorded, and a signed tombstone lifts the
 //! decision this agent applied. Re-reading the topic is harmless: a
 //! decision already in force, or expired, is passed over without a record.
 
@@ -71,7 +72,17 @@ impl Agent {
             return true;
         }
         let remaining = (until - now_i) as u64;
+        // The operator's dry-run holds for the fleet's decisions too.
+        let dry_run = self.cfg.response.mode == crate::response::playbook::Mode::DryRun;
         let (result, detail, records) = match ioc.action {
+            IndicatorAction::Block if dry_run => (
+                "simulated",
+                format!(
+                    "response.mode is dry-run: would block {} for {remaining}s",
+                    ioc.indicator
+                ),
+                Vec::new(),
+            ),
             IndicatorAction::WouldBlock => (
                 "simulated",
                 format!(

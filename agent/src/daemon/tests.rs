@@ -354,7 +354,8 @@ fn fleet_decisions_are_taken_once_simulated_ones_only_recorded_and_lifts_checked
     // Lapsed already: passed over without a record.
     let old = decision("d0", "198.51.100.1", now - 7200, 3600, "block");
     t.agent.on_inbound(inbound(topic, 2, &old, Some(KEY)));
-    // A block: this agent has enforcement off, so it is refused, with why.
+    // A block: this agent (enforce mode) has enforcement off, so it is
+    // refused, with why.
     let blk = decision("d2", "198.51.100.2", now, 3600, "block");
     t.agent.on_inbound(inbound(topic, 3, &blk, Some(KEY)));
     // An executable's hash has nothing to block in the network.
@@ -768,4 +769,21 @@ fn a_corrupt_response_state_is_moved_aside_and_the_agent_starts_empty() {
         .starts_with("response.json.corrupt-")));
     let resp = call(&mut t, Request::Incidents);
     assert!(resp.ok && resp.data.as_array().is_some_and(Vec::is_empty));
+}
+
+#[test]
+fn a_dry_run_agent_only_records_the_fleets_decisions() {
+    let mut t = agent("decisions-dry", &[], Mode::DryRun);
+    let d = serde_json::json!({"id": "d9", "ts": now_s(), "indicator": "198.51.100.9",
+        "ttl_s": 600, "action": "block"})
+    .to_string();
+    t.agent
+        .on_inbound(inbound("threat.enriched", 0, &d, Some(KEY)));
+    let c = t.of("command").pop().expect("recorded");
+    assert_eq!(c["result"], "simulated");
+    assert!(
+        c["detail"].as_str().is_some_and(|d| d.contains("dry-run")),
+        "{c}"
+    );
+    assert!(t.of("action").is_empty());
 }

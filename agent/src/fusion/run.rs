@@ -139,6 +139,12 @@ fn parse<T: serde::de::DeserializeOwned>(i: &In, counters: &Counters) -> Option<
 
 /// The common loop: poll a batch of verified records, hand each to
 /// `on_in`, run `on_tick` when due, flush, then commit.
+/// Records handled before the outputs are flushed and the input committed:
+/// one broker round trip per batch, so a backlog drains in large ones.
+const BATCH: usize = 5_000;
+/// A batch closes after this long even when short (latency when idle).
+const BATCH_TIME: Duration = Duration::from_millis(100);
+
 /// One stage's handling of its records, its partitions and the clock.
 trait Handler {
     /// The partitions assigned changed: restore state for them.
@@ -171,7 +177,7 @@ fn drive(
         }
         let mut n = 0;
         let batch_start = Instant::now();
-        while n < 500 && batch_start.elapsed() < Duration::from_millis(200) {
+        while n < BATCH && batch_start.elapsed() < BATCH_TIME {
             let Some(r) = c.poll(Duration::from_millis(50)) else {
                 if n > 0 {
                     break;
