@@ -312,6 +312,33 @@ fn one_hosts_detection_protects_every_host_and_incidents_span_hosts() {
             "{decisions:?}"
         );
     }
+
+    // An operator lifts the decision: fusion publishes a signed tombstone
+    // and host 3's agent takes the block out of its kernel.
+    let out = Command::new(vigil_bin())
+        .args(["fusion", "unblock", &c2, "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("fusion unblock");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    agents[2].wait_for("command", |r| {
+        r["topic"] == "threat.enriched"
+            && r["result"] == "executed"
+            && r["message_id"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("lift:"))
+    });
+    assert!(
+        (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            port_open_from(&net.hosts[2], &format!("{c2}:8080"))
+        }),
+        "host 3 still cannot reach the address after the unblock"
+    );
     drop(fusion);
     for a in &mut agents {
         a.stop();

@@ -145,7 +145,13 @@ pub fn on_record(
             let Some(ts) = a.ts_s() else {
                 return (Some(st), out);
             };
-            if a.update || st.recent.iter().any(|s| s.alert == a.id) {
+            // Re-delivered, or from a detector the fleet does not trust
+            // (weight 0: the statistical baseline by default) — an outlier
+            // alone neither makes a host suspect nor closes a link.
+            if a.update
+                || st.recent.iter().any(|s| s.alert == a.id)
+                || cfg.weight(&a.detector) <= 0.0
+            {
                 return (Some(st), out);
             }
             st.suspect_until = st.suspect_until.max(ts + cfg.suspect_window_s as f64);
@@ -499,6 +505,44 @@ mod tests {
             "T1046",
         );
         c.feed("h3", ChainIn::Alert(&late), T0 + 904.0);
+        assert!(c.links.is_empty(), "{:?}", c.pairs());
+    }
+
+    #[test]
+    fn an_untrusted_detector_neither_makes_a_host_suspect_nor_closes_a_link() {
+        let mut c = Chain::new();
+        let weak = alert("w1", "h1", "anomaly", T0, serde_json::json!({}), "T1071");
+        c.feed("h1", ChainIn::Alert(&weak), T0);
+        c.feed(
+            "h1",
+            ChainIn::Connect(&connect("h1", "10.0.0.2", 22, T0 + 1.0)),
+            T0 + 1.0,
+        );
+        let sus = alert("s1", "h1", "scan", T0 + 2.0, serde_json::json!({}), "T1046");
+        c.feed("h1", ChainIn::Alert(&sus), T0 + 2.0);
+        c.feed(
+            "h1",
+            ChainIn::Connect(&connect("h1", "10.0.0.3", 22, T0 + 3.0)),
+            T0 + 3.0,
+        );
+        let weak3 = alert(
+            "w3",
+            "h3",
+            "anomaly",
+            T0 + 4.0,
+            serde_json::json!({}),
+            "T1071",
+        );
+        c.feed("h3", ChainIn::Alert(&weak3), T0 + 4.0);
+        let weak2 = alert(
+            "w2",
+            "h2",
+            "anomaly",
+            T0 + 4.0,
+            serde_json::json!({}),
+            "T1071",
+        );
+        c.feed("h2", ChainIn::Alert(&weak2), T0 + 4.0);
         assert!(c.links.is_empty(), "{:?}", c.pairs());
     }
 
