@@ -270,7 +270,10 @@ mod fleet_tests {
         f
     }
 
-    fn summary(f: &Fleet) -> (Vec<String>, BTreeMap<String, Vec<(String, String)>>) {
+    /// Addresses decided, and each incident's hosts with its edges.
+    type Summary = (Vec<String>, BTreeMap<String, Vec<(String, String)>>);
+
+    fn summary(f: &Fleet) -> Summary {
         let decided = f.decisions.iter().map(|d| d.indicator.clone()).collect();
         let incidents = f
             .inc
