@@ -71,8 +71,8 @@ pub struct ScopeConfig {
     /// `host` (default): events of every network namespace, flows on the
     /// cgroup v2 root, egress blocks on the root cgroup. `self`: the kernel
     /// keeps only this namespace's events, flows and blocks use TC on its
-    /// own interfaces. Give each scoped agent its own `state_dir`,
-    /// `enforce.pin_dir` and `control.socket`.
+    /// own interfaces; `state_dir`, `enforce.pin_dir` and `control.socket`
+    /// left at their defaults get the namespace's inode number.
     pub netns: NetnsScope,
 }
 
@@ -87,6 +87,34 @@ impl Default for ScopeConfig {
 impl ScopeConfig {
     pub fn is_own_netns(&self) -> bool {
         self.netns == NetnsScope::Own
+    }
+}
+
+impl Config {
+    /// Scoped to a network namespace, the paths left at their defaults get
+    /// the namespace's inode number, so agents of several namespaces on one
+    /// host never share state, pinned maps or a control socket. Paths the
+    /// config sets stay as they are. The CLI run in the same namespace
+    /// finds the same paths.
+    pub fn with_scope_paths(mut self, netns: Option<u32>) -> Config {
+        let (Some(ino), true) = (netns, self.scope.is_own_netns()) else {
+            return self;
+        };
+        let d = Config::default();
+        if self.state_dir == d.state_dir {
+            self.state_dir = d.state_dir.join(format!("netns-{ino}"));
+        }
+        if self.enforce.pin_dir == d.enforce.pin_dir {
+            self.enforce.pin_dir =
+                PathBuf::from(format!("{}-netns-{ino}", d.enforce.pin_dir.display()));
+        }
+        if self.control.socket == d.control.socket {
+            self.control.socket = d
+                .control
+                .socket
+                .with_file_name(format!("vigil-netns-{ino}.sock"));
+        }
+        self
     }
 }
 
@@ -641,6 +669,41 @@ mod tests {
         assert_eq!(c.flows.udp_idle_timeout_s, 2);
         assert_eq!(c.flows.attach, FlowAttach::Tc);
         assert_eq!(c.flows.active_timeout_s, 120);
+    }
+
+    #[test]
+    fn scoped_agents_get_their_own_default_paths_and_keep_set_ones() {
+        let host = Config::default().with_scope_paths(Some(4026531840));
+        assert_eq!(
+            host,
+            Config::default(),
+            "whole-host agents keep the defaults"
+        );
+        let scoped = parse("scope:\n  netns: self\n").expect("parse");
+        let s = scoped.clone().with_scope_paths(Some(4026532001));
+        assert_eq!(
+            s.state_dir,
+            PathBuf::from("/var/lib/vigil/netns-4026532001")
+        );
+        assert_eq!(
+            s.enforce.pin_dir,
+            PathBuf::from("/sys/fs/bpf/vigil-netns-4026532001")
+        );
+        assert_eq!(
+            s.control.socket,
+            PathBuf::from("/run/vigil/vigil-netns-4026532001.sock")
+        );
+        assert_eq!(
+            s.output_path(),
+            Some(PathBuf::from(
+                "/var/lib/vigil/netns-4026532001/events.jsonl"
+            ))
+        );
+        let set = parse("scope:\n  netns: self\nstate_dir: /srv/v\n").expect("parse");
+        assert_eq!(
+            set.with_scope_paths(Some(7)).state_dir,
+            PathBuf::from("/srv/v")
+        );
     }
 
     #[test]

@@ -11,10 +11,11 @@ use vigil::config::Config;
 
 /// The config at `path`, or the built-in defaults when none is given.
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    Ok(match path {
+    let cfg = match path {
         Some(p) => Config::load(p)?,
         None => Config::default(),
-    })
+    };
+    Ok(cfg.with_scope_paths(vigil::kernel::loader::own_netns()))
 }
 
 /// The control socket named by the config; an error when it is turned off.
