@@ -12,7 +12,8 @@ use crate::{run, GroupGuard, TempDir, Topology};
 pub struct Sshd {
     _child: GroupGuard,
     _dir: TempDir,
-    /// sshd's own log (INFO: every failed password), for fail2ban.
+    /// sshd's own log (INFO: every failed password), for fail2ban; empty
+    /// when sshd logs to syslog instead.
     pub log: PathBuf,
 }
 
@@ -28,6 +29,17 @@ impl Sshd {
     /// sshd in namespace `ns`, ready once `from` (another namespace) can
     /// connect to `ip`:2222.
     pub fn start_in(ns: &str, ip: &str, from: &str) -> Sshd {
+        Sshd::spawn(ns, ip, from, true)
+    }
+
+    /// Like `start`, but sshd logs through syslog(3) (`/dev/log`), as a
+    /// packaged sshd does, for tools that read a syslog file.
+    pub fn start_syslog(topo: &Topology) -> Sshd {
+        let from = topo.peers[0].clone();
+        Sshd::spawn(&topo.h, &topo.host_ip(1), &from, false)
+    }
+
+    fn spawn(ns: &str, ip: &str, from: &str, own_log: bool) -> Sshd {
         let dir = TempDir::new("sshd");
         let key = dir.0.join("host_ed25519");
         run(
@@ -72,11 +84,13 @@ impl Sshd {
             ),
         )
         .expect("sshd_config");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, "/usr/sbin/sshd", "-D"]);
+        if own_log {
+            cmd.arg("-E").arg(&log);
+        }
         let child = GroupGuard::spawn(
-            Command::new("ip")
-                .args(["netns", "exec", ns, "/usr/sbin/sshd", "-D", "-E"])
-                .arg(&log)
-                .arg("-f")
+            cmd.arg("-f")
                 .arg(&cfg)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
@@ -92,7 +106,7 @@ impl Sshd {
         Sshd {
             _child: child,
             _dir: dir,
-            log,
+            log: if own_log { log } else { PathBuf::new() },
         }
     }
 }

@@ -674,17 +674,43 @@ fn build_release_bins() -> Result<()> {
     ])
 }
 
-/// Time to block, Vigil against fail2ban on the same hydra attack.
+/// Time to block, Vigil against fail2ban and CrowdSec on the same hydra
+/// attack.
 fn response_bench() -> Result<()> {
     apt_install(TEST_PACKAGES)?;
     apt_install(&["fail2ban", "python3-pyinotify"])?;
+    crowdsec_offline_credentials()?;
+    apt_install(&["crowdsec", "crowdsec-firewall-bouncer", "rsyslog"])?;
     build_release_bins()?;
     let bin = target_dir().join("release/respbench");
-    step("response benchmark: hydra against sshd, vigil and fail2ban (root)");
+    step("response benchmark: hydra against sshd, vigil, fail2ban and crowdsec (root)");
     let status = Command::new(&bin).status().context("running respbench")?;
     if !status.success() {
         bail!("respbench failed ({status})");
     }
+    Ok(())
+}
+
+/// Debian's crowdsec registers with the central API at install unless
+/// online credentials already exist; without internet that step fails the
+/// install. A placeholder makes it skip; the bench runs CrowdSec with its
+/// own config, which has no online client, so nothing ever uses it.
+fn crowdsec_offline_credentials() -> Result<()> {
+    let creds = Path::new("/etc/crowdsec/online_api_credentials.yaml");
+    if std::fs::metadata(creds)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    require_root("preparing the CrowdSec install")?;
+    std::fs::create_dir_all("/etc/crowdsec").context("creating /etc/crowdsec")?;
+    std::fs::write(
+        creds,
+        "# placeholder written by cargo xtask bench: this host runs CrowdSec offline\n\
+         url: https://api.crowdsec.net/\nlogin: offline\npassword: offline\n",
+    )
+    .with_context(|| format!("writing {}", creds.display()))?;
     Ok(())
 }
 
