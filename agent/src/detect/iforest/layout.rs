@@ -14,6 +14,9 @@ const MAX_PADDED_HEIGHT: usize = 12;
 /// overlap while each waits on its loads.
 const BATCH: usize = 16;
 
+/// Trees one vector walks together, for the same reason.
+const TREES_TOGETHER: usize = 8;
+
 #[derive(Debug, Clone)]
 pub(super) enum Layout {
     Padded(Padded),
@@ -131,10 +134,37 @@ impl Padded {
             .zip(self.leaf.chunks_exact(self.width))
     }
 
+    /// One vector down TREES_TOGETHER trees at a time (independent walks
+    /// that overlap, as BATCH vectors do in `block`), summed in tree order;
+    /// the cap is checked between groups, which stays exact: it only ever
+    /// stops a sum that already exceeds it.
     fn total_path_until(&self, x: &[f64], cap: f64) -> f64 {
-        let mask = self.width - 1;
+        let (w, mask) = (self.width, self.width - 1);
+        let group = TREES_TOGETHER * w;
+        let mut splits = self.split.chunks_exact(group);
+        let mut leaves = self.leaf.chunks_exact(group);
         let mut sum = 0.0;
-        for (split, leaf) in self.trees() {
+        for (split, leaf) in (&mut splits).zip(&mut leaves) {
+            if sum > cap {
+                return sum;
+            }
+            let mut i = [1usize; TREES_TOGETHER];
+            for _ in 0..self.height {
+                for (t, i) in i.iter_mut().enumerate() {
+                    let s = split[t * w + (*i & mask)];
+                    let go_right = !(x[s.feature as usize] < s.threshold);
+                    *i = 2 * *i + go_right as usize;
+                }
+            }
+            for (t, i) in i.iter().enumerate() {
+                sum += leaf[t * w + (i & mask)];
+            }
+        }
+        let rest = splits
+            .remainder()
+            .chunks_exact(w)
+            .zip(leaves.remainder().chunks_exact(w));
+        for (split, leaf) in rest {
             if sum > cap {
                 return sum;
             }
