@@ -152,7 +152,7 @@ impl Padded {
             for _ in 0..self.height {
                 for (t, i) in i.iter_mut().enumerate() {
                     let s = split[t * w + (*i & mask)];
-                    let go_right = !(x[s.feature as usize] < s.threshold);
+                    let go_right = goes_right(x[s.feature as usize], s.threshold);
                     *i = 2 * *i + go_right as usize;
                 }
             }
@@ -171,7 +171,7 @@ impl Padded {
             let mut i = 1;
             for _ in 0..self.height {
                 let s = split[i & mask];
-                let go_right = !(x[s.feature as usize] < s.threshold);
+                let go_right = goes_right(x[s.feature as usize], s.threshold);
                 i = 2 * i + go_right as usize;
             }
             sum += leaf[i & mask];
@@ -215,7 +215,7 @@ impl Padded {
             for _ in 0..self.height {
                 for v in 0..BATCH {
                     let s = split[i[v] & mask];
-                    let go_right = !(get(&xs[v], s.feature as usize) < s.threshold);
+                    let go_right = goes_right(get(&xs[v], s.feature as usize), s.threshold);
                     i[v] = 2 * i[v] + go_right as usize;
                 }
             }
@@ -225,6 +225,14 @@ impl Padded {
         }
         out.copy_from_slice(&sum);
     }
+}
+
+/// Whether a split sends `x` right: when it is not below the threshold,
+/// NaN included, exactly as training partitioned (`< threshold` left).
+#[inline(always)]
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
+fn goes_right(x: f64, threshold: f64) -> bool {
+    !(x < threshold)
 }
 
 /// Deepest leaf of `tree` walked from its root, or None past
