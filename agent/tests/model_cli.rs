@@ -47,9 +47,10 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// 16-feature vectors (2,000 inliers, 20 planted outliers) with a header.
+/// 16-feature vectors (5,000 inliers, 50 planted outliers: more than one
+/// scoring batch) with a header.
 fn planted_csv() -> (String, Vec<bool>) {
-    let (data, labels) = planted(2000, 20, 16, 21);
+    let (data, labels) = planted(5000, 50, 16, 21);
     let mut csv: String = (0..16)
         .map(|j| format!("f{j}"))
         .collect::<Vec<_>>()
@@ -71,7 +72,7 @@ fn train_then_score_gives_the_agents_model_and_its_scores() {
     let model = dir.0.join("iforest.json");
     let o = vigil(&["model", "train", "--csv", s(&csv), "--out", s(&model)]);
     assert!(o.status.success(), "train: {}", stderr(&o));
-    assert!(stderr(&o).contains("trained on 2020 vectors of 16 features (100 trees"));
+    assert!(stderr(&o).contains("trained on 5050 vectors of 16 features (100 trees"));
 
     // The agent takes the file as its baseline.
     let bytes = std::fs::read(&model).expect("model written");
@@ -90,7 +91,7 @@ fn train_then_score_gives_the_agents_model_and_its_scores() {
         .collect();
     assert_eq!(scores.len(), labels.len(), "one score per vector");
     // The same numbers as the forest scoring in process, in order.
-    let (data, _) = planted(2000, 20, 16, 21);
+    let (data, _) = planted(5000, 50, 16, 21);
     for (row, got) in data.rows().into_iter().zip(&scores) {
         assert_eq!(m.forest.score(row), *got);
     }
