@@ -10,6 +10,11 @@ use super::{c, Node, Tree};
 /// (ψ up to 4,096 at the default height limit).
 const MAX_PADDED_HEIGHT: usize = 12;
 
+/// Most padded slots per real node (trained forests need under 1).
+const PAD_RATIO: usize = 4;
+/// Slots always allowed, however few the nodes.
+const MIN_PAD_BUDGET: usize = 1 << 12;
+
 /// Vectors walked down one tree together: independent walks the core can
 /// overlap while each waits on its loads.
 const BATCH: usize = 16;
@@ -89,6 +94,13 @@ impl Padded {
             .map(tree_height)
             .try_fold(0, |h, t| t.map(|t| h.max(t)))?;
         let width = 1usize << height;
+        // A loaded forest of thin, tall trees (a chain per tree) would pad
+        // a few nodes into thousands of slots: a small file making a large
+        // allocation. Trained trees fill their width; such forests link.
+        let nodes: usize = trees.iter().map(|t| t.nodes.len()).sum();
+        if width * trees.len() > PAD_RATIO * nodes.max(MIN_PAD_BUDGET) {
+            return None;
+        }
         let mut p = Padded {
             height,
             width,

@@ -217,3 +217,35 @@ fn samples_cover_every_row_evenly() {
     assert_eq!(all.next(&mut rng).len(), 10);
     assert_eq!(all.next(&mut rng).len(), 10);
 }
+
+/// A saved forest of thin, tall trees (each a chain of 12 splits, 25 nodes)
+/// would pad to 4,096 slots a tree; it is scored through links instead, so
+/// a small file cannot make a large allocation.
+#[test]
+fn thin_tall_loaded_trees_are_not_padded() {
+    // Split i: leaf on the left, the next split on the right.
+    let chain = |depth: usize| {
+        let mut nodes = Vec::new();
+        for d in 0..depth {
+            let i = nodes.len() as u32;
+            nodes.push(Node::Split {
+                feature: 0,
+                value: d as f64,
+                left: i + 1,
+                right: i + 2,
+            });
+            nodes.push(Node::Leaf { size: 1 });
+        }
+        nodes.push(Node::Leaf { size: 1 });
+        Tree { nodes }
+    };
+    let trees: Vec<Tree> = (0..200).map(|_| chain(12)).collect();
+    assert!(matches!(
+        layout::Layout::build(&trees),
+        layout::Layout::Linked(_)
+    ));
+    // The same height in a forest that fills its width is padded.
+    let (data, _) = planted(4096, 0, 2, 3);
+    let full = IsolationForest::fit(data.view(), 4, 4096, 1);
+    assert!(matches!(full.layout(), layout::Layout::Padded(_)));
+}
