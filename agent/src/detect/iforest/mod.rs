@@ -6,7 +6,7 @@
 //! consecutive blocks of one shuffled order of the rows (reshuffled when it
 //! runs out) rather than independent draws, so every row is in as many
 //! samples as its neighbours — each sample is still uniform, and the
-//! spread of the AUC between seeds halves (see docs/performance.md).
+//! AUC varies less from seed to seed (see docs/performance.md).
 
 mod layout;
 mod synth;
