@@ -805,6 +805,24 @@ fn sklearn_side_by_side() -> Result<()> {
     }
     println!("isolation forest side by side (same vectors, 100 trees, ψ 256, one core)");
     print!("{}", String::from_utf8_lossy(&out.stdout));
+    // scikit-learn's own trees scored by `vigil model score`: equal scores
+    // mean equal path lengths, c(n), height limit and split comparisons.
+    cargo(&["build", "--release", "-p", "vigil", "--bin", "vigil"])?;
+    let script = workspace_root().join("xtask/bench/iforest_from_sklearn.py");
+    let dir = std::env::temp_dir();
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(target_dir().join("release/vigil"))
+        .arg(dir.join("vigil-iforest-planted.csv"))
+        .arg(dir.join("vigil-iforest-from-sklearn"))
+        .output()?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    println!(
+        "  scikit-learn's trees scored by vigil model score: {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
     Ok(())
 }
 
