@@ -142,6 +142,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// The agent's Isolation Forest on vectors from a CSV file (one per
+    /// line, numbers only), with the agent's settings.
+    Model {
+        #[command(subcommand)]
+        cmd: ModelCmd,
+    },
     /// Fleet fusion on Kafka: consensus, cross-host chains, incidents.
     Fusion {
         #[command(subcommand)]
@@ -172,6 +178,30 @@ enum FusionCmd {
     },
     /// Lift a fleet decision now (and hold off the same evidence).
     Unblock { indicator: String },
+}
+
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// Train on every vector of a CSV; writes the model in the agent's
+    /// baseline format (iforest.json).
+    Train {
+        #[arg(long)]
+        csv: PathBuf,
+        #[arg(long, default_value = "iforest.json")]
+        out: PathBuf,
+        /// Take detect.anomaly (trees, samples, seed) from this agent config
+        /// instead of the defaults.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Score every vector of a CSV: one score per line, in order (blank
+    /// lines and a header line get none).
+    Score {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        csv: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -303,6 +333,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::EnforceStatus { config } => contain::status(config.as_deref()),
         Command::EnforceDetach { config } => contain::detach(config.as_deref()),
+        Command::Model { cmd } => match cmd {
+            ModelCmd::Train { csv, out, config } => {
+                cli::model::train(&csv, &out, config.as_deref())
+            }
+            ModelCmd::Score { model, csv } => cli::model::score(&model, &csv),
+        },
         Command::Fusion { cmd, config } => {
             let config = config.as_deref();
             match cmd {

@@ -801,7 +801,8 @@ fn memory_bench() -> Result<()> {
     Ok(())
 }
 
-/// scikit-learn's IsolationForest on the dataset the detect bench wrote.
+/// scikit-learn's IsolationForest on the data sets the detect bench wrote,
+/// side by side with our figures from the same run.
 fn sklearn_side_by_side() -> Result<()> {
     let have = ok(Command::new("python3").args(["-c", "import sklearn, threadpoolctl"]));
     if !have {
@@ -821,13 +822,31 @@ fn sklearn_side_by_side() -> Result<()> {
         }
     }
     let script = workspace_root().join("xtask/bench/iforest_sklearn.py");
-    let csv = std::env::temp_dir().join("vigil-iforest-bench.csv");
-    let out = Command::new("python3").arg(&script).arg(&csv).output()?;
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(std::env::temp_dir())
+        .output()?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    println!("isolation forest side by side (same vectors, 100 trees, ψ 256, one core)");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    // scikit-learn's own trees scored by `vigil model score`: equal scores
+    // mean equal path lengths, c(n), height limit and split comparisons.
+    cargo(&["build", "--release", "-p", "vigil", "--bin", "vigil"])?;
+    let script = workspace_root().join("xtask/bench/iforest_from_sklearn.py");
+    let dir = std::env::temp_dir();
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(target_dir().join("release/vigil"))
+        .arg(dir.join("vigil-iforest-planted.csv"))
+        .arg(dir.join("vigil-iforest-from-sklearn"))
+        .output()?;
     if !out.status.success() {
         bail!("{}", String::from_utf8_lossy(&out.stderr));
     }
     println!(
-        "  isolation forest (scikit-learn, same data): {}",
+        "  scikit-learn's trees scored by vigil model score: {}",
         String::from_utf8_lossy(&out.stdout).trim()
     );
     Ok(())

@@ -4,6 +4,7 @@
 pub mod contain;
 pub mod control;
 pub mod fusion;
+pub mod model;
 
 use std::path::{Path, PathBuf};
 

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 use super::config::DetectConfig;
@@ -94,17 +94,21 @@ fn median(v: &mut [f64]) -> f64 {
 
 pub fn train(rows: &[[f64; 16]], cfg: &AnomalyConfig, now: f64) -> Model {
     let mut data = Array2::<f64>::zeros((rows.len(), 16));
-    for (i, r) in rows.iter().enumerate() {
-        for (j, v) in r.iter().enumerate() {
-            data[[i, j]] = *v;
-        }
+    for (mut row, x) in data.rows_mut().into_iter().zip(rows) {
+        row.assign(&ArrayView1::from(x));
     }
-    let forest = IsolationForest::fit(data.view(), cfg.n_trees, cfg.max_samples, cfg.seed);
-    let mut train_scores = forest.score_all(data.view());
+    train_matrix(data.view(), cfg, now)
+}
+
+/// A model on any number of features (one row per vector), with the
+/// agent's settings from `cfg`: `vigil model train` and the agent share it.
+pub fn train_matrix(data: ArrayView2<f64>, cfg: &AnomalyConfig, now: f64) -> Model {
+    let forest = IsolationForest::fit(data, cfg.n_trees, cfg.max_samples, cfg.seed);
+    let mut train_scores = forest.score_all(data);
     train_scores.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let (mut medians, mut mads) = (Vec::new(), Vec::new());
-    for j in 0..16 {
-        let mut col: Vec<f64> = rows.iter().map(|r| r[j]).collect();
+    for col in data.columns() {
+        let mut col = col.to_vec();
         let m = median(&mut col);
         let mut dev: Vec<f64> = col.iter().map(|x| (x - m).abs()).collect();
         medians.push(m);
@@ -116,7 +120,7 @@ pub fn train(rows: &[[f64; 16]], cfg: &AnomalyConfig, now: f64) -> Model {
         medians,
         mads,
         trained_at: now,
-        trained_on: rows.len(),
+        trained_on: data.nrows(),
     }
 }
 
@@ -125,9 +129,14 @@ impl Model {
     /// [`IsolationForest::validate`]), 16 finite medians and positive
     /// MADs, and sorted, finite training scores.
     pub fn validate(&self) -> Result<(), String> {
-        self.forest.validate(16)?;
-        if self.medians.len() != 16 || self.mads.len() != 16 {
-            return Err("model is not for 16 features".into());
+        self.validate_for(16)
+    }
+
+    /// As [`Model::validate`], for a model on `features` features.
+    pub fn validate_for(&self, features: usize) -> Result<(), String> {
+        self.forest.validate(features)?;
+        if self.medians.len() != features || self.mads.len() != features {
+            return Err(format!("model is not for {features} features"));
         }
         if self.medians.iter().any(|m| !m.is_finite()) {
             return Err("a median is not finite".into());
