@@ -149,8 +149,9 @@ fn exec(r: &Record, e: &ProcessExec) -> Map<String, Value> {
     p.insert("args".into(), json!(e.argv));
     p.insert("args_count".into(), e.argv.len().into());
     p.insert("command_line".into(), e.argv.join(" ").into());
-    p.insert("user".into(), json!({"id": e.uid.to_string()}));
-    p.insert("group".into(), json!({"id": e.gid.to_string()}));
+    // The kernel reports the real ids.
+    p.insert("real_user".into(), json!({"id": e.uid.to_string()}));
+    p.insert("real_group".into(), json!({"id": e.gid.to_string()}));
     m.insert(
         "process".into(),
         with_parent(
@@ -334,7 +335,7 @@ fn auth(r: &Record, a: &AuthAttempt) -> Map<String, Value> {
         Some(&a.comm),
         a.exe.as_deref(),
     );
-    p.insert("user".into(), json!({"id": a.uid.to_string()}));
+    p.insert("real_user".into(), json!({"id": a.uid.to_string()}));
     m.insert(
         "process".into(),
         with_parent(p, None, r.parent_guid.as_deref(), None),

@@ -95,6 +95,8 @@ pub fn entity_u64(v: &serde_json::Value, key: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 pub mod samples;
 
 #[cfg(test)]
