@@ -145,3 +145,65 @@ fn every_record_kind_is_valid_ecs_8_11() {
         "a wrong event.kind passed"
     );
 }
+
+const START: &str = "<!-- format-examples:start -->\n";
+const END: &str = "<!-- format-examples:end -->";
+
+/// The examples docs/events.md shows: one exec, connect, flow, alert and
+/// action, each in every format.
+fn examples() -> String {
+    let s = samples();
+    let mut doc = String::new();
+    for (kind, out) in s.outputs() {
+        if !["process_exec", "net_connect", "flow", "alert"].contains(&kind)
+            && !(kind == "action" && out.to_json().is_ok_and(|l| l.contains("\"kill\"")))
+        {
+            continue;
+        }
+        doc.push_str(&format!("### `{kind}`\n\n"));
+        for format in [Format::Native, Format::Ocsf, Format::Ecs] {
+            let pretty = match format {
+                // Field order as the agent writes it.
+                Format::Native => match out {
+                    super::Output::Event(r) => serde_json::to_string_pretty(r),
+                    super::Output::Alert(a) => serde_json::to_string_pretty(a),
+                    super::Output::Response(r) => serde_json::to_string_pretty(r),
+                    _ => Ok(String::new()),
+                }
+                .expect("native"),
+                f => {
+                    let native = out.to_json().expect("native");
+                    let line = f.render(&out, &native).expect("mapped");
+                    let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+                    serde_json::to_string_pretty(&v).expect("pretty")
+                }
+            };
+            doc.push_str(&format!(
+                "<details><summary>{}</summary>\n\n```json\n{pretty}\n```\n</details>\n\n",
+                format.as_str()
+            ));
+        }
+    }
+    doc
+}
+
+#[test]
+fn format_examples_in_docs_are_generated() {
+    let path = root().join("docs/events.md");
+    let doc = std::fs::read_to_string(&path).expect("docs/events.md");
+    let start = doc.find(START).expect("format-examples:start marker") + START.len();
+    let end = doc[start..].find(END).expect("format-examples:end marker") + start;
+    let want = examples();
+    if doc[start..end] == want {
+        return;
+    }
+    if std::env::var_os("VIGIL_BLESS").is_some_and(|v| v == "1") {
+        std::fs::write(&path, format!("{}{want}{}", &doc[..start], &doc[end..]))
+            .expect("rewrite docs/events.md");
+        return;
+    }
+    panic!(
+        "docs/events.md: the format examples differ from the translations.\n\
+         Regenerate them with: VIGIL_BLESS=1 cargo test -p vigil --lib format_examples"
+    );
+}
