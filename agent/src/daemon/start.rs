@@ -280,9 +280,13 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         processes_seeded: seeded,
     }));
     crate::service::notify::notify("READY=1\nSTATUS=kernel programs attached");
+    let format = agent.cfg.format.as_str();
     match agent.cfg.output_path() {
-        Some(p) => tracing::info!("vigil running; writing JSON lines to {}", p.display()),
-        None => tracing::info!("vigil running; writing JSON lines to stdout"),
+        Some(p) => tracing::info!(
+            "vigil running; writing {format} JSON lines to {}",
+            p.display()
+        ),
+        None => tracing::info!("vigil running; writing {format} JSON lines to stdout"),
     }
 
     let schedule = schedule(&agent);
