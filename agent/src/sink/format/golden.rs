@@ -155,9 +155,8 @@ fn examples() -> String {
     let s = samples();
     let mut doc = String::new();
     for (kind, out) in s.outputs() {
-        if !["process_exec", "net_connect", "flow", "alert"].contains(&kind)
-            && !(kind == "action" && out.to_json().is_ok_and(|l| l.contains("\"kill\"")))
-        {
+        let kill = kind == "action" && out.to_json().is_ok_and(|l| l.contains("\"kill\""));
+        if !kill && !["process_exec", "net_connect", "flow", "alert"].contains(&kind) {
             continue;
         }
         doc.push_str(&format!("### `{kind}`\n\n"));
