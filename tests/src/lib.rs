@@ -181,10 +181,10 @@ impl Agent {
 
     /// The agent writing `format` (`ocsf`, `ecs`): it has no `agent_start`
     /// record then, so it is ready when it says so on stderr.
-    pub fn start_format(format: &str) -> Agent {
+    pub fn start_format(config: &str, format: &str) -> Agent {
         let agent = Agent::spawn(
             None,
-            TEST_CONFIG,
+            config,
             TempDir::new("format"),
             &[],
             &["--format", format],

@@ -1,15 +1,17 @@
-//! The real agent writing OCSF and ECS: a real exec and a real TCP
-//! connection on loopback, and every line the agent wrote meanwhile,
-//! validated by the same registry tools as the golden tests (ocsf-emitter
-//! 0.3.0, the @elastic/ecs 8.11.5 field set; `cargo xtask setup
-//! --test-tools` installs them under target/tools). Also: the process GUID
-//! of this test process is the same in both runs (two agents, one boot).
-//! Run as root with `--test-threads=1`.
+//! The real agent writing OCSF and ECS: a real exec, a real TCP connection
+//! on loopback and a real reverse-shell alert with its (dry-run) playbook
+//! action, and every line the agent wrote meanwhile, validated by the same
+//! registry tools as the golden tests (ocsf-emitter 0.3.0, the
+//! @elastic/ecs 8.11.5 field set; `cargo xtask setup --test-tools` installs
+//! them under target/tools). Also: the process GUID of this test process
+//! is the same under both agents (one boot). Run as root with
+//! `--test-threads=1`.
 
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vigil_integration::*;
@@ -19,7 +21,7 @@ fn root() -> PathBuf {
 }
 
 /// Runs the format's validator over a file; panics with its report when
-/// any line fails.
+/// any line fails; returns how many lines passed.
 fn validate(format: &str, path: &Path) -> usize {
     let root = root();
     let out = match format {
@@ -45,25 +47,32 @@ fn validate(format: &str, path: &Path) -> usize {
     report.lines().filter(|l| l.starts_with("ok")).count()
 }
 
-/// What one run saw: the exec's GUID, its parent's, and the GUID the
-/// connect named this test process by.
-struct Seen {
-    child_guid: String,
-    parent_guid: String,
-    connector_guid: String,
-    lines: usize,
-}
+/// A playbook answering the reverse shell; the agent's default response
+/// mode is dry-run, so its step is recorded, not done.
+const PLAYBOOK: &str = "\
+version: 1
+name: revshell_kill
+description: kill a shell whose stdin is a socket
+trigger:
+  detectors: [process]
+  techniques: [T1059.004]
+  min_severity: high
+steps:
+  - id: kill
+    action: kill_process
+";
 
-/// Starts the agent in `format`, execs a uniquely named binary and opens a
-/// TCP connection on loopback until both show up (the first may run
-/// before the programs see it), then validates every line written.
-fn run(
-    format: &str,
-    exec_of: impl Fn(&Value, &str) -> bool,
-    connect_to: impl Fn(&Value, u16) -> bool,
-    guids: impl Fn(&Value, &Value) -> (String, String, String),
-) -> Seen {
-    let mut agent = Agent::start_format(format);
+type Pred<'a> = (&'static str, &'a dyn Fn(&Value, &str, u16) -> bool);
+
+/// Starts the agent in `format`, and until a line matching each of `want`
+/// has appeared: execs a uniquely named binary, connects on loopback and
+/// runs a shell whose stdin is that connection. Validates every line the
+/// agent wrote; returns the matching lines in `want`'s order.
+fn run(format: &str, want: &[Pred<'_>]) -> Vec<Value> {
+    let books = TempDir::new("format-books");
+    std::fs::write(books.0.join("revshell.yaml"), PLAYBOOK).expect("playbook");
+    let config = format!("{TEST_CONFIG}playbooks:\n  dir: {}\n", books.0.display());
+    let mut agent = Agent::start_format(&config, format);
     let dir = TempDir::new("format-exec");
     let unique = dir
         .0
@@ -73,43 +82,51 @@ fn run(
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
     let port = listener.local_addr().expect("addr").port();
     let start = Instant::now();
-    let (exec, connect) = loop {
+    let found = loop {
         let status = Command::new(&unique).status().expect("run the probe");
         assert!(status.success());
         let conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        let _accepted = listener.accept().expect("accept");
-        drop(conn);
+        let (_peer, _) = listener.accept().expect("accept");
+        let mut shell = Command::new("/bin/sh")
+            .args(["-c", "sleep 0.3"])
+            .stdin(Stdio::from(OwnedFd::from(conn)))
+            .spawn()
+            .expect("shell");
+        assert!(shell.wait().expect("wait shell").success());
         let lines: Vec<Value> = agent
             .lines()
             .iter()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
-        let exec = lines.iter().find(|v| exec_of(v, &path)).cloned();
-        let connect = lines.iter().find(|v| connect_to(v, port)).cloned();
-        if let (Some(e), Some(c)) = (exec, connect) {
-            break (e, c);
+        let found: Vec<Option<Value>> = want
+            .iter()
+            .map(|(_, p)| lines.iter().find(|v| p(v, &path, port)).cloned())
+            .collect();
+        if found.iter().all(Option::is_some) {
+            break found.into_iter().flatten().collect::<Vec<_>>();
         }
+        let missing: Vec<&str> = want
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|((n, _), _)| *n)
+            .collect();
         assert!(
             start.elapsed() < PATIENCE,
-            "no {format} exec of {path} and connect to port {port} within {PATIENCE:?}:\n{}",
+            "{format}: no {missing:?} within {PATIENCE:?} (probe {path}, port {port}):\n{}",
             agent.stderr()
         );
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(200));
     };
     assert!(
         agent.stop(),
         "agent did not stop cleanly:\n{}",
         agent.stderr()
     );
-    let (child_guid, parent_guid, connector_guid) = guids(&exec, &connect);
-    let lines = validate(format, &agent.output);
-    eprintln!("{format}: {lines} lines the agent wrote are valid");
-    Seen {
-        child_guid,
-        parent_guid,
-        connector_guid,
-        lines,
-    }
+    let n = validate(format, &agent.output);
+    eprintln!("{format}: {n} lines the agent wrote are valid");
+    assert!(n >= want.len(), "{format}: only {n} lines validated");
+    found
 }
 
 fn text(v: &Value) -> String {
@@ -122,45 +139,67 @@ fn text(v: &Value) -> String {
 fn the_real_agent_writes_valid_ocsf_and_ecs_with_stable_process_guids() {
     let ocsf = run(
         "ocsf",
-        |v, path| v["class_uid"] == 1007 && v["activity_id"] == 1 && v["process"]["path"] == path,
-        |v, port| {
-            v["class_uid"] == 4001
-                && v["activity_id"] == 1
-                && v["dst_endpoint"]["port"] == port
-                && v["connection_info"]["direction_id"] == 2
-        },
-        |exec, conn| {
-            (
-                text(&exec["process"]["uid"]),
-                text(&exec["process"]["parent_process"]["uid"]),
-                text(&conn["actor"]["process"]["uid"]),
-            )
-        },
+        &[
+            ("exec", &|v, path, _| {
+                v["class_uid"] == 1007 && v["activity_id"] == 1 && v["process"]["path"] == path
+            }),
+            ("connect", &|v, _, port| {
+                v["class_uid"] == 4001
+                    && v["activity_id"] == 1
+                    && v["dst_endpoint"]["port"] == port
+                    && v["connection_info"]["direction_id"] == 2
+            }),
+            ("alert", &|v, _, _| {
+                v["class_uid"] == 2004
+                    && v["finding_info"]["attacks"][0]["sub_technique"]["uid"] == "T1059.004"
+            }),
+            ("action", &|v, _, _| {
+                v["class_uid"] == 7001 && v["activity_id"] == 2 && v["status_code"] == "dry-run"
+            }),
+        ],
     );
     let ecs = run(
         "ecs",
-        |v, path| v["event"]["action"] == "process_exec" && v["process"]["executable"] == path,
-        |v, port| v["event"]["action"] == "net_connect" && v["destination"]["port"] == port,
-        |exec, conn| {
-            (
-                text(&exec["process"]["entity_id"]),
-                text(&exec["process"]["parent"]["entity_id"]),
-                text(&conn["process"]["entity_id"]),
-            )
-        },
+        &[
+            ("exec", &|v, path, _| {
+                v["event"]["action"] == "process_exec" && v["process"]["executable"] == path
+            }),
+            ("connect", &|v, _, port| {
+                v["event"]["action"] == "net_connect" && v["destination"]["port"] == port
+            }),
+            ("alert", &|v, _, _| {
+                v["event"]["kind"] == "alert"
+                    && v["threat"]["technique"]["subtechnique"]["id"][0] == "T1059.004"
+            }),
+            ("action", &|v, _, _| {
+                v["event"]["dataset"] == "vigil.action" && v["labels"]["state"] == "dry-run"
+            }),
+        ],
     );
-    for (name, seen) in [("ocsf", &ocsf), ("ecs", &ecs)] {
-        assert!(
-            seen.lines >= 2,
-            "{name}: only {} lines validated",
-            seen.lines
-        );
-        // The probe's parent is this test process, which also connected.
-        assert_eq!(seen.parent_guid, seen.connector_guid, "{name}");
-        assert_ne!(seen.child_guid, seen.parent_guid, "{name}");
+    // [exec, connect, alert, action]: the probe's parent and the
+    // connecting process are this test process.
+    let ocsf_ids = (
+        text(&ocsf[0]["process"]["uid"]),
+        text(&ocsf[0]["process"]["parent_process"]["uid"]),
+        text(&ocsf[1]["actor"]["process"]["uid"]),
+    );
+    let ecs_ids = (
+        text(&ecs[0]["process"]["entity_id"]),
+        text(&ecs[0]["process"]["parent"]["entity_id"]),
+        text(&ecs[1]["process"]["entity_id"]),
+    );
+    for (name, (child, parent, connector)) in [("ocsf", &ocsf_ids), ("ecs", &ecs_ids)] {
+        assert_eq!(parent, connector, "{name}");
+        assert_ne!(child, parent, "{name}");
     }
+    // The alert names the shell by GUID, and its parent is this process.
+    assert_eq!(
+        text(&ocsf[2]["evidences"][0]["process"]["parent_process"]["uid"]),
+        ocsf_ids.1
+    );
+    assert_eq!(text(&ecs[2]["process"]["parent"]["entity_id"]), ecs_ids.1);
     // Another agent, the same boot: this process keeps its GUID; the two
     // probes (two processes) do not share one.
-    assert_eq!(ocsf.parent_guid, ecs.parent_guid);
-    assert_ne!(ocsf.child_guid, ecs.child_guid);
+    assert_eq!(ocsf_ids.1, ecs_ids.1);
+    assert_ne!(ocsf_ids.0, ecs_ids.0);
 }
