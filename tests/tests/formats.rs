@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use vigil_integration::kafka::{self, Broker};
 use vigil_integration::*;
 
 fn root() -> PathBuf {
@@ -23,6 +24,7 @@ fn root() -> PathBuf {
 /// Runs the format's validator over a file; panics with its report when
 /// any line fails; returns how many lines passed.
 fn validate(format: &str, path: &Path) -> usize {
+    assert!(path.exists(), "nothing to validate at {}", path.display());
     let root = root();
     let out = match format {
         "ocsf" => Command::new(root.join("target/tools/ocsf-venv/bin/python3"))
@@ -62,6 +64,22 @@ steps:
     action: kill_process
 ";
 
+/// A uniquely named exec, a loopback connection from this process, and a
+/// shell whose stdin is that connection (the process detector's reverse
+/// shell).
+fn trigger(probe: &Path, listener: &TcpListener, port: u16) {
+    let status = Command::new(probe).status().expect("run the probe");
+    assert!(status.success());
+    let conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (_peer, _) = listener.accept().expect("accept");
+    let mut shell = Command::new("/bin/sh")
+        .args(["-c", "sleep 0.3"])
+        .stdin(Stdio::from(OwnedFd::from(conn)))
+        .spawn()
+        .expect("shell");
+    assert!(shell.wait().expect("wait shell").success());
+}
+
 type Pred<'a> = (&'static str, &'a dyn Fn(&Value, &str, u16) -> bool);
 
 /// Starts the agent in `format`, and until a line matching each of `want`
@@ -83,16 +101,7 @@ fn run(format: &str, want: &[Pred<'_>]) -> Vec<Value> {
     let port = listener.local_addr().expect("addr").port();
     let start = Instant::now();
     let found = loop {
-        let status = Command::new(&unique).status().expect("run the probe");
-        assert!(status.success());
-        let conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        let (_peer, _) = listener.accept().expect("accept");
-        let mut shell = Command::new("/bin/sh")
-            .args(["-c", "sleep 0.3"])
-            .stdin(Stdio::from(OwnedFd::from(conn)))
-            .spawn()
-            .expect("shell");
-        assert!(shell.wait().expect("wait shell").success());
+        trigger(&unique, &listener, port);
         let lines: Vec<Value> = agent
             .lines()
             .iter()
@@ -202,4 +211,104 @@ fn the_real_agent_writes_valid_ocsf_and_ecs_with_stable_process_guids() {
     // probes (two processes) do not share one.
     assert_eq!(ocsf_ids.1, ecs_ids.1);
     assert_ne!(ocsf_ids.0, ecs_ids.0);
+}
+
+/// With `kafka.format: ocsf` the native topics keep native records (what
+/// fusion reads) and the OCSF copy arrives, valid, on `<topic>.ocsf`.
+#[test]
+fn kafka_format_publishes_an_ocsf_copy_beside_the_native_topics() {
+    let broker = Broker::start(19196);
+    for t in [
+        "security.events.ocsf",
+        "defense.alerts.ocsf",
+        "defense.actions.ocsf",
+    ] {
+        kafka::create_topic(&broker.addr(), t);
+    }
+    let books = TempDir::new("kformat-books");
+    std::fs::write(books.0.join("revshell.yaml"), PLAYBOOK).expect("playbook");
+    let config = format!(
+        "{TEST_CONFIG}playbooks:\n  dir: {}\nkafka:\n  brokers: \"{}\"\n  hmac_key: k\n  format: ocsf\n",
+        books.0.display(),
+        broker.addr()
+    );
+    let mut agent = Agent::start_with(&config);
+    let dir = TempDir::new("kformat-exec");
+    let unique = dir
+        .0
+        .join(format!("vigil-kformat-probe-{}", std::process::id()));
+    std::fs::copy("/bin/true", &unique).expect("copy true");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let start = Instant::now();
+    let alert = loop {
+        trigger(&unique, &listener, port);
+        if let Some(a) = agent
+            .records()
+            .into_iter()
+            .find(|r| r["kind"] == "alert" && r["detector"] == "process")
+        {
+            break a;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no reverse shell alert:\n{}",
+            agent.stderr()
+        );
+    };
+    let id = alert["id"].as_str().expect("alert id").to_string();
+    let read_until = |topic: &str, done: &dyn Fn(&[kafka::Msg]) -> bool| {
+        let start = Instant::now();
+        loop {
+            let msgs = kafka::read_all(&broker.addr(), topic, Duration::from_secs(1));
+            if done(&msgs) {
+                return msgs;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{topic}: {:?}",
+                msgs.iter().map(|m| &m.body).collect::<Vec<_>>()
+            );
+        }
+    };
+    // The same alert, native on defense.alerts and OCSF on its copy.
+    let native = read_until("defense.alerts", &|m| {
+        m.iter().any(|m| m.body["id"] == id.as_str())
+    });
+    assert!(native.iter().all(|m| m.body["kind"] == "alert"));
+    let ocsf_alerts = read_until("defense.alerts.ocsf", &|m| {
+        m.iter()
+            .any(|m| m.body["finding_info"]["uid"] == id.as_str())
+    });
+    for m in &ocsf_alerts {
+        assert!(!m.key.is_empty());
+        let uid = m.body["metadata"]["uid"].as_str();
+        assert_eq!(uid, Some(m.id_header.as_str()), "{}", m.body);
+    }
+    let actions = read_until("defense.actions.ocsf", &|m| {
+        m.iter().any(|m| m.body["class_uid"] == 7001)
+    });
+    let events = read_until("security.events.ocsf", &|m| {
+        m.iter().any(|m| m.body["class_uid"] == 1007)
+            && m.iter().any(|m| m.body["class_uid"] == 4001)
+    });
+    let native_events = read_until("security.events", &|m| {
+        m.iter().any(|m| m.body["kind"] == "agent_start")
+    });
+    assert!(native_events.iter().all(|m| m.body["kind"].is_string()));
+    assert!(
+        agent.stop(),
+        "agent did not stop cleanly:\n{}",
+        agent.stderr()
+    );
+    let copy: Vec<String> = [ocsf_alerts, actions, events]
+        .iter()
+        .flatten()
+        .map(|m| String::from_utf8_lossy(&m.raw).into_owned())
+        .collect();
+    let path = dir.0.join("kafka-ocsf.jsonl");
+    std::fs::write(&path, copy.join("\n") + "\n").expect("write copy");
+    let n = validate("ocsf", &path);
+    eprintln!("kafka ocsf copy: {n} messages valid");
+    assert_eq!(n, copy.len());
 }

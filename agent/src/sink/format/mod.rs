@@ -44,6 +44,46 @@ impl Format {
     }
 }
 
+impl Format {
+    /// Where the format keeps a record's id: OCSF `metadata.uid`, ECS
+    /// `event.id` (None for native, whose records have `id`).
+    fn id_slot(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Format::Native => None,
+            Format::Ocsf => Some(("metadata", "uid")),
+            Format::Ecs => Some(("event", "id")),
+        }
+    }
+
+    /// `out` in this format with an id, for consumers that drop duplicates
+    /// (Kafka): the record's own (alerts, actions), else a new one. None
+    /// for native and for kinds the format does not map.
+    pub fn render_with_id(self, out: &Output<'_>) -> Option<(String, String)> {
+        let (object, key) = self.id_slot()?;
+        let mut v = match self {
+            Format::Ocsf => ocsf::translate(out)?,
+            _ => ecs::translate(out)?,
+        };
+        let slot = v.get_mut(object)?.as_object_mut()?;
+        let id = match slot.get(key).and_then(|x| x.as_str()) {
+            Some(id) => id.to_string(),
+            None => {
+                let id = crate::util::id::new_id();
+                slot.insert(key.into(), id.clone().into());
+                id
+            }
+        };
+        Some((v.to_string(), id))
+    }
+
+    /// The id [`Self::render_with_id`] put in a line of this format.
+    pub fn id_in(self, line: &[u8]) -> Option<String> {
+        let (object, key) = self.id_slot()?;
+        let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+        v.get(object)?.get(key)?.as_str().map(str::to_string)
+    }
+}
+
 /// The product, as both formats name it.
 pub const PRODUCT: &str = "Vigil";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -338,9 +338,17 @@ impl Reporter {
             // Sequence numbers skipped by a damaged segment are gone.
             self.next_send = self.next_send.max(first.0);
             for (seq, class, payload) in batch {
+                let formatted_id;
+                let id = match self.format {
+                    Format::Native => record_id(&payload),
+                    f => {
+                        formatted_id = f.id_in(&payload).unwrap_or_default();
+                        formatted_id.as_bytes()
+                    }
+                };
                 let mut headers = OwnedHeaders::new().insert(Header {
                     key: "id",
-                    value: Some(record_id(&payload)),
+                    value: Some(id),
                 });
                 // Signed, so fusion trusts only what an agent of this fleet
                 // produced (a writer without the key cannot pose as one).
@@ -493,8 +501,8 @@ impl crate::sink::Sink for Reporter {
         line: &str,
     ) -> Result<(), crate::sink::SinkError> {
         if self.format != Format::Native {
-            return match self.format.render(out, line) {
-                Some(l) => Ok(self.submit(out.kind(), &l)?),
+            return match self.format.render_with_id(out) {
+                Some((l, _)) => Ok(self.submit(out.kind(), &l)?),
                 None => Ok(()),
             };
         }
@@ -642,6 +650,18 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&got[0].2).expect("json");
         assert_eq!(v["class_uid"], 2004);
         assert!(v.get("id").is_none(), "no id added outside the format: {v}");
+        assert_eq!(
+            Format::Ocsf.id_in(&got[0].2).as_deref(),
+            Some(samples.alert.id.as_str()),
+            "the alert's id is its metadata.uid"
+        );
+        let exec = crate::sink::Output::Event(&samples.events[1]);
+        let (line, id) = Format::Ecs.render_with_id(&exec).expect("mapped");
+        assert_eq!(
+            Format::Ecs.id_in(line.as_bytes()),
+            Some(id),
+            "telemetry gets an id"
+        );
         drop(r);
         let _ = std::fs::remove_dir_all(&dir);
     }
