@@ -38,8 +38,9 @@ impl Format {
     pub fn render(self, out: &Output<'_>, native: &str) -> Option<String> {
         match self {
             Format::Native => Some(native.to_string()),
-            Format::Ocsf => ocsf::translate(out).map(|v| v.to_string()),
-            Format::Ecs => ecs::translate(out).map(|v| v.to_string()),
+            // serde_json's writer, not Display (which goes through fmt).
+            Format::Ocsf => ocsf::translate(out).and_then(|v| serde_json::to_string(&v).ok()),
+            Format::Ecs => ecs::translate(out).and_then(|v| serde_json::to_string(&v).ok()),
         }
     }
 }
@@ -73,7 +74,7 @@ impl Format {
                 id
             }
         };
-        Some((v.to_string(), id))
+        Some((serde_json::to_string(&v).ok()?, id))
     }
 
     /// The id [`Self::render_with_id`] put in a line of this format.
