@@ -98,7 +98,8 @@ pub struct EventHeader {
 
 /// 2: exec carries the start time and the executable's identity; file
 /// writes are reported when the open succeeded, with the file's identity.
-pub const WIRE_VERSION: u16 = 2;
+/// 3: fork carries the child's start time (its process GUID).
+pub const WIRE_VERSION: u16 = 3;
 
 /// The parent pid could not be read (no BTF offsets).
 pub const EXEC_PPID_UNKNOWN: u32 = 1;
@@ -159,6 +160,8 @@ pub struct ExitEvent {
 
 /// The program could not tell a new process from a new thread (tracepoint tier).
 pub const FORK_MAYBE_THREAD: u32 = 1;
+/// `child_start_boottime_ns` was read from the child's task.
+pub const FORK_START_KNOWN: u32 = 2;
 
 /// A new process. The header names the parent; the body the child.
 #[repr(C)]
@@ -169,6 +172,9 @@ pub struct ForkEvent {
     pub child_tid: u32,
     pub flags: u32,
     pub _pad: u32,
+    /// The child's `task->start_boottime` (ns since boot), when
+    /// `FORK_START_KNOWN`: with the pid, the process's identity for life.
+    pub child_start_boottime_ns: u64,
 }
 
 /// The owning process is unknown (header tgid is 0).
@@ -247,7 +253,7 @@ const _: () = assert!(size_of::<AuthEvent>() == 24 + 16 + 16 + 32 + 64 + 64);
 const _: () = assert!(size_of::<EventHeader>() == 24);
 const _: () = assert!(size_of::<ExecEvent>() == 24 + 24 + 8 + 8 + 16 + 16 + 256 + 256);
 const _: () = assert!(size_of::<ExitEvent>() == 24 + 8 + 16);
-const _: () = assert!(size_of::<ForkEvent>() == 24 + 16);
+const _: () = assert!(size_of::<ForkEvent>() == 24 + 16 + 8);
 const _: () = assert!(size_of::<ConnEvent>() == 24 + 16 + 32 + 16 + 8);
 
 pub const AF_INET: u16 = 2;

@@ -8,7 +8,7 @@
 use agent_common::{
     EventKind, ExecEvent, ExitEvent, FileId, ForkEvent, ARGV_LEN, EXEC_ARGV_TRUNCATED,
     EXEC_ARGV_UNAVAILABLE, EXEC_FILE_KNOWN, EXEC_PPID_UNKNOWN, EXEC_START_KNOWN, EXIT_CODE_KNOWN,
-    FORK_MAYBE_THREAD, OFFSET_UNKNOWN,
+    FORK_MAYBE_THREAD, FORK_START_KNOWN, OFFSET_UNKNOWN,
 };
 use aya_ebpf::{
     helpers::{
@@ -196,7 +196,14 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
 }
 
 #[inline(always)]
-fn emit_fork(parent_tgid: u32, parent_tid: u32, child_tgid: u32, child_tid: u32, flags: u32) {
+fn emit_fork(
+    parent_tgid: u32,
+    parent_tid: u32,
+    child_tgid: u32,
+    child_tid: u32,
+    flags: u32,
+    child_start: Option<u64>,
+) {
     if parent_tgid == conf!(agent_tgid) || !task_in_scope() {
         return;
     }
@@ -209,8 +216,17 @@ fn emit_fork(parent_tgid: u32, parent_tid: u32, child_tgid: u32, child_tid: u32,
         (*ev).header = header(EventKind::Fork, parent_tgid, parent_tid);
         (*ev).child_tgid = child_tgid;
         (*ev).child_tid = child_tid;
-        (*ev).flags = flags;
         (*ev)._pad = 0;
+        match child_start {
+            Some(t) => {
+                (*ev).child_start_boottime_ns = t;
+                (*ev).flags = flags | FORK_START_KNOWN;
+            }
+            None => {
+                (*ev).child_start_boottime_ns = 0;
+                (*ev).flags = flags;
+            }
+        }
     }
     entry.submit(0);
 }
@@ -223,9 +239,14 @@ pub fn vigil_fork_btf(ctx: BtfTracePointContext) -> u32 {
     let child_tid = unsafe { read_field::<u32>(child, conf!(task_pid)) };
     let (tgid, tid) = current();
     match (child_tgid, child_tid) {
-        (Some(ctgid), Some(ctid)) if ctgid == ctid => emit_fork(tgid, tid, ctgid, ctid, 0),
+        (Some(ctgid), Some(ctid)) if ctgid == ctid => {
+            // Set by copy_process before this tracepoint; exec keeps it, so
+            // the child's GUID is the same before and after it execs.
+            let start = unsafe { read_field::<u64>(child, conf!(task_start_boottime)) };
+            emit_fork(tgid, tid, ctgid, ctid, 0, start)
+        }
         (Some(_), Some(_)) => {} // a new thread, not a new process
-        _ => emit_fork(tgid, tid, 0, 0, FORK_MAYBE_THREAD),
+        _ => emit_fork(tgid, tid, 0, 0, FORK_MAYBE_THREAD, None),
     }
     0
 }
@@ -235,6 +256,13 @@ pub fn vigil_fork_btf(ctx: BtfTracePointContext) -> u32 {
 pub fn vigil_fork_tp(ctx: TracePointContext) -> u32 {
     let child: i32 = unsafe { ctx.read_at(conf!(tp_fork_child_pid) as usize).unwrap_or(0) };
     let (tgid, tid) = current();
-    emit_fork(tgid, tid, child as u32, child as u32, FORK_MAYBE_THREAD);
+    emit_fork(
+        tgid,
+        tid,
+        child as u32,
+        child as u32,
+        FORK_MAYBE_THREAD,
+        None,
+    );
     0
 }

@@ -35,6 +35,9 @@ pub struct Config {
     pub output_max_bytes: u64,
     /// Rotated files kept (`.1` newest … `.N` oldest); 0 keeps none.
     pub output_keep: u32,
+    /// What the JSON lines output holds: `native`, `ocsf` (1.5.0) or `ecs`
+    /// (8.11). Records a format has no mapping for are left out.
+    pub format: crate::sink::format::Format,
     pub flows: FlowConfig,
     pub process_cache: ProcessCacheConfig,
     /// Seconds between `agent_stats` records (0 disables them).
@@ -243,6 +246,7 @@ impl Default for Config {
             output: String::new(),
             output_max_bytes: 256 * 1024 * 1024,
             output_keep: 4,
+            format: crate::sink::format::Format::Native,
             flows: FlowConfig::default(),
             process_cache: ProcessCacheConfig::default(),
             stats_interval_s: 60,
@@ -397,6 +401,11 @@ pub struct KafkaConfig {
     /// then stays in the spool and is produced again).
     pub message_timeout_ms: u64,
     pub spool: SpoolSettings,
+    /// `ocsf` or `ecs`: also publish every record in that format to the
+    /// topics named `<topic>.<format>` (own spool). The topics above keep
+    /// native records, which fusion and the agents read. `native` (the
+    /// default) publishes nothing more.
+    pub format: crate::sink::format::Format,
 }
 
 impl Default for KafkaConfig {
@@ -411,6 +420,7 @@ impl Default for KafkaConfig {
             max_indicators_per_minute: 600,
             message_timeout_ms: 30_000,
             spool: SpoolSettings::default(),
+            format: crate::sink::format::Format::Native,
         }
     }
 }
@@ -645,6 +655,18 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_yaml(text, Path::new("test.yaml"))
+    }
+
+    #[test]
+    fn output_formats_parse_and_a_wrong_one_is_named() {
+        use crate::sink::format::Format;
+        let c = parse("format: ocsf\nkafka:\n  format: ecs\n").expect("valid");
+        assert_eq!((c.format, c.kafka.format), (Format::Ocsf, Format::Ecs));
+        assert_eq!(parse("").expect("defaults").format, Format::Native);
+        let e = parse("format: cef\n")
+            .expect_err("unknown format")
+            .to_string();
+        assert!(e.contains("cef") && e.contains("ocsf"), "{e}");
     }
 
     #[test]

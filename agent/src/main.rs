@@ -25,6 +25,9 @@ enum Command {
         /// Output file, or `-` for stdout (overrides the config's `output`).
         #[arg(long, short)]
         output: Option<String>,
+        /// What the output holds (overrides the config's `format`).
+        #[arg(long, value_enum)]
+        format: Option<vigil::sink::format::Format>,
     },
     /// Check a config file and print the effective configuration (secrets redacted).
     CheckConfig { config: PathBuf },
@@ -271,7 +274,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     use cli::{contain, control, socket};
     match cli.command {
-        Command::Run { config, output } => cli::run_daemon(config.as_deref(), output),
+        Command::Run {
+            config,
+            output,
+            format,
+        } => cli::run_daemon(config.as_deref(), output, format),
         Command::CheckConfig { config } => cli::check_config(&config),
         Command::Blocks { cmd, config } => {
             let config = config.as_deref();

@@ -10,6 +10,14 @@ use serde::Serialize;
 pub struct Record {
     #[serde(flatten)]
     pub body: Body,
+    /// GUID of the process the record is about (pipeline/guid.rs): stable
+    /// for the process's life, unique across pid reuse, reboots and hosts.
+    /// Absent when its start time is unknown or no process is involved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guid: Option<Arc<str>>,
+    /// GUID of that process's parent when it started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_guid: Option<Arc<str>>,
     pub ts: String,
     pub host: Arc<str>,
     /// Wall-clock time in ns, for the detectors (not serialized: `ts` says it).
@@ -47,6 +55,26 @@ pub struct Inventory {
 }
 
 impl Body {
+    /// The process the record is about, when one is known.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Body::ProcessExec(e) => Some(e.pid),
+            Body::ProcessExit(e) => Some(e.pid),
+            Body::ProcessFork(e) => Some(e.pid),
+            Body::NetConnect(c)
+            | Body::NetAccept(c)
+            | Body::NetClose(c)
+            | Body::NetConnectFailed(c)
+            | Body::NetRefused(c) => c.pid,
+            Body::AuthAttempt(a) => Some(a.pid),
+            Body::FileWrite(w) => Some(w.pid),
+            Body::Flow(f) => f.pid,
+            Body::AgentStart(_) | Body::AgentStats(_) | Body::AgentStop(_) | Body::Inventory(_) => {
+                None
+            }
+        }
+    }
+
     /// The record's `kind`, as serialized.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -125,12 +125,14 @@ impl Agent {
         Agent::start_env(netns, config, dir, &[])
     }
 
-    /// As [`Agent::start_in`], with extra environment variables.
-    pub fn start_env(
+    /// Starts the agent with extra environment variables and arguments;
+    /// does not wait for it.
+    pub fn spawn(
         netns: Option<&str>,
         config: &str,
         dir: TempDir,
         env: &[(&str, &str)],
+        extra: &[&str],
     ) -> Agent {
         require_root();
         let cfg = dir.0.join("vigil.yaml");
@@ -153,17 +155,59 @@ impl Agent {
             .arg(&cfg)
             .arg("--output")
             .arg(&output)
+            .args(extra)
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(dir.0.join("stderr.log")).expect("stderr log"))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", vigil_bin().display()));
-        let mut agent = Agent {
+        Agent {
             child: Some(child),
             output,
             dir,
-        };
+        }
+    }
+
+    /// As [`Agent::start_env`]: the agent is ready when it wrote `agent_start`.
+    pub fn start_env(
+        netns: Option<&str>,
+        config: &str,
+        dir: TempDir,
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let mut agent = Agent::spawn(netns, config, dir, env, &[]);
         agent.wait_for("agent_start", |_| true);
         agent
+    }
+
+    /// The agent writing `format` (`ocsf`, `ecs`): it has no `agent_start`
+    /// record then, so it is ready when it says so on stderr.
+    pub fn start_format(config: &str, format: &str) -> Agent {
+        let agent = Agent::spawn(
+            None,
+            config,
+            TempDir::new("format"),
+            &[],
+            &["--format", format],
+        );
+        let start = Instant::now();
+        while !agent.stderr().contains("vigil running") {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "the agent did not start within {PATIENCE:?}:\n{}",
+                agent.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        agent
+    }
+
+    /// Lines of the output, parsed (any format).
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.output)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn records(&self) -> Vec<Value> {

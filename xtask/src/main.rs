@@ -21,6 +21,8 @@ const BUILD_PACKAGES: &[&str] = &[
 ];
 /// Debian packages the root integration tests use.
 const TEST_PACKAGES: &[&str] = &[
+    "python3-venv",
+    "nodejs",
     "iproute2",
     "bpftool",
     "util-linux",
@@ -361,11 +363,78 @@ fn fetch_tansu() -> Result<()> {
     Ok(())
 }
 
+/// The validator of the OCSF golden tests (agent/src/sink/format/golden.rs).
+const OCSF_EMITTER: &str = "ocsf-emitter==0.3.0";
+/// The ECS field set the ECS golden tests check against (ECS 8.11.0).
+const ECS_PACKAGE: &str = "@elastic/ecs@8.11.5";
+
+/// The output format validators, from the registries into target/tools:
+/// a venv with ocsf-emitter (tools/ocsf_validate.py runs in it) and the
+/// npm package @elastic/ecs (tools/ecs_validate.js reads its field set).
+fn install_validators() -> Result<()> {
+    let tools = workspace_root().join("target/tools");
+    std::fs::create_dir_all(&tools)?;
+    let venv = tools.join("ocsf-venv");
+    let python = venv.join("bin/python3");
+    let have = ok(Command::new(&python).args([
+        "-c",
+        "import importlib.metadata as m, sys; sys.exit(m.version('ocsf-emitter') != '0.3.0')",
+    ]));
+    if !have {
+        step(&format!(
+            "pip install {OCSF_EMITTER} into {}",
+            venv.display()
+        ));
+        let s = Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .status()
+            .context("running python3 -m venv")?;
+        if !s.success() {
+            bail!("python3 -m venv failed: python3-venv must be installed");
+        }
+        let s = Command::new(&python)
+            .args(["-m", "pip", "install", "-q", OCSF_EMITTER])
+            .status()
+            .context("running pip install")?;
+        if !s.success() {
+            bail!("pip install {OCSF_EMITTER} failed: PyPI must be reachable");
+        }
+    }
+    let ecs = tools.join("ecs");
+    let marker = ecs.join("node_modules/@elastic/ecs/package.json");
+    let version = std::fs::read_to_string(&marker).unwrap_or_default();
+    if !version.contains("\"version\": \"8.11.5\"") {
+        if !ok(Command::new("npm").arg("--version")) {
+            apt_install(&["npm"])?;
+        }
+        step(&format!("npm install {ECS_PACKAGE} into {}", ecs.display()));
+        std::fs::create_dir_all(&ecs)?;
+        let s = Command::new("npm")
+            .args([
+                "install",
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+            ])
+            .arg(&ecs)
+            .arg(ECS_PACKAGE)
+            .status()
+            .context("running npm install")?;
+        if !s.success() {
+            bail!("npm install {ECS_PACKAGE} failed: the npm registry must be reachable");
+        }
+    }
+    Ok(())
+}
+
 fn setup(test_tools: bool) -> Result<()> {
     apt_install(BUILD_PACKAGES)?;
     if test_tools {
         apt_install(TEST_PACKAGES)?;
         fetch_tansu()?;
+        install_validators()?;
     }
     let fuzz_tools = test_tools;
 

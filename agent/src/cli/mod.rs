@@ -29,10 +29,17 @@ pub fn socket(config: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 /// `vigil run`: the daemon on a single-threaded runtime.
-pub fn run_daemon(config: Option<&Path>, output: Option<String>) -> anyhow::Result<()> {
+pub fn run_daemon(
+    config: Option<&Path>,
+    output: Option<String>,
+    format: Option<vigil::sink::format::Format>,
+) -> anyhow::Result<()> {
     let mut cfg = load_config(config)?;
     if let Some(o) = output {
         cfg.output = o;
+    }
+    if let Some(f) = format {
+        cfg.format = f;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::detect::{Alert, Engine};
 use crate::enforce::containment::Containment;
 use crate::pipeline::event::{ConnKind, Event};
+use crate::pipeline::proc_cache::ProcessCache;
 use crate::pipeline::{FlowEnd, Pipeline};
 use crate::record::{Body, ProbeRow, Record};
 use crate::response::engine::{Executor, Responder};
@@ -44,6 +45,36 @@ fn name_executable(alert: &mut Alert) {
     };
     if let Some(h) = crate::util::file_sha256(std::path::Path::new(exe), HASH_MAX_BYTES) {
         alert.entities["sha256"] = h.into();
+    }
+}
+
+/// Adds the GUIDs of an alert's process (`entities.pid`) to its entities:
+/// the record's own when the alert is about the record's process, else
+/// what the process cache holds for that pid now.
+fn identify_process(alert: &mut Alert, r: &Record, procs: &ProcessCache) {
+    let Some(pid) = alert
+        .entities
+        .get("pid")
+        .and_then(|p| p.as_u64())
+        .and_then(|p| u32::try_from(p).ok())
+    else {
+        return;
+    };
+    let (guid, parent) = if r.body.pid() == Some(pid) {
+        (r.guid.clone(), r.parent_guid.clone())
+    } else {
+        procs
+            .peek(pid)
+            .map_or((None, None), |i| (i.guid.clone(), i.parent_guid.clone()))
+    };
+    let Some(ent) = alert.entities.as_object_mut() else {
+        return;
+    };
+    if let Some(g) = guid {
+        ent.insert("guid".into(), g.as_ref().into());
+    }
+    if let Some(g) = parent {
+        ent.insert("parent_guid".into(), g.as_ref().into());
     }
 }
 
@@ -222,6 +253,7 @@ impl Agent {
         let now_s = r.wall_ns as f64 / 1e9;
         for mut alert in engine.on_record(now_s, &r.ts, &r.host, &r.body) {
             name_executable(&mut alert);
+            identify_process(&mut alert, r, &self.pipeline.procs);
             // Not eprintln!: it panics when stderr cannot be written (a
             // full disk under a redirected stderr), and an alert line on
             // the terminal is not worth the agent.
@@ -418,6 +450,8 @@ impl Agent {
     pub fn write_agent(&mut self, body: Body) {
         let r = Record {
             body,
+            guid: None,
+            parent_guid: None,
             ts: now_rfc3339(),
             host: self.pipeline.host(),
             wall_ns: 0,

@@ -27,6 +27,7 @@ use crate::response::playbook;
 use crate::response::protect::Protection;
 use crate::service::control::Call;
 use crate::service::metrics::Metrics;
+use crate::sink::format::Format;
 use crate::sink::jsonl::{JsonLines, Rotation};
 use crate::sink::kafka::consumer;
 use crate::sink::kafka::producer::{Inbound, Reporter};
@@ -147,10 +148,9 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         max_bytes: cfg.output_max_bytes,
         keep: cfg.output_keep,
     };
-    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(JsonLines::open(
-        cfg.output_path().as_deref(),
-        rotation,
-    )?)];
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(
+        JsonLines::open(cfg.output_path().as_deref(), rotation)?.with_format(cfg.format),
+    )];
     let host: Arc<str> = if cfg.host.is_empty() {
         Arc::from(hostname())
     } else {
@@ -171,6 +171,27 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
             &host,
             &cfg.state_dir.join("spool"),
         )?));
+        if cfg.kafka.format != Format::Native {
+            // Fusion and the agents read native records: the topics they
+            // read keep them, and the SIEM's copy goes to its own topics.
+            let f = cfg.kafka.format;
+            sinks.push(Box::new(Reporter::formatted(
+                &cfg.kafka,
+                &host,
+                &cfg.state_dir.join(format!("spool-{}", f.as_str())),
+                f,
+            )?));
+            tracing::info!(
+                "kafka: {} copies to {}.{}, {}.{}, {}.{}",
+                f.as_str(),
+                cfg.kafka.topics.events,
+                f.as_str(),
+                cfg.kafka.topics.alerts,
+                f.as_str(),
+                cfg.kafka.topics.actions,
+                f.as_str()
+            );
+        }
         tracing::info!("kafka: reporting to {}", cfg.kafka.brokers);
         let topics = vec![
             cfg.kafka.topics.commands.clone(),
@@ -259,9 +280,13 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         processes_seeded: seeded,
     }));
     crate::service::notify::notify("READY=1\nSTATUS=kernel programs attached");
+    let format = agent.cfg.format.as_str();
     match agent.cfg.output_path() {
-        Some(p) => tracing::info!("vigil running; writing JSON lines to {}", p.display()),
-        None => tracing::info!("vigil running; writing JSON lines to stdout"),
+        Some(p) => tracing::info!(
+            "vigil running; writing {format} JSON lines to {}",
+            p.display()
+        ),
+        None => tracing::info!("vigil running; writing {format} JSON lines to stdout"),
     }
 
     let schedule = schedule(&agent);

@@ -194,6 +194,22 @@ fn brute_force(t: &mut Test) {
 }
 
 #[test]
+fn alerts_name_their_process_and_its_parent_by_guid() {
+    let mut t = agent("guid", &[], Mode::DryRun);
+    t.agent
+        .on_ring_record(&fixtures::exec(300, 1, "/bin/bash", &["bash"]));
+    t.agent.on_ring_record(&fixtures::fork(300, 301));
+    t.agent
+        .on_ring_record(&fixtures::exec(301, 300, "/memfd:x (deleted)", &["x"]));
+    let execs = t.of("process_exec");
+    let alert = t.of("alert").pop().expect("a memfd alert");
+    assert!(execs[1]["guid"].is_string(), "{}", execs[1]);
+    assert_eq!(alert["entities"]["pid"], 301);
+    assert_eq!(alert["entities"]["guid"], execs[1]["guid"]);
+    assert_eq!(alert["entities"]["parent_guid"], execs[0]["guid"]);
+}
+
+#[test]
 fn ring_records_are_written_and_bad_ones_counted() {
     let mut t = agent("ring", &[], Mode::DryRun);
     t.agent

@@ -185,6 +185,8 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 parent_pid: h.tgid,
                 child_pid: e.child_tgid,
                 maybe_thread: e.flags & wire::FORK_MAYBE_THREAD != 0,
+                start_boottime_ns: (e.flags & wire::FORK_START_KNOWN != 0)
+                    .then_some(e.child_start_boottime_ns),
             })
         }
         EventKind::Auth => {
@@ -365,8 +367,10 @@ pub mod fixtures {
             header: header(EventKind::Fork, 1_500, parent),
             child_tgid: child,
             child_tid: child,
-            flags: 0,
+            flags: wire::FORK_START_KNOWN,
             _pad: 0,
+            // What the exec fixture says for the same pid.
+            child_start_boottime_ns: 12_340_000_000 + u64::from(child) * 10_000_000,
         };
         bytes_of(&e)
     }
@@ -590,7 +594,7 @@ mod tests {
         assert_eq!(EventKind::Exec.record_size(), 608);
         assert_eq!(EventKind::FileWrite.record_size(), 328);
         assert_eq!(EventKind::Exit.record_size(), 48);
-        assert_eq!(EventKind::Fork.record_size(), 40);
+        assert_eq!(EventKind::Fork.record_size(), 48);
         assert_eq!(EventKind::Connect.record_size(), 96);
         assert_eq!(size_of::<wire::FlowKey>(), 40);
         assert_eq!(size_of::<wire::FlowStats>(), 128);

@@ -106,6 +106,8 @@ pub struct ForkEvent {
     pub child_pid: u32,
     /// Tracepoint tier: the child may be a thread rather than a process.
     pub maybe_thread: bool,
+    /// The child's `task->start_boottime` in ns, when the kernel read it.
+    pub start_boottime_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -9,6 +9,7 @@ pub mod community_id;
 pub mod decode;
 pub mod event;
 pub mod flow;
+pub mod guid;
 pub mod proc_cache;
 
 use std::collections::VecDeque;
@@ -186,9 +187,14 @@ impl Pipeline {
         accepted.then_some(peer)
     }
 
+    /// The record, with the GUIDs of the process it is about as the cache
+    /// knows it after this event (an exec's new image, a fork's child).
     fn record(&self, ktime_ns: u64, body: Body) -> Record {
         let wall_ns = self.clock.wall_ns(ktime_ns);
+        let info = body.pid().and_then(|p| self.procs.peek(p));
         Record {
+            guid: info.and_then(|i| i.guid.clone()),
+            parent_guid: info.and_then(|i| i.parent_guid.clone()),
             body,
             ts: crate::util::clock::rfc3339_ns(wall_ns),
             host: self.host.clone(),
@@ -639,6 +645,56 @@ mod tests {
                 .expect("write"),
         );
         assert!(v["file"].is_null(), "{v}");
+    }
+
+    #[test]
+    fn records_name_their_process_by_guid_from_fork_to_exit() {
+        let mut p = pipeline();
+        let shell = json(
+            &p.on_bytes(&fixtures::exec(300, 1, "/bin/sh", &["sh"]))
+                .expect("exec"),
+        );
+        let shell_guid = shell["guid"].as_str().expect("guid").to_string();
+        let fork = json(&p.on_bytes(&fixtures::fork(300, 301)).expect("fork"));
+        let child = fork["guid"].as_str().expect("child guid").to_string();
+        assert_ne!(child, shell_guid);
+        assert_eq!(fork["parent_guid"], shell_guid.as_str());
+        // The fixtures' fork start time is the exec fixture's for that pid,
+        // as the kernel's start_boottime is the same before and after exec.
+        let exec = json(
+            &p.on_bytes(&fixtures::exec(301, 300, "/usr/bin/nc", &["nc"]))
+                .expect("exec"),
+        );
+        let conn = json(
+            &p.on_bytes(&fixtures::conn(
+                EventKind::Connect,
+                301,
+                [10, 0, 0, 1],
+                5555,
+                [10, 0, 0, 2],
+                80,
+            ))
+            .expect("connect"),
+        );
+        let exit = json(&p.on_bytes(&fixtures::exit(301, 0)).expect("exit"));
+        for v in [&exec, &conn, &exit] {
+            assert_eq!(v["parent_guid"], shell_guid.as_str(), "{v}");
+        }
+        assert_eq!(conn["guid"], exec["guid"]);
+        assert_eq!(exit["guid"], exec["guid"]);
+        assert_eq!(exec["guid"], child.as_str(), "exec keeps the fork's GUID");
+        let unknown = json(
+            &p.on_bytes(&fixtures::conn(
+                EventKind::Connect,
+                999,
+                [10, 0, 0, 1],
+                5556,
+                [10, 0, 0, 2],
+                80,
+            ))
+            .expect("connect"),
+        );
+        assert!(unknown.get("guid").is_none(), "{unknown}");
     }
 
     #[test]

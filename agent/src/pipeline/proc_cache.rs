@@ -1,7 +1,9 @@
 //! What the agent knows about live processes, for enrichment: seeded from
 //! `/proc` at start-up, then kept current from exec, fork and exit events.
 //! Bounded: past `max_entries` the least recently used process is evicted
-//! and counted, so a fork bomb cannot grow the agent without limit.
+//! and counted, so a fork bomb cannot grow the agent without limit. Each
+//! process it knows the start time of has a GUID ([`super::guid`]), and
+//! each knows its parent's GUID as it was when the process started.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use lru::LruCache;
 
 use crate::pipeline::event::{ExecEvent, ForkEvent};
+use crate::pipeline::guid::Guids;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcInfo {
@@ -17,23 +20,43 @@ pub struct ProcInfo {
     pub comm: Arc<str>,
     pub exe: Arc<str>,
     /// Clock ticks since boot (`/proc/PID/stat` field 22); None when not
-    /// known (a fork seen without its exec).
+    /// known (a fork the kernel could not read the child of).
     pub start_time: Option<u64>,
+    /// From the pid and start time; None when the start time is unknown.
+    pub guid: Option<Arc<str>>,
+    /// The parent's GUID when this process started (or was first seen).
+    pub parent_guid: Option<Arc<str>>,
 }
 
 pub struct ProcessCache {
     entries: LruCache<u32, ProcInfo>,
+    guids: Guids,
     /// Live processes pushed out by the bound.
     pub evicted: u64,
 }
 
 impl ProcessCache {
+    /// GUIDs from this host's boot id.
     pub fn new(max_entries: usize) -> Self {
+        Self::with_guids(max_entries, Guids::from_host())
+    }
+
+    pub fn with_guids(max_entries: usize, guids: Guids) -> Self {
         let cap = NonZeroUsize::new(max_entries.max(1)).unwrap_or(NonZeroUsize::MIN);
         ProcessCache {
             entries: LruCache::new(cap),
+            guids,
             evicted: 0,
         }
+    }
+
+    /// The GUID of a process, when its start time is known.
+    pub fn guid_of(&self, pid: u32, start_time: Option<u64>) -> Option<Arc<str>> {
+        start_time.map(|t| self.guids.guid(pid, t))
+    }
+
+    fn guid_of_live(&self, pid: u32) -> Option<Arc<str>> {
+        self.entries.peek(&pid).and_then(|p| p.guid.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -56,17 +79,28 @@ impl ProcessCache {
         self.entries.get(&pid)
     }
 
+    /// Like [`Self::get`], without marking the process recently used.
+    pub fn peek(&self, pid: u32) -> Option<&ProcInfo> {
+        self.entries.peek(&pid)
+    }
+
     pub fn on_exec(&mut self, e: &ExecEvent, exe: &str, start_time: Option<u64>) -> ProcInfo {
-        let ppid = e
-            .ppid
-            .or_else(|| self.entries.peek(&e.pid).map(|p| p.ppid))
-            .unwrap_or(0);
+        let before = self.entries.peek(&e.pid);
+        let ppid = e.ppid.or_else(|| before.map(|p| p.ppid)).unwrap_or(0);
+        // The process that forked keeps its parent across exec, even one
+        // that exited since (its pid may be someone else's now).
+        let parent_guid = before
+            .filter(|p| p.ppid == ppid && p.start_time.is_some() && p.start_time == start_time)
+            .and_then(|p| p.parent_guid.clone())
+            .or_else(|| self.guid_of_live(ppid));
         let info = ProcInfo {
             ppid,
             uid: e.uid,
             comm: Arc::from(e.comm.as_str()),
             exe: Arc::from(exe),
             start_time,
+            guid: self.guid_of(e.pid, start_time),
+            parent_guid,
         };
         self.insert(e.pid, info.clone());
         info
@@ -77,11 +111,15 @@ impl ProcessCache {
             return;
         }
         let parent = self.entries.peek(&f.parent_pid).cloned();
+        let start_time = f.start_boottime_ns.map(crate::util::ns_to_clock_ticks);
+        let guid = self.guid_of(f.child_pid, start_time);
         let info = match parent {
             // The child's own start time is not the parent's.
             Some(p) => ProcInfo {
                 ppid: f.parent_pid,
-                start_time: None,
+                start_time,
+                parent_guid: p.guid.clone(),
+                guid,
                 ..p
             },
             None => ProcInfo {
@@ -89,7 +127,9 @@ impl ProcessCache {
                 uid: 0,
                 comm: Arc::from(""),
                 exe: Arc::from(""),
-                start_time: None,
+                start_time,
+                guid,
+                parent_guid: None,
             },
         };
         self.insert(f.child_pid, info);
@@ -116,10 +156,20 @@ impl ProcessCache {
             else {
                 continue;
             };
-            if let Some(info) = read_proc(pid) {
+            if let Some(mut info) = read_proc(pid) {
+                info.guid = self.guid_of(pid, info.start_time);
                 self.insert(pid, info);
                 n += 1;
             }
+        }
+        // Parents are read in no particular order: link them afterwards.
+        let guids: std::collections::HashMap<u32, Arc<str>> = self
+            .entries
+            .iter()
+            .filter_map(|(pid, p)| Some((*pid, p.guid.clone()?)))
+            .collect();
+        for (_, p) in self.entries.iter_mut() {
+            p.parent_guid = guids.get(&p.ppid).cloned();
         }
         n
     }
@@ -146,6 +196,8 @@ pub fn read_proc(pid: u32) -> Option<ProcInfo> {
         comm: Arc::from(comm),
         exe: Arc::from(exe),
         start_time,
+        guid: None,
+        parent_guid: None,
     })
 }
 
@@ -171,6 +223,8 @@ mod tests {
             comm: Arc::from("x"),
             exe: Arc::from(exe),
             start_time: Some(7),
+            guid: None,
+            parent_guid: None,
         }
     }
 
@@ -190,11 +244,13 @@ mod tests {
             parent_pid: 10,
             child_pid: 11,
             maybe_thread: false,
+            start_boottime_ns: None,
         });
         let child = c.get(11).cloned().expect("child cached");
         assert_eq!(child.ppid, 10);
         assert_eq!(&*child.exe, "/bin/bash");
         assert_eq!(child.start_time, None, "a child is not its parent");
+        assert_eq!(child.guid, None, "no start time, no GUID");
         assert!(c.on_exit(11).is_some());
         assert!(c.get(11).is_some(), "kept for late flows");
         c.on_fork(&ForkEvent {
@@ -202,8 +258,64 @@ mod tests {
             parent_pid: 1,
             child_pid: 11,
             maybe_thread: false,
+            start_boottime_ns: None,
         });
         assert_eq!(c.get(11).map(|p| p.ppid), Some(1), "pid reuse replaces");
+    }
+
+    fn exec(pid: u32, ppid: u32, start_ns: u64) -> ExecEvent {
+        ExecEvent {
+            ktime_ns: 0,
+            pid,
+            tid: pid,
+            ppid: Some(ppid),
+            uid: 0,
+            gid: 0,
+            cgroup_id: 0,
+            comm: "sh".into(),
+            filename: "/bin/sh".into(),
+            argv: vec![],
+            argv_truncated: false,
+            argv_unavailable: false,
+            start_boottime_ns: Some(start_ns),
+            exe_file: None,
+        }
+    }
+
+    #[test]
+    fn a_process_keeps_its_guid_across_exec_and_knows_its_parents() {
+        let mut c = ProcessCache::with_guids(64, Guids::new("boot-a"));
+        let tick = 1_000_000_000 / ticks_per_s();
+        c.on_exec(&exec(10, 1, 500 * tick), "/bin/bash", Some(500));
+        let parent = c.get(10).and_then(|p| p.guid.clone()).expect("parent guid");
+        c.on_fork(&ForkEvent {
+            ktime_ns: 0,
+            parent_pid: 10,
+            child_pid: 11,
+            maybe_thread: false,
+            start_boottime_ns: Some(900 * tick),
+        });
+        let forked = c.get(11).cloned().expect("child");
+        assert_eq!(forked.start_time, Some(900));
+        assert_eq!(forked.parent_guid.as_deref(), Some(&*parent));
+        let child = forked.guid.clone().expect("child guid");
+        assert_ne!(child, parent);
+        // The parent exits and its pid is reused before the child execs:
+        // the child's parent is still the bash that forked it.
+        c.on_exec(&exec(10, 1, 950 * tick), "/usr/bin/imposter", Some(950));
+        let after = c.on_exec(&exec(11, 10, 900 * tick), "/usr/bin/id", Some(900));
+        assert_eq!(after.guid.as_deref(), Some(&*child), "exec keeps the GUID");
+        assert_eq!(after.parent_guid.as_deref(), Some(&*parent));
+        // A pid reused by another process gets another GUID.
+        let reused = c.on_exec(&exec(11, 10, 990 * tick), "/usr/bin/id", Some(990));
+        assert_ne!(reused.guid.as_deref(), Some(&*child));
+        assert_ne!(reused.parent_guid.as_deref(), Some(&*parent));
+    }
+
+    fn ticks_per_s() -> u64 {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        hz as u64
     }
 
     #[test]
@@ -225,5 +337,10 @@ mod tests {
         let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
         assert_eq!(me.start_time, crate::util::stat_start_time(&stat));
         assert!(me.start_time.is_some());
+        let me = me.clone();
+        assert_eq!(me.guid, c.guid_of(std::process::id(), me.start_time));
+        let parent = c.get(me.ppid).and_then(|p| p.guid.clone());
+        assert!(parent.is_some(), "the test's parent is seeded too");
+        assert_eq!(me.parent_guid, parent);
     }
 }

@@ -11,6 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::backlog::Backlog;
+use super::format::Format;
 use super::{Output, Sink, SinkError};
 
 /// Unwritten bytes kept in memory while the output fails.
@@ -55,6 +56,9 @@ pub struct JsonLines {
     /// Bytes of the backlog's first line already written.
     head_written: usize,
     rotations: u64,
+    format: Format,
+    /// Records the format has no mapping for, not written.
+    unmapped: u64,
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
@@ -110,7 +114,15 @@ impl JsonLines {
             backlog: Backlog::new(BACKLOG_BYTES, Vec::len),
             head_written: 0,
             rotations: 0,
+            format: Format::Native,
+            unmapped: 0,
         }
+    }
+
+    /// Writes `format` instead of native records.
+    pub fn with_format(mut self, format: Format) -> JsonLines {
+        self.format = format;
+        self
     }
 
     /// Changes the backlog's bound (tests use a small one).
@@ -270,7 +282,21 @@ impl Sink for JsonLines {
         "jsonl"
     }
 
-    fn write(&mut self, _out: &Output<'_>, line: &str) -> Result<(), SinkError> {
+    fn write(&mut self, out: &Output<'_>, line: &str) -> Result<(), SinkError> {
+        let rendered;
+        let line = match self.format {
+            Format::Native => line,
+            f => match f.render(out, line) {
+                Some(l) => {
+                    rendered = l;
+                    &rendered
+                }
+                None => {
+                    self.unmapped += 1;
+                    return Ok(());
+                }
+            },
+        };
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
@@ -293,6 +319,8 @@ impl Sink for JsonLines {
         };
         serde_json::json!({
             "path": self.label,
+            "format": self.format.as_str(),
+            "unmapped": self.unmapped,
             "bytes": size,
             "pending_bytes": self.pending_bytes(),
             "pending_lines": self.backlog.len(),
@@ -364,6 +392,36 @@ mod tests {
                 v["offset"].as_i64().unwrap_or(-1)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_formatted_output_writes_that_format_and_counts_what_it_leaves_out() {
+        for format in [Format::Ocsf, Format::Ecs] {
+            let disk = Disk::default();
+            let mut s = JsonLines::from_writer(Box::new(disk.clone())).with_format(format);
+            let samples = crate::sink::format::samples::samples();
+            let outs = samples.outputs();
+            for (_, out) in &outs {
+                let native = out.to_json().expect("json");
+                s.write(out, &native).expect("write");
+            }
+            emit(&mut s, 1).expect("a command has no mapping");
+            s.flush().expect("flush");
+            let text = String::from_utf8(disk.data.lock().expect("lock").clone()).expect("utf8");
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("json line"))
+                .collect();
+            assert_eq!(lines.len(), outs.len(), "{format:?}");
+            for v in &lines {
+                match format {
+                    Format::Ocsf => assert!(v["class_uid"].is_u64(), "{v}"),
+                    _ => assert_eq!(v["ecs"]["version"], "8.11.0", "{v}"),
+                }
+            }
+            assert_eq!(s.status()["unmapped"], 1);
+            assert_eq!(s.status()["format"], format.as_str());
+        }
     }
 
     #[test]

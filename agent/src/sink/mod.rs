@@ -6,6 +6,7 @@
 //! detection and enforcement never stop because an output is unwell.
 
 pub mod backlog;
+pub mod format;
 pub mod jsonl;
 pub mod kafka;
 

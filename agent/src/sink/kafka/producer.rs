@@ -20,6 +20,7 @@ use rdkafka::ClientContext;
 use super::spool::{Class, Spool, SpoolConfig, SpoolError};
 use crate::config::KafkaConfig;
 use crate::sink::backlog::Backlog;
+use crate::sink::format::Format;
 
 /// Bytes of records kept in memory while the spool cannot take them.
 pub const BACKLOG_BYTES: usize = 16 << 20;
@@ -99,6 +100,8 @@ pub struct Reporter {
     /// Records the spool refused with an I/O error, oldest first.
     backlog: Backlog<(Class, String)>,
     pub stats: ReportStats,
+    /// What this reporter publishes; not native only for the SIEM's copy.
+    format: Format,
 }
 
 fn producer(cfg: &KafkaConfig, tx: &Sender<Delivery>) -> Result<ThreadedProducer<Ctx>, KafkaError> {
@@ -170,7 +173,30 @@ impl Reporter {
             flow_acc: 0.0,
             backlog: Backlog::new(BACKLOG_BYTES, |(_, l)| l.len()),
             stats: ReportStats::default(),
+            format: Format::Native,
         })
+    }
+
+    /// Publishes records in `format` to `<topic>.<format>` for the events,
+    /// alerts and actions topics, from its own spool; records the format
+    /// has no mapping for, and the inventory, are not published.
+    pub fn formatted(
+        cfg: &KafkaConfig,
+        host: &str,
+        spool_dir: &std::path::Path,
+        format: Format,
+    ) -> Result<Reporter, KafkaError> {
+        let mut cfg = cfg.clone();
+        for t in [
+            &mut cfg.topics.events,
+            &mut cfg.topics.alerts,
+            &mut cfg.topics.actions,
+        ] {
+            *t = format!("{t}.{}", format.as_str());
+        }
+        let mut r = Reporter::new(&cfg, host, spool_dir)?;
+        r.format = format;
+        Ok(r)
     }
 
     /// Appends what waits in the backlog, oldest first; stops at the first
@@ -191,7 +217,7 @@ impl Reporter {
     /// serialising those that do not).
     pub fn wants(&self, kind: &str) -> bool {
         if kind == "inventory" {
-            return true;
+            return self.format == Format::Native;
         }
         class_of(kind) != Class::Telemetry || self.cfg.telemetry.kinds.iter().any(|k| k == kind)
     }
@@ -221,7 +247,11 @@ impl Reporter {
             }
             self.tokens -= 1.0;
         }
-        let line = with_id(line);
+        // A formatted record has its ids where its format puts them.
+        let line = match self.format {
+            Format::Native => with_id(line),
+            _ => line.to_string(),
+        };
         // Behind a backlog, a record queues so the order holds.
         if !self.backlog.is_empty() {
             self.backlog.push((class, line), false);
@@ -308,9 +338,17 @@ impl Reporter {
             // Sequence numbers skipped by a damaged segment are gone.
             self.next_send = self.next_send.max(first.0);
             for (seq, class, payload) in batch {
+                let formatted_id;
+                let id = match self.format {
+                    Format::Native => record_id(&payload),
+                    f => {
+                        formatted_id = f.id_in(&payload).unwrap_or_default();
+                        formatted_id.as_bytes()
+                    }
+                };
                 let mut headers = OwnedHeaders::new().insert(Header {
                     key: "id",
-                    value: Some(record_id(&payload)),
+                    value: Some(id),
                 });
                 // Signed, so fusion trusts only what an agent of this fleet
                 // produced (a writer without the key cannot pose as one).
@@ -446,7 +484,11 @@ impl Inbound {
 
 impl crate::sink::Sink for Reporter {
     fn name(&self) -> &'static str {
-        "kafka"
+        match self.format {
+            Format::Native => "kafka",
+            Format::Ocsf => "kafka-ocsf",
+            Format::Ecs => "kafka-ecs",
+        }
     }
 
     fn wants(&self, kind: &str) -> bool {
@@ -458,6 +500,12 @@ impl crate::sink::Sink for Reporter {
         out: &crate::sink::Output<'_>,
         line: &str,
     ) -> Result<(), crate::sink::SinkError> {
+        if self.format != Format::Native {
+            return match self.format.render_with_id(out) {
+                Some((l, _)) => Ok(self.submit(out.kind(), &l)?),
+                None => Ok(()),
+            };
+        }
         if out.kind() == "inventory" {
             let topic = self.cfg.topics.inventory.clone();
             let entry: serde_json::Value = serde_json::from_str(line)?;
@@ -479,6 +527,8 @@ impl crate::sink::Sink for Reporter {
     fn status(&self) -> serde_json::Value {
         serde_json::json!({
             "brokers": self.cfg.brokers,
+            "format": self.format.as_str(),
+            "topics": [&self.cfg.topics.events, &self.cfg.topics.alerts, &self.cfg.topics.actions],
             "spool_records": self.spool.pending(),
             "spool_bytes": self.spool.bytes(),
             "spool": self.spool.stats,
@@ -494,6 +544,11 @@ impl crate::sink::Sink for Reporter {
     }
 
     fn observe(&self, m: &crate::service::metrics::Metrics) {
+        // The metrics describe the native reporter; a formatted copy's
+        // counters are in `vigil status`.
+        if self.format != Format::Native {
+            return;
+        }
         m.spool_bytes.set(self.spool.bytes() as i64);
         m.spool_records.set(self.spool.pending() as i64);
         m.mirror("kafka_ok", self.stats.delivered, &m.kafka_delivered);
@@ -567,6 +622,46 @@ mod tests {
             .map(|x| x.2)
             .collect();
         assert_eq!(got, [&br#"{"id":"a1"}"#[..], br#"{"id":"a2"}"#]);
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_formatted_copy_has_its_own_topics_and_spool_and_no_inventory() {
+        let dir = std::env::temp_dir().join(format!("vigil-reporter-ocsf-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = KafkaConfig {
+            brokers: "127.0.0.1:9".into(),
+            ..KafkaConfig::default()
+        };
+        let mut r = Reporter::formatted(&cfg, "h", &dir, Format::Ocsf).expect("reporter");
+        assert_eq!(r.topic(Class::Alert), "defense.alerts.ocsf");
+        assert_eq!(r.topic(Class::Telemetry), "security.events.ocsf");
+        assert_eq!(r.topic(Class::Action), "defense.actions.ocsf");
+        assert!(!crate::sink::Sink::wants(&r, "inventory"));
+        assert_eq!(crate::sink::Sink::name(&r), "kafka-ocsf");
+        let samples = crate::sink::format::samples::samples();
+        let out = crate::sink::Output::Alert(&samples.alert);
+        let native = out.to_json().expect("json");
+        crate::sink::Sink::write(&mut r, &out, &native).expect("write");
+        let got = r.spool.read(1, 10).expect("read");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, Class::Alert);
+        let v: serde_json::Value = serde_json::from_slice(&got[0].2).expect("json");
+        assert_eq!(v["class_uid"], 2004);
+        assert!(v.get("id").is_none(), "no id added outside the format: {v}");
+        assert_eq!(
+            Format::Ocsf.id_in(&got[0].2).as_deref(),
+            Some(samples.alert.id.as_str()),
+            "the alert's id is its metadata.uid"
+        );
+        let exec = crate::sink::Output::Event(&samples.events[1]);
+        let (line, id) = Format::Ecs.render_with_id(&exec).expect("mapped");
+        assert_eq!(
+            Format::Ecs.id_in(line.as_bytes()),
+            Some(id),
+            "telemetry gets an id"
+        );
         drop(r);
         let _ = std::fs::remove_dir_all(&dir);
     }
