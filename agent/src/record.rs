@@ -97,6 +97,17 @@ pub struct ProcessExec {
     /// Executable of the parent process, from the process cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_exe: Option<Arc<str>>,
+    /// Command line of the parent (arguments joined by spaces), from the
+    /// process cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_cmdline: Option<Arc<str>>,
+    /// Working directory at exec; null when it could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Audit login uid (`task->loginuid`): the user who logged in, kept
+    /// across su and sudo; null when unset (4294967295) or not readable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auid: Option<u32>,
     /// Start time in clock ticks since boot (`/proc/PID/stat` field 22),
     /// read in the kernel: with the pid, it names this process and no
     /// later one that reuses the pid.

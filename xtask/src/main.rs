@@ -35,6 +35,10 @@ const TEST_PACKAGES: &[&str] = &[
     "systemd",
     // tests/tests/trust.rs: a local user calling libpam through ctypes.
     "python3",
+    // tests/tests/sigma.rs: commands Sigma rules watch for.
+    "cron",
+    "curl",
+    "wget",
 ];
 
 #[derive(Parser)]

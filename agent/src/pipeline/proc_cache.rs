@@ -16,6 +16,8 @@ pub struct ProcInfo {
     pub uid: u32,
     pub comm: Arc<str>,
     pub exe: Arc<str>,
+    /// Arguments joined by spaces (Sigma's `ParentCommandLine` for children).
+    pub cmdline: Arc<str>,
     /// Clock ticks since boot (`/proc/PID/stat` field 22); None when not
     /// known (a fork seen without its exec).
     pub start_time: Option<u64>,
@@ -66,6 +68,7 @@ impl ProcessCache {
             uid: e.uid,
             comm: Arc::from(e.comm.as_str()),
             exe: Arc::from(exe),
+            cmdline: Arc::from(e.argv.join(" ")),
             start_time,
         };
         self.insert(e.pid, info.clone());
@@ -89,6 +92,7 @@ impl ProcessCache {
                 uid: 0,
                 comm: Arc::from(""),
                 exe: Arc::from(""),
+                cmdline: Arc::from(""),
                 start_time: None,
             },
         };
@@ -140,11 +144,18 @@ pub fn read_proc(pid: u32) -> Option<ProcInfo> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
     Some(ProcInfo {
         ppid,
         uid,
         comm: Arc::from(comm),
         exe: Arc::from(exe),
+        cmdline: Arc::from(cmdline.join(" ")),
         start_time,
     })
 }
@@ -170,6 +181,7 @@ mod tests {
             uid: 0,
             comm: Arc::from("x"),
             exe: Arc::from(exe),
+            cmdline: Arc::from(exe),
             start_time: Some(7),
         }
     }
