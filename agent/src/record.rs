@@ -259,6 +259,17 @@ pub struct AgentStart {
     pub version: &'static str,
     pub probes: Vec<ProbeRow>,
     pub processes_seeded: usize,
+    /// Sigma rules from `detect.sigma.dirs`.
+    pub sigma_rules: SigmaRuleCounts,
+}
+
+/// How many Sigma rules a load compiled, and how many it skipped.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SigmaRuleCounts {
+    pub loaded: usize,
+    /// Valid Sigma that vigil cannot evaluate (`vigil rules check` lists why).
+    pub unsupported: usize,
+    pub errors: usize,
 }
 
 #[derive(Debug, Serialize, Default, Clone)]

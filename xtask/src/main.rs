@@ -121,6 +121,8 @@ fn run(cli: Cli) -> Result<()> {
             setup(false)?;
             cargo(&["bench", "-p", "vigil", "--bench", "pipeline"])?;
             cargo(&["bench", "-p", "vigil", "--bench", "detect"])?;
+            // Rules from VIGIL_SIGMA_RULES (e.g. a SigmaHQ checkout), else the project's.
+            cargo(&["bench", "-p", "vigil", "--bench", "sigma"])?;
             sklearn_side_by_side()?;
             fetch_tansu()?;
             cargo(&["bench", "-p", "vigil", "--bench", "report"])?;

@@ -4,6 +4,7 @@
 pub mod contain;
 pub mod control;
 pub mod fusion;
+pub mod rules;
 
 use std::path::{Path, PathBuf};
 

@@ -101,6 +101,23 @@ fn field_line(text: &str, field: &str) -> usize {
     })
 }
 
+/// Where a parser message points: its `line N`, else the line holding the
+/// token it quotes (`Unknown modifier 'x'`), else 1.
+fn error_line(text: &str, msg: &str) -> usize {
+    let stated = msg
+        .split("line ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok());
+    if let Some(n) = stated {
+        return n;
+    }
+    match msg.split('\'').nth(1).filter(|t| !t.is_empty()) {
+        Some(token) => line_of(text, |l| l.contains(token)),
+        None => 1,
+    }
+}
+
 fn key_line(text: &str, key: &str) -> usize {
     line_of(text, |l| {
         l.trim_start()
@@ -266,20 +283,15 @@ impl RuleSet {
                     rsigma_parser::SigmaParserError::Yaml(y) => {
                         y.location().map_or(1, |l| l.line())
                     }
-                    _ => 1,
+                    other => error_line(&src.text, &other.to_string()),
                 };
                 self.errors.push(trouble(line, None, e.to_string()));
                 return;
             }
         };
         for e in &collection.errors {
-            let line = e
-                .split("line ")
-                .nth(1)
-                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(1);
-            self.errors.push(trouble(line, None, e.clone()));
+            self.errors
+                .push(trouble(error_line(&src.text, e), None, e.clone()));
         }
         for c in &collection.correlations {
             self.unsupported.push(trouble(

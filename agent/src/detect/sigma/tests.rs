@@ -481,6 +481,7 @@ fn unsupported_and_bad_rules_are_reported_with_file_and_line() {
     assert!(f.reason.contains("`Hashes`"), "{f}");
     let m = find(&set.errors, "bad_modifier.yml");
     assert!(m.reason.contains("sounds_like"), "{m}");
+    assert_eq!(m.line, 10, "{m}");
     let y = find(&set.errors, "bad_yaml.yml");
     assert_eq!(y.line, 3, "{y}"); // where the parser found the flow sequence unclosed
     assert!(!set.is_good());
