@@ -28,7 +28,10 @@ fn rules_dir() -> PathBuf {
 }
 
 fn config(dirs: &[&Path], extra: &str) -> String {
-    let list: Vec<String> = dirs.iter().map(|d| format!("\"{}\"", d.display())).collect();
+    let list: Vec<String> = dirs
+        .iter()
+        .map(|d| format!("\"{}\"", d.display()))
+        .collect();
     format!(
         "{TEST_CONFIG}{extra}detect:\n  sigma:\n    dirs: [{}]\n",
         list.join(", ")
@@ -48,9 +51,9 @@ fn sh(script: &str) {
 }
 
 fn rule_alert<'a>(records: &'a [Value], rule: &str) -> Option<&'a Value> {
-    records
-        .iter()
-        .find(|r| r["kind"] == "alert" && r["detector"] == "sigma" && r["evidence"]["rule_id"] == rule)
+    records.iter().find(|r| {
+        r["kind"] == "alert" && r["detector"] == "sigma" && r["evidence"]["rule_id"] == rule
+    })
 }
 
 fn wait_rule(agent: &mut Agent, rule: &str, pred: impl Fn(&Value) -> bool) -> Value {
@@ -121,7 +124,10 @@ struct CrontabGuard {
 
 impl CrontabGuard {
     fn save(dir: &Path) -> CrontabGuard {
-        let out = Command::new("crontab").arg("-l").output().expect("crontab -l");
+        let out = Command::new("crontab")
+            .arg("-l")
+            .output()
+            .expect("crontab -l");
         CrontabGuard {
             saved: out.status.success().then_some(out.stdout),
             dir: dir.to_path_buf(),
@@ -139,7 +145,10 @@ impl Drop for CrontabGuard {
                 }
             }
             None => {
-                let _ = Command::new("crontab").arg("-r").stderr(Stdio::null()).status();
+                let _ = Command::new("crontab")
+                    .arg("-r")
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
     }
@@ -173,7 +182,14 @@ fn real_attack_commands_fire_their_rules_and_benign_ones_none() {
     sh(&format!("echo {payload} | base64 -d | sh"));
     let a = wait_rule(&mut agent, B64_SHELL, |_| true);
     assert!(field(&a, "ParentCommandLine").contains(&payload), "{a}");
-    assert!(a["techniques"].as_array().unwrap().iter().any(|t| t["id"] == "T1059.004"), "{a}");
+    assert!(
+        a["techniques"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == "T1059.004"),
+        "{a}"
+    );
     assert_eq!(a["severity"], "high");
     assert_eq!(a["evidence"]["author"], "Vigil developers");
     wait_rule(&mut agent, B64_MARKER, |_| true);
@@ -192,7 +208,10 @@ fn real_attack_commands_fire_their_rules_and_benign_ones_none() {
     conn.write_all(b"exit\n").expect("send exit");
     let _ = shell.wait();
     let a = wait_rule(&mut agent, DEVTCP, |_| true);
-    assert!(field(&a, "CommandLine").contains(&format!("/dev/tcp/127.0.0.1/{port}")), "{a}");
+    assert!(
+        field(&a, "CommandLine").contains(&format!("/dev/tcp/127.0.0.1/{port}")),
+        "{a}"
+    );
     let c = wait_rule(&mut agent, SHELL_CONN, |r| {
         r["evidence"]["fields"]["DestinationPort"] == port
     });
@@ -241,12 +260,18 @@ fn real_attack_commands_fire_their_rules_and_benign_ones_none() {
     sh(&format!("curl -s -o {} {url}", dl.display()));
     sh(&format!("wget -q -O {} {url}", dl2.display()));
     sh(&format!("chmod 755 {0} && {0}", dl.display()));
-    wait_rule(&mut agent, DOWNLOAD, |r| field(r, "Image").ends_with("/curl"));
-    wait_rule(&mut agent, DOWNLOAD, |r| field(r, "Image").ends_with("/wget"));
+    wait_rule(&mut agent, DOWNLOAD, |r| {
+        field(r, "Image").ends_with("/curl")
+    });
+    wait_rule(&mut agent, DOWNLOAD, |r| {
+        field(r, "Image").ends_with("/wget")
+    });
     wait_rule(&mut agent, TMP_WRITE, |r| {
         field(r, "TargetFilename") == dl.display().to_string()
     });
-    wait_rule(&mut agent, TMP_EXEC, |r| field(r, "Image") == dl.display().to_string());
+    wait_rule(&mut agent, TMP_EXEC, |r| {
+        field(r, "Image") == dl.display().to_string()
+    });
     drop(server);
 
     // 7. The benign set: package queries, ls, a tar backup. Every command
@@ -257,30 +282,43 @@ fn real_attack_commands_fire_their_rules_and_benign_ones_none() {
     let data = scratch.0.join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("notes.txt"), b"benign\n").unwrap();
+    // (The marker comes first: argv is captured up to 256 bytes.)
     sh(&format!(
-        "dpkg -l >/dev/null; dpkg-query -W bash >/dev/null; ls -la /etc >/dev/null; \
-         tar czf {s}/backup.tgz -C {s} data; tar tzf {s}/backup.tgz >/dev/null; : {marker}",
+        ": {marker}; dpkg -l >/dev/null; dpkg-query -W bash >/dev/null; ls -la /etc >/dev/null; \
+         tar czf {s}/backup.tgz -C {s} data; tar tzf {s}/backup.tgz >/dev/null",
         s = scratch.0.display()
     ));
+    // (A new executable: an alert for a (rule, executable) seen before
+    // would be folded into the first, not written again.)
     let sentinel = scratch.0.join("sentinel");
-    std::fs::write(&sentinel, b"x").unwrap();
-    sh(&format!("chmod g+s {}", sentinel.display()));
-    wait_rule(&mut agent, SETUID, |r| {
-        field(r, "CommandLine").contains(&sentinel.display().to_string())
+    std::fs::copy("/usr/bin/true", &sentinel).unwrap();
+    sh(&sentinel.display().to_string());
+    wait_rule(&mut agent, TMP_EXEC, |r| {
+        field(r, "Image") == sentinel.display().to_string()
     });
     let records = agent.records();
     assert!(
         records.iter().any(|r| r["kind"] == "process_exec"
             && r["exe"].as_str().is_some_and(|e| e.ends_with("/tar"))
-            && r["parent_cmdline"].as_str().is_some_and(|c| c.contains(&marker))),
+            && r["parent_cmdline"]
+                .as_str()
+                .is_some_and(|c| c.contains(&marker))),
         "the agent never saw the benign tar"
     );
     let benign: Vec<&Value> = records
         .iter()
-        .filter(|r| r["kind"] == "alert" && r["detector"] == "sigma" && r.to_string().contains(&marker))
+        .filter(|r| {
+            r["kind"] == "alert" && r["detector"] == "sigma" && r.to_string().contains(&marker)
+        })
         .collect();
     assert!(benign.is_empty(), "benign commands fired: {benign:#?}");
     assert!(rule_alert(&records, SETUID).is_some());
+    // Every alert so far came from the rules, each once per executable.
+    let sigma: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "alert" && r["detector"] == "sigma")
+        .collect();
+    assert!(sigma.iter().all(|a| a["evidence"]["license"].is_string()));
     assert!(agent.stop());
 }
 
@@ -303,7 +341,8 @@ fn free_port() -> u16 {
 
 fn metric(port: u16, line_start: &str) -> Option<f64> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
     let r = BufReader::new(s);
     r.lines()
         .map_while(Result::ok)
@@ -315,20 +354,31 @@ fn metric(port: u16, line_start: &str) -> Option<f64> {
 fn sighup_reload_keeps_the_last_good_set_and_takes_a_fixed_one() {
     require_root();
     let rules = TempDir::new("sigma-rules");
-    std::fs::copy(rules_dir().join("chmod_setuid.yml"), rules.0.join("chmod_setuid.yml")).unwrap();
+    std::fs::copy(
+        rules_dir().join("chmod_setuid.yml"),
+        rules.0.join("chmod_setuid.yml"),
+    )
+    .unwrap();
     let port = free_port();
     let metrics = format!("metrics:\n  listen: \"127.0.0.1:{port}\"\n");
     let cfg = config(&[&rules.0], "").replace("metrics:\n  listen: \"\"\n", &metrics);
     let mut agent = Agent::start_with(&cfg);
     let start = agent.wait_for("agent_start", |_| true);
     assert_eq!(start["sigma_rules"]["loaded"], 1, "{start}");
-    assert_eq!(metric(port, "vigil_sigma_rules{state=\"loaded\"}"), Some(1.0));
+    assert_eq!(
+        metric(port, "vigil_sigma_rules{state=\"loaded\"}"),
+        Some(1.0)
+    );
     let scratch = TempDir::new("sigma-reload");
     let f = scratch.0.join("f");
     std::fs::write(&f, b"x").unwrap();
 
     // A bad file: the reload is refused, and the running rule still fires.
-    std::fs::write(rules.0.join("broken.yml"), b"title: x\ndetection: [unclosed\n").unwrap();
+    std::fs::write(
+        rules.0.join("broken.yml"),
+        b"title: x\ndetection: [unclosed\n",
+    )
+    .unwrap();
     let hup = |agent: &Agent| {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(agent.pid().expect("running") as i32, libc::SIGHUP) };
@@ -336,27 +386,46 @@ fn sighup_reload_keeps_the_last_good_set_and_takes_a_fixed_one() {
     hup(&agent);
     let deadline = std::time::Instant::now() + PATIENCE;
     while !agent.stderr().contains("Sigma rule reload refused") {
-        assert!(std::time::Instant::now() < deadline, "no refusal:\n{}", agent.stderr());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal:\n{}",
+            agent.stderr()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(agent.stderr().contains("broken.yml"), "{}", agent.stderr());
     sh(&format!("chmod u+s {}", f.display()));
-    wait_rule(&mut agent, SETUID, |r| field(r, "CommandLine").contains(&f.display().to_string()));
-    assert_eq!(metric(port, "vigil_sigma_rules{state=\"loaded\"}"), Some(1.0));
+    wait_rule(&mut agent, SETUID, |r| {
+        field(r, "CommandLine").contains(&f.display().to_string())
+    });
+    assert_eq!(
+        metric(port, "vigil_sigma_rules{state=\"loaded\"}"),
+        Some(1.0)
+    );
 
     // Fixed, with a second rule: the reload takes it.
     std::fs::remove_file(rules.0.join("broken.yml")).unwrap();
-    std::fs::copy(rules_dir().join("history_clear.yml"), rules.0.join("history_clear.yml")).unwrap();
+    std::fs::copy(
+        rules_dir().join("history_clear.yml"),
+        rules.0.join("history_clear.yml"),
+    )
+    .unwrap();
     hup(&agent);
     let deadline = std::time::Instant::now() + PATIENCE;
     while metric(port, "vigil_sigma_rules{state=\"loaded\"}") != Some(2.0) {
-        assert!(std::time::Instant::now() < deadline, "reload not taken:\n{}", agent.stderr());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reload not taken:\n{}",
+            agent.stderr()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let home = scratch.0.join("home");
     std::fs::create_dir_all(&home).unwrap();
     sh(&format!("rm -f {}/.bash_history", home.display()));
-    wait_rule(&mut agent, HISTORY, |r| field(r, "CommandLine").contains(&home.display().to_string()));
+    wait_rule(&mut agent, HISTORY, |r| {
+        field(r, "CommandLine").contains(&home.display().to_string())
+    });
     assert!(agent.stop());
 }
 
@@ -380,7 +449,10 @@ fn bad_rules_stop_start_up_with_the_file_named() {
         .expect("vigil run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "started with bad rules: {err}");
-    assert!(err.contains("bad Sigma rules") && err.contains("bad_yaml.yml"), "{err}");
+    assert!(
+        err.contains("bad Sigma rules") && err.contains("bad_yaml.yml"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -395,7 +467,10 @@ fn rules_check_lists_unsupported_rules_with_file_and_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "errors must exit non-zero");
     assert!(stdout.contains("windows.yml:7: unsupported:"), "{stdout}");
-    assert!(stdout.contains("unknown_field.yml:11: unsupported:"), "{stdout}");
+    assert!(
+        stdout.contains("unknown_field.yml:11: unsupported:"),
+        "{stdout}"
+    );
     assert!(stderr.contains("bad_modifier.yml:"), "{stderr}");
     assert!(stdout.contains("1 rules loaded"), "{stdout}");
     // The project's rules: all load, exit zero.
@@ -405,7 +480,11 @@ fn rules_check_lists_unsupported_rules_with_file_and_line() {
         .output()
         .expect("vigil rules check");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         stdout.contains("11 rules loaded (process_creation 9, network_connection 1, file_event 1), 0 unsupported, 0 errors"),
         "{stdout}"
