@@ -75,8 +75,19 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The first this many of [`COMMANDS`] match none of the project's rules.
+const BENIGN: usize = 12;
+
+fn benign_exec(i: usize) -> Body {
+    exec_of(i, i % BENIGN)
+}
+
 fn exec(i: usize) -> Body {
-    let (exe, cmd, parent) = COMMANDS[i % COMMANDS.len()];
+    exec_of(i, i % COMMANDS.len())
+}
+
+fn exec_of(i: usize, which: usize) -> Body {
+    let (exe, cmd, parent) = COMMANDS[which];
     Body::ProcessExec(ProcessExec {
         pid: 10_000 + i as u32,
         ppid: 9_000 + (i % 97) as u32,
@@ -144,9 +155,9 @@ fn measure(d: &mut SigmaDetector, name: &str, make: fn(usize) -> Body) {
     }
     let s = t.elapsed().as_secs_f64();
     println!(
-        "sigma {name:<20} {:>4} rules  {:>10.0} records/s  ({:.2} µs each, {fired} matches in {n})",
+        "sigma {name:<24} {:>4} rules  {:>10.0} records/s  ({:.2} µs each, {fired} matches in {n})",
         d.rules().loaded_in(match name {
-            "process_creation" => Category::ProcessCreation,
+            "process_creation" | "process_creation/benign" => Category::ProcessCreation,
             "network_connection" => Category::NetworkConnection,
             _ => Category::FileEvent,
         }),
@@ -174,6 +185,7 @@ fn main() {
         .into_iter()
         .collect();
     let mut d = SigmaDetector::new(Arc::new(set), Arc::new(users));
+    measure(&mut d, "process_creation/benign", benign_exec);
     measure(&mut d, "process_creation", exec);
     measure(&mut d, "network_connection", connect);
     measure(&mut d, "file_event", write);
