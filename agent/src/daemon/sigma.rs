@@ -11,8 +11,11 @@ use crate::detect::sigma::fields::Users;
 use crate::detect::sigma::rules::RuleSet;
 use crate::record::SigmaRuleCounts;
 
+/// A compiled rule set and the user names `User` is matched against.
+pub type Loaded = (Arc<RuleSet>, Arc<Users>);
+
 /// The rules of `detect.sigma.dirs`, compiled; None when none are configured.
-pub fn load_at_start(cfg: &Config) -> Result<Option<(Arc<RuleSet>, Arc<Users>)>, DaemonError> {
+pub fn load_at_start(cfg: &Config) -> Result<Option<Loaded>, DaemonError> {
     if cfg.detect.sigma.dirs.is_empty() {
         return Ok(None);
     }
