@@ -490,3 +490,56 @@ fn rules_check_lists_unsupported_rules_with_file_and_line() {
         "{stdout}"
     );
 }
+
+/// `LogonId` is the audit login uid the kernel read at exec: a process
+/// whose loginuid was set (as a login sets it) fires a rule on it, with
+/// `User` by name and `CurrentDirectory` from the exec.
+#[test]
+fn logon_id_user_and_directory_come_from_the_exec() {
+    require_root();
+    let rules = TempDir::new("sigma-logon");
+    let marker = format!("vigil-logon-{}", std::process::id());
+    std::fs::write(
+        rules.0.join("logon.yml"),
+        format!(
+            "title: Login 4321 runs the marker as root in /\n\
+             id: 9d0c5d52-7c4e-4e43-8f0e-3b6f3f1f4a21\n\
+             author: Vigil developers\n\
+             logsource: {{category: process_creation, product: linux}}\n\
+             detection:\n\
+             \x20   selection:\n\
+             \x20       LogonId: 4321\n\
+             \x20       User: root\n\
+             \x20       CurrentDirectory: /\n\
+             \x20       CommandLine|contains: '{marker}'\n\
+             \x20   condition: selection\n\
+             level: low\n"
+        ),
+    )
+    .unwrap();
+    let mut agent = Agent::start_with(&config(&[&rules.0], ""));
+    // Writing loginuid needs CAP_AUDIT_CONTROL and an unset value: a fresh
+    // shell of ours has it unset. The exec'd shell lives long enough
+    // (`sleep`) for its cwd to be read; the marker is its `$0`.
+    sh(&format!(
+        "cd / && echo 4321 > /proc/self/loginuid && exec bash -c 'sleep 0.5' {marker}"
+    ));
+    let exec = agent.wait_for("process_exec", |r| {
+        r["argv"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == marker.as_str()))
+    });
+    assert_eq!(exec["auid"], 4321, "{exec}");
+    let a = wait_rule(&mut agent, "9d0c5d52-7c4e-4e43-8f0e-3b6f3f1f4a21", |_| true);
+    assert_eq!(a["evidence"]["fields"]["LogonId"], 4321, "{a}");
+    assert_eq!(field(&a, "User"), "root", "{a}");
+    // And an unset login uid is no LogonId at all.
+    sh(&format!("exec bash -c 'sleep 0.1' {marker}-unset"));
+    let exec = agent.wait_for("process_exec", |r| {
+        r["argv"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| *x == format!("{marker}-unset")))
+    });
+    assert!(exec.get("auid").is_none(), "{exec}");
+    assert!(agent.stop());
+}
