@@ -543,3 +543,85 @@ fn logon_id_user_and_directory_come_from_the_exec() {
     assert!(exec.get("auid").is_none(), "{exec}");
     assert!(agent.stop());
 }
+
+/// The benign set's `ssh` login: a real password login with a session
+/// (OpenSSH client through SSH_ASKPASS, from a peer namespace, to a real
+/// sshd with PAM) runs a command and fires none of the rules.
+#[test]
+fn an_ssh_login_fires_no_rule() {
+    require_root();
+    let topo = Topology::new("sgs", 232);
+    let mut agent = Agent::start_in(
+        Some(&topo.h),
+        &config(&[&rules_dir()], ""),
+        TempDir::new("sigma-ssh"),
+    );
+    let _sshd = Sshd::start(&topo);
+    let scratch = TempDir::new("sigma-askpass");
+    // Not under /tmp: a program run from there is what a rule looks for.
+    let home = TempDir(PathBuf::from(format!(
+        "/run/vigil-sigma-askpass-{}",
+        std::process::id()
+    )));
+    std::fs::create_dir_all(&home.0).unwrap();
+    let askpass = home.0.join("askpass");
+    std::fs::write(&askpass, format!("#!/bin/sh\necho '{PASSWORD}'\n")).unwrap();
+    sh(&format!("chmod 700 {}", askpass.display()));
+    let marker = format!("vigil-ssh-{}", std::process::id());
+    let out = Command::new("ip")
+        .args(["netns", "exec", &topo.peers[1], "ssh"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "ConnectTimeout=10",
+            "-p",
+            "2222",
+        ])
+        .arg(format!("{USER}@{}", topo.host_ip(2)))
+        .arg(format!(": {marker}; ls -la / >/dev/null; id; uname -a"))
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh");
+    assert!(
+        out.status.success(),
+        "ssh login failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(USER));
+    // The session's commands were seen (their parent is the login shell
+    // running the marked command line)...
+    agent.wait_for("process_exec", |r| {
+        r["exe"].as_str().is_some_and(|e| e.ends_with("/uname"))
+            && r["parent_cmdline"]
+                .as_str()
+                .is_some_and(|c| c.contains(&marker))
+    });
+    // ...and a sentinel after them has been processed.
+    let sentinel = scratch.0.join("sentinel");
+    std::fs::copy("/usr/bin/true", &sentinel).unwrap();
+    sh(&sentinel.display().to_string());
+    wait_rule(&mut agent, TMP_EXEC, |r| {
+        field(r, "Image") == sentinel.display().to_string()
+    });
+    let noisy: Vec<Value> = agent
+        .records()
+        .into_iter()
+        .filter(|r| r["kind"] == "alert" && r["detector"] == "sigma")
+        .filter(|r| {
+            let s = r.to_string();
+            s.contains(&marker) || s.contains("sshd") || s.contains(USER)
+        })
+        .collect();
+    assert!(noisy.is_empty(), "the ssh login fired: {noisy:#?}");
+    assert!(agent.stop());
+}
