@@ -222,10 +222,11 @@ fn real_attack_commands_fire_their_rules_and_benign_ones_none() {
     let target = scratch.0.join("suid-me");
     std::fs::write(&target, b"#!/bin/sh\n").unwrap();
     sh(&format!("chmod u+s {}", target.display()));
-    let a = wait_rule(&mut agent, SETUID, |r| {
+    // (No CurrentDirectory check here: chmod may be gone before its cwd
+    // is read; logon_id_user_and_directory_come_from_the_exec checks it.)
+    wait_rule(&mut agent, SETUID, |r| {
         field(r, "CommandLine").contains(&target.display().to_string())
     });
-    assert!(field(&a, "CurrentDirectory").starts_with('/'), "{a}");
 
     // 4. Clearing shell history (a scratch HOME, never root's own history).
     let home = scratch.0.join("home");
