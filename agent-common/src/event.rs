@@ -98,7 +98,8 @@ pub struct EventHeader {
 
 /// 2: exec carries the start time and the executable's identity; file
 /// writes are reported when the open succeeded, with the file's identity.
-/// 3: fork carries the child's start time (its process GUID).
+/// 3: fork carries the child's start time (its process GUID); exec
+/// carries the audit login uid.
 pub const WIRE_VERSION: u16 = 3;
 
 /// The parent pid could not be read (no BTF offsets).
@@ -111,6 +112,8 @@ pub const EXEC_ARGV_TRUNCATED: u32 = 4;
 pub const EXEC_START_KNOWN: u32 = 8;
 /// `exe` holds the identity of `mm->exe_file`.
 pub const EXEC_FILE_KNOWN: u32 = 16;
+/// `auid` holds `task->loginuid` (which may itself be the unset value).
+pub const EXEC_AUID_KNOWN: u32 = 32;
 
 /// A file's identity as the kernel sees it: `inode->i_sb->s_dev` (kernel
 /// encoding, major << 20 | minor), `i_ino` and `i_generation`, which
@@ -135,6 +138,9 @@ pub struct ExecEvent {
     pub filename_len: u32,
     /// Bytes of `argv` used: arguments separated by NUL.
     pub argv_len: u32,
+    /// `task->loginuid` (the audit login uid), when `EXEC_AUID_KNOWN`.
+    pub auid: u32,
+    pub _pad: u32,
     pub cgroup_id: u64,
     /// `task->start_boottime` (ns since boot), when `EXEC_START_KNOWN`.
     pub start_boottime_ns: u64,
@@ -251,7 +257,7 @@ const _: () = assert!(size_of::<FileId>() == 16);
 const _: () = assert!(size_of::<FileEvent>() == 24 + 16 + 16 + 16 + 256);
 const _: () = assert!(size_of::<AuthEvent>() == 24 + 16 + 16 + 32 + 64 + 64);
 const _: () = assert!(size_of::<EventHeader>() == 24);
-const _: () = assert!(size_of::<ExecEvent>() == 24 + 24 + 8 + 8 + 16 + 16 + 256 + 256);
+const _: () = assert!(size_of::<ExecEvent>() == 24 + 24 + 8 + 8 + 8 + 16 + 16 + 256 + 256);
 const _: () = assert!(size_of::<ExitEvent>() == 24 + 8 + 16);
 const _: () = assert!(size_of::<ForkEvent>() == 24 + 16 + 8);
 const _: () = assert!(size_of::<ConnEvent>() == 24 + 16 + 32 + 16 + 8);

@@ -20,6 +20,8 @@ pub struct AgentConfig {
     pub task_exit_code: u32,
     /// `u64 start_boottime`: what `/proc/PID/stat` field 22 is computed from.
     pub task_start_boottime: u32,
+    /// `kuid_t loginuid` (CONFIG_AUDIT): the audit login uid.
+    pub task_loginuid: u32,
     /// `struct files_struct *files`, for the file an fd names.
     pub task_files: u32,
     /// Offsets into `struct mm_struct`.
@@ -90,7 +92,7 @@ pub struct AgentConfig {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 52 * 4);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 53 * 4);
 
 impl AgentConfig {
     /// Offsets as seen on Linux 6.x x86-64 tracefs; struct offsets unknown.
@@ -103,6 +105,7 @@ impl AgentConfig {
         task_mm: OFFSET_UNKNOWN,
         task_exit_code: OFFSET_UNKNOWN,
         task_start_boottime: OFFSET_UNKNOWN,
+        task_loginuid: OFFSET_UNKNOWN,
         task_files: OFFSET_UNKNOWN,
         mm_arg_start: OFFSET_UNKNOWN,
         mm_arg_end: OFFSET_UNKNOWN,

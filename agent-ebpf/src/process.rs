@@ -7,8 +7,8 @@
 
 use agent_common::{
     EventKind, ExecEvent, ExitEvent, FileId, ForkEvent, ARGV_LEN, EXEC_ARGV_TRUNCATED,
-    EXEC_ARGV_UNAVAILABLE, EXEC_FILE_KNOWN, EXEC_PPID_UNKNOWN, EXEC_START_KNOWN, EXIT_CODE_KNOWN,
-    FORK_MAYBE_THREAD, FORK_START_KNOWN, OFFSET_UNKNOWN,
+    EXEC_ARGV_UNAVAILABLE, EXEC_AUID_KNOWN, EXEC_FILE_KNOWN, EXEC_PPID_UNKNOWN, EXEC_START_KNOWN,
+    EXIT_CODE_KNOWN, FORK_MAYBE_THREAD, FORK_START_KNOWN, OFFSET_UNKNOWN,
 };
 use aya_ebpf::{
     helpers::{
@@ -103,6 +103,16 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
                 (*ev).flags |= EXEC_START_KNOWN;
             }
             None => (*ev).start_boottime_ns = 0,
+        }
+
+        // Who logged in, kept across su and sudo (Sigma's LogonId).
+        (*ev)._pad = 0;
+        match read_field::<u32>(task, conf!(task_loginuid)) {
+            Some(auid) => {
+                (*ev).auid = auid;
+                (*ev).flags |= EXEC_AUID_KNOWN;
+            }
+            None => (*ev).auid = 0,
         }
 
         let mm = read_field::<u64>(task, conf!(task_mm)).unwrap_or(0);

@@ -4,6 +4,7 @@
 //! `response` runs playbooks over `enforce` (blocklist, nftables, kill,
 //! audit log); `sink` writes records out (JSON lines, Kafka); `service`
 //! holds the daemon's endpoints (metrics, control socket, systemd notify);
+//! `rules` reads Sigma rule files for the `sigma` detector;
 //! `daemon` wires them together and runs the loop.
 
 pub mod config;
@@ -15,6 +16,7 @@ pub mod kernel;
 pub mod pipeline;
 pub mod record;
 pub mod response;
+pub mod rules;
 pub mod service;
 pub mod sink;
 pub mod util;

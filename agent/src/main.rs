@@ -76,6 +76,11 @@ enum Command {
         #[command(subcommand)]
         cmd: PlaybookCmd,
     },
+    /// Sigma rules: which load, and why the others do not (file:line).
+    Rules {
+        #[command(subcommand)]
+        cmd: RulesCmd,
+    },
     /// What the running agent is doing: programs, events, blocks, approvals, playbooks.
     Status {
         #[arg(long)]
@@ -217,6 +222,16 @@ enum PlaybookCmd {
 }
 
 #[derive(Subcommand)]
+enum RulesCmd {
+    /// Compile Sigma rules (files, or directories searched recursively);
+    /// exits non-zero only on errors (unreadable, not YAML, not Sigma).
+    Check {
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCmd {
     /// Check the hash chain; reports the first broken link and exits non-zero.
     Verify {
@@ -308,6 +323,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Playbook {
             cmd: PlaybookCmd::Check { files },
         } => cli::check_playbooks(&files),
+        Command::Rules {
+            cmd: RulesCmd::Check { dirs },
+        } => cli::rules::check(&dirs),
         Command::Status { json, config } => control::status(&socket(config.as_deref())?, json),
         Command::Alerts {
             follow,

@@ -125,6 +125,17 @@ pub struct ProcessExec {
     /// Executable of the parent process, from the process cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_exe: Option<Arc<str>>,
+    /// Command line of the parent (arguments joined by spaces), from the
+    /// process cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_cmdline: Option<Arc<str>>,
+    /// Working directory at exec; null when it could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Audit login uid (`task->loginuid`): the user who logged in, kept
+    /// across su and sudo; null when unset (4294967295) or not readable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auid: Option<u32>,
     /// Start time in clock ticks since boot (`/proc/PID/stat` field 22),
     /// read in the kernel: with the pid, it names this process and no
     /// later one that reuses the pid.
@@ -276,6 +287,17 @@ pub struct AgentStart {
     pub version: &'static str,
     pub probes: Vec<ProbeRow>,
     pub processes_seeded: usize,
+    /// Sigma rules from `detect.sigma.dirs`.
+    pub sigma_rules: SigmaRuleCounts,
+}
+
+/// How many Sigma rules a load compiled, and how many it skipped.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SigmaRuleCounts {
+    pub loaded: usize,
+    /// Valid Sigma that vigil cannot evaluate (`vigil rules check` lists why).
+    pub unsupported: usize,
+    pub errors: usize,
 }
 
 #[derive(Debug, Serialize, Default, Clone)]

@@ -37,6 +37,10 @@ const TEST_PACKAGES: &[&str] = &[
     "systemd",
     // tests/tests/trust.rs: a local user calling libpam through ctypes.
     "python3",
+    // tests/tests/sigma.rs: commands Sigma rules watch for.
+    "cron",
+    "curl",
+    "wget",
 ];
 
 #[derive(Parser)]
@@ -119,6 +123,8 @@ fn run(cli: Cli) -> Result<()> {
             setup(false)?;
             cargo(&["bench", "-p", "vigil", "--bench", "pipeline"])?;
             cargo(&["bench", "-p", "vigil", "--bench", "detect"])?;
+            // Rules from VIGIL_SIGMA_RULES (e.g. a SigmaHQ checkout), else the project's.
+            cargo(&["bench", "-p", "vigil", "--bench", "sigma"])?;
             sklearn_side_by_side()?;
             fetch_tansu()?;
             cargo(&["bench", "-p", "vigil", "--bench", "report"])?;

@@ -5,6 +5,7 @@ pub mod contain;
 pub mod control;
 pub mod fusion;
 pub mod model;
+pub mod rules;
 
 use std::path::{Path, PathBuf};
 

@@ -10,6 +10,7 @@ pub mod decisions;
 pub mod flows;
 pub mod inbound;
 pub mod schedule;
+pub mod sigma;
 pub mod start;
 pub mod telemetry;
 
@@ -34,6 +35,8 @@ pub enum DaemonError {
     Enforce(#[from] crate::enforce::EnforceError),
     #[error(transparent)]
     Metrics(#[from] crate::service::metrics::MetricsError),
+    #[error("refusing to start with bad Sigma rules (detect.sigma.dirs):\n{0}")]
+    Sigma(String),
     #[error("refusing to start with bad playbooks:\n{0}")]
     Playbooks(#[from] crate::response::playbook::PlaybookError),
     #[error(transparent)]
@@ -70,6 +73,7 @@ async fn serve(agent: &mut Agent, run: &mut Running) -> Result<(), DaemonError> 
             _ = sigint.recv() => return Ok(()),
             _ = sighup.recv() => {
                 let _ = agent.reload();
+                let _ = agent.reload_sigma();
             }
             _ = tokio::time::sleep_until(run.schedule.next()) => {
                 for job in run.schedule.due(tokio::time::Instant::now()) {

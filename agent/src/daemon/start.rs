@@ -127,6 +127,8 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
     private_files(&cfg)?;
     // A bad playbook stops start-up before anything is attached.
     let playbooks = playbook::load_dir(&cfg.playbooks.dir)?;
+    // So do bad Sigma rules.
+    let sigma = super::sigma::load_at_start(&cfg)?;
     let mut loaded = loader::load(&cfg)?;
     for p in &loaded.probes {
         tracing::info!(
@@ -273,7 +275,12 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         )));
     }
     agent.load_baselines();
+    if let Some((set, users)) = sigma {
+        agent.install_sigma(set, users);
+    }
+    let sigma_rules = agent.sigma_counts();
     agent.write_agent(Body::AgentStart(AgentStart {
+        sigma_rules,
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION"),
         probes,

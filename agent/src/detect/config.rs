@@ -11,6 +11,7 @@ use super::exfil::ExfilConfig;
 use super::lateral::LateralConfig;
 use super::process::ProcessConfig;
 use super::scan::ScanConfig;
+use super::sigma::SigmaConfig;
 use super::{registry, Engine};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -29,6 +30,7 @@ pub struct DetectConfig {
     pub lateral: LateralConfig,
     pub process: ProcessConfig,
     pub anomaly: AnomalyConfig,
+    pub sigma: SigmaConfig,
 }
 
 impl Default for DetectConfig {
@@ -44,6 +46,7 @@ impl Default for DetectConfig {
             lateral: LateralConfig::default(),
             process: ProcessConfig::default(),
             anomaly: AnomalyConfig::default(),
+            sigma: SigmaConfig::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod lru;
 pub mod process;
 pub mod registry;
 pub mod scan;
+pub mod sigma;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -77,6 +78,15 @@ pub trait Detector: Send {
     /// The techniques its findings may carry ([`registry::Declared::TECHNIQUES`]).
     fn techniques(&self) -> &'static [&'static str];
     fn on_record(&mut self, now_s: f64, body: &Body, out: &mut Vec<Finding>);
+    /// Whether its findings carry the techniques of loaded rules rather
+    /// than a fixed declaration ([`registry::Declared::RULE_DRIVEN`]).
+    fn rule_driven(&self) -> bool {
+        false
+    }
+    /// The Sigma detector, so the daemon can hand it a reloaded rule set.
+    fn as_sigma(&mut self) -> Option<&mut sigma::SigmaDetector> {
+        None
+    }
     /// Files under the state directory this detector persists.
     fn state_files(&self) -> &'static [&'static str] {
         &[]
@@ -170,6 +180,11 @@ impl Engine {
         errors
     }
 
+    /// The Sigma detector, when the engine runs it.
+    pub fn sigma_mut(&mut self) -> Option<&mut sigma::SigmaDetector> {
+        self.detectors.iter_mut().find_map(|d| d.as_sigma())
+    }
+
     pub fn names(&self) -> Vec<&'static str> {
         self.detectors.iter().map(|d| d.name()).collect()
     }
@@ -181,7 +196,11 @@ impl Engine {
             d.on_record(now_s, body, &mut findings);
             debug_assert!(
                 findings[from..].iter().all(|f| f.detector == d.name()
-                    && f.techniques.iter().all(|t| d.techniques().contains(t))),
+                    && f.techniques.iter().all(|t| if d.rule_driven() {
+                        attack::exists(t)
+                    } else {
+                        d.techniques().contains(t)
+                    })),
                 "{} raised a finding outside its declaration ({:?}): {:?}",
                 d.name(),
                 d.techniques(),

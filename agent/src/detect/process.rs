@@ -322,6 +322,9 @@ mod tests {
             stdio_socket: socket,
             parent_exe: parent.map(std::sync::Arc::from),
             start_time: Some(1234),
+            parent_cmdline: None,
+            cwd: None,
+            auid: None,
             exe_file,
             script_file,
         })

@@ -101,6 +101,7 @@ pub fn agent_config(root: &str) -> (AgentConfig, Vec<String>) {
             c.task_mm = field("task_struct", "mm");
             c.task_exit_code = field("task_struct", "exit_code");
             c.task_start_boottime = field("task_struct", "start_boottime");
+            c.task_loginuid = field("task_struct", "loginuid");
             c.task_files = field("task_struct", "files");
             c.mm_arg_start = field("mm_struct", "arg_start");
             c.mm_arg_end = field("mm_struct", "arg_end");

@@ -158,6 +158,9 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 start_boottime_ns: (e.flags & wire::EXEC_START_KNOWN != 0)
                     .then_some(e.start_boottime_ns),
                 exe_file: (e.flags & wire::EXEC_FILE_KNOWN != 0).then(|| file_id(e.exe)),
+                // (uid_t)-1 is "never logged in" (daemons, early boot).
+                auid: (e.flags & wire::EXEC_AUID_KNOWN != 0 && e.auid != u32::MAX)
+                    .then_some(e.auid),
             })
         }
         EventKind::Exit => {
@@ -314,6 +317,7 @@ pub mod fixtures {
             uid,
             gid: uid,
             flags: wire::EXEC_START_KNOWN
+                | wire::EXEC_AUID_KNOWN
                 | if exe.is_some() {
                     wire::EXEC_FILE_KNOWN
                 } else {
@@ -321,6 +325,9 @@ pub mod fixtures {
                 },
             filename_len: path.len().min(wire::PATH_LEN) as u32,
             argv_len: args.len().min(wire::ARGV_LEN) as u32,
+            // Logged in as the user it runs as.
+            auid: uid,
+            _pad: 0,
             cgroup_id: 1,
             // 12.34 s after boot: 1234 ticks at USER_HZ 100.
             start_boottime_ns: 12_340_000_000 + pid as u64 * 10_000_000,
@@ -591,14 +598,14 @@ mod tests {
 
     #[test]
     fn layout_sizes_match_the_kernel_side() {
-        assert_eq!(EventKind::Exec.record_size(), 608);
+        assert_eq!(EventKind::Exec.record_size(), 616);
         assert_eq!(EventKind::FileWrite.record_size(), 328);
         assert_eq!(EventKind::Exit.record_size(), 48);
         assert_eq!(EventKind::Fork.record_size(), 48);
         assert_eq!(EventKind::Connect.record_size(), 96);
         assert_eq!(size_of::<wire::FlowKey>(), 40);
         assert_eq!(size_of::<wire::FlowStats>(), 128);
-        assert_eq!(std::mem::offset_of!(wire::ExecEvent, filename), 96);
+        assert_eq!(std::mem::offset_of!(wire::ExecEvent, filename), 104);
         assert_eq!(std::mem::offset_of!(wire::ConnEvent, saddr), 40);
     }
 }

@@ -48,6 +48,8 @@ pub struct ExecEvent {
     pub start_boottime_ns: Option<u64>,
     /// The executable the process maps (for a `#!` script, its interpreter).
     pub exe_file: Option<FileId>,
+    /// Audit login uid; None when unset or not readable.
+    pub auid: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,8 +1,8 @@
 //! Decode → enrich → record: the synchronous heart of the daemon. It owns
 //! the process cache, the connection owner cache and the peers each process
 //! accepted (to judge what PAM was told), and does no I/O except a
-//! `/proc/<pid>/exe` lookup for the rare exec by relative path and a stat of
-//! a `#!` script at its exec, so the benchmark drives exactly what the
+//! `/proc/<pid>/exe` lookup for the rare exec by relative path, a stat of
+//! a `#!` script and a `/proc/<pid>/cwd` readlink at each exec, so the benchmark drives exactly what the
 //! daemon runs.
 
 pub mod community_id;
@@ -45,6 +45,14 @@ fn stdio_is_socket(pid: u32) -> bool {
             .map(|p| p.to_string_lossy().starts_with("socket:"))
             .unwrap_or(false)
     })
+}
+
+/// The working directory of a process that just exec'd, read from /proc
+/// (a process already gone has none to give).
+fn read_cwd(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 /// Connection owners remembered for flows whose socket the kernel could not
@@ -227,12 +235,18 @@ impl Pipeline {
                 };
                 let start_time = e.start_boottime_ns.map(crate::util::ns_to_clock_ticks);
                 let info = self.procs.on_exec(&e, &exe, start_time);
-                let parent_exe = self.procs.get(info.ppid).map(|p| p.exe.clone());
+                let (parent_exe, parent_cmdline) = match self.procs.get(info.ppid) {
+                    Some(p) => (Some(p.exe.clone()), Some(p.cmdline.clone())),
+                    None => (None, None),
+                };
                 let stdio_socket = is_shell(&exe).then(|| stdio_is_socket(e.pid));
                 let script_file = script_file(&e);
                 Body::ProcessExec(record::ProcessExec {
                     stdio_socket,
                     parent_exe,
+                    parent_cmdline,
+                    cwd: read_cwd(e.pid),
+                    auid: e.auid,
                     start_time,
                     exe_file: e.exe_file,
                     script_file,

@@ -19,6 +19,8 @@ pub struct ProcInfo {
     pub uid: u32,
     pub comm: Arc<str>,
     pub exe: Arc<str>,
+    /// Arguments joined by spaces (Sigma's `ParentCommandLine` for children).
+    pub cmdline: Arc<str>,
     /// Clock ticks since boot (`/proc/PID/stat` field 22); None when not
     /// known (a fork the kernel could not read the child of).
     pub start_time: Option<u64>,
@@ -98,6 +100,7 @@ impl ProcessCache {
             uid: e.uid,
             comm: Arc::from(e.comm.as_str()),
             exe: Arc::from(exe),
+            cmdline: Arc::from(e.argv.join(" ")),
             start_time,
             guid: self.guid_of(e.pid, start_time),
             parent_guid,
@@ -127,6 +130,7 @@ impl ProcessCache {
                 uid: 0,
                 comm: Arc::from(""),
                 exe: Arc::from(""),
+                cmdline: Arc::from(""),
                 start_time,
                 guid,
                 parent_guid: None,
@@ -190,11 +194,18 @@ pub fn read_proc(pid: u32) -> Option<ProcInfo> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
     Some(ProcInfo {
         ppid,
         uid,
         comm: Arc::from(comm),
         exe: Arc::from(exe),
+        cmdline: Arc::from(cmdline.join(" ")),
         start_time,
         guid: None,
         parent_guid: None,
@@ -222,6 +233,7 @@ mod tests {
             uid: 0,
             comm: Arc::from("x"),
             exe: Arc::from(exe),
+            cmdline: Arc::from(exe),
             start_time: Some(7),
             guid: None,
             parent_guid: None,
@@ -279,6 +291,7 @@ mod tests {
             argv_unavailable: false,
             start_boottime_ns: Some(start_ns),
             exe_file: None,
+            auid: None,
         }
     }
 

@@ -99,6 +99,8 @@ pub struct Step {
 pub struct Trigger {
     pub detectors: Vec<String>,
     pub techniques: Vec<String>,
+    /// Sigma rule ids (`evidence.rule_id` of `sigma` alerts); empty: any.
+    pub rule_ids: Vec<String>,
     pub min_severity: Option<Severity>,
     pub min_confidence: f64,
 }
@@ -133,6 +135,10 @@ fn alert_has_technique(alert: &Alert, patterns: &[String]) -> bool {
 impl Trigger {
     pub fn matches(&self, alert: &Alert) -> bool {
         (self.detectors.is_empty() || self.detectors.iter().any(|d| d == alert.detector))
+            && (self.rule_ids.is_empty()
+                || alert.evidence["rule_id"]
+                    .as_str()
+                    .is_some_and(|id| self.rule_ids.iter().any(|r| r.eq_ignore_ascii_case(id))))
             && alert_has_technique(alert, &self.techniques)
             && self.min_severity.is_none_or(|s| alert.severity >= s)
             && alert.confidence >= self.min_confidence
@@ -286,13 +292,20 @@ impl Checker<'_> {
         let Some(entries) = self.map(
             n,
             "trigger",
-            &["detectors", "techniques", "min_severity", "min_confidence"],
+            &[
+                "detectors",
+                "techniques",
+                "rule_ids",
+                "min_severity",
+                "min_confidence",
+            ],
         ) else {
             return t;
         };
         let named = entries
             .iter()
-            .any(|(k, _)| *k == "detectors" || *k == "techniques");
+            .any(|(k, _)| *k == "detectors" || *k == "techniques" || *k == "rule_ids");
+        let mut rule_ids_at = None;
         for (k, v) in entries {
             match k {
                 "detectors" => {
@@ -312,6 +325,17 @@ impl Checker<'_> {
                     }
                 }
                 "techniques" => t.techniques = self.technique_list(v, "trigger.techniques"),
+                "rule_ids" => {
+                    rule_ids_at = Some(v.clone());
+                    for (id, at) in self.strings(v, "trigger.rule_ids") {
+                        let id = id.trim().to_string();
+                        if id.is_empty() {
+                            self.err(&at, "empty Sigma rule id in trigger.rule_ids");
+                        } else {
+                            t.rule_ids.push(id);
+                        }
+                    }
+                }
                 "min_severity" => t.min_severity = self.severity(v, "trigger.min_severity"),
                 "min_confidence" => {
                     t.min_confidence = self.confidence(v, "trigger.min_confidence").unwrap_or(0.0)
@@ -325,9 +349,24 @@ impl Checker<'_> {
                 "trigger names no detector and no technique: it would act on every alert",
             );
         }
+        // Rule ids name Sigma rules: only the sigma detector's alerts have them.
+        if let Some(at) = rule_ids_at {
+            if !t.detectors.iter().any(|d| d == "sigma") {
+                self.err(
+                    &at,
+                    "trigger.rule_ids match only `sigma` alerts: add `sigma` to trigger.detectors",
+                );
+            }
+        }
         // Named detectors must be able to raise at least one named technique:
         // detectors declare exact ids, so the trigger's pattern must match one.
-        if !t.detectors.is_empty() && !t.techniques.is_empty() {
+        // A rule-driven detector (sigma) may raise any technique.
+        let rule_driven = t
+            .detectors
+            .iter()
+            .filter_map(|d| registry::find(d))
+            .any(|e| e.rule_driven);
+        if !t.detectors.is_empty() && !t.techniques.is_empty() && !rule_driven {
             let reachable = t.techniques.iter().any(|want| {
                 t.detectors
                     .iter()
@@ -741,6 +780,7 @@ mod tests {
         let t = Trigger {
             detectors: vec!["brute_force".into()],
             techniques: vec!["T1110".into()],
+            rule_ids: vec![],
             min_severity: Some(Severity::Medium),
             min_confidence: 0.7,
         };
@@ -761,6 +801,18 @@ mod tests {
         assert!(!sub.matches(&alert("brute_force", &["T1110.001"], Severity::High)));
         assert!(sub.matches(&alert("brute_force", &["T1110.003"], Severity::High)));
         assert!(!technique_matches("T111", "T1110"));
+    }
+
+    #[test]
+    fn sigma_triggers_select_rules_by_id() {
+        let text = "version: 1\nname: s\ntrigger:\n  detectors: [sigma]\n  rule_ids: [0D7ABD00-4dbd-448a-8e04-86238412a05e]\n  techniques: [T1548]\nsteps:\n  - action: notify\n    message: setuid\n";
+        let p = parse(text, Path::new("s.yaml")).unwrap_or_else(|e| panic!("{e:?}"));
+        let mut a = alert("sigma", &["T1548.001"], Severity::Medium);
+        assert!(!p.trigger.matches(&a), "no rule id in the evidence");
+        a.evidence = serde_json::json!({"rule_id": "0d7abd00-4dbd-448a-8e04-86238412a05e"});
+        assert!(p.trigger.matches(&a));
+        a.evidence = serde_json::json!({"rule_id": "46f2b9ae-9bf5-4838-8db2-5a76d64bc3fe"});
+        assert!(!p.trigger.matches(&a));
     }
 
     /// The step-level messages derived from the action table read as they

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub output_errors: IntCounterVec,
     pub output_shed: IntCounterVec,
     pub output_pending_bytes: IntGaugeVec,
+    /// Sigma rules in the running set, by state (`loaded`, `skipped`).
+    pub sigma_rules: IntGaugeVec,
     pub audit_failures: IntCounter,
     pub state_write_errors: IntCounter,
     /// Last seen kernel totals, to turn them into counter increments.
@@ -115,7 +117,16 @@ impl Metrics {
             &["output"],
         )?;
         r.register(Box::new(pending.clone()))?;
+        let sigma_rules = IntGaugeVec::new(
+            Opts::new(
+                "sigma_rules",
+                "Sigma rules of the running set: loaded, or skipped (unsupported or in error).",
+            ),
+            &["state"],
+        )?;
+        r.register(Box::new(sigma_rules.clone()))?;
         Ok(Arc::new(Metrics {
+            sigma_rules,
             events: counter_vec("events_total", "Records produced, by kind.", &["kind"])?,
             decode_errors: counter("decode_errors_total", "Malformed kernel records dropped.")?,
             kernel_reserve_failures: counter(

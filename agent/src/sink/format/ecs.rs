@@ -149,18 +149,22 @@ fn exec(r: &Record, e: &ProcessExec) -> Map<String, Value> {
     p.insert("args".into(), json!(e.argv));
     p.insert("args_count".into(), e.argv.len().into());
     p.insert("command_line".into(), e.argv.join(" ").into());
+    if let Some(cwd) = &e.cwd {
+        p.insert("working_directory".into(), cwd.as_str().into());
+    }
     // The kernel reports the real ids.
     p.insert("real_user".into(), json!({"id": e.uid.to_string()}));
     p.insert("real_group".into(), json!({"id": e.gid.to_string()}));
-    m.insert(
-        "process".into(),
-        with_parent(
-            p,
-            Some(e.ppid),
-            r.parent_guid.as_deref(),
-            e.parent_exe.as_deref(),
-        ),
+    let mut p = with_parent(
+        p,
+        Some(e.ppid),
+        r.parent_guid.as_deref(),
+        e.parent_exe.as_deref(),
     );
+    if let (Some(cl), Some(Value::Object(par))) = (&e.parent_cmdline, p.get_mut("parent")) {
+        par.insert("command_line".into(), cl.as_ref().into());
+    }
+    m.insert("process".into(), p);
     m.insert("user".into(), json!({"id": e.uid.to_string()}));
     let mut file = json!({"path": &e.exe, "name": basename(&e.exe)});
     if let Some(id) = &e.exe_file {

@@ -225,6 +225,9 @@ fn exec(r: &Record, e: &ProcessExec, ms: i64) -> Map<String, Value> {
     let mut m = base(&PROCESS_ACTIVITY, (1, "Launch"), ms, &r.host, 1, None);
     let mut p = process(Some(e.pid), r.guid.as_deref(), Some(&e.comm), Some(&e.exe));
     p.insert("cmd_line".into(), e.argv.join(" ").into());
+    if let Some(cwd) = &e.cwd {
+        p.insert("working_directory".into(), cwd.as_str().into());
+    }
     p.insert("user".into(), user(e.uid));
     let mut file =
         json!({"name": basename(&e.exe), "path": &e.exe, "type_id": 1, "type": "Regular File"});
@@ -238,7 +241,11 @@ fn exec(r: &Record, e: &ProcessExec, ms: i64) -> Map<String, Value> {
         e.parent_exe.as_deref(),
     );
     if let Some(par) = &par {
-        p.insert("parent_process".into(), par.clone());
+        let mut par = par.clone();
+        if let (Some(cl), Value::Object(o)) = (&e.parent_cmdline, &mut par) {
+            o.insert("cmd_line".into(), cl.as_ref().into());
+        }
+        p.insert("parent_process".into(), par);
     }
     m.insert("process".into(), Value::Object(p));
     // The actor of a launch is the process that exec'd: the same one

@@ -136,6 +136,9 @@ pub fn samples() -> Samples {
             generation: Some(3_771_234_567),
         }),
         script_file: None,
+        parent_cmdline: Some(Arc::from("bash -i")),
+        cwd: Some("/home/alice".into()),
+        auid: Some(1000),
     };
     let mut events = vec![
         rec(
