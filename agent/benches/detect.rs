@@ -88,6 +88,7 @@ fn stream(n: u32) -> Vec<Body> {
                 start_time: Some(1000 + i as u64),
                 exe_file: None,
                 script_file: None,
+                file_owner: None,
             }),
             1 | 2 => conn(i, false),
             3 => conn(i, true),

@@ -108,6 +108,19 @@ pub struct ProcessExec {
     /// generation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub script_file: Option<FileId>,
+    /// For an exec from a watched world-writable directory: the owner and
+    /// link count of the file that runs (the script for a `#!` script), from
+    /// a stat when the record is read; 0 links means it was deleted after
+    /// start. Absent when the process was already gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_owner: Option<FileOwner>,
+}
+
+/// Owner and link count of an executed file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FileOwner {
+    pub uid: u32,
+    pub links: u64,
 }
 
 #[derive(Debug, Serialize)]

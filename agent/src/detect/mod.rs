@@ -23,10 +23,11 @@ use serde::Serialize;
 use crate::record::Body;
 
 impl Severity {
-    pub const NAMES: &'static [&'static str] = &["low", "medium", "high", "critical"];
+    pub const NAMES: &'static [&'static str] = &["info", "low", "medium", "high", "critical"];
 
     pub fn parse(s: &str) -> Option<Severity> {
         match s {
+            "info" => Some(Severity::Info),
             "low" => Some(Severity::Low),
             "medium" => Some(Severity::Medium),
             "high" => Some(Severity::High),
@@ -49,6 +50,9 @@ pub fn process_label(exe: Option<&str>, pid: Option<u32>) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Evidence, not an alert: recorded for investigation and correlation;
+    /// a playbook acts on it only when it asks for `info` by name.
+    Info,
     Low,
     Medium,
     High,

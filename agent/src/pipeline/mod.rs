@@ -25,7 +25,7 @@ use crate::pipeline::decode::{decode, DecodeError};
 use crate::pipeline::event::{tcp_state_name, AuthEvent, ConnEvent, ConnKind, Event, ExecEvent};
 use crate::pipeline::flow::{features, key_addrs, proto_name};
 use crate::pipeline::proc_cache::{ProcInfo, ProcessCache};
-use crate::record::{self, Body, FileId, Record};
+use crate::record::{self, Body, FileId, FileOwner, Record};
 use crate::util::clock::Clock;
 use crate::util::is_shell;
 
@@ -49,6 +49,15 @@ fn stdio_is_socket(pid: u32) -> bool {
 /// Connection owners remembered for flows whose socket the kernel could not
 /// attribute (accepted sockets). Bounded like every per-key structure.
 const CONN_OWNERS: usize = 65_536;
+
+/// Who owns a connection and which side opened it, from its connect or
+/// accept record; kept until the connection's flow is emitted at close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConnOwner {
+    pid: u32,
+    /// The peer opened it (accept), so the host serves it.
+    accepted: bool,
+}
 /// Processes whose accepted peers are remembered (listeners: few), and
 /// the most recent distinct peers kept per process.
 const ACCEPTERS: usize = 4_096;
@@ -68,12 +77,15 @@ pub struct Pipeline {
     host: Arc<str>,
     clock: Clock,
     pub procs: ProcessCache,
-    conn_owners: LruCache<Endpoints, u32>,
+    conn_owners: LruCache<Endpoints, ConnOwner>,
     /// Peers each process accepted, newest first.
     accepted: LruCache<u32, VecDeque<IpAddr>>,
     /// Executables whose root PAM calls may name a remote address
     /// (`detect.brute_force.services`).
     auth_services: Vec<String>,
+    /// Directories whose execs get the executed file's owner and link
+    /// count (`detect.process.suspicious_dirs`).
+    watched_dirs: Vec<String>,
     pub stats: PipelineStats,
 }
 
@@ -112,6 +124,26 @@ fn script_file(e: &ExecEvent) -> Option<FileId> {
     (!same).then_some(id)
 }
 
+/// Owner and link count of the file an exec from a watched directory runs:
+/// the script for a `#!` script (its stat names it), else the mapped file
+/// through `/proc/PID/exe`, which follows it even once unlinked.
+fn file_owner(e: &ExecEvent, exe: &str, script: Option<&FileId>) -> Option<FileOwner> {
+    let md = if script.is_some() {
+        std::fs::metadata(if exe.starts_with('/') {
+            std::path::PathBuf::from(exe)
+        } else {
+            std::path::Path::new(&format!("/proc/{}/cwd", e.pid)).join(exe)
+        })
+    } else {
+        std::fs::metadata(format!("/proc/{}/exe", e.pid))
+    }
+    .ok()?;
+    Some(FileOwner {
+        uid: md.uid(),
+        links: md.nlink(),
+    })
+}
+
 /// Why a flow record is being emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowEnd {
@@ -141,6 +173,7 @@ impl Pipeline {
             conn_owners: LruCache::new(NonZeroUsize::new(CONN_OWNERS).unwrap_or(NonZeroUsize::MIN)),
             accepted: LruCache::new(NonZeroUsize::new(ACCEPTERS).unwrap_or(NonZeroUsize::MIN)),
             auth_services: crate::detect::brute_force::default_services(),
+            watched_dirs: crate::detect::process::ProcessConfig::default().suspicious_dirs,
             stats: PipelineStats::default(),
         }
     }
@@ -148,6 +181,11 @@ impl Pipeline {
     /// Sets the executables whose root PAM calls may name a remote address.
     pub fn set_auth_services(&mut self, services: Vec<String>) {
         self.auth_services = services;
+    }
+
+    /// Sets the directories whose execs are stat'ed for their file's owner.
+    pub fn set_watched_dirs(&mut self, dirs: Vec<String>) {
+        self.watched_dirs = dirs;
     }
 
     /// Remembers that `pid` accepted a connection from `peer`.
@@ -224,12 +262,19 @@ impl Pipeline {
                 let parent_exe = self.procs.get(info.ppid).map(|p| p.exe.clone());
                 let stdio_socket = is_shell(&exe).then(|| stdio_is_socket(e.pid));
                 let script_file = script_file(&e);
+                let file_owner = self
+                    .watched_dirs
+                    .iter()
+                    .any(|d| exe.starts_with(d.as_str()))
+                    .then(|| file_owner(&e, &exe, script_file.as_ref()))
+                    .flatten();
                 Body::ProcessExec(record::ProcessExec {
                     stdio_socket,
                     parent_exe,
                     start_time,
                     exe_file: e.exe_file,
                     script_file,
+                    file_owner,
                     pid: e.pid,
                     ppid: info.ppid,
                     uid: e.uid,
@@ -322,15 +367,20 @@ impl Pipeline {
         let pid = match c.kind {
             ConnKind::Connect | ConnKind::Accept => {
                 if let Some(pid) = c.pid {
-                    self.conn_owners.put(ends, pid);
-                    if c.kind == ConnKind::Accept {
+                    let accepted = c.kind == ConnKind::Accept;
+                    self.conn_owners.put(ends, ConnOwner { pid, accepted });
+                    if accepted {
                         self.note_accept(pid, c.dst_ip);
                     }
                 }
                 c.pid
             }
-            // Close arrives in softirq: the owner comes from what we saw earlier.
-            ConnKind::Close => c.pid.or_else(|| self.conn_owners.pop(&ends)),
+            // Close arrives in softirq: the owner comes from what we saw
+            // earlier. It stays for the flow, emitted after the close linger
+            // (an accepted socket's flow has no owner in the kernel).
+            ConnKind::Close => c
+                .pid
+                .or_else(|| self.conn_owners.peek(&ends).map(|o| o.pid)),
             ConnKind::ConnectFailed | ConnKind::Refused => c.pid,
         };
         let info: Option<ProcInfo> = pid.and_then(|p| self.procs.get(p).cloned());
@@ -372,9 +422,21 @@ impl Pipeline {
             local: (local, key.local_port),
             remote: (remote, key.remote_port),
         };
+        // A closed connection's owner is needed no more; a flow cut by the
+        // active or idle timeout may go on, so its owner is kept.
+        let owner = match end {
+            FlowEnd::Close | FlowEnd::Shutdown => self.conn_owners.pop(&ends),
+            FlowEnd::Idle | FlowEnd::ActiveTimeout => self.conn_owners.get(&ends).copied(),
+        };
         let pid = match s.pid {
-            0 => self.conn_owners.get(&ends).copied(),
+            0 => owner.map(|o| o.pid),
             p => Some(p),
+        };
+        // Which side opened it: the connect or accept record knows; the
+        // first packet seen is a guess when the flow began before the agent.
+        let inbound = match owner {
+            Some(o) => o.accepted,
+            None => s.flags & FLOW_FIRST_OUT == 0,
         };
         let info = pid.and_then(|p| self.procs.get(p).cloned());
         let flow = record::Flow {
@@ -387,11 +449,7 @@ impl Pipeline {
                 key.remote_port,
             ),
             proto: proto_name(key.proto),
-            direction: if s.flags & FLOW_FIRST_OUT != 0 {
-                "outbound"
-            } else {
-                "inbound"
-            },
+            direction: if inbound { "inbound" } else { "outbound" },
             src_ip: local,
             src_port: key.local_port,
             dst_ip: remote,
@@ -419,6 +477,23 @@ impl Pipeline {
 
     pub fn clock(&self) -> Clock {
         self.clock
+    }
+}
+
+#[cfg(test)]
+fn flow_key_v4(local: [u8; 4], lport: u16, remote: [u8; 4], rport: u16) -> FlowKey {
+    let mut local_addr = [0u8; 16];
+    let mut remote_addr = [0u8; 16];
+    local_addr[..4].copy_from_slice(&local);
+    remote_addr[..4].copy_from_slice(&remote);
+    FlowKey {
+        local_addr,
+        remote_addr,
+        local_port: lport,
+        remote_port: rport,
+        proto: 6,
+        ip_version: 4,
+        _pad: [0; 2],
     }
 }
 
@@ -488,6 +563,57 @@ mod tests {
         assert_eq!(v["direction"], "inbound");
         assert_eq!(v["features"].as_array().map(|a| a.len()), Some(16));
         assert_eq!(v["end_reason"], "close");
+    }
+
+    /// An accepted socket's owner is known only from the accept record; its
+    /// close (softirq, no owner) comes before the flow, which is emitted
+    /// after the linger and must still name the server.
+    #[test]
+    fn an_accepted_connection_keeps_its_owner_past_the_close() {
+        let mut p = pipeline();
+        let [exec, accept] = fixtures::sshd_accepts();
+        p.on_bytes(&exec).expect("exec");
+        p.on_bytes(&accept).expect("accept");
+        let close = fixtures::conn(EventKind::Close, 0, [10, 0, 0, 1], 22, [10, 0, 0, 9], 5555);
+        let v = json(&p.on_bytes(&close).expect("close"));
+        assert_eq!(
+            (v["kind"].clone(), v["pid"].clone()),
+            ("net_close".into(), 200.into())
+        );
+        let key = super::flow_key_v4([10, 0, 0, 1], 22, [10, 0, 0, 9], 5555);
+        // The first packet the kernel saw left the host (the agent started
+        // mid-connection): the accept record still says who opened it.
+        let stats = FlowStats {
+            n_out: 3,
+            bytes_out: 300_000,
+            n_in: 1,
+            bytes_in: 80,
+            flags: FLOW_FIRST_OUT,
+            ..FlowStats::default()
+        };
+        let v = json(&p.on_flow(&key, &stats, FlowEnd::Close));
+        assert_eq!(v["pid"], 200, "{v}");
+        assert_eq!(v["exe"], "/usr/sbin/sshd", "{v}");
+        assert_eq!(v["direction"], "inbound", "{v}");
+        // Emitted at close, the owner is forgotten: a later flow on the same
+        // endpoints (a new connection reusing the port) is not credited to it.
+        let v = json(&p.on_flow(&key, &stats, FlowEnd::Close));
+        assert!(v["pid"].is_null(), "{v}");
+        assert_eq!(v["direction"], "outbound", "{v}");
+    }
+
+    #[test]
+    fn a_flow_cut_by_a_timeout_keeps_its_owner_for_the_rest() {
+        let mut p = pipeline();
+        let [exec, accept] = fixtures::sshd_accepts();
+        p.on_bytes(&exec).expect("exec");
+        p.on_bytes(&accept).expect("accept");
+        let key = super::flow_key_v4([10, 0, 0, 1], 22, [10, 0, 0, 9], 5555);
+        let stats = FlowStats::default();
+        for end in [FlowEnd::ActiveTimeout, FlowEnd::Idle, FlowEnd::Shutdown] {
+            let v = json(&p.on_flow(&key, &stats, end));
+            assert_eq!(v["pid"], 200, "{end:?}: {v}");
+        }
     }
 
     fn auth_json(p: &mut Pipeline, bytes: &[u8]) -> serde_json::Value {

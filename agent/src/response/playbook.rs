@@ -134,7 +134,11 @@ impl Trigger {
     pub fn matches(&self, alert: &Alert) -> bool {
         (self.detectors.is_empty() || self.detectors.iter().any(|d| d == alert.detector))
             && alert_has_technique(alert, &self.techniques)
-            && self.min_severity.is_none_or(|s| alert.severity >= s)
+            && match self.min_severity {
+                Some(s) => alert.severity >= s,
+                // Evidence is not acted on unless a playbook asks for it.
+                None => alert.severity > Severity::Info,
+            }
             && alert.confidence >= self.min_confidence
     }
 }
@@ -759,6 +763,18 @@ mod tests {
         };
         assert!(!sub.matches(&alert("brute_force", &["T1110"], Severity::High)));
         assert!(!sub.matches(&alert("brute_force", &["T1110.001"], Severity::High)));
+        // Evidence (info) is acted on only by a playbook that names it.
+        let any = Trigger {
+            techniques: vec!["T1059".into()],
+            ..Trigger::default()
+        };
+        assert!(!any.matches(&alert("process", &["T1059"], Severity::Info)));
+        assert!(any.matches(&alert("process", &["T1059"], Severity::Low)));
+        let info = Trigger {
+            min_severity: Some(Severity::Info),
+            ..any
+        };
+        assert!(info.matches(&alert("process", &["T1059"], Severity::Info)));
         assert!(sub.matches(&alert("brute_force", &["T1110.003"], Severity::High)));
         assert!(!technique_matches("T111", "T1110"));
     }
