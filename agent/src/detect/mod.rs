@@ -13,6 +13,7 @@ pub mod lateral;
 pub mod lru;
 pub mod process;
 pub mod registry;
+pub mod rita;
 pub mod scan;
 
 use std::collections::BTreeMap;
