@@ -503,3 +503,35 @@ fn a_tmp_binary_another_user_owns_is_an_alert() {
     assert_eq!(a["evidence"]["file_owner"]["uid"], 65534, "{a}");
     assert!(agent.stop());
 }
+
+/// Services start at boot, before the agent (or the agent restarts): the
+/// kernel saw neither the listener's creation nor its listen(), so its
+/// accepted connections are attributed from /proc.
+#[test]
+fn a_server_older_than_the_agent_owns_its_accepted_flows() {
+    let topo = Topology::new("dso", 224);
+    let scratch = TempDir::new("dso-www");
+    let script = scratch.0.join("web.py");
+    std::fs::write(&script, WEB_SERVER).expect("script");
+    let www = scratch.0.join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    std::fs::write(www.join("file.bin"), vec![b'f'; 200_000]).expect("file");
+    let (_here, here_pid) = web_server(&topo.h, 8000, &www, &script);
+    let mut agent = Agent::start_in(Some(&topo.h), DETECT_CONFIG, TempDir::new("dso"));
+    let client = topo.peer_ip(1);
+    let url = format!("http://{}:8000/file.bin", topo.host_ip(1));
+    curl_in(
+        &topo.peers[0],
+        &["-o", "/dev/null", "--local-port", "41001", &url],
+    );
+    let ours = |r: &Value| r["dst_ip"] == client.as_str() && r["dst_port"] == 41001;
+    let accept = agent.wait_for("net_accept", ours);
+    assert_eq!(accept["pid"], here_pid, "{accept}");
+    let flow = agent.wait_for("flow", ours);
+    assert_eq!(flow["pid"], here_pid, "{flow}");
+    assert!(
+        flow["exe"].as_str().is_some_and(|e| e.contains("python")),
+        "{flow}"
+    );
+    assert!(agent.stop());
+}

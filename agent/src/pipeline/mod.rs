@@ -9,6 +9,7 @@ pub mod community_id;
 pub mod decode;
 pub mod event;
 pub mod flow;
+pub mod listeners;
 pub mod proc_cache;
 
 use std::collections::VecDeque;
@@ -24,6 +25,7 @@ use crate::pipeline::community_id::community_id;
 use crate::pipeline::decode::{decode, DecodeError};
 use crate::pipeline::event::{tcp_state_name, AuthEvent, ConnEvent, ConnKind, Event, ExecEvent};
 use crate::pipeline::flow::{features, key_addrs, proto_name};
+use crate::pipeline::listeners::Listeners;
 use crate::pipeline::proc_cache::{ProcInfo, ProcessCache};
 use crate::record::{self, Body, FileId, FileOwner, Record};
 use crate::util::clock::Clock;
@@ -80,6 +82,8 @@ pub struct Pipeline {
     conn_owners: LruCache<Endpoints, ConnOwner>,
     /// Peers each process accepted, newest first.
     accepted: LruCache<u32, VecDeque<IpAddr>>,
+    /// Owners of listeners older than the agent, read from /proc.
+    pub listeners: Listeners,
     /// Executables whose root PAM calls may name a remote address
     /// (`detect.brute_force.services`).
     auth_services: Vec<String>,
@@ -172,6 +176,7 @@ impl Pipeline {
             procs,
             conn_owners: LruCache::new(NonZeroUsize::new(CONN_OWNERS).unwrap_or(NonZeroUsize::MIN)),
             accepted: LruCache::new(NonZeroUsize::new(ACCEPTERS).unwrap_or(NonZeroUsize::MIN)),
+            listeners: Listeners::default(),
             auth_services: crate::detect::brute_force::default_services(),
             watched_dirs: crate::detect::process::ProcessConfig::default().suspicious_dirs,
             stats: PipelineStats::default(),
@@ -311,7 +316,7 @@ impl Pipeline {
                     maybe_thread: f.maybe_thread,
                 })
             }
-            Event::Conn(c) => self.on_conn(c),
+            Event::Conn(c) => self.on_conn(c, ktime),
             Event::FileWrite(w) => {
                 self.stats.events[EventKind::FileWrite as usize] += 1;
                 let path = if w.path.starts_with('/') {
@@ -351,7 +356,7 @@ impl Pipeline {
         self.record(ktime, body)
     }
 
-    fn on_conn(&mut self, c: ConnEvent) -> Body {
+    fn on_conn(&mut self, c: ConnEvent, ktime_ns: u64) -> Body {
         let slot = match c.kind {
             ConnKind::Connect => EventKind::Connect,
             ConnKind::Accept => EventKind::Accept,
@@ -364,16 +369,24 @@ impl Pipeline {
             local: (c.src_ip, c.src_port),
             remote: (c.dst_ip, c.dst_port),
         };
+        // An accept the kernel could not attribute: the listener is older
+        // than the agent, so its owner comes from /proc.
+        let resolved = match (c.kind, c.pid) {
+            (ConnKind::Accept, None) if c.proto == agent_common::IPPROTO_TCP => {
+                self.listeners.owner(c.src_port, ktime_ns)
+            }
+            _ => None,
+        };
         let pid = match c.kind {
             ConnKind::Connect | ConnKind::Accept => {
-                if let Some(pid) = c.pid {
+                if let Some(pid) = c.pid.or(resolved) {
                     let accepted = c.kind == ConnKind::Accept;
                     self.conn_owners.put(ends, ConnOwner { pid, accepted });
                     if accepted {
                         self.note_accept(pid, c.dst_ip);
                     }
                 }
-                c.pid
+                c.pid.or(resolved)
             }
             // Close arrives in softirq: the owner comes from what we saw
             // earlier. It stays for the flow, emitted after the close linger
