@@ -114,6 +114,10 @@ pub struct ProcessExec {
     /// start. Absent when the process was already gone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file_owner: Option<FileOwner>,
+    /// The path handed to execve, when `exe` names the file differently
+    /// (a descriptor path such as `/proc/self/fd/3`, or a relative path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_arg: Option<String>,
 }
 
 /// Owner and link count of an executed file.

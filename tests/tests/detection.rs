@@ -535,3 +535,57 @@ fn a_server_older_than_the_agent_owns_its_accepted_flows() {
     );
     assert!(agent.stop());
 }
+
+/// Runs a copy of /bin/true from a memfd three ways: `execv` of
+/// `/proc/self/fd/N`, `fexecve`, and a raw `execveat(fd, "",
+/// AT_EMPTY_PATH)`. The payload exits at once, so only what the kernel
+/// read at exec can name it.
+const FILELESS: &str = r#"
+import ctypes, os, sys
+variant = sys.argv[1]
+fd = os.memfd_create("vigil-" + variant, 0)
+os.write(fd, open("/bin/true", "rb").read())
+if variant == "execv":
+    os.execv("/proc/self/fd/%d" % fd, ["payload"])
+elif variant == "fexecve":
+    os.execve(fd, ["payload"], {})
+else:
+    libc = ctypes.CDLL(None, use_errno=True)
+    argv = (ctypes.c_char_p * 2)(b"payload", None)
+    envp = (ctypes.c_char_p * 1)(None)
+    libc.syscall(322, fd, b"", argv, envp, 0x1000)  # SYS_execveat, AT_EMPTY_PATH
+    raise OSError(ctypes.get_errno(), "execveat")
+"#;
+
+#[test]
+fn fileless_execs_are_named_by_the_file_that_runs_and_raise_t1620() {
+    let net = NetPair::new("dml", 228);
+    let mut agent = Agent::start_in(Some(&net.a), DETECT_CONFIG, TempDir::new("dml"));
+    let scratch = TempDir::new("dml-py");
+    let script = scratch.0.join("fileless.py");
+    std::fs::write(&script, FILELESS).expect("script");
+    for variant in ["execv", "fexecve", "execveat"] {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &net.a, "/usr/bin/python3"])
+            .arg(&script)
+            .arg(variant)
+            .output()
+            .expect("python");
+        assert!(
+            out.status.success(),
+            "{variant}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let exe = format!("/memfd:vigil-{variant} (deleted)");
+        let exec = agent.wait_for("process_exec", |r| r["exe"] == exe.as_str());
+        assert!(
+            exec["exe_arg"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("/proc/self/fd/") || a.starts_with("/dev/fd/")),
+            "{variant}: {exec}"
+        );
+        let alert = agent.wait_for("alert", |r| r["entities"]["exe"] == exe.as_str());
+        assert!(has_technique(&alert, "T1620"), "{variant}: {alert}");
+    }
+    assert!(agent.stop());
+}

@@ -329,7 +329,11 @@ impl Detector for ProcessDetector {
                 evidence,
             })
         };
-        if e.exe.starts_with("/memfd:") || e.exe.contains("(deleted)") {
+        // From memory: a memfd, an unlinked file, or a descriptor path the
+        // kernel's name for the file could not replace.
+        let from_fd = e.exe.starts_with("/dev/fd/")
+            || (e.exe.starts_with("/proc/") && e.exe.contains("/fd/"));
+        if e.exe.starts_with("/memfd:") || e.exe.contains("(deleted)") || from_fd {
             push(
                 "memfd",
                 Severity::High,
@@ -417,6 +421,7 @@ mod tests {
             exe_file,
             script_file,
             file_owner: None,
+            exe_arg: None,
         })
     }
 

@@ -48,6 +48,10 @@ pub struct ExecEvent {
     pub start_boottime_ns: Option<u64>,
     /// The executable the process maps (for a `#!` script, its interpreter).
     pub exe_file: Option<FileId>,
+    /// That file's link count and own name (`memfd:NAME` for a memfd), read
+    /// in the kernel whatever path the exec was handed.
+    pub exe_links: Option<u32>,
+    pub exe_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -128,6 +128,38 @@ fn script_file(e: &ExecEvent) -> Option<FileId> {
     (!same).then_some(id)
 }
 
+/// Whether an exec path names a descriptor, as `fexecve` and
+/// `execveat(fd, "", AT_EMPTY_PATH)` (`/dev/fd/N`) or a script doing
+/// `execv("/proc/self/fd/N")` hand over.
+pub fn is_fd_path(path: &str) -> bool {
+    path.starts_with("/dev/fd/") || (path.starts_with("/proc/") && path.contains("/fd/"))
+}
+
+/// What an exec runs, named as `/proc/PID/exe` names it. The path handed to
+/// execve is that, unless it names a descriptor or is relative: then the
+/// kernel's own name for the file decides — a memfd (`memfd:NAME`, no
+/// links) is `/memfd:NAME (deleted)` — else `/proc/PID/exe` while the
+/// process lives, else an unlinked file's name with ` (deleted)`.
+fn exe_path(e: &ExecEvent) -> String {
+    let by_fd = is_fd_path(&e.filename);
+    if e.filename.starts_with('/') && !by_fd {
+        return e.filename.clone();
+    }
+    let unlinked = match (e.exe_links, e.exe_name.as_deref()) {
+        (Some(0), Some(name)) if !name.is_empty() => Some(name),
+        _ => None,
+    };
+    if let Some(name) = unlinked.filter(|n| n.starts_with("memfd:")) {
+        return format!("/{name} (deleted)");
+    }
+    std::fs::read_link(format!("/proc/{}/exe", e.pid))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| match unlinked {
+            Some(name) if by_fd => format!("{name} (deleted)"),
+            _ => e.filename.clone(),
+        })
+}
+
 /// Owner and link count of the file an exec from a watched directory runs:
 /// the script for a `#!` script (its stat names it), else the mapped file
 /// through `/proc/PID/exe`, which follows it even once unlinked.
@@ -255,13 +287,8 @@ impl Pipeline {
         let body = match ev {
             Event::Exec(e) => {
                 self.stats.events[EventKind::Exec as usize] += 1;
-                let exe = if e.filename.starts_with('/') {
-                    e.filename.clone()
-                } else {
-                    std::fs::read_link(format!("/proc/{}/exe", e.pid))
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or_else(|_| e.filename.clone())
-                };
+                let exe = exe_path(&e);
+                let exe_arg = (exe != e.filename).then(|| e.filename.clone());
                 let start_time = e.start_boottime_ns.map(crate::util::ns_to_clock_ticks);
                 let info = self.procs.on_exec(&e, &exe, start_time);
                 let parent_exe = self.procs.get(info.ppid).map(|p| p.exe.clone());
@@ -280,6 +307,7 @@ impl Pipeline {
                     exe_file: e.exe_file,
                     script_file,
                     file_owner,
+                    exe_arg,
                     pid: e.pid,
                     ppid: info.ppid,
                     uid: e.uid,
@@ -803,6 +831,35 @@ mod tests {
         );
         assert!(v.get("script_file").is_none(), "{v}");
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// A memfd run through a descriptor path is named as the kernel names
+    /// it, whatever path was handed over, and whether or not the process
+    /// is still there to ask.
+    #[test]
+    fn a_memfd_exec_is_named_by_the_file_not_the_descriptor_path() {
+        let mut p = pipeline();
+        for path in ["/proc/self/fd/3", "/dev/fd/4", "/proc/4242/fd/5"] {
+            let v = json(
+                &p.on_bytes(&fixtures::exec_named(4_000_000, path, "memfd:payload", 0))
+                    .expect("exec"),
+            );
+            assert_eq!(v["exe"], "/memfd:payload (deleted)", "{v}");
+            assert_eq!(v["exe_arg"], path, "{v}");
+        }
+        // A file on disk keeps its path, and no exe_arg is added.
+        let v = json(
+            &p.on_bytes(&fixtures::exec_named(4_000_001, "/usr/bin/true", "true", 1))
+                .expect("exec"),
+        );
+        assert_eq!(v["exe"], "/usr/bin/true");
+        assert!(v.get("exe_arg").is_none(), "{v}");
+        // An unlinked file run by descriptor, its process gone.
+        let v = json(
+            &p.on_bytes(&fixtures::exec_named(4_000_002, "/dev/fd/3", "dropper", 0))
+                .expect("exec"),
+        );
+        assert_eq!(v["exe"], "dropper (deleted)", "{v}");
     }
 
     #[test]
