@@ -283,4 +283,8 @@ pub struct AgentStats {
     /// Listening processes whose accepted peers were forgotten (bound
     /// 4,096): PAM results of their sessions are then untrusted.
     pub accepters_evicted: u64,
+    /// Walks of /proc for the owner of a listener older than the agent, and
+    /// accepts left ownerless because a walk came too soon after the last.
+    pub listener_lookups: u64,
+    pub listener_lookups_shed: u64,
 }

@@ -329,11 +329,9 @@ impl Detector for ProcessDetector {
                 evidence,
             })
         };
-        // From memory: a memfd, an unlinked file, or a descriptor path the
-        // kernel's name for the file could not replace.
-        let from_fd = e.exe.starts_with("/dev/fd/")
-            || (e.exe.starts_with("/proc/") && e.exe.contains("/fd/"));
-        if e.exe.starts_with("/memfd:") || e.exe.contains("(deleted)") || from_fd {
+        // From memory: a memfd or an unlinked file. A descriptor path alone
+        // is not enough: systemd-executor is run by fexecve.
+        if e.exe.starts_with("/memfd:") || e.exe.contains("(deleted)") {
             push(
                 "memfd",
                 Severity::High,

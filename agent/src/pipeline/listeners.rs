@@ -11,6 +11,10 @@ use std::collections::HashMap;
 const TTL_NS: u64 = 60_000_000_000;
 /// Ports remembered; a full table is cleared (ports with listeners are few).
 const MAX_PORTS: usize = 4_096;
+/// Least time between two walks of /proc: a local user who evicts the
+/// kernel's listener entries (thousands of listeners) cannot make the agent
+/// walk /proc without pause. An accept over budget stays without owner.
+const WALK_GAP_NS: u64 = 100_000_000;
 
 #[derive(Debug, Default)]
 pub struct Listeners {
@@ -18,6 +22,9 @@ pub struct Listeners {
     by_port: HashMap<u16, (Option<u32>, u64)>,
     /// Walks of /proc made, for the agent's stats.
     pub lookups: u64,
+    /// Accepts left without owner because a walk was too soon after the last.
+    pub shed: u64,
+    last_walk_ns: Option<u64>,
 }
 
 /// Socket inodes in LISTEN state on `port` in one `/proc/net/tcp{,6}` text.
@@ -67,6 +74,14 @@ impl Listeners {
                 return pid;
             }
         }
+        if self
+            .last_walk_ns
+            .is_some_and(|t| now_ns.saturating_sub(t) < WALK_GAP_NS)
+        {
+            self.shed += 1;
+            return None;
+        }
+        self.last_walk_ns = Some(now_ns);
         self.lookups += 1;
         let mut inodes = Vec::new();
         for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
@@ -120,5 +135,9 @@ mod tests {
         // After it, the port is looked up again and nobody listens.
         assert_eq!(idx.owner(port, 2 + TTL_NS), None);
         assert_eq!(idx.lookups, 2);
+        // Another port right after a walk waits its turn, uncached.
+        assert_eq!(idx.owner(port.wrapping_add(1), 3 + TTL_NS), None);
+        assert_eq!((idx.lookups, idx.shed), (2, 1));
+        assert!(!idx.by_port.contains_key(&port.wrapping_add(1)));
     }
 }

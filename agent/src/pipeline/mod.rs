@@ -152,12 +152,21 @@ fn exe_path(e: &ExecEvent) -> String {
     if let Some(name) = unlinked.filter(|n| n.starts_with("memfd:")) {
         return format!("/{name} (deleted)");
     }
-    std::fs::read_link(format!("/proc/{}/exe", e.pid))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| match unlinked {
-            Some(name) if by_fd => format!("{name} (deleted)"),
-            _ => e.filename.clone(),
-        })
+    // /proc/PID/exe names what the process runs now, which is not what
+    // this exec ran if it has exec'ed again since (systemd-executor runs
+    // the service): only a link to the file the kernel saw is believed.
+    let link = std::fs::read_link(format!("/proc/{}/exe", e.pid)).ok();
+    let same_file = |p: &std::path::Path| match (e.exe_file, std::fs::metadata(p)) {
+        (Some(f), Ok(md)) => (f.dev, f.ino) == (md.dev(), md.ino()),
+        (None, _) => true,
+        // Unlinked since: its name has " (deleted)" and no longer stats.
+        (Some(_), Err(_)) => e.exe_links == Some(0),
+    };
+    match (link, unlinked) {
+        (Some(l), _) if same_file(&l) => l.to_string_lossy().into_owned(),
+        (_, Some(name)) if by_fd => format!("{name} (deleted)"),
+        _ => e.filename.clone(),
+    }
 }
 
 /// Owner and link count of the file an exec from a watched directory runs:
