@@ -99,7 +99,7 @@ pub struct EventHeader {
 /// 2: exec carries the start time and the executable's identity; file
 /// writes are reported when the open succeeded, with the file's identity.
 /// 3: fork carries the child's start time (its process GUID); exec
-/// carries the audit login uid.
+/// carries the audit login uid and the executed file's link count and name.
 pub const WIRE_VERSION: u16 = 3;
 
 /// The parent pid could not be read (no BTF offsets).
@@ -114,6 +114,10 @@ pub const EXEC_START_KNOWN: u32 = 8;
 pub const EXEC_FILE_KNOWN: u32 = 16;
 /// `auid` holds `task->loginuid` (which may itself be the unset value).
 pub const EXEC_AUID_KNOWN: u32 = 32;
+/// `exe_links` and `exe_name` describe `mm->exe_file`.
+pub const EXEC_NAME_KNOWN: u32 = 0x100;
+/// Bytes kept of the executed file's name.
+pub const EXE_NAME_LEN: usize = 64;
 
 /// A file's identity as the kernel sees it: `inode->i_sb->s_dev` (kernel
 /// encoding, major << 20 | minor), `i_ino` and `i_generation`, which
@@ -150,6 +154,14 @@ pub struct ExecEvent {
     pub comm: [u8; COMM_LEN],
     pub filename: [u8; PATH_LEN],
     pub argv: [u8; ARGV_LEN],
+    /// When `EXEC_NAME_KNOWN`: the link count of `mm->exe_file`'s inode
+    /// (0: a memfd, or unlinked) and its dentry's own name (`memfd:NAME`
+    /// for a memfd), whatever path the exec was handed (`/proc/self/fd/N`,
+    /// `fexecve`, `execveat` with `AT_EMPTY_PATH`).
+    pub exe_links: u32,
+    /// Bytes of `exe_name` used (without the NUL).
+    pub exe_name_len: u32,
+    pub exe_name: [u8; EXE_NAME_LEN],
 }
 
 /// `exit_code` holds the kernel's `task_struct.exit_code` (status << 8 | signal).
@@ -257,7 +269,7 @@ const _: () = assert!(size_of::<FileId>() == 16);
 const _: () = assert!(size_of::<FileEvent>() == 24 + 16 + 16 + 16 + 256);
 const _: () = assert!(size_of::<AuthEvent>() == 24 + 16 + 16 + 32 + 64 + 64);
 const _: () = assert!(size_of::<EventHeader>() == 24);
-const _: () = assert!(size_of::<ExecEvent>() == 24 + 24 + 8 + 8 + 8 + 16 + 16 + 256 + 256);
+const _: () = assert!(size_of::<ExecEvent>() == 24 + 24 + 8 + 8 + 8 + 16 + 16 + 256 + 256 + 8 + 64);
 const _: () = assert!(size_of::<ExitEvent>() == 24 + 8 + 16);
 const _: () = assert!(size_of::<ForkEvent>() == 24 + 16 + 8);
 const _: () = assert!(size_of::<ConnEvent>() == 24 + 16 + 32 + 16 + 8);

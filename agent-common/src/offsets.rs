@@ -89,10 +89,15 @@ pub struct AgentConfig {
     pub tp_rst_skbaddr: u32,
     pub skb_dev: u32,
     pub dev_net: u32,
-    pub _pad: u32,
+    /// What an exec runs, beyond its identity: `inode.i_nlink` (0 for a
+    /// memfd or a deleted file), `file.f_path.dentry` and
+    /// `dentry.d_name.name` (each a sum of two member offsets).
+    pub inode_nlink: u32,
+    pub file_dentry: u32,
+    pub dentry_name: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 53 * 4);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 55 * 4);
 
 impl AgentConfig {
     /// Offsets as seen on Linux 6.x x86-64 tracefs; struct offsets unknown.
@@ -150,6 +155,8 @@ impl AgentConfig {
         tp_rst_skbaddr: 8,
         skb_dev: OFFSET_UNKNOWN,
         dev_net: OFFSET_UNKNOWN,
-        _pad: 0,
+        inode_nlink: OFFSET_UNKNOWN,
+        file_dentry: OFFSET_UNKNOWN,
+        dentry_name: OFFSET_UNKNOWN,
     };
 }

@@ -6,7 +6,7 @@
 //! the identity (dev, inode, generation) of the file that descriptor names,
 //! so a failed attempt on a file the process may not write is no evidence.
 
-use agent_common::{EventKind, FileEvent, FileId, FILE_ID_KNOWN};
+use agent_common::{EventKind, FileEvent, FileId, EXE_NAME_LEN, FILE_ID_KNOWN};
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated},
     macros::{map, tracepoint},
@@ -64,6 +64,27 @@ pub unsafe fn file_id(file: u64) -> Option<FileId> {
         dev,
         generation,
     })
+}
+
+/// The link count of `file`'s inode and its dentry's own name, written to
+/// `name` (NUL-terminated); returns the count and the name's length.
+#[inline(always)]
+pub unsafe fn file_links_and_name(file: u64, name: &mut [u8; EXE_NAME_LEN]) -> Option<(u32, u32)> {
+    let inode = unsafe { read_field::<u64>(file, conf!(file_inode))? };
+    let links = unsafe { read_field::<u32>(inode, conf!(inode_nlink))? };
+    let dentry = unsafe { read_field::<u64>(file, conf!(file_dentry))? };
+    let ptr = unsafe { read_field::<u64>(dentry, conf!(dentry_name))? };
+    if ptr == 0 {
+        return None;
+    }
+    let n = unsafe {
+        generated::bpf_probe_read_kernel_str(
+            name.as_mut_ptr().cast(),
+            EXE_NAME_LEN as u32,
+            ptr as *const _,
+        )
+    };
+    (n > 0).then(|| (links, (n - 1) as u32))
 }
 
 /// The file descriptor `fd` of the current task names:

@@ -7,8 +7,8 @@
 
 use agent_common::{
     EventKind, ExecEvent, ExitEvent, FileId, ForkEvent, ARGV_LEN, EXEC_ARGV_TRUNCATED,
-    EXEC_ARGV_UNAVAILABLE, EXEC_AUID_KNOWN, EXEC_FILE_KNOWN, EXEC_PPID_UNKNOWN, EXEC_START_KNOWN,
-    EXIT_CODE_KNOWN, FORK_MAYBE_THREAD, FORK_START_KNOWN, OFFSET_UNKNOWN,
+    EXEC_ARGV_UNAVAILABLE, EXEC_AUID_KNOWN, EXEC_FILE_KNOWN, EXEC_NAME_KNOWN, EXEC_PPID_UNKNOWN,
+    EXEC_START_KNOWN, EXIT_CODE_KNOWN, FORK_MAYBE_THREAD, FORK_START_KNOWN, OFFSET_UNKNOWN,
 };
 use aya_ebpf::{
     helpers::{
@@ -125,6 +125,19 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
                 (*ev).flags |= EXEC_FILE_KNOWN;
             }
             None => (*ev).exe = FileId::default(),
+        }
+        // The file that runs, not the path handed to execve: a memfd run
+        // through /proc/self/fd/N, fexecve or execveat(AT_EMPTY_PATH) is
+        // named `memfd:NAME` with no links.
+        (*ev).exe_links = 0;
+        (*ev).exe_name_len = 0;
+        match crate::file::file_links_and_name(exe_file, &mut (*ev).exe_name) {
+            Some((links, len)) => {
+                (*ev).exe_links = links;
+                (*ev).exe_name_len = len;
+                (*ev).flags |= EXEC_NAME_KNOWN;
+            }
+            None => (*ev).exe_name[0] = 0,
         }
 
         // argv from the new mm: [arg_start, arg_end) holds NUL-separated arguments.

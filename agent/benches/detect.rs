@@ -93,6 +93,8 @@ fn stream(n: u32) -> Vec<Body> {
                 auid: None,
                 exe_file: None,
                 script_file: None,
+                file_owner: None,
+                exe_arg: None,
             }),
             1 | 2 => conn(i, false),
             3 => conn(i, true),

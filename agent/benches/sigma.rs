@@ -106,6 +106,8 @@ fn exec_of(i: usize, which: usize) -> Body {
         start_time: Some(i as u64),
         exe_file: None,
         script_file: None,
+        file_owner: None,
+        exe_arg: None,
     })
 }
 

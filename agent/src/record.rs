@@ -147,6 +147,23 @@ pub struct ProcessExec {
     /// generation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub script_file: Option<FileId>,
+    /// For an exec from a watched world-writable directory: the owner and
+    /// link count of the file that runs (the script for a `#!` script), from
+    /// a stat when the record is read; 0 links means it was deleted after
+    /// start. Absent when the process was already gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_owner: Option<FileOwner>,
+    /// The path handed to execve, when `exe` names the file differently
+    /// (a descriptor path such as `/proc/self/fd/3`, or a relative path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_arg: Option<String>,
+}
+
+/// Owner and link count of an executed file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FileOwner {
+    pub uid: u32,
+    pub links: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -316,4 +333,8 @@ pub struct AgentStats {
     /// Listening processes whose accepted peers were forgotten (bound
     /// 4,096): PAM results of their sessions are then untrusted.
     pub accepters_evicted: u64,
+    /// Walks of /proc for the owner of a listener older than the agent, and
+    /// accepts left ownerless because a walk came too soon after the last.
+    pub listener_lookups: u64,
+    pub listener_lookups_shed: u64,
 }

@@ -341,9 +341,10 @@ fn an_approved_kill_does_not_hit_a_process_that_reused_the_pid() {
     let cfg_text = config("enforce", &books.0, &dir, "enforce:\n  enabled: false\n");
     let mut agent = Agent::start_in(None, &cfg_text, dir);
     let cfg = agent.dir.0.join("vigil.yaml");
-    // Run from /tmp: an exec from a world-writable directory (T1204).
+    // Run a hidden file from /tmp: an exec from a world-writable directory
+    // with a second signal, so an alert, not evidence (T1204).
     let scratch = TempDir::new("tkid-exe");
-    let exe = scratch.0.join("worker");
+    let exe = scratch.0.join(".worker");
     std::fs::copy("/bin/sleep", &exe).expect("copy");
     let first = spawn(&exe);
     let pid = first.id();

@@ -224,6 +224,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
     );
     let mut pipeline = Pipeline::new(host.clone(), Clock::new(), procs);
     pipeline.set_auth_services(cfg.detect.brute_force.services.clone());
+    pipeline.set_watched_dirs(cfg.detect.process.suspicious_dirs.clone());
     let mut agent = Agent {
         pipeline,
         sinks: Sinks::new(sinks),

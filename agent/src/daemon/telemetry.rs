@@ -61,6 +61,8 @@ impl Agent {
             process_cache_entries: self.pipeline.procs.len(),
             process_cache_evicted: self.pipeline.procs.evicted,
             accepters_evicted: self.pipeline.stats.accepters_evicted,
+            listener_lookups: self.pipeline.listeners.lookups,
+            listener_lookups_shed: self.pipeline.listeners.shed,
         }
     }
 

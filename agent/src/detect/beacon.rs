@@ -1,7 +1,10 @@
-//! C2 beaconing (T1071, T1573, T1571): RITA v5's score, streamed. Per
-//! (process, destination, port) a bounded ring of (start, bytes) is kept;
-//! candidates with enough connections in the window are scored at most
-//! once per scoring period. Score = round₃(¼·(ts + ds + dur + hist)).
+//! C2 beaconing (T1071, T1573, T1571): RITA v5's score ([`super::rita`]),
+//! streamed over several windows at once. Per (process, destination, port)
+//! a bounded ring of (start, bytes) is kept; each window (15 min, 1 h and
+//! RITA's day by default) is scored once it holds enough connections, at
+//! most once per its scoring period. A beacon that starts now is found in
+//! the short window within minutes instead of a day later, and a slow one
+//! in the long window; a candidate must also pass the regularity gate.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
@@ -12,17 +15,22 @@ use serde::{Deserialize, Serialize};
 use super::config::DetectConfig;
 use super::lru::Bounded;
 use super::registry::{Declared, Shared};
+use super::rita::{regularity, score, Score};
 use super::{Detector, Finding, Severity};
 use crate::record::Body;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BeaconConfig {
-    /// Seconds of history scored (RITA: a day).
+    /// Seconds of history scored by the longest window (RITA: a day).
     pub window_s: f64,
-    /// Connections needed in the window before scoring (RITA: 4).
+    /// Shorter windows scored alongside it, each with RITA's constants in
+    /// bars of 1/24 of it; any not shorter than `window_s` is ignored.
+    pub short_windows_s: Vec<f64>,
+    /// Connections needed in a window before it is scored (RITA: 4).
     pub min_connections: usize,
-    /// Seconds between two scorings of the same candidate.
+    /// Seconds between two scorings of a candidate in the longest window;
+    /// a shorter window is scored proportionally more often.
     pub scoring_period_s: f64,
     /// Report at or above this score; high severity at or above 0.90.
     pub threshold: f64,
@@ -36,6 +44,7 @@ impl Default for BeaconConfig {
     fn default() -> Self {
         BeaconConfig {
             window_s: 86_400.0,
+            short_windows_s: vec![900.0, 3_600.0],
             min_connections: 4,
             scoring_period_s: 300.0,
             threshold: 0.70,
@@ -45,154 +54,23 @@ impl Default for BeaconConfig {
     }
 }
 
-pub fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
+/// Windows scored at once, at most this many (shortest first).
+const MAX_WINDOWS: usize = 4;
 
-fn median(sorted: &[f64]) -> f64 {
-    let n = sorted.len();
-    if n == 0 {
-        return 0.0;
-    }
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    }
-}
-
-/// Quartiles as RITA computes them: medians of the lower and upper halves,
-/// leaving out the middle element when n is odd.
-pub fn quartiles(sorted: &[f64]) -> (f64, f64, f64) {
-    let n = sorted.len();
-    let half = n / 2;
-    let lower = &sorted[..half];
-    let upper = &sorted[n - half..];
-    (median(lower), median(sorted), median(upper))
-}
-
-/// Skew and MAD score of a series (timestamps' deltas or sizes).
-/// `small_median_default` is the score when the median is below 1.
-pub fn skew_mad_score(values: &[f64], small_median_default: f64) -> f64 {
-    let mut v: Vec<f64> = values.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    if v.is_empty() {
-        return 0.0;
-    }
-    let (q1, q2, q3) = quartiles(&v);
-    let skew = if q3 - q1 >= 10.0 && q2 != q1 && q2 != q3 {
-        (q1 + q3 - 2.0 * q2) / (q3 - q1)
-    } else {
-        0.0
-    };
-    let skew_score = 1.0 - skew.abs();
-    let mut dev: Vec<f64> = v.iter().map(|x| (x - q2).abs()).collect();
-    dev.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let mad = median(&dev);
-    let mad_score = if q2 >= 1.0 {
-        ((q2 - mad) / q2).max(0.0)
-    } else {
-        small_median_default
-    };
-    round3((skew_score + mad_score) / 2.0)
-}
-
-/// Timestamp score: intervals between sorted starts, zeros dropped, ≥ 3 left.
-pub fn ts_score(starts: &[f64]) -> f64 {
-    let mut s = starts.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let deltas: Vec<f64> = s
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .filter(|d| *d > 0.0)
-        .collect();
-    if deltas.len() < 3 {
-        return 0.0;
-    }
-    skew_mad_score(&deltas, 1.0)
-}
-
-/// Data size score: the same statistics on bytes per connection.
-pub fn ds_score(sizes: &[f64]) -> f64 {
-    skew_mad_score(sizes, 0.0)
-}
-
-/// Histogram score over 24 bars of the span: max(1 − CV (0 if CV > 1), bimodal fit).
-pub fn hist_score(starts: &[f64], window_start: f64, window_len: f64) -> (f64, [u32; 24]) {
-    let mut bars = [0u32; 24];
-    for &t in starts {
-        let i = (((t - window_start) / window_len) * 24.0).floor();
-        let i = i.clamp(0.0, 23.0) as usize;
-        bars[i] += 1;
-    }
-    let n = 24.0;
-    let mean = bars.iter().map(|&b| b as f64).sum::<f64>() / n;
-    if mean == 0.0 {
-        return (0.0, bars);
-    }
-    let var = bars.iter().map(|&b| (b as f64 - mean).powi(2)).sum::<f64>() / n;
-    let cv = var.sqrt() / mean;
-    let cv_score = if cv > 1.0 { 0.0 } else { 1.0 - cv };
-    // Bimodal fit: share of bars whose height is one of the two most common
-    // non-zero heights (one outlier bar forgiven); needs ≥ 11 non-empty bars.
-    let nonzero: Vec<u32> = bars.iter().copied().filter(|&b| b > 0).collect();
-    let bimodal = if nonzero.len() >= 11 {
-        let mut freq: std::collections::BTreeMap<u32, u32> = Default::default();
-        for h in &nonzero {
-            *freq.entry(*h).or_default() += 1;
-        }
-        let mut counts: Vec<u32> = freq.values().copied().collect();
-        counts.sort_unstable_by(|a, b| b.cmp(a));
-        let top: u32 = counts.iter().take(2).sum();
-        (top as f64 / (nonzero.len() as f64 - 1.0)).min(1.0)
-    } else {
-        0.0
-    };
-    (round3(cv_score.max(bimodal)), bars)
-}
-
-/// Duration score when ≥ 6 bars are non-empty: max(coverage of the window,
-/// longest run of consecutive non-empty bars / 12), capped at 1.
-pub fn dur_score(starts: &[f64], bars: &[u32; 24], window_len: f64) -> f64 {
-    let nonempty = bars.iter().filter(|&&b| b > 0).count();
-    if nonempty < 6 || starts.is_empty() {
-        return 0.0;
-    }
-    let (lo, hi) = starts
+/// The windows to score: the short ones that are shorter than the longest
+/// (finite, positive, distinct), then the longest.
+fn windows(cfg: &BeaconConfig) -> Vec<f64> {
+    let mut w: Vec<f64> = cfg
+        .short_windows_s
         .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
-    let coverage = ((hi - lo) / window_len).clamp(0.0, 1.0);
-    let (mut run, mut best) = (0, 0);
-    for &b in bars {
-        run = if b > 0 { run + 1 } else { 0 };
-        best = best.max(run);
-    }
-    round3(coverage.max(best as f64 / 12.0).min(1.0))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Score {
-    pub score: f64,
-    pub ts: f64,
-    pub ds: f64,
-    pub dur: f64,
-    pub hist: f64,
-}
-
-pub fn score(conns: &[(f64, f64)], window_start: f64, window_len: f64) -> Score {
-    let starts: Vec<f64> = conns.iter().map(|c| c.0).collect();
-    let sizes: Vec<f64> = conns.iter().map(|c| c.1).collect();
-    let ts = ts_score(&starts);
-    let ds = ds_score(&sizes);
-    let (hist, bars) = hist_score(&starts, window_start, window_len);
-    let dur = dur_score(&starts, &bars, window_len);
-    Score {
-        score: round3(0.25 * (ts + ds + dur + hist)),
-        ts,
-        ds,
-        dur,
-        hist,
-    }
+        .copied()
+        .filter(|w| w.is_finite() && *w > 0.0 && *w < cfg.window_s)
+        .collect();
+    w.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    w.dedup();
+    w.truncate(MAX_WINDOWS - 1);
+    w.push(cfg.window_s);
+    w
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -205,7 +83,8 @@ struct Key {
 
 struct Track {
     conns: VecDeque<(f64, f64)>,
-    last_scored: f64,
+    /// When each window was last scored.
+    last_scored: [f64; MAX_WINDOWS],
     pid: Option<u32>,
 }
 
@@ -214,6 +93,7 @@ pub type Beaconing = Arc<Mutex<HashSet<IpAddr>>>;
 
 pub struct BeaconDetector {
     cfg: BeaconConfig,
+    windows: Vec<f64>,
     tracks: Bounded<Key, Track>,
     pub beaconing: Beaconing,
 }
@@ -222,10 +102,35 @@ impl BeaconDetector {
     pub fn new(cfg: BeaconConfig, beaconing: Beaconing) -> Self {
         let cap = cfg.max_keys;
         BeaconDetector {
+            windows: windows(&cfg),
             cfg,
             tracks: Bounded::new(cap),
             beaconing,
         }
+    }
+}
+
+/// One window's verdict.
+struct Scored {
+    window_s: f64,
+    connections: usize,
+    score: Score,
+    spread: Option<(f64, f64)>,
+    /// A longer window's intervals are irregular.
+    contradicted: bool,
+}
+
+impl Scored {
+    fn regular(&self) -> bool {
+        !self.contradicted && self.spread.is_some_and(|(s, allowed)| s <= allowed)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "window_s": self.window_s, "connections": self.connections,
+            "score": self.score.score, "interval_spread": self.spread.map(|s| s.0),
+            "spread_allowed": self.spread.map(|s| s.1), "contradicted": self.contradicted,
+        })
     }
 }
 
@@ -270,7 +175,7 @@ impl Detector for BeaconDetector {
         let history = self.cfg.history;
         let t = self.tracks.get_or_insert_with(key.clone(), || Track {
             conns: VecDeque::new(),
-            last_scored: f64::MIN,
+            last_scored: [f64::MIN; MAX_WINDOWS],
             pid: None,
         });
         t.pid = f.pid.or(t.pid);
@@ -278,21 +183,66 @@ impl Detector for BeaconDetector {
         while t.conns.len() > history {
             t.conns.pop_front();
         }
-        let window_start = now_s - self.cfg.window_s;
-        while t.conns.front().is_some_and(|c| c.0 < window_start) {
+        let longest = self.cfg.window_s;
+        while t.conns.front().is_some_and(|c| c.0 < now_s - longest) {
             t.conns.pop_front();
         }
-        if t.conns.len() < self.cfg.min_connections
-            || now_s - t.last_scored < self.cfg.scoring_period_s
-        {
+        let due: Vec<usize> = (0..self.windows.len())
+            .filter(|&i| {
+                let period = self.cfg.scoring_period_s * self.windows[i] / longest;
+                now_s - t.last_scored[i] >= period
+            })
+            .collect();
+        if due.is_empty() {
             return;
         }
-        t.last_scored = now_s;
-        let conns: Vec<(f64, f64)> = t.conns.iter().copied().collect();
-        let s = score(&conns, window_start, self.cfg.window_s);
-        if s.score < self.cfg.threshold {
-            return;
+        // Every window's regularity, so a short window's chance regularity
+        // is overruled by a longer window that holds the same connections
+        // and more: a beacon stays regular as the window grows, random
+        // arrivals do not.
+        let in_window = |w: f64| -> Vec<(f64, f64)> {
+            t.conns
+                .iter()
+                .copied()
+                .filter(|c| c.0 >= now_s - w)
+                .collect()
+        };
+        let spreads: Vec<Option<(f64, f64)>> = self
+            .windows
+            .iter()
+            .map(|&w| regularity(&in_window(w).iter().map(|c| c.0).collect::<Vec<_>>()))
+            .collect();
+        let mut scored = Vec::new();
+        for i in due {
+            let w = self.windows[i];
+            let conns = in_window(w);
+            if conns.len() < self.cfg.min_connections {
+                continue;
+            }
+            t.last_scored[i] = now_s;
+            let contradicted = spreads[i + 1..]
+                .iter()
+                .any(|s| s.is_some_and(|(spread, allowed)| spread > allowed));
+            scored.push(Scored {
+                window_s: w,
+                connections: conns.len(),
+                score: score(&conns, now_s - w, w),
+                spread: spreads[i],
+                contradicted,
+            });
         }
+        let Some(best) = scored
+            .iter()
+            .filter(|s| s.score.score >= self.cfg.threshold && s.regular())
+            .max_by(|a, b| {
+                a.score
+                    .score
+                    .partial_cmp(&b.score.score)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+        else {
+            return;
+        };
         if let Ok(mut b) = self.beaconing.lock() {
             b.insert(key.dst);
         }
@@ -305,6 +255,7 @@ impl Detector for BeaconDetector {
             53 => techniques.push("T1071.004"),
             _ => techniques.push("T1571"),
         }
+        let s = best.score;
         let severity = if s.score >= 0.9 {
             Severity::High
         } else {
@@ -317,18 +268,16 @@ impl Detector for BeaconDetector {
             confidence: s.score,
             techniques,
             summary: format!(
-                "{} beacons to {}:{} ({} connections, score {:.3})",
-                process,
-                key.dst,
-                key.port,
-                conns.len(),
-                s.score
+                "{} beacons to {}:{} ({} connections in {:.0} s, score {:.3})",
+                process, key.dst, key.port, best.connections, best.window_s, s.score
             ),
             entities: serde_json::json!({"pid": t.pid, "exe": process, "dst_ip": key.dst, "dst_port": key.port}),
             evidence: serde_json::json!({
                 "score": s.score, "ts_score": s.ts, "ds_score": s.ds,
                 "dur_score": s.dur, "hist_score": s.hist,
-                "connections": conns.len(), "window_s": self.cfg.window_s,
+                "connections": best.connections, "window_s": best.window_s,
+                "interval_spread": best.spread.map(|x| x.0),
+                "windows": scored.iter().map(Scored::json).collect::<Vec<_>>(),
             }),
         });
     }
@@ -337,61 +286,7 @@ impl Detector for BeaconDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ritas_data_size_vectors() {
-        let v: Vec<f64> = (1..=10).map(|x| x as f64).collect();
-        assert_eq!(ds_score(&v), 0.773);
-        let v = [98.0, 99.0, 99.0, 100.0, 100.0, 100.0, 101.0, 101.0, 102.0];
-        assert_eq!(ds_score(&v), 0.995);
-        assert_eq!(ds_score(&[0.0; 10]), 0.5);
-    }
-
-    /// Deterministic pseudo-random numbers in [0, 1).
-    fn lcg(seed: &mut u64) -> f64 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (*seed >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    #[test]
-    fn jittered_beacon_scores_high() {
-        // 60 s period, ±20 % uniform jitter, over a day.
-        let mut seed = 7;
-        let mut t = 0.0;
-        let mut conns = Vec::new();
-        while t < 86_400.0 {
-            conns.push((t, 512.0));
-            t += 60.0 * (1.0 + 0.4 * (lcg(&mut seed) - 0.5));
-        }
-        let s = score(&conns, 0.0, 86_400.0);
-        assert!(s.score >= 0.70, "{s:?}");
-    }
-
-    #[test]
-    fn irregular_browsing_does_not() {
-        // Bursty human browsing: clusters of requests at random times, varied sizes.
-        let mut seed = 42;
-        let mut conns = Vec::new();
-        for _ in 0..25 {
-            let base = lcg(&mut seed) * 86_400.0;
-            for k in 0..(1 + (lcg(&mut seed) * 6.0) as usize) {
-                conns.push((
-                    base + k as f64 * lcg(&mut seed) * 30.0,
-                    200.0 + lcg(&mut seed) * 90_000.0,
-                ));
-            }
-        }
-        let s = score(&conns, 0.0, 86_400.0);
-        assert!(s.score < 0.70, "{s:?}");
-    }
-
-    #[test]
-    fn quartiles_leave_out_the_middle() {
-        assert_eq!(quartiles(&[1.0, 2.0, 3.0, 4.0, 5.0]), (1.5, 3.0, 4.5));
-        assert_eq!(quartiles(&[1.0, 2.0, 3.0, 4.0]), (1.5, 2.5, 3.5));
-    }
+    use crate::detect::rita::tests::lcg;
 
     fn flow(port: u16) -> Body {
         Body::Flow(Box::new(crate::record::Flow {
@@ -435,5 +330,170 @@ mod tests {
             assert!(out.len() > before, "no beacon on port {port}");
         }
         out
+    }
+
+    /// A flow record of `bytes` to the test destination, from pid 5.
+    fn flow_of(bytes: u64) -> Body {
+        let Body::Flow(mut f) = flow(8443) else {
+            unreachable!("flow() builds a flow")
+        };
+        f.bytes_out = bytes;
+        f.bytes_in = 0;
+        Body::Flow(f)
+    }
+
+    /// Connection starts with period `period_s` and uniform ±`jitter`
+    /// (a fraction of the period), from a random phase, up to `horizon_s`.
+    fn jittered(period_s: f64, jitter: f64, horizon_s: f64, seed: &mut u64) -> Vec<f64> {
+        let mut t = lcg(seed) * period_s;
+        let mut out = Vec::new();
+        while t < horizon_s {
+            out.push(t);
+            t += period_s * (1.0 + 2.0 * jitter * (lcg(seed) - 0.5));
+        }
+        out
+    }
+
+    /// Poisson arrivals with mean gap `mean_s`, up to `horizon_s`.
+    fn poisson(mean_s: f64, horizon_s: f64, seed: &mut u64) -> Vec<f64> {
+        let mut t = 0.0;
+        let mut out = Vec::new();
+        loop {
+            t += -mean_s * (1.0 - lcg(seed)).ln();
+            if t >= horizon_s {
+                return out;
+            }
+            out.push(t);
+        }
+    }
+
+    /// Feeds one flow per start (each lasting 50 ms) to a detector with the
+    /// default windows; the simulated time of the first finding, if any.
+    fn first_alert(starts: &[f64], bytes: u64) -> Option<f64> {
+        first_finding(BeaconConfig::default(), starts, bytes).map(|(t, _)| t)
+    }
+
+    fn first_finding(cfg: BeaconConfig, starts: &[f64], bytes: u64) -> Option<(f64, Finding)> {
+        let mut d = BeaconDetector::new(cfg, Beaconing::default());
+        let mut out = Vec::new();
+        let mut f = flow_of(bytes);
+        if let Body::Flow(x) = &mut f {
+            x.duration_ms = 50.0;
+        }
+        for &t in starts {
+            d.on_record(t + 0.05, &f, &mut out);
+            if let Some(first) = out.pop() {
+                return Some((t + 0.05, first));
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_60_s_beacon_with_20_percent_jitter_is_found_within_15_minutes() {
+        for seed in 1..=5 {
+            let mut s = seed;
+            let starts = jittered(60.0, 0.2, 86_400.0, &mut s);
+            let at = first_alert(&starts, 512).expect("never found");
+            let after = at - starts[0];
+            assert!(
+                after <= 900.0,
+                "seed {seed}: found {after:.0} s after it began"
+            );
+        }
+    }
+
+    #[test]
+    fn fixed_size_downloads_at_random_times_are_not_beacons() {
+        for mean in [20.0, 60.0, 300.0] {
+            for seed in 1..=3 {
+                let mut s = seed;
+                let starts = poisson(mean, 86_400.0, &mut s);
+                let alert = first_finding(BeaconConfig::default(), &starts, 200_000);
+                assert!(alert.is_none(), "mean gap {mean} s, seed {seed}: {alert:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn windows_are_the_short_ones_then_the_longest() {
+        let cfg = BeaconConfig {
+            window_s: 3_600.0,
+            short_windows_s: vec![900.0, f64::NAN, 7_200.0, -1.0, 900.0, 60.0, 120.0, 300.0],
+            ..BeaconConfig::default()
+        };
+        assert_eq!(windows(&cfg), [60.0, 120.0, 300.0, 3_600.0]);
+        assert_eq!(
+            windows(&BeaconConfig::default()),
+            [900.0, 3_600.0, 86_400.0]
+        );
+    }
+
+    /// Simulated minutes to the first alert (median of five seeds) per
+    /// period and jitter, with the default config, and at ±20 % with only
+    /// RITA's day window (before the short windows).
+    fn time_to_detect_table() -> String {
+        let day_only = BeaconConfig {
+            short_windows_s: Vec::new(),
+            ..BeaconConfig::default()
+        };
+        let mut t = String::from(
+            "| period | jitter ±0 % | ±20 % | ±50 % | ±20 %, day window only |\n|---|---|---|---|---|\n",
+        );
+        for period in [10.0, 30.0, 60.0, 300.0, 900.0, 3_600.0] {
+            t += &format!("| {period:.0} s |");
+            for (jitter, cfg) in [
+                (0.0, BeaconConfig::default()),
+                (0.2, BeaconConfig::default()),
+                (0.5, BeaconConfig::default()),
+                (0.2, day_only.clone()),
+            ] {
+                let mut found: Vec<f64> = (1..=5u64)
+                    .filter_map(|seed| {
+                        let mut s = seed;
+                        let starts = jittered(period, jitter, 86_400.0, &mut s);
+                        first_finding(cfg.clone(), &starts, 512)
+                            .map(|(at, _)| (at - starts[0]) / 60.0)
+                    })
+                    .collect();
+                found.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+                t += &match found.len() {
+                    0 => " not in 24 h |".to_string(),
+                    n if n < 5 => format!(" {:.0} min ({n} of 5 seeds) |", found[n / 2]),
+                    _ => format!(" {:.0} min |", found[2]),
+                };
+            }
+            t += "\n";
+        }
+        t
+    }
+
+    const START: &str = "<!-- beacon-ttd:start -->\n";
+    const END: &str = "<!-- beacon-ttd:end -->";
+
+    /// The time-to-detect table in docs/detectors.md is what this module
+    /// measures; `VIGIL_BLESS=1` rewrites it.
+    #[test]
+    fn beacon_time_to_detect_table_in_docs_is_generated() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/detectors.md");
+        let doc = std::fs::read_to_string(&path).expect("docs/detectors.md");
+        let start = doc.find(START).expect("beacon-ttd:start marker") + START.len();
+        let end = doc[start..].find(END).expect("beacon-ttd:end marker") + start;
+        let want = time_to_detect_table();
+        if doc[start..end] == want {
+            return;
+        }
+        if std::env::var_os("VIGIL_BLESS").is_some_and(|v| v == "1") {
+            let updated = format!("{}{want}{}", &doc[..start], &doc[end..]);
+            std::fs::write(&path, updated).expect("rewrite docs/detectors.md");
+            return;
+        }
+        panic!(
+            "docs/detectors.md: the beacon time-to-detect table differs from what \
+             agent/src/detect/beacon.rs measures.\n\
+             Regenerate it with: VIGIL_BLESS=1 cargo test -p vigil --lib beacon_time_to_detect\n\
+             --- in the doc\n{}--- measured\n{want}",
+            &doc[start..end]
+        );
     }
 }

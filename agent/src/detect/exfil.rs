@@ -1,7 +1,8 @@
 //! Exfiltration (T1048, T1048.003, T1030, T1041): egress volume per
 //! (process, destination /24) in periods against an EWMA baseline with the
 //! producer–consumer ratio, an absolute volume threshold, DNS bytes out,
-//! and many equal-size transfers. T1041 when the destination also beacons.
+//! and many equal-size transfers the host pushed. T1041 when the
+//! destination also beacons.
 
 use std::net::IpAddr;
 
@@ -12,7 +13,15 @@ use super::config::DetectConfig;
 use super::lru::Bounded;
 use super::registry::{Declared, Shared};
 use super::{Detector, Finding, Severity};
-use crate::record::Body;
+use crate::record::{Body, Flow};
+
+/// Whether the host pushed this transfer: it opened the connection, or it
+/// sent on a connection the peer opened without the peer sending anything.
+/// A response a client pulled from a server here (a request in, a file
+/// out) has the size the client chose to fetch, so it is no T1030 pattern.
+fn pushed(f: &Flow) -> bool {
+    f.direction == "outbound" || f.bytes_in == 0
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -191,8 +200,8 @@ impl Detector for ExfilDetector {
                 evidence: serde_json::json!({"bytes_out": t.abs_out, "threshold": cfg.absolute_bytes, "window_s": cfg.absolute_window_s}),
             });
         }
-        // Equal-size transfers.
-        if f.bytes_out >= cfg.equal_min_bytes {
+        // Equal-size transfers the host chose to send.
+        if f.bytes_out >= cfg.equal_min_bytes && pushed(f) {
             t.sizes.push(f.bytes_out);
             if t.sizes.len() > 64 {
                 t.sizes.remove(0);
@@ -285,6 +294,41 @@ mod tests {
             end_reason: "close",
             features: [0.0; 16],
         }))
+    }
+
+    /// The same flow seen from a server here: the peer opened it and sent
+    /// `inn` bytes of request.
+    fn served(dst: &str, port: u16, out: u64, inn: u64) -> Body {
+        let Body::Flow(mut f) = flow(dst, port, out, inn) else {
+            unreachable!("flow() builds a flow")
+        };
+        f.direction = "inbound";
+        f.exe = Some(std::sync::Arc::from("/usr/sbin/nginx"));
+        Body::Flow(f)
+    }
+
+    fn equal_findings(d: &mut ExfilDetector, bodies: impl Fn(u32) -> Body) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for i in 0..12 {
+            d.on_record(i as f64, &bodies(i), &mut out);
+        }
+        out.retain(|f| f.techniques.contains(&"T1030"));
+        out
+    }
+
+    #[test]
+    fn a_file_a_client_pulls_ten_times_is_not_t1030_and_pushed_chunks_are() {
+        let mut d = det(ExfilConfig::default());
+        // A web server here returning the same 200 kB file to one client.
+        let pulled = equal_findings(&mut d, |_| served("198.51.100.40", 443, 200_000, 120));
+        assert!(pulled.is_empty(), "{pulled:?}");
+        // An upload of equal chunks the host opened.
+        let uploaded = equal_findings(&mut d, |_| flow("198.51.100.41", 443, 200_000, 40));
+        assert!(!uploaded.is_empty());
+        // A process sending equal chunks to peers that connected in and
+        // asked for nothing (a bind-style channel) pushes them too.
+        let pushed = equal_findings(&mut d, |_| served("198.51.100.42", 9000, 200_000, 0));
+        assert!(!pushed.is_empty());
     }
 
     fn det(cfg: ExfilConfig) -> ExfilDetector {

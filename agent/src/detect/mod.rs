@@ -13,6 +13,7 @@ pub mod lateral;
 pub mod lru;
 pub mod process;
 pub mod registry;
+pub mod rita;
 pub mod scan;
 pub mod sigma;
 
@@ -24,10 +25,11 @@ use serde::Serialize;
 use crate::record::Body;
 
 impl Severity {
-    pub const NAMES: &'static [&'static str] = &["low", "medium", "high", "critical"];
+    pub const NAMES: &'static [&'static str] = &["info", "low", "medium", "high", "critical"];
 
     pub fn parse(s: &str) -> Option<Severity> {
         match s {
+            "info" => Some(Severity::Info),
             "low" => Some(Severity::Low),
             "medium" => Some(Severity::Medium),
             "high" => Some(Severity::High),
@@ -50,6 +52,9 @@ pub fn process_label(exe: Option<&str>, pid: Option<u32>) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Evidence, not an alert: recorded for investigation and correlation;
+    /// a playbook acts on it only when it asks for `info` by name.
+    Info,
     Low,
     Medium,
     High,

@@ -1,6 +1,11 @@
 //! Suspicious process behaviour (T1059.004, T1620, T1564.001, T1204):
 //! execution from world-writable or hidden paths or from memory, a shell
 //! spawned by a network service, and a shell wired to a socket.
+//!
+//! Build trees, CI runners and package builds run their own binaries from
+//! /tmp every day, so an exec from a world-writable directory alone is
+//! `info` evidence; it is an alert only with a second signal (see
+//! [`ProcessDetector::second_signals`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +13,10 @@ use super::config::DetectConfig;
 use super::registry::{Declared, Shared};
 use super::{Detector, Finding, Severity};
 use crate::record::{Body, FileId, ProcessExec};
+
+/// Processes remembered for the ancestry check, and listeners.
+const LINEAGE: usize = 16_384;
+const LISTENERS: usize = 4_096;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -68,6 +77,10 @@ pub struct ProcessDetector {
     /// Last outbound destination per pid, so process alerts can name the
     /// address a response should cut (download source, shell peer).
     remotes: super::lru::Bounded<u32, std::net::IpAddr>,
+    /// pid → (parent pid, executable), from execs and forks.
+    lineage: super::lru::Bounded<u32, (u32, String)>,
+    /// Processes that accepted a connection: network services by behaviour.
+    listeners: super::lru::Bounded<u32, ()>,
 }
 
 impl ProcessDetector {
@@ -76,6 +89,8 @@ impl ProcessDetector {
             cfg,
             written: super::lru::Bounded::new(4096),
             remotes: super::lru::Bounded::new(8192),
+            lineage: super::lru::Bounded::new(LINEAGE),
+            listeners: super::lru::Bounded::new(LISTENERS),
         }
     }
 }
@@ -108,6 +123,51 @@ impl ProcessDetector {
         });
         let k = mapped.or(script)?;
         self.written.get_mut(&k).map(|w| &*w)
+    }
+}
+
+impl ProcessDetector {
+    /// Whether `pid` is a network service: by name, or it accepted a
+    /// connection.
+    fn is_service(&mut self, pid: u32, exe: Option<&str>) -> bool {
+        exe.is_some_and(|x| self.cfg.network_services.iter().any(|s| base(x) == s))
+            || self.listeners.get_mut(&pid).is_some()
+    }
+
+    /// What makes an exec from a world-writable directory more than a
+    /// build: the file came from a network-facing writer, another user owns
+    /// it, the parent or grandparent is a network service (two hops: a
+    /// webshell's `sh -c`, not a CI runner's build three levels down), the
+    /// name is hidden, or the file was deleted after start.
+    fn second_signals(
+        &mut self,
+        e: &ProcessExec,
+        net_written: bool,
+        hidden: bool,
+    ) -> Vec<&'static str> {
+        let mut signals = Vec::new();
+        if net_written {
+            signals.push("network_writer");
+        }
+        if let Some(owner) = e.file_owner {
+            if owner.uid != e.uid {
+                signals.push("other_owner");
+            }
+            if owner.links == 0 {
+                signals.push("deleted");
+            }
+        }
+        let grand = self.lineage.get_mut(&e.ppid).map(|(gp, _)| *gp);
+        let grand_exe = grand.and_then(|gp| self.lineage.get_mut(&gp).map(|(_, x)| x.clone()));
+        if self.is_service(e.ppid, e.parent_exe.as_deref())
+            || grand.is_some_and(|gp| gp != 0 && self.is_service(gp, grand_exe.as_deref()))
+        {
+            signals.push("network_service_ancestry");
+        }
+        if hidden {
+            signals.push("hidden");
+        }
+        signals
     }
 }
 
@@ -157,6 +217,19 @@ impl Detector for ProcessDetector {
             }
             return;
         }
+        if let Body::NetAccept(c) = body {
+            if let Some(pid) = c.pid {
+                self.listeners.put(pid, ());
+            }
+            return;
+        }
+        if let Body::ProcessFork(f) = body {
+            if !f.maybe_thread {
+                let exe = self.lineage.get_mut(&f.ppid).map(|(_, x)| x.clone());
+                self.lineage.put(f.pid, (f.ppid, exe.unwrap_or_default()));
+            }
+            return;
+        }
         if let Body::FileWrite(w) = body {
             // Without the kernel's identity of the file there is nothing
             // an exec can be matched against: a path can name anything.
@@ -187,7 +260,9 @@ impl Detector for ProcessDetector {
             .copied()
             .or_else(|| self.remotes.get_mut(&e.ppid).copied());
         // A file a network-facing process wrote, now executed (T1204.002).
-        if let Some(w) = self.written_file(e) {
+        let written = self.written_file(e);
+        let net_written = written.is_some();
+        if let Some(w) = written {
             out.push(Finding {
                 detector: Self::NAME,
                 key: format!("netexec|{}", e.exe),
@@ -202,6 +277,25 @@ impl Detector for ProcessDetector {
                 evidence: serde_json::json!({"writer": w.writer, "writer_pid": w.pid, "written_path": w.path, "written_s_before_exec": now - w.at, "writer_remote": w.remote}),
             });
         }
+        // A hidden executable, or a hidden directory inside a world-writable
+        // one (dot-directories in home directories are everyday tooling).
+        let hidden_file = base(&e.exe).starts_with('.');
+        let hidden_in_tmp = self.cfg.suspicious_dirs.iter().any(|d| {
+            e.exe
+                .strip_prefix(d.as_str())
+                .is_some_and(|rest| rest.split('/').any(|c| c.starts_with('.') && c.len() > 1))
+        });
+        let tmp_dir = self
+            .cfg
+            .suspicious_dirs
+            .iter()
+            .find(|d| e.exe.starts_with(d.as_str()))
+            .cloned();
+        let signals = match tmp_dir {
+            Some(_) => self.second_signals(e, net_written, hidden_file || hidden_in_tmp),
+            None => Vec::new(),
+        };
+        self.lineage.put(e.pid, (e.ppid, e.exe.clone()));
         let shell = crate::util::is_shell(&e.exe);
         if shell && e.stdio_socket == Some(true) {
             out.push(Finding {
@@ -235,6 +329,8 @@ impl Detector for ProcessDetector {
                 evidence,
             })
         };
+        // From memory: a memfd or an unlinked file. A descriptor path alone
+        // is not enough: systemd-executor is run by fexecve.
         if e.exe.starts_with("/memfd:") || e.exe.contains("(deleted)") {
             push(
                 "memfd",
@@ -244,29 +340,26 @@ impl Detector for ProcessDetector {
                 format!("process {} runs from memory ({})", e.pid, e.exe),
                 serde_json::json!({"exe": e.exe}),
             );
-        } else if let Some(dir) = self
-            .cfg
-            .suspicious_dirs
-            .iter()
-            .find(|d| e.exe.starts_with(d.as_str()))
-        {
+        } else if let Some((dir, signals)) = tmp_dir.map(|d| (d, signals)) {
+            let (key, severity, confidence, summary) = if signals.is_empty() {
+                let s = format!(
+                    "{} executed from {dir} (no second signal: evidence only)",
+                    e.exe
+                );
+                ("tmpexec-info", Severity::Info, 0.3, s)
+            } else {
+                let s = format!("{} executed from {dir} ({})", e.exe, signals.join(", "));
+                ("tmpexec", Severity::Medium, 0.7, s)
+            };
             push(
-                "tmpexec",
-                Severity::Medium,
-                0.7,
+                key,
+                severity,
+                confidence,
                 vec!["T1059", "T1204"],
-                format!("{} executed from {dir}", e.exe),
-                serde_json::json!({"exe": e.exe, "dir": dir}),
+                summary,
+                serde_json::json!({"exe": e.exe, "dir": dir, "signals": signals, "file_owner": e.file_owner.map(|o| serde_json::json!({"uid": o.uid, "links": o.links}))}),
             );
         }
-        // A hidden executable, or a hidden directory inside a world-writable
-        // one (dot-directories in home directories are everyday tooling).
-        let hidden_file = base(&e.exe).starts_with('.');
-        let hidden_in_tmp = self.cfg.suspicious_dirs.iter().any(|d| {
-            e.exe
-                .strip_prefix(d.as_str())
-                .is_some_and(|rest| rest.split('/').any(|c| c.starts_with('.') && c.len() > 1))
-        });
         if hidden_file || hidden_in_tmp {
             push(
                 "hidden",
@@ -297,6 +390,7 @@ impl Detector for ProcessDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::FileOwner;
 
     fn exec(exe: &str, parent: Option<&str>, socket: Option<bool>) -> Body {
         exec_of(exe, parent, socket, Some(OTHER), None)
@@ -327,6 +421,8 @@ mod tests {
             auid: None,
             exe_file,
             script_file,
+            file_owner: None,
+            exe_arg: None,
         })
     }
 
@@ -469,6 +565,136 @@ mod tests {
         assert_eq!(rs[0].severity, Severity::Critical);
         let svc = run(exec("/bin/sh", Some("/usr/sbin/nginx"), Some(false)));
         assert_eq!(svc[0].techniques, vec!["T1059.004"]);
+    }
+
+    fn tmp_exec(pid: u32, ppid: u32, exe: &str, owner: Option<FileOwner>) -> Body {
+        let Body::ProcessExec(mut e) = exec_of(exe, None, None, Some(OTHER), None) else {
+            unreachable!("exec_of builds an exec")
+        };
+        e.pid = pid;
+        e.ppid = ppid;
+        e.file_owner = owner;
+        Body::ProcessExec(e)
+    }
+
+    fn severities(d: &mut ProcessDetector, b: Body) -> Vec<(Severity, serde_json::Value)> {
+        let mut out = Vec::new();
+        d.on_record(1.0, &b, &mut out);
+        out.into_iter()
+            .filter(|f| f.key.starts_with("tmpexec"))
+            .map(|f| (f.severity, f.evidence["signals"].clone()))
+            .collect()
+    }
+
+    const MINE: Option<FileOwner> = Some(FileOwner { uid: 33, links: 1 });
+
+    #[test]
+    fn a_build_under_tmp_is_evidence_and_a_second_signal_makes_it_an_alert() {
+        let mut d = ProcessDetector::new(ProcessConfig::default());
+        // cargo (pid 50, under a shell) runs its build script from /tmp.
+        d.on_record(
+            0.0,
+            &exec_of("/usr/bin/bash", None, None, None, None),
+            &mut Vec::new(),
+        );
+        let build = "/tmp/b/target/debug/build/x-1/build-script-build";
+        assert_eq!(
+            severities(&mut d, tmp_exec(60, 50, build, MINE)),
+            [(Severity::Info, serde_json::json!([]))]
+        );
+        // Gone before the stat: still only evidence.
+        assert_eq!(
+            severities(&mut d, tmp_exec(61, 50, build, None))[0].0,
+            Severity::Info
+        );
+        // Owned by another user (root running a user's planted file).
+        let theirs = Some(FileOwner {
+            uid: 1000,
+            links: 1,
+        });
+        assert_eq!(
+            severities(&mut d, tmp_exec(62, 50, "/tmp/x", theirs)),
+            [(Severity::Medium, serde_json::json!(["other_owner"]))]
+        );
+        // Deleted once started.
+        let gone = Some(FileOwner { uid: 33, links: 0 });
+        assert_eq!(
+            severities(&mut d, tmp_exec(63, 50, "/tmp/x", gone)),
+            [(Severity::Medium, serde_json::json!(["deleted"]))]
+        );
+        // Hidden.
+        assert_eq!(
+            severities(&mut d, tmp_exec(64, 50, "/var/tmp/.cache/x", MINE)),
+            [(Severity::Medium, serde_json::json!(["hidden"]))]
+        );
+    }
+
+    #[test]
+    fn a_network_service_two_hops_up_is_a_second_signal_three_is_not() {
+        let mut d = ProcessDetector::new(ProcessConfig::default());
+        let mut out = Vec::new();
+        // A python web server (pid 10) that accepted a connection forks a
+        // shell (20) that runs /tmp/x: a webshell's chain.
+        let accept = |pid| {
+            Body::NetAccept(crate::record::Conn {
+                pid: Some(pid),
+                comm: "python3".into(),
+                exe: None,
+                uid: Some(33),
+                proto: "tcp",
+                src_ip: "10.0.0.1".parse().expect("ip"),
+                src_port: 8000,
+                dst_ip: "10.0.0.9".parse().expect("ip"),
+                dst_port: 5000,
+                community_id: String::new(),
+                old_state: None,
+            })
+        };
+        d.on_record(0.0, &tmp_exec(10, 1, "/usr/bin/python3.11", None), &mut out);
+        d.on_record(0.0, &accept(10), &mut out);
+        let fork = |pid, ppid| {
+            Body::ProcessFork(crate::record::ProcessFork {
+                pid,
+                ppid,
+                maybe_thread: false,
+            })
+        };
+        d.on_record(0.0, &fork(20, 10), &mut out);
+        d.on_record(0.0, &tmp_exec(20, 10, "/usr/bin/dash", None), &mut out);
+        assert_eq!(
+            severities(&mut d, tmp_exec(30, 20, "/tmp/x", MINE)),
+            [(
+                Severity::Medium,
+                serde_json::json!(["network_service_ancestry"])
+            )]
+        );
+        // nginx by name as the parent.
+        let Body::ProcessExec(mut e) = tmp_exec(31, 99, "/tmp/y", MINE) else {
+            unreachable!()
+        };
+        e.parent_exe = Some(std::sync::Arc::from("/usr/sbin/nginx"));
+        assert_eq!(
+            severities(&mut d, Body::ProcessExec(e))[0].0,
+            Severity::Medium
+        );
+        // A build three levels below the service (CI runner → sh → cargo →
+        // build script) is the runner's work, not a webshell.
+        d.on_record(0.0, &fork(40, 20), &mut out);
+        d.on_record(0.0, &tmp_exec(40, 20, "/usr/bin/cargo", None), &mut out);
+        assert_eq!(
+            severities(&mut d, tmp_exec(41, 40, "/tmp/b/build-script-build", MINE))[0].0,
+            Severity::Info
+        );
+        // The written-by-a-network-process signal is the T1204.002 rule's.
+        d.on_record(1.0, &curl_writes_update(), &mut out);
+        let Body::ProcessExec(mut e) = tmp_exec(42, 40, "/tmp/update", MINE) else {
+            unreachable!()
+        };
+        e.exe_file = Some(UPDATE);
+        assert_eq!(
+            severities(&mut d, Body::ProcessExec(e)),
+            [(Severity::Medium, serde_json::json!(["network_writer"]))]
+        );
     }
 
     /// A downloaded file run, a reverse shell, a service's shell, and exec

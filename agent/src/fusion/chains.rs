@@ -145,10 +145,12 @@ pub fn on_record(
             let Some(ts) = a.ts_s() else {
                 return (Some(st), out);
             };
-            // Re-delivered, or from a detector the fleet does not trust
-            // (weight 0: the statistical baseline by default) — an outlier
-            // alone neither makes a host suspect nor closes a link.
+            // Re-delivered, evidence (`info`), or from a detector the fleet
+            // does not trust (weight 0: the statistical baseline by default)
+            // — an outlier alone neither makes a host suspect nor closes a
+            // link.
             if a.update
+                || a.is_evidence()
                 || st.recent.iter().any(|s| s.alert == a.id)
                 || cfg.weight(&a.detector) <= 0.0
             {
@@ -544,6 +546,49 @@ mod tests {
         );
         c.feed("h2", ChainIn::Alert(&weak2), T0 + 4.0);
         assert!(c.links.is_empty(), "{:?}", c.pairs());
+    }
+
+    #[test]
+    fn evidence_neither_makes_a_host_suspect_nor_closes_a_link() {
+        let mut c = Chain::new();
+        let mut info = alert("i1", "h1", "process", T0, serde_json::json!({}), "T1059");
+        info.severity = "info".into();
+        c.feed("h1", ChainIn::Alert(&info), T0);
+        c.feed(
+            "h1",
+            ChainIn::Connect(&connect("h1", "10.0.0.2", 22, T0 + 1.0)),
+            T0 + 1.0,
+        );
+        let mut info2 = alert(
+            "i2",
+            "h2",
+            "process",
+            T0 + 2.0,
+            serde_json::json!({}),
+            "T1059",
+        );
+        info2.severity = "info".into();
+        c.feed("h2", ChainIn::Alert(&info2), T0 + 2.0);
+        assert!(c.links.is_empty(), "{:?}", c.pairs());
+        // The same as medium alerts would link h1 to h2.
+        let mut c = Chain::new();
+        let a1 = alert("m1", "h1", "process", T0, serde_json::json!({}), "T1059");
+        c.feed("h1", ChainIn::Alert(&a1), T0);
+        c.feed(
+            "h1",
+            ChainIn::Connect(&connect("h1", "10.0.0.2", 22, T0 + 1.0)),
+            T0 + 1.0,
+        );
+        let a2 = alert(
+            "m2",
+            "h2",
+            "process",
+            T0 + 2.0,
+            serde_json::json!({}),
+            "T1059",
+        );
+        c.feed("h2", ChainIn::Alert(&a2), T0 + 2.0);
+        assert!(!c.links.is_empty(), "{:?}", c.pairs());
     }
 
     #[test]

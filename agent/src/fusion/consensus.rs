@@ -31,7 +31,7 @@ pub fn sightings(a: &AlertIn) -> Vec<Sighting> {
     let Some(ts) = a.ts_s() else {
         return Vec::new();
     };
-    if a.update || !a.confidence.is_finite() {
+    if a.update || !a.confidence.is_finite() || a.is_evidence() {
         return Vec::new();
     }
     a.indicators()
@@ -630,6 +630,11 @@ mod tests {
             ..a.clone()
         };
         assert!(sightings(&upd).is_empty());
+        let evidence = AlertIn {
+            severity: "info".into(),
+            ..a.clone()
+        };
+        assert!(sightings(&evidence).is_empty());
         let bad = AlertIn {
             ts: "never".into(),
             ..a

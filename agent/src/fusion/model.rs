@@ -87,6 +87,13 @@ impl AlertIn {
         ts_s(&self.ts)
     }
 
+    /// Severity `info` is evidence a host recorded (an exec from /tmp with
+    /// no second signal), not an alert: it is no sighting and makes no
+    /// host suspect, or one build tree would spread across the fleet.
+    pub fn is_evidence(&self) -> bool {
+        self.severity == "info"
+    }
+
     fn address(&self, field: &str) -> Option<IpAddr> {
         self.entities.get(field)?.as_str()?.parse().ok()
     }

@@ -307,6 +307,12 @@ mod tests {
             ("inode", "i_sb"),
             ("inode", "i_generation"),
             ("super_block", "s_dev"),
+            // What an exec runs: link count and the dentry's name.
+            ("inode", "i_nlink"),
+            ("file", "f_path"),
+            ("path", "dentry"),
+            ("dentry", "d_name"),
+            ("qstr", "name"),
         ] {
             assert!(btf.member_offset(s, f).is_some(), "{s}.{f}");
         }

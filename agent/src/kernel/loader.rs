@@ -114,6 +114,16 @@ pub fn agent_config(root: &str) -> (AgentConfig, Vec<String>) {
             c.inode_sb = field("inode", "i_sb");
             c.inode_generation = field("inode", "i_generation");
             c.sb_dev = field("super_block", "s_dev");
+            c.inode_nlink = field("inode", "i_nlink");
+            let sum = |a: u32, b: u32| {
+                if a == OFFSET_UNKNOWN || b == OFFSET_UNKNOWN {
+                    OFFSET_UNKNOWN
+                } else {
+                    a + b
+                }
+            };
+            c.file_dentry = sum(field("file", "f_path"), field("path", "dentry"));
+            c.dentry_name = sum(field("dentry", "d_name"), field("qstr", "name"));
             let common = field("sock", "__sk_common");
             let net = field("sock_common", "skc_net");
             if common != OFFSET_UNKNOWN && net != OFFSET_UNKNOWN {

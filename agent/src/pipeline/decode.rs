@@ -161,6 +161,10 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 // (uid_t)-1 is "never logged in" (daemons, early boot).
                 auid: (e.flags & wire::EXEC_AUID_KNOWN != 0 && e.auid != u32::MAX)
                     .then_some(e.auid),
+                exe_links: (e.flags & wire::EXEC_NAME_KNOWN != 0).then_some(e.exe_links),
+                exe_name: (e.flags & wire::EXEC_NAME_KNOWN != 0).then(|| {
+                    cstr(&e.exe_name[..(e.exe_name_len as usize).min(wire::EXE_NAME_LEN)])
+                }),
             })
         }
         EventKind::Exit => {
@@ -335,8 +339,27 @@ pub mod fixtures {
             comm: fill(comm),
             filename: fill(path.as_bytes()),
             argv: fill(&args),
+            exe_links: 0,
+            exe_name_len: 0,
+            exe_name: [0; wire::EXE_NAME_LEN],
         };
         bytes_of(&e)
+    }
+
+    /// An exec of a file the kernel names `name` with `links` links,
+    /// handed to execve as `path` (`/proc/self/fd/3` for a memfd).
+    pub fn exec_named(pid: u32, path: &str, name: &str, links: u32) -> Vec<u8> {
+        let mut bytes = exec(pid, 1, path, &[path]);
+        let off = std::mem::offset_of!(wire::ExecEvent, exe_links);
+        bytes[off..off + 4].copy_from_slice(&links.to_ne_bytes());
+        let len = name.len().min(wire::EXE_NAME_LEN - 1);
+        bytes[off + 4..off + 8].copy_from_slice(&(len as u32).to_ne_bytes());
+        let at = std::mem::offset_of!(wire::ExecEvent, exe_name);
+        bytes[at..at + len].copy_from_slice(&name.as_bytes()[..len]);
+        let flags = std::mem::offset_of!(wire::ExecEvent, flags);
+        let f = u32::from_ne_bytes(bytes[flags..flags + 4].try_into().expect("4 bytes"));
+        bytes[flags..flags + 4].copy_from_slice(&(f | wire::EXEC_NAME_KNOWN).to_ne_bytes());
+        bytes
     }
 
     pub fn exit(pid: u32, raw_code: u32) -> Vec<u8> {
@@ -598,7 +621,7 @@ mod tests {
 
     #[test]
     fn layout_sizes_match_the_kernel_side() {
-        assert_eq!(EventKind::Exec.record_size(), 616);
+        assert_eq!(EventKind::Exec.record_size(), 688);
         assert_eq!(EventKind::FileWrite.record_size(), 328);
         assert_eq!(EventKind::Exit.record_size(), 48);
         assert_eq!(EventKind::Fork.record_size(), 48);

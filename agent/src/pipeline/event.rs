@@ -50,6 +50,10 @@ pub struct ExecEvent {
     pub exe_file: Option<FileId>,
     /// Audit login uid; None when unset or not readable.
     pub auid: Option<u32>,
+    /// That file's link count and own name (`memfd:NAME` for a memfd), read
+    /// in the kernel whatever path the exec was handed.
+    pub exe_links: Option<u32>,
+    pub exe_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -10,6 +10,7 @@ pub mod decode;
 pub mod event;
 pub mod flow;
 pub mod guid;
+pub mod listeners;
 pub mod proc_cache;
 
 use std::collections::VecDeque;
@@ -25,8 +26,9 @@ use crate::pipeline::community_id::community_id;
 use crate::pipeline::decode::{decode, DecodeError};
 use crate::pipeline::event::{tcp_state_name, AuthEvent, ConnEvent, ConnKind, Event, ExecEvent};
 use crate::pipeline::flow::{features, key_addrs, proto_name};
+use crate::pipeline::listeners::Listeners;
 use crate::pipeline::proc_cache::{ProcInfo, ProcessCache};
-use crate::record::{self, Body, FileId, Record};
+use crate::record::{self, Body, FileId, FileOwner, Record};
 use crate::util::clock::Clock;
 use crate::util::is_shell;
 
@@ -58,6 +60,15 @@ fn read_cwd(pid: u32) -> Option<String> {
 /// Connection owners remembered for flows whose socket the kernel could not
 /// attribute (accepted sockets). Bounded like every per-key structure.
 const CONN_OWNERS: usize = 65_536;
+
+/// Who owns a connection and which side opened it, from its connect or
+/// accept record; kept until the connection's flow is emitted at close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConnOwner {
+    pid: u32,
+    /// The peer opened it (accept), so the host serves it.
+    accepted: bool,
+}
 /// Processes whose accepted peers are remembered (listeners: few), and
 /// the most recent distinct peers kept per process.
 const ACCEPTERS: usize = 4_096;
@@ -77,12 +88,17 @@ pub struct Pipeline {
     host: Arc<str>,
     clock: Clock,
     pub procs: ProcessCache,
-    conn_owners: LruCache<Endpoints, u32>,
+    conn_owners: LruCache<Endpoints, ConnOwner>,
     /// Peers each process accepted, newest first.
     accepted: LruCache<u32, VecDeque<IpAddr>>,
+    /// Owners of listeners older than the agent, read from /proc.
+    pub listeners: Listeners,
     /// Executables whose root PAM calls may name a remote address
     /// (`detect.brute_force.services`).
     auth_services: Vec<String>,
+    /// Directories whose execs get the executed file's owner and link
+    /// count (`detect.process.suspicious_dirs`).
+    watched_dirs: Vec<String>,
     pub stats: PipelineStats,
 }
 
@@ -121,6 +137,67 @@ fn script_file(e: &ExecEvent) -> Option<FileId> {
     (!same).then_some(id)
 }
 
+/// Whether an exec path names a descriptor, as `fexecve` and
+/// `execveat(fd, "", AT_EMPTY_PATH)` (`/dev/fd/N`) or a script doing
+/// `execv("/proc/self/fd/N")` hand over.
+pub fn is_fd_path(path: &str) -> bool {
+    path.starts_with("/dev/fd/") || (path.starts_with("/proc/") && path.contains("/fd/"))
+}
+
+/// What an exec runs, named as `/proc/PID/exe` names it. The path handed to
+/// execve is that, unless it names a descriptor or is relative: then the
+/// kernel's own name for the file decides — a memfd (`memfd:NAME`, no
+/// links) is `/memfd:NAME (deleted)` — else `/proc/PID/exe` while the
+/// process lives, else an unlinked file's name with ` (deleted)`.
+fn exe_path(e: &ExecEvent) -> String {
+    let by_fd = is_fd_path(&e.filename);
+    if e.filename.starts_with('/') && !by_fd {
+        return e.filename.clone();
+    }
+    let unlinked = match (e.exe_links, e.exe_name.as_deref()) {
+        (Some(0), Some(name)) if !name.is_empty() => Some(name),
+        _ => None,
+    };
+    if let Some(name) = unlinked.filter(|n| n.starts_with("memfd:")) {
+        return format!("/{name} (deleted)");
+    }
+    // /proc/PID/exe names what the process runs now, which is not what
+    // this exec ran if it has exec'ed again since (systemd-executor runs
+    // the service): only a link to the file the kernel saw is believed.
+    let link = std::fs::read_link(format!("/proc/{}/exe", e.pid)).ok();
+    let same_file = |p: &std::path::Path| match (e.exe_file, std::fs::metadata(p)) {
+        (Some(f), Ok(md)) => (f.dev, f.ino) == (md.dev(), md.ino()),
+        (None, _) => true,
+        // Unlinked since: its name has " (deleted)" and no longer stats.
+        (Some(_), Err(_)) => e.exe_links == Some(0),
+    };
+    match (link, unlinked) {
+        (Some(l), _) if same_file(&l) => l.to_string_lossy().into_owned(),
+        (_, Some(name)) if by_fd => format!("{name} (deleted)"),
+        _ => e.filename.clone(),
+    }
+}
+
+/// Owner and link count of the file an exec from a watched directory runs:
+/// the script for a `#!` script (its stat names it), else the mapped file
+/// through `/proc/PID/exe`, which follows it even once unlinked.
+fn file_owner(e: &ExecEvent, exe: &str, script: Option<&FileId>) -> Option<FileOwner> {
+    let md = if script.is_some() {
+        std::fs::metadata(if exe.starts_with('/') {
+            std::path::PathBuf::from(exe)
+        } else {
+            std::path::Path::new(&format!("/proc/{}/cwd", e.pid)).join(exe)
+        })
+    } else {
+        std::fs::metadata(format!("/proc/{}/exe", e.pid))
+    }
+    .ok()?;
+    Some(FileOwner {
+        uid: md.uid(),
+        links: md.nlink(),
+    })
+}
+
 /// Why a flow record is being emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowEnd {
@@ -149,7 +226,9 @@ impl Pipeline {
             procs,
             conn_owners: LruCache::new(NonZeroUsize::new(CONN_OWNERS).unwrap_or(NonZeroUsize::MIN)),
             accepted: LruCache::new(NonZeroUsize::new(ACCEPTERS).unwrap_or(NonZeroUsize::MIN)),
+            listeners: Listeners::default(),
             auth_services: crate::detect::brute_force::default_services(),
+            watched_dirs: crate::detect::process::ProcessConfig::default().suspicious_dirs,
             stats: PipelineStats::default(),
         }
     }
@@ -157,6 +236,11 @@ impl Pipeline {
     /// Sets the executables whose root PAM calls may name a remote address.
     pub fn set_auth_services(&mut self, services: Vec<String>) {
         self.auth_services = services;
+    }
+
+    /// Sets the directories whose execs are stat'ed for their file's owner.
+    pub fn set_watched_dirs(&mut self, dirs: Vec<String>) {
+        self.watched_dirs = dirs;
     }
 
     /// Remembers that `pid` accepted a connection from `peer`.
@@ -226,13 +310,8 @@ impl Pipeline {
         let body = match ev {
             Event::Exec(e) => {
                 self.stats.events[EventKind::Exec as usize] += 1;
-                let exe = if e.filename.starts_with('/') {
-                    e.filename.clone()
-                } else {
-                    std::fs::read_link(format!("/proc/{}/exe", e.pid))
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or_else(|_| e.filename.clone())
-                };
+                let exe = exe_path(&e);
+                let exe_arg = (exe != e.filename).then(|| e.filename.clone());
                 let start_time = e.start_boottime_ns.map(crate::util::ns_to_clock_ticks);
                 let info = self.procs.on_exec(&e, &exe, start_time);
                 let (parent_exe, parent_cmdline) = match self.procs.get(info.ppid) {
@@ -241,6 +320,12 @@ impl Pipeline {
                 };
                 let stdio_socket = is_shell(&exe).then(|| stdio_is_socket(e.pid));
                 let script_file = script_file(&e);
+                let file_owner = self
+                    .watched_dirs
+                    .iter()
+                    .any(|d| exe.starts_with(d.as_str()))
+                    .then(|| file_owner(&e, &exe, script_file.as_ref()))
+                    .flatten();
                 Body::ProcessExec(record::ProcessExec {
                     stdio_socket,
                     parent_exe,
@@ -250,6 +335,8 @@ impl Pipeline {
                     start_time,
                     exe_file: e.exe_file,
                     script_file,
+                    file_owner,
+                    exe_arg,
                     pid: e.pid,
                     ppid: info.ppid,
                     uid: e.uid,
@@ -286,7 +373,7 @@ impl Pipeline {
                     maybe_thread: f.maybe_thread,
                 })
             }
-            Event::Conn(c) => self.on_conn(c),
+            Event::Conn(c) => self.on_conn(c, ktime),
             Event::FileWrite(w) => {
                 self.stats.events[EventKind::FileWrite as usize] += 1;
                 let path = if w.path.starts_with('/') {
@@ -326,7 +413,7 @@ impl Pipeline {
         self.record(ktime, body)
     }
 
-    fn on_conn(&mut self, c: ConnEvent) -> Body {
+    fn on_conn(&mut self, c: ConnEvent, ktime_ns: u64) -> Body {
         let slot = match c.kind {
             ConnKind::Connect => EventKind::Connect,
             ConnKind::Accept => EventKind::Accept,
@@ -339,18 +426,31 @@ impl Pipeline {
             local: (c.src_ip, c.src_port),
             remote: (c.dst_ip, c.dst_port),
         };
+        // An accept the kernel could not attribute: the listener is older
+        // than the agent, so its owner comes from /proc.
+        let resolved = match (c.kind, c.pid) {
+            (ConnKind::Accept, None) if c.proto == agent_common::IPPROTO_TCP => {
+                self.listeners.owner(c.src_port, ktime_ns)
+            }
+            _ => None,
+        };
         let pid = match c.kind {
             ConnKind::Connect | ConnKind::Accept => {
-                if let Some(pid) = c.pid {
-                    self.conn_owners.put(ends, pid);
-                    if c.kind == ConnKind::Accept {
+                if let Some(pid) = c.pid.or(resolved) {
+                    let accepted = c.kind == ConnKind::Accept;
+                    self.conn_owners.put(ends, ConnOwner { pid, accepted });
+                    if accepted {
                         self.note_accept(pid, c.dst_ip);
                     }
                 }
-                c.pid
+                c.pid.or(resolved)
             }
-            // Close arrives in softirq: the owner comes from what we saw earlier.
-            ConnKind::Close => c.pid.or_else(|| self.conn_owners.pop(&ends)),
+            // Close arrives in softirq: the owner comes from what we saw
+            // earlier. It stays for the flow, emitted after the close linger
+            // (an accepted socket's flow has no owner in the kernel).
+            ConnKind::Close => c
+                .pid
+                .or_else(|| self.conn_owners.peek(&ends).map(|o| o.pid)),
             ConnKind::ConnectFailed | ConnKind::Refused => c.pid,
         };
         let info: Option<ProcInfo> = pid.and_then(|p| self.procs.get(p).cloned());
@@ -392,9 +492,21 @@ impl Pipeline {
             local: (local, key.local_port),
             remote: (remote, key.remote_port),
         };
+        // A closed connection's owner is needed no more; a flow cut by the
+        // active or idle timeout may go on, so its owner is kept.
+        let owner = match end {
+            FlowEnd::Close | FlowEnd::Shutdown => self.conn_owners.pop(&ends),
+            FlowEnd::Idle | FlowEnd::ActiveTimeout => self.conn_owners.get(&ends).copied(),
+        };
         let pid = match s.pid {
-            0 => self.conn_owners.get(&ends).copied(),
+            0 => owner.map(|o| o.pid),
             p => Some(p),
+        };
+        // Which side opened it: the connect or accept record knows; the
+        // first packet seen is a guess when the flow began before the agent.
+        let inbound = match owner {
+            Some(o) => o.accepted,
+            None => s.flags & FLOW_FIRST_OUT == 0,
         };
         let info = pid.and_then(|p| self.procs.get(p).cloned());
         let flow = record::Flow {
@@ -407,11 +519,7 @@ impl Pipeline {
                 key.remote_port,
             ),
             proto: proto_name(key.proto),
-            direction: if s.flags & FLOW_FIRST_OUT != 0 {
-                "outbound"
-            } else {
-                "inbound"
-            },
+            direction: if inbound { "inbound" } else { "outbound" },
             src_ip: local,
             src_port: key.local_port,
             dst_ip: remote,
@@ -439,6 +547,23 @@ impl Pipeline {
 
     pub fn clock(&self) -> Clock {
         self.clock
+    }
+}
+
+#[cfg(test)]
+fn flow_key_v4(local: [u8; 4], lport: u16, remote: [u8; 4], rport: u16) -> FlowKey {
+    let mut local_addr = [0u8; 16];
+    let mut remote_addr = [0u8; 16];
+    local_addr[..4].copy_from_slice(&local);
+    remote_addr[..4].copy_from_slice(&remote);
+    FlowKey {
+        local_addr,
+        remote_addr,
+        local_port: lport,
+        remote_port: rport,
+        proto: 6,
+        ip_version: 4,
+        _pad: [0; 2],
     }
 }
 
@@ -508,6 +633,57 @@ mod tests {
         assert_eq!(v["direction"], "inbound");
         assert_eq!(v["features"].as_array().map(|a| a.len()), Some(16));
         assert_eq!(v["end_reason"], "close");
+    }
+
+    /// An accepted socket's owner is known only from the accept record; its
+    /// close (softirq, no owner) comes before the flow, which is emitted
+    /// after the linger and must still name the server.
+    #[test]
+    fn an_accepted_connection_keeps_its_owner_past_the_close() {
+        let mut p = pipeline();
+        let [exec, accept] = fixtures::sshd_accepts();
+        p.on_bytes(&exec).expect("exec");
+        p.on_bytes(&accept).expect("accept");
+        let close = fixtures::conn(EventKind::Close, 0, [10, 0, 0, 1], 22, [10, 0, 0, 9], 5555);
+        let v = json(&p.on_bytes(&close).expect("close"));
+        assert_eq!(
+            (v["kind"].clone(), v["pid"].clone()),
+            ("net_close".into(), 200.into())
+        );
+        let key = super::flow_key_v4([10, 0, 0, 1], 22, [10, 0, 0, 9], 5555);
+        // The first packet the kernel saw left the host (the agent started
+        // mid-connection): the accept record still says who opened it.
+        let stats = FlowStats {
+            n_out: 3,
+            bytes_out: 300_000,
+            n_in: 1,
+            bytes_in: 80,
+            flags: FLOW_FIRST_OUT,
+            ..FlowStats::default()
+        };
+        let v = json(&p.on_flow(&key, &stats, FlowEnd::Close));
+        assert_eq!(v["pid"], 200, "{v}");
+        assert_eq!(v["exe"], "/usr/sbin/sshd", "{v}");
+        assert_eq!(v["direction"], "inbound", "{v}");
+        // Emitted at close, the owner is forgotten: a later flow on the same
+        // endpoints (a new connection reusing the port) is not credited to it.
+        let v = json(&p.on_flow(&key, &stats, FlowEnd::Close));
+        assert!(v["pid"].is_null(), "{v}");
+        assert_eq!(v["direction"], "outbound", "{v}");
+    }
+
+    #[test]
+    fn a_flow_cut_by_a_timeout_keeps_its_owner_for_the_rest() {
+        let mut p = pipeline();
+        let [exec, accept] = fixtures::sshd_accepts();
+        p.on_bytes(&exec).expect("exec");
+        p.on_bytes(&accept).expect("accept");
+        let key = super::flow_key_v4([10, 0, 0, 1], 22, [10, 0, 0, 9], 5555);
+        let stats = FlowStats::default();
+        for end in [FlowEnd::ActiveTimeout, FlowEnd::Idle, FlowEnd::Shutdown] {
+            let v = json(&p.on_flow(&key, &stats, end));
+            assert_eq!(v["pid"], 200, "{end:?}: {v}");
+        }
     }
 
     fn auth_json(p: &mut Pipeline, bytes: &[u8]) -> serde_json::Value {
@@ -734,6 +910,35 @@ mod tests {
         );
         assert!(v.get("script_file").is_none(), "{v}");
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// A memfd run through a descriptor path is named as the kernel names
+    /// it, whatever path was handed over, and whether or not the process
+    /// is still there to ask.
+    #[test]
+    fn a_memfd_exec_is_named_by_the_file_not_the_descriptor_path() {
+        let mut p = pipeline();
+        for path in ["/proc/self/fd/3", "/dev/fd/4", "/proc/4242/fd/5"] {
+            let v = json(
+                &p.on_bytes(&fixtures::exec_named(4_000_000, path, "memfd:payload", 0))
+                    .expect("exec"),
+            );
+            assert_eq!(v["exe"], "/memfd:payload (deleted)", "{v}");
+            assert_eq!(v["exe_arg"], path, "{v}");
+        }
+        // A file on disk keeps its path, and no exe_arg is added.
+        let v = json(
+            &p.on_bytes(&fixtures::exec_named(4_000_001, "/usr/bin/true", "true", 1))
+                .expect("exec"),
+        );
+        assert_eq!(v["exe"], "/usr/bin/true");
+        assert!(v.get("exe_arg").is_none(), "{v}");
+        // An unlinked file run by descriptor, its process gone.
+        let v = json(
+            &p.on_bytes(&fixtures::exec_named(4_000_002, "/dev/fd/3", "dropper", 0))
+                .expect("exec"),
+        );
+        assert_eq!(v["exe"], "dropper (deleted)", "{v}");
     }
 
     #[test]

@@ -292,6 +292,8 @@ mod tests {
             start_boottime_ns: Some(start_ns),
             exe_file: None,
             auid: None,
+            exe_links: None,
+            exe_name: None,
         }
     }
 

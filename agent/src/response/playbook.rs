@@ -140,7 +140,11 @@ impl Trigger {
                     .as_str()
                     .is_some_and(|id| self.rule_ids.iter().any(|r| r.eq_ignore_ascii_case(id))))
             && alert_has_technique(alert, &self.techniques)
-            && self.min_severity.is_none_or(|s| alert.severity >= s)
+            && match self.min_severity {
+                Some(s) => alert.severity >= s,
+                // Evidence is not acted on unless a playbook asks for it.
+                None => alert.severity > Severity::Info,
+            }
             && alert.confidence >= self.min_confidence
     }
 }
@@ -799,6 +803,18 @@ mod tests {
         };
         assert!(!sub.matches(&alert("brute_force", &["T1110"], Severity::High)));
         assert!(!sub.matches(&alert("brute_force", &["T1110.001"], Severity::High)));
+        // Evidence (info) is acted on only by a playbook that names it.
+        let any = Trigger {
+            techniques: vec!["T1059".into()],
+            ..Trigger::default()
+        };
+        assert!(!any.matches(&alert("process", &["T1059"], Severity::Info)));
+        assert!(any.matches(&alert("process", &["T1059"], Severity::Low)));
+        let info = Trigger {
+            min_severity: Some(Severity::Info),
+            ..any
+        };
+        assert!(info.matches(&alert("process", &["T1059"], Severity::Info)));
         assert!(sub.matches(&alert("brute_force", &["T1110.003"], Severity::High)));
         assert!(!technique_matches("T111", "T1110"));
     }

@@ -142,7 +142,7 @@ pub fn severity(level: Option<Level>) -> (Severity, &'static str) {
         Some(Level::High) => (Severity::High, "high"),
         Some(Level::Medium) => (Severity::Medium, "medium"),
         Some(Level::Low) => (Severity::Low, "low"),
-        Some(Level::Informational) => (Severity::Low, "informational"),
+        Some(Level::Informational) => (Severity::Info, "informational"),
         // Sigma says a rule without a level is of unknown importance.
         None => (Severity::Low, "none"),
     }

@@ -55,6 +55,8 @@ pub fn exec(exe: &str, argv: &[&str], parent: Option<(&str, &str)>) -> Body {
         start_time: Some(1),
         exe_file: None,
         script_file: None,
+        file_owner: None,
+        exe_arg: None,
     })
 }
 

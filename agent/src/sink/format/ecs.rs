@@ -384,6 +384,7 @@ fn file_write(r: &Record, w: &FileWrite) -> Map<String, Value> {
 
 fn severity(s: Severity) -> (u32, &'static str) {
     match s {
+        Severity::Info => (1, "info"),
         Severity::Low => (21, "low"),
         Severity::Medium => (47, "medium"),
         Severity::High => (73, "high"),

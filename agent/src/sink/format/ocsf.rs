@@ -445,6 +445,7 @@ fn file_write(r: &Record, w: &FileWrite, ms: i64) -> Map<String, Value> {
 
 fn severity_id(s: Severity) -> u32 {
     match s {
+        Severity::Info => 1,
         Severity::Low => 2,
         Severity::Medium => 3,
         Severity::High => 4,

@@ -136,6 +136,8 @@ pub fn samples() -> Samples {
             generation: Some(3_771_234_567),
         }),
         script_file: None,
+        file_owner: None,
+        exe_arg: None,
         parent_cmdline: Some(Arc::from("bash -i")),
         cwd: Some("/home/alice".into()),
         auid: Some(1000),
