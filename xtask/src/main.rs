@@ -526,7 +526,7 @@ const FUZZ_TARGETS: &[&str] = &[
 ];
 
 /// Seconds each fuzz target runs in `cargo xtask test`.
-const FUZZ_TEST_SECONDS: u64 = 20;
+const FUZZ_TEST_SECONDS: u64 = 10;
 
 /// How the fuzz targets are instrumented. `cargo xtask fuzz` uses
 /// AddressSanitizer (it also checks the decoder's unaligned reads);
