@@ -302,20 +302,22 @@ fn flush<A: Family>(s: *mut PrefixSlot) {
     }
 }
 
-/// The exact entry first (an expired or other-direction one falls through),
-/// then this CPU's prefix cache, then every covering prefix.
+/// This CPU's prefix cache first (a repeat source dropped through a prefix
+/// costs no hash lookup and no walk; any live covering entry may take the
+/// credit for a drop), then the exact entry (an expired or other-direction
+/// one falls through), then every covering prefix.
 #[inline(always)]
 fn blocked<A: Family>(addr: A, dir: u32, len: u64) -> bool {
-    if let Some(v) = A::exact().get_ptr_mut(&addr) {
-        if enforce(v, dir, len) {
-            return true;
-        }
-    }
     let gen = generation();
     let slot = cache_slot(&addr);
     if let Some((cpu, s)) = slot {
         if cached(s, &addr, gen, dir, len) {
             unsafe { (*cpu).hits += 1 };
+            return true;
+        }
+    }
+    if let Some(v) = A::exact().get_ptr_mut(&addr) {
+        if enforce(v, dir, len) {
             return true;
         }
     }

@@ -45,14 +45,13 @@ fn pin_to_this_cpu() {
 
 /// Spends this CPU's prefix-cache insert budget for a fresh window, so the
 /// next source is walked, not cached: sources never seen before (a cached
-/// one would hit instead of inserting), in listed /24s 20.0.25.0 onwards
-/// (every fifth /24 of `prefixes()` is a /24), two per call.
+/// one would hit instead of inserting), in listed /24s from 20.0.25.0 on
+/// (every fifth entry of `prefixes()` is a /24), two per call.
 fn spend_insert_budget(xdp: i32, round: u32) {
     std::thread::sleep(Duration::from_nanos(PCACHE_WINDOW_NS + 10_000_000));
     for i in 0..PCACHE_BUDGET as u32 + 32 {
-        let third = 25 + 5 * (2 * round + i / 256);
-        assert!(third < 256, "too many rounds");
-        let src = [20, 0, third as u8, i as u8];
+        let entry = 25 + 5 * (2 * round + i / 256);
+        let src = (0x1400_0000u32 + entry * 256 + i % 256).to_be_bytes();
         test_run(xdp, &udp_packet(IpAddr::from(src)), 1).expect("BPF_PROG_TEST_RUN");
     }
 }
@@ -192,9 +191,12 @@ fn run(pin_dir: &Path) {
         let pkt = udp_packet(src);
         let mut best = u32::MAX;
         let mut verdict = 0;
+        let mut valid = 0;
         let mut hits = 0;
-        for _ in 0..5 {
-            // An uncached run must fit in the window whose budget it spent.
+        // An uncached run must fit in the window whose budget it spent; on
+        // a busy machine it may not (the cache then serves it): such runs
+        // are dropped and retried, up to 20.
+        for _ in 0..20 {
             let repeat = if uncached {
                 spend_insert_budget(xdp, round);
                 round += 1;
@@ -204,10 +206,19 @@ fn run(pin_dir: &Path) {
             };
             let before = list.cache_stats().hits;
             let run = test_run(fd, &pkt, repeat).expect("BPF_PROG_TEST_RUN");
-            hits += list.cache_stats().hits - before;
-            best = best.min(run.ns_per_run);
             verdict = run.retval;
+            let h = list.cache_stats().hits - before;
+            if uncached && h > 0 {
+                hits += h;
+                continue;
+            }
+            best = best.min(run.ns_per_run);
+            valid += 1;
+            if valid == 5 {
+                break;
+            }
         }
+        let hits = if valid == 0 { hits } else { 0 };
         rows.push((label, best, verdict, uncached, hits));
     }
     let bare_ns = rows[0].1.max(1) as f64;
