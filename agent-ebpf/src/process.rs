@@ -146,7 +146,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
     }
-    entry.submit(0);
+    entry.submit(crate::events::batched());
     Ok(())
 }
 
@@ -191,7 +191,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
     }
-    entry.submit(0);
+    entry.submit(crate::events::batched());
     Ok(())
 }
 
@@ -212,7 +212,7 @@ fn emit_fork(parent_tgid: u32, parent_tid: u32, child_tgid: u32, child_tid: u32,
         (*ev).flags = flags;
         (*ev)._pad = 0;
     }
-    entry.submit(0);
+    entry.submit(crate::events::batched());
 }
 
 /// Tier 1: `tp_btf/sched_process_fork(parent, child)`.
