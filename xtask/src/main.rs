@@ -676,9 +676,11 @@ fn build_release_bins() -> Result<()> {
     ])
 }
 
-/// What the agent costs the host: an exec storm without and with it, its
-/// CPU, RSS and per-program kernel cost, events lost.
+/// What the agent costs the host: an exec storm, iperf3 between two
+/// namespaces and a short-connection load, without and with it; its CPU,
+/// RSS and per-program kernel cost, events lost.
 fn host_cost_bench() -> Result<()> {
+    apt_install(&["iperf3", "iproute2"])?;
     build_release_bins()?;
     let bin = target_dir().join("release/hostcost");
     step("host cost benchmark: exec storm without and with the agent (root)");
