@@ -121,7 +121,7 @@ impl Kernel {
 
     fn packets(&self, target: &str) -> u64 {
         let c: Cidr = target.parse().expect("cidr");
-        self.list.get(&c).map(|v| v.packets).unwrap_or(0)
+        self.list.get_counted(&c).map(|v| v.packets).unwrap_or(0)
     }
 }
 
@@ -406,8 +406,9 @@ fn drops_served_from_the_cache_are_counted_on_their_prefix_entry() {
     }
     assert_eq!(k.cache().hits, 9);
     assert_eq!(k.packets("203.0.113.0/24"), 10, "walk + cache");
-    let listed = k.list.list();
+    let listed = k.list.list_counted();
     assert_eq!(listed[0].packets, 10, "blocks list agrees");
+    assert_eq!(k.list.list()[0].packets, 1, "as stored: the walk's drop");
     assert_eq!(k.list.totals().in_packets, 10);
     // The slot is reused by the next insert for it (a renewal retires the
     // verdict): its 9 cached drops move to the entry, not counted twice.
@@ -419,7 +420,8 @@ fn drops_served_from_the_cache_are_counted_on_their_prefix_entry() {
     );
     assert_eq!(k.inbound("203.0.113.5"), D);
     assert_eq!(k.packets("203.0.113.0/24"), 11);
-    assert_eq!(k.list.list()[0].packets, 11);
+    assert_eq!(k.list.list_counted()[0].packets, 11);
+    assert_eq!(k.list.list()[0].packets, 11, "flushed into the entry");
 }
 
 /// A source of 10.0.0.0/8 whose IPv4 cache slot on this CPU is `slot`,

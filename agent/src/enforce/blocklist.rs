@@ -200,10 +200,26 @@ impl Blocklist {
         Ok(())
     }
 
-    /// The entry for exactly `c`, never one that merely covers it, with
-    /// the drops the kernel's prefix cache still holds for it.
+    /// The entry for exactly `c`, never one that merely covers it, as
+    /// stored (its counters lack the drops still held in the kernel's
+    /// prefix cache: [`get_counted`](Self::get_counted) adds them). An LPM
+    /// lookup returns the longest entry of at most the key's length; the
+    /// stored length tells whether that is `c` itself.
     pub fn get(&self, c: &Cidr) -> Option<BlockValue> {
-        let mut v = self.raw(c)?;
+        let o = c.octets();
+        let v = match (c.addr, c.is_host()) {
+            (IpAddr::V4(_), true) => self.v4.get(&arr4(&o), 0).ok(),
+            (IpAddr::V6(_), true) => self.v6.get(&arr16(&o), 0).ok(),
+            (IpAddr::V4(_), false) => self.lpm4.get(&Key::new(c.len as u32, arr4(&o)), 0).ok(),
+            (IpAddr::V6(_), false) => self.lpm6.get(&Key::new(c.len as u32, arr16(&o)), 0).ok(),
+        };
+        v.filter(|v| c.is_host() || v.prefix_len == c.len as u32)
+    }
+
+    /// As [`get`](Self::get), with the drops the kernel's prefix cache
+    /// still holds for the entry (reads every CPU's cache: for display).
+    pub fn get_counted(&self, c: &Cidr) -> Option<BlockValue> {
+        let mut v = self.get(c)?;
         if !c.is_host() {
             let (p, b) = self
                 .cached_counts()
@@ -216,27 +232,13 @@ impl Blocklist {
         Some(v)
     }
 
-    /// The entry as stored. (An LPM lookup returns the longest entry of at
-    /// most the key's length; the stored length tells whether that is `c`
-    /// itself.)
-    fn raw(&self, c: &Cidr) -> Option<BlockValue> {
-        let o = c.octets();
-        let v = match (c.addr, c.is_host()) {
-            (IpAddr::V4(_), true) => self.v4.get(&arr4(&o), 0).ok(),
-            (IpAddr::V6(_), true) => self.v6.get(&arr16(&o), 0).ok(),
-            (IpAddr::V4(_), false) => self.lpm4.get(&Key::new(c.len as u32, arr4(&o)), 0).ok(),
-            (IpAddr::V6(_), false) => self.lpm6.get(&Key::new(c.len as u32, arr16(&o)), 0).ok(),
-        };
-        v.filter(|v| c.is_host() || v.prefix_len == c.len as u32)
-    }
-
     /// Sets the entry for exactly `c` to this expiry and these directions
     /// (a renewal keeps the drop counters). Entries for other prefixes,
     /// covering or covered, are left alone: the kernel consults them all.
     pub fn insert(&mut self, c: &Cidr, expires_ns: u64, flags: u32) -> Result<(), EnforceError> {
-        // Cached drops are added to the entry by the kernel when their slot
-        // is reused; taking them here too would count them twice.
-        let prev = self.raw(c).unwrap_or_default();
+        // As stored: cached drops are added to the entry by the kernel when
+        // their slot is reused; taking them here too would count them twice.
+        let prev = self.get(c).unwrap_or_default();
         self.write(
             c,
             BlockValue {
@@ -350,9 +352,18 @@ impl Blocklist {
         out
     }
 
-    /// Every entry, one per target (`blocks list`).
+    /// Every entry, one per target, counters as stored (see [`get`](Self::get)).
     pub fn list(&self) -> Vec<BlockEntry> {
-        let cached = self.cached_counts();
+        self.list_with(&StdHashMap::new())
+    }
+
+    /// Every entry with the drops still held in the kernel's prefix cache
+    /// (`blocks list`, `vigil status`; reads every CPU's cache).
+    pub fn list_counted(&self) -> Vec<BlockEntry> {
+        self.list_with(&self.cached_counts())
+    }
+
+    fn list_with(&self, cached: &StdHashMap<Cidr, (u64, u64)>) -> Vec<BlockEntry> {
         let mut out: Vec<BlockEntry> = self
             .entries()
             .into_iter()
