@@ -4,7 +4,9 @@
 //! - an exec storm: fork + exec + wait of /bin/true from two threads, bounded;
 //! - iperf3 TCP throughput between two network namespaces over a veth pair;
 //! - a short-connection load: connect, read the server's close, from two
-//!   threads in one namespace to a server in the other, bounded.
+//!   threads in one namespace to a server in the other, bounded;
+//! - a small-packet flood: 18-byte UDP payloads (64-byte frames), unpaced,
+//!   from one namespace to a receiver in the other, bounded.
 //!
 //! With the agent: its CPU time and RSS during each workload, per-program
 //! kernel cost (`bpf_stats` run_time_ns / run_cnt, read from the agent's own
@@ -38,6 +40,8 @@ const NS_SERVER: &str = "vg-hc-a";
 const NS_CLIENT: &str = "vg-hc-b";
 const SERVER_IP: &str = "10.231.0.1";
 const CONNECT_PORT: u16 = 5202;
+const FLOOD_PORT: u16 = 5203;
+const FLOOD_PACKETS: usize = 300_000;
 /// Programs each workload runs (those that ran are printed).
 const PROGRAMS: &[&str] = &[
     "vigil_exec",
@@ -58,16 +62,23 @@ enum Workload {
     Exec,
     Iperf,
     Connect,
+    Flood,
 }
 
 impl Workload {
-    const ALL: [Workload; 3] = [Workload::Exec, Workload::Iperf, Workload::Connect];
+    const ALL: [Workload; 4] = [
+        Workload::Exec,
+        Workload::Iperf,
+        Workload::Connect,
+        Workload::Flood,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Workload::Exec => "exec storm (execs/s)",
             Workload::Iperf => "iperf3 TCP (Gbit/s)",
             Workload::Connect => "short connections (conn/s)",
+            Workload::Flood => "64-byte UDP flood (kpps)",
         }
     }
 
@@ -76,6 +87,7 @@ impl Workload {
             Workload::Exec => exec_storm(),
             Workload::Iperf => iperf(),
             Workload::Connect => connect_storm(),
+            Workload::Flood => udp_flood(),
         }
     }
 }
@@ -257,6 +269,47 @@ fn connect_storm() -> f64 {
     rate
 }
 
+/// Unpaced 18-byte datagrams from the client namespace: thousands of
+/// packets per second sent (the sender's CPU also runs the egress flow
+/// program, the receiver's the ingress one).
+fn udp_flood() -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receiver = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            enter(NS_SERVER);
+            let s = std::net::UdpSocket::bind((SERVER_IP, FLOOD_PORT)).expect("bind");
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            ready_tx.send(()).expect("ready");
+            let mut buf = [0u8; 64];
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if s.recv(&mut buf).is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        })
+    };
+    ready_rx.recv().expect("receiver up");
+    let sender = std::thread::spawn(|| {
+        enter(NS_CLIENT);
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        s.connect((SERVER_IP, FLOOD_PORT)).expect("connect");
+        let start = Instant::now();
+        for _ in 0..FLOOD_PACKETS {
+            let _ = s.send(&[0u8; 18]);
+        }
+        start.elapsed().as_secs_f64()
+    });
+    let secs = sender.join().expect("sender");
+    stop.store(true, Ordering::Relaxed);
+    let _received = receiver.join().expect("receiver");
+    FLOOD_PACKETS as f64 / secs / 1e3
+}
+
 fn metrics() -> String {
     http_get(METRICS, "/metrics").1
 }
@@ -355,7 +408,8 @@ fn main() {
     println!(
         "host cost: without and with the agent, {ROUNDS} rounds: exec storm ({THREADS} threads x \
          {EXECS_PER_THREAD} fork+exec of /bin/true), iperf3 TCP between two namespaces \
-         ({IPERF_SECONDS} s), short connections ({THREADS} threads x {CONNECTS_PER_THREAD})"
+         ({IPERF_SECONDS} s), short connections ({THREADS} threads x {CONNECTS_PER_THREAD}), \
+         64-byte UDP flood ({FLOOD_PACKETS} packets)"
     );
     for round in 1..=ROUNDS {
         // Alternate which goes first: the machine's state drifts.
