@@ -49,7 +49,8 @@ pub const STAT_SLOTS: u32 = 4;
 /// prefix tries, so an unblock or renew retires every cached verdict at
 /// once. Drops served from the slot are counted in it and added to the
 /// prefix entry when the slot is reused (userspace adds the slots still
-/// holding counts when it reads an entry).
+/// holding counts when it reads an entry). Only XDP fills slots; every
+/// enforcement program reads them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PrefixSlot {
@@ -66,7 +67,9 @@ pub struct PrefixSlot {
     /// Set by each hit, cleared by a colliding insert that it turns away:
     /// a source still being hit keeps its slot against a spray.
     pub referenced: u32,
-    pub _pad: u32,
+    /// Odd while XDP rewrites the slot; a reader that sees it odd or
+    /// changed across its read ignores the slot.
+    pub seq: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<PrefixSlot>() == 64);

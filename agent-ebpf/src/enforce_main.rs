@@ -11,6 +11,8 @@
 #![allow(internal_features)]
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::ptr::{read_volatile, write_volatile};
+use core::sync::atomic::{compiler_fence, Ordering};
 
 use agent_common::enforce::{
     pcache_index4, pcache_index6, BlockValue, PrefixCacheCpu, PrefixSlot, BLOCK_EGRESS,
@@ -220,10 +222,21 @@ fn cache_slot<A: Family>(addr: &A) -> Option<(*mut PrefixCacheCpu, *mut PrefixSl
 #[inline(always)]
 fn cached<A: Family>(s: *mut PrefixSlot, addr: &A, gen: u64, dir: u32, len: u64) -> bool {
     unsafe {
-        if (*s).generation != gen || (*s).flags & dir == 0 || !addr.is(&(*s).addr) {
+        // The egress program may run preemptible and be interrupted by XDP
+        // rewriting this very slot: read the verdict between two equal,
+        // even sequence numbers, or not at all.
+        let seq = read_volatile(&raw const (*s).seq);
+        if seq & 1 != 0 {
             return false;
         }
-        if now() >= (*s).expires_ns {
+        compiler_fence(Ordering::SeqCst);
+        let matches = (*s).generation == gen && (*s).flags & dir != 0 && addr.is(&(*s).addr);
+        let expires = (*s).expires_ns;
+        compiler_fence(Ordering::SeqCst);
+        if !matches || read_volatile(&raw const (*s).seq) != seq {
+            return false;
+        }
+        if now() >= expires {
             return false;
         }
         (*s).packets += 1;
@@ -237,7 +250,9 @@ fn cached<A: Family>(s: *mut PrefixSlot, addr: &A, gen: u64, dir: u32, len: u64)
 /// held by another live source that was hit since the last collision is
 /// kept (its mark cleared); each CPU inserts at most `PCACHE_BUDGET` new
 /// sources per window. Counts the slot's drops into its own prefix entry
-/// before reusing it.
+/// before reusing it. Called from XDP only: in softirq, never interrupted
+/// by another writer on its CPU, so one writer per slot at a time, which
+/// the sequence number needs.
 #[inline(always)]
 fn remember<A: Family>(
     cpu: *mut PrefixCacheCpu,
@@ -270,12 +285,17 @@ fn remember<A: Family>(
             (*cpu).evictions += 1;
         }
         flush::<A>(s);
+        let seq = (*s).seq;
+        write_volatile(&raw mut (*s).seq, seq | 1);
+        compiler_fence(Ordering::SeqCst);
         (*s).generation = gen;
         (*s).expires_ns = (*v).expires_ns;
         (*s).flags = (*v).flags;
         (*s).prefix_len = (*v).prefix_len;
         (*s).referenced = 0;
         addr.store(&mut (*s).addr);
+        compiler_fence(Ordering::SeqCst);
+        write_volatile(&raw mut (*s).seq, (seq | 1).wrapping_add(1));
         (*cpu).inserts += 1;
     }
 }
@@ -323,7 +343,8 @@ fn blocked<A: Family>(addr: A, dir: u32, len: u64) -> bool {
     }
     match walk(addr, dir, len) {
         Some(v) => {
-            if let Some((cpu, s)) = slot {
+            // Only XDP fills the cache (see `remember`); egress reads it.
+            if let (Some((cpu, s)), true) = (slot, dir == BLOCK_INGRESS) {
                 remember(cpu, s, &addr, gen, v);
             }
             true

@@ -511,3 +511,23 @@ fn inserts_are_capped_per_cpu_and_every_prefix_drop_is_counted_once() {
     k.block("198.51.100.0/24", IN, LIVE);
     assert_eq!(k.inbound("198.51.100.7"), D);
 }
+
+#[test]
+fn only_xdp_fills_the_cache_and_egress_reads_it() {
+    // The egress program may be preempted mid-write; XDP (softirq) is the
+    // one writer per CPU the slots' sequence numbers rely on.
+    let mut k = Kernel::load("pc-egress");
+    k.block("198.51.100.0/24", OUT, LIVE);
+    let s0 = k.cache();
+    assert_eq!(k.outbound("198.51.100.7"), D);
+    assert_eq!(k.outbound("198.51.100.7"), D);
+    assert_eq!(
+        gained(s0, k.cache()),
+        (0, 0),
+        "egress walks, inserts nothing"
+    );
+    k.block("203.0.113.0/24", BOTH, LIVE);
+    assert_eq!(k.inbound("203.0.113.7"), D);
+    assert_eq!(k.outbound("203.0.113.7"), D);
+    assert_eq!(gained(s0, k.cache()), (1, 1), "XDP filled it, egress hit");
+}
