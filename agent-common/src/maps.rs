@@ -28,6 +28,13 @@ pub const LISTENERS_MAX_ENTRIES: u32 = 4_096;
 pub const SOCK_OWNER_MAX_ENTRIES: u32 = 65_536;
 /// Default ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 8 << 20;
+/// Unread bytes at which a submit wakes the agent. Below it high-rate
+/// events are submitted without a wake-up (an interrupt per event on a
+/// virtual machine) and wait for the agent's periodic drain
+/// ([`EVENTS_POLL_MS`]); 1/64 of the ring, far from a full one.
+pub const EVENTS_WAKEUP_BYTES: u64 = 128 << 10;
+/// The agent drains the ring at least this often, readiness or not.
+pub const EVENTS_POLL_MS: u64 = 5;
 
 /// Program names as they appear in the object file.
 pub mod prog {

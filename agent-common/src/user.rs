@@ -1,6 +1,6 @@
 //! Userspace-only glue: `aya::Pod` for every type that crosses a map.
 
-use crate::enforce::BlockValue;
+use crate::enforce::{BlockValue, PrefixCacheCpu, PrefixSlot};
 use crate::{AgentConfig, FlowKey, FlowStats, ListenKey, SockOwner};
 
 // SAFETY: all of these are repr(C), contain only integers and byte arrays,
@@ -11,3 +11,5 @@ unsafe impl aya::Pod for SockOwner {}
 unsafe impl aya::Pod for ListenKey {}
 unsafe impl aya::Pod for AgentConfig {}
 unsafe impl aya::Pod for BlockValue {}
+unsafe impl aya::Pod for PrefixSlot {}
+unsafe impl aya::Pod for PrefixCacheCpu {}

@@ -11,16 +11,20 @@
 #![allow(internal_features)]
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::ptr::{read_volatile, write_volatile};
+use core::sync::atomic::{compiler_fence, Ordering};
 
 use agent_common::enforce::{
-    BlockValue, BLOCK_EGRESS, BLOCK_INGRESS, BLOCK_MAX_ENTRIES, LPM_WALK_V4, LPM_WALK_V6,
-    STAT_IN_BYTES, STAT_IN_PACKETS, STAT_OUT_BYTES, STAT_OUT_PACKETS, STAT_SLOTS,
+    pcache_index4, pcache_index6, BlockValue, PrefixCacheCpu, PrefixSlot, BLOCK_EGRESS,
+    BLOCK_INGRESS, BLOCK_MAX_ENTRIES, LPM_WALK_V4, LPM_WALK_V6, PCACHE4_SLOTS, PCACHE6_SLOTS,
+    PCACHE_BUDGET, PCACHE_WINDOW_NS, STAT_IN_BYTES, STAT_IN_PACKETS, STAT_OUT_BYTES,
+    STAT_OUT_PACKETS, STAT_SLOTS,
 };
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_F_NO_PREALLOC},
-    helpers::generated::bpf_ktime_get_ns,
+    bindings::{xdp_action, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     macros::{cgroup_skb, classifier, map, xdp},
-    maps::{lpm_trie::Key, HashMap, LpmTrie, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
     programs::{sk_buff::SkBuff, SkBuffContext, TcContext, XdpContext},
 };
 
@@ -36,6 +40,14 @@ static BLOCK6_LPM: LpmTrie<[u8; 16], BlockValue> =
     LpmTrie::pinned(BLOCK_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 #[map]
 static BLOCK_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STAT_SLOTS, 0);
+#[map]
+static PREFIX_CACHE4: PerCpuArray<PrefixSlot> = PerCpuArray::pinned(PCACHE4_SLOTS, 0);
+#[map]
+static PREFIX_CACHE6: PerCpuArray<PrefixSlot> = PerCpuArray::pinned(PCACHE6_SLOTS, 0);
+#[map]
+static PREFIX_CACHE_CPU: PerCpuArray<PrefixCacheCpu> = PerCpuArray::pinned(1, 0);
+#[map]
+static BLOCK_GEN: Array<u64> = Array::pinned(1, BPF_F_MMAPABLE);
 
 #[inline(always)]
 fn add(p: *mut u64, v: u64) {
@@ -49,11 +61,16 @@ fn stat(slot: u32, v: u64) {
     }
 }
 
+#[inline(always)]
+fn now() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
 /// Counts the drop on the entry if it is live for `dir`. The clock is read
 /// only for a matching entry, so the common pass path never pays for it.
 #[inline(always)]
 fn enforce(v: *mut BlockValue, dir: u32, len: u64) -> bool {
-    let live = unsafe { (*v).flags & dir != 0 && bpf_ktime_get_ns() < (*v).expires_ns };
+    let live = unsafe { (*v).flags & dir != 0 && now() < (*v).expires_ns };
     if live {
         unsafe {
             add(&raw mut (*v).packets, 1);
@@ -63,60 +80,287 @@ fn enforce(v: *mut BlockValue, dir: u32, len: u64) -> bool {
     live
 }
 
-/// Walks the trie from the longest prefix covering `addr` to shorter ones
-/// until an entry live for `dir` is found. A lookup whose key is shorter
-/// than the entry it last returned yields the longest entry of at most that
-/// length, so each step is strictly shorter and `steps` (one per possible
-/// length) bounds the walk. The pass path with no covering entry, and a
-/// drop by the longest match, still cost one lookup.
+/// One address family: its maps and how its addresses sit in a cache slot.
+trait Family: Copy + 'static {
+    const BITS: u32;
+    const STEPS: u32;
+    fn exact() -> &'static HashMap<Self, BlockValue>;
+    fn trie() -> &'static LpmTrie<Self, BlockValue>;
+    fn cache() -> &'static PerCpuArray<PrefixSlot>;
+    /// The address's slot, keyed by the CPU's random odd multipliers.
+    fn slot_index(&self, seed: &[u64; 4]) -> u32;
+    fn is(&self, slot: &[u8; 16]) -> bool;
+    fn store(&self, slot: &mut [u8; 16]);
+    fn from_slot(slot: &[u8; 16]) -> Self;
+}
+
 #[inline(always)]
-fn walk<K: Copy>(
-    trie: &LpmTrie<K, BlockValue>,
-    addr: K,
-    bits: u32,
-    steps: u32,
-    dir: u32,
-    len: u64,
-) -> bool {
-    let mut key = Key::new(bits, addr);
-    for _ in 0..steps {
-        let v = match trie.get(&key) {
-            Some(v) => v as *const BlockValue as *mut BlockValue,
-            None => return false,
-        };
+fn word(a: &[u8], i: usize) -> u64 {
+    u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]) as u64
+}
+
+impl Family for [u8; 4] {
+    const BITS: u32 = 32;
+    const STEPS: u32 = LPM_WALK_V4;
+    fn exact() -> &'static HashMap<Self, BlockValue> {
+        &BLOCK4
+    }
+    fn trie() -> &'static LpmTrie<Self, BlockValue> {
+        &BLOCK4_LPM
+    }
+    fn cache() -> &'static PerCpuArray<PrefixSlot> {
+        &PREFIX_CACHE4
+    }
+    #[inline(always)]
+    fn slot_index(&self, seed: &[u64; 4]) -> u32 {
+        pcache_index4(self, seed)
+    }
+    #[inline(always)]
+    fn is(&self, slot: &[u8; 16]) -> bool {
+        word(self, 0) == word(slot, 0)
+    }
+    #[inline(always)]
+    fn store(&self, slot: &mut [u8; 16]) {
+        slot[..4].copy_from_slice(self);
+    }
+    #[inline(always)]
+    fn from_slot(slot: &[u8; 16]) -> Self {
+        [slot[0], slot[1], slot[2], slot[3]]
+    }
+}
+
+impl Family for [u8; 16] {
+    const BITS: u32 = 128;
+    const STEPS: u32 = LPM_WALK_V6;
+    fn exact() -> &'static HashMap<Self, BlockValue> {
+        &BLOCK6
+    }
+    fn trie() -> &'static LpmTrie<Self, BlockValue> {
+        &BLOCK6_LPM
+    }
+    fn cache() -> &'static PerCpuArray<PrefixSlot> {
+        &PREFIX_CACHE6
+    }
+    #[inline(always)]
+    fn slot_index(&self, seed: &[u64; 4]) -> u32 {
+        pcache_index6(self, seed)
+    }
+    #[inline(always)]
+    fn is(&self, slot: &[u8; 16]) -> bool {
+        word(self, 0) == word(slot, 0)
+            && word(self, 4) == word(slot, 4)
+            && word(self, 8) == word(slot, 8)
+            && word(self, 12) == word(slot, 12)
+    }
+    #[inline(always)]
+    fn store(&self, slot: &mut [u8; 16]) {
+        *slot = *self;
+    }
+    #[inline(always)]
+    fn from_slot(slot: &[u8; 16]) -> Self {
+        *slot
+    }
+}
+
+/// Walks the trie from the longest prefix covering `addr` to shorter ones
+/// until an entry live for `dir` is found, and returns it. A lookup whose
+/// key is shorter than the entry it last returned yields the longest entry
+/// of at most that length, so each step is strictly shorter and `STEPS`
+/// (one per possible length) bounds the walk. The pass path with no
+/// covering entry, and a drop by the longest match, still cost one lookup.
+#[inline(always)]
+fn walk<A: Family>(addr: A, dir: u32, len: u64) -> Option<*mut BlockValue> {
+    let mut key = Key::new(A::BITS, addr);
+    for _ in 0..A::STEPS {
+        let v = A::trie().get(&key)? as *const BlockValue as *mut BlockValue;
         if enforce(v, dir, len) {
-            return true;
+            return Some(v);
         }
         // min() keeps the walk shrinking even if a value's length were wrong.
         let found = unsafe { (*v).prefix_len }.min(key.prefix_len);
         if found == 0 {
-            return false;
+            return None;
         }
         key.prefix_len = found - 1;
     }
-    false
+    None
 }
 
-/// The exact entry first (an expired or other-direction one falls through),
-/// then every covering prefix.
+/// The generation of the prefix tries. Read before the walk: a verdict
+/// cached from a walk that saw an entry carries a generation older than the
+/// bump userspace makes after removing or changing that entry.
 #[inline(always)]
-fn blocked4(addr: [u8; 4], dir: u32, len: u64) -> bool {
-    if let Some(v) = BLOCK4.get_ptr_mut(&addr) {
+fn generation() -> u64 {
+    match BLOCK_GEN.get_ptr(0) {
+        Some(p) => unsafe { core::ptr::read_volatile(p) },
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn random_odd() -> u64 {
+    let (hi, lo) = unsafe { (bpf_get_prandom_u32(), bpf_get_prandom_u32()) };
+    ((hi as u64) << 32) | lo as u64 | 1
+}
+
+/// This CPU's cache slot for `addr` (and its counters).
+#[inline(always)]
+fn cache_slot<A: Family>(addr: &A) -> Option<(*mut PrefixCacheCpu, *mut PrefixSlot)> {
+    let cpu = PREFIX_CACHE_CPU.get_ptr_mut(0)?;
+    let seed = unsafe { &mut (*cpu).seed };
+    if seed[0] == 0 {
+        for s in seed.iter_mut() {
+            *s = random_odd();
+        }
+    }
+    let slot = A::cache().get_ptr_mut(addr.slot_index(seed))?;
+    Some((cpu, slot))
+}
+
+/// A cached drop: the slot holds this address, for this direction, from
+/// the current generation, and the prefix entry it came from is unexpired.
+#[inline(always)]
+fn cached<A: Family>(s: *mut PrefixSlot, addr: &A, gen: u64, dir: u32, len: u64) -> bool {
+    unsafe {
+        // The egress program may run preemptible and be interrupted by XDP
+        // rewriting this very slot: read the verdict between two equal,
+        // even sequence numbers, or not at all.
+        let seq = read_volatile(&raw const (*s).seq);
+        if seq & 1 != 0 {
+            return false;
+        }
+        compiler_fence(Ordering::SeqCst);
+        let matches = (*s).generation == gen && (*s).flags & dir != 0 && addr.is(&(*s).addr);
+        let expires = (*s).expires_ns;
+        compiler_fence(Ordering::SeqCst);
+        if !matches || read_volatile(&raw const (*s).seq) != seq {
+            return false;
+        }
+        if now() >= expires {
+            return false;
+        }
+        (*s).packets += 1;
+        (*s).bytes += len;
+        (*s).referenced = 1;
+    }
+    true
+}
+
+/// Remembers that `addr` was dropped through the prefix entry `v`. A slot
+/// held by another live source that was hit since the last collision is
+/// kept (its mark cleared); each CPU inserts at most `PCACHE_BUDGET` new
+/// sources per window. Counts the slot's drops into its own prefix entry
+/// before reusing it. Called from XDP only: in softirq, never interrupted
+/// by another writer on its CPU, so one writer per slot at a time, which
+/// the sequence number needs.
+#[inline(always)]
+fn remember<A: Family>(
+    cpu: *mut PrefixCacheCpu,
+    s: *mut PrefixSlot,
+    addr: &A,
+    gen: u64,
+    v: *const BlockValue,
+) {
+    let t = now();
+    unsafe {
+        let same = addr.is(&(*s).addr);
+        let resident = !same && (*s).generation == gen && (*s).flags != 0 && t < (*s).expires_ns;
+        if resident && (*s).referenced != 0 {
+            (*s).referenced = 0;
+            (*cpu).kept += 1;
+            return;
+        }
+        if !same {
+            if t.wrapping_sub((*cpu).window_ns) >= PCACHE_WINDOW_NS {
+                (*cpu).window_ns = t;
+                (*cpu).window_used = 0;
+            }
+            if (*cpu).window_used >= PCACHE_BUDGET {
+                (*cpu).over_budget += 1;
+                return;
+            }
+            (*cpu).window_used += 1;
+        }
+        if resident {
+            (*cpu).evictions += 1;
+        }
+        flush::<A>(s);
+        let seq = (*s).seq;
+        write_volatile(&raw mut (*s).seq, seq | 1);
+        compiler_fence(Ordering::SeqCst);
+        (*s).generation = gen;
+        (*s).expires_ns = (*v).expires_ns;
+        (*s).flags = (*v).flags;
+        (*s).prefix_len = (*v).prefix_len;
+        (*s).referenced = 0;
+        addr.store(&mut (*s).addr);
+        compiler_fence(Ordering::SeqCst);
+        write_volatile(&raw mut (*s).seq, (seq | 1).wrapping_add(1));
+        (*cpu).inserts += 1;
+    }
+}
+
+/// Adds the drops a slot served to the prefix entry they belong to, if it
+/// still exists (a lookup at the entry's own length returns it only then).
+#[inline(always)]
+fn flush<A: Family>(s: *mut PrefixSlot) {
+    unsafe {
+        if (*s).packets == 0 {
+            return;
+        }
+        let len = (*s).prefix_len.min(A::BITS);
+        let key = Key::new(len, A::from_slot(&(*s).addr));
+        if let Some(v) = A::trie().get(&key) {
+            let v = v as *const BlockValue as *mut BlockValue;
+            if (*v).prefix_len == len {
+                add(&raw mut (*v).packets, (*s).packets);
+                add(&raw mut (*v).bytes, (*s).bytes);
+            }
+        }
+        (*s).packets = 0;
+        (*s).bytes = 0;
+    }
+}
+
+/// This CPU's prefix cache first (a repeat source dropped through a prefix
+/// costs no hash lookup and no walk; any live covering entry may take the
+/// credit for a drop), then the exact entry (an expired or other-direction
+/// one falls through), then every covering prefix.
+#[inline(always)]
+fn blocked<A: Family>(addr: A, dir: u32, len: u64) -> bool {
+    let gen = generation();
+    let slot = cache_slot(&addr);
+    if let Some((cpu, s)) = slot {
+        if cached(s, &addr, gen, dir, len) {
+            unsafe { (*cpu).hits += 1 };
+            return true;
+        }
+    }
+    if let Some(v) = A::exact().get_ptr_mut(&addr) {
         if enforce(v, dir, len) {
             return true;
         }
     }
-    walk(&BLOCK4_LPM, addr, 32, LPM_WALK_V4, dir, len)
+    match walk(addr, dir, len) {
+        Some(v) => {
+            // Only XDP fills the cache (see `remember`); egress reads it.
+            if let (Some((cpu, s)), true) = (slot, dir == BLOCK_INGRESS) {
+                remember(cpu, s, &addr, gen, v);
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn blocked4(addr: [u8; 4], dir: u32, len: u64) -> bool {
+    blocked(addr, dir, len)
 }
 
 #[inline(always)]
 fn blocked6(addr: [u8; 16], dir: u32, len: u64) -> bool {
-    if let Some(v) = BLOCK6.get_ptr_mut(&addr) {
-        if enforce(v, dir, len) {
-            return true;
-        }
-    }
-    walk(&BLOCK6_LPM, addr, 128, LPM_WALK_V6, dir, len)
+    blocked(addr, dir, len)
 }
 
 #[inline(always)]

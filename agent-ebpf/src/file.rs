@@ -185,6 +185,6 @@ unsafe fn try_file_opened(ctx: &TracePointContext) -> Result<(), i64> {
         );
         (*ev).path_len = if n > 0 { (n - 1) as u32 } else { 0 };
     }
-    entry.submit(0);
+    entry.submit(crate::events::batched());
     Ok(())
 }

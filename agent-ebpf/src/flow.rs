@@ -137,39 +137,39 @@ fn parse<P: Packet>(p: &P, l3: usize, egress: bool) -> Option<Parsed> {
     let b0: u8 = p.load(l3)?;
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
+    // Each field read is a helper call under cgroup_skb: one load per
+    // header instead of one per field (the same bytes must be present).
     let (proto, l4, ip_version) = match b0 >> 4 {
         4 => {
+            let h: [u8; 20] = p.load(l3)?;
             let ihl = ((b0 & 0x0f) as usize) * 4;
-            let frag: u16 = u16::from_be(p.load(l3 + 6)?);
-            let proto: u8 = p.load(l3 + 9)?;
-            let s: [u8; 4] = p.load(l3 + 12)?;
-            let d: [u8; 4] = p.load(l3 + 16)?;
-            src[..4].copy_from_slice(&s);
-            dst[..4].copy_from_slice(&d);
+            let frag = u16::from_be_bytes([h[6], h[7]]);
+            src[..4].copy_from_slice(&h[12..16]);
+            dst[..4].copy_from_slice(&h[16..20]);
             // Later fragments carry no L4 header: account them without ports.
-            let proto = if frag & 0x1fff != 0 { 0 } else { proto };
+            let proto = if frag & 0x1fff != 0 { 0 } else { h[9] };
             (proto, l3 + ihl, 4u8)
         }
         6 => {
-            let proto: u8 = p.load(l3 + 6)?;
-            src = p.load(l3 + 8)?;
-            dst = p.load(l3 + 24)?;
-            (proto, l3 + 40, 6u8)
+            let h: [u8; 40] = p.load(l3)?;
+            src.copy_from_slice(&h[8..24]);
+            dst.copy_from_slice(&h[24..40]);
+            (h[6], l3 + 40, 6u8)
         }
         _ => return None,
     };
     let len = p.len() as usize;
     let (sport, dport, hdr, flags) = match proto {
         IPPROTO_TCP => {
-            let sport: u16 = u16::from_be(p.load(l4)?);
-            let dport: u16 = u16::from_be(p.load(l4 + 2)?);
-            let doff: u8 = p.load(l4 + 12)?;
-            let flags: u8 = p.load(l4 + 13)?;
-            (sport, dport, ((doff >> 4) as usize) * 4, flags)
+            let t: [u8; 14] = p.load(l4)?;
+            let sport = u16::from_be_bytes([t[0], t[1]]);
+            let dport = u16::from_be_bytes([t[2], t[3]]);
+            (sport, dport, ((t[12] >> 4) as usize) * 4, t[13])
         }
         IPPROTO_UDP => {
-            let sport: u16 = u16::from_be(p.load(l4)?);
-            let dport: u16 = u16::from_be(p.load(l4 + 2)?);
+            let u: [u8; 4] = p.load(l4)?;
+            let sport = u16::from_be_bytes([u[0], u[1]]);
+            let dport = u16::from_be_bytes([u[2], u[3]]);
             (sport, dport, 8, 0)
         }
         _ => (0, 0, 0, 0),

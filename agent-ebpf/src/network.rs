@@ -168,7 +168,7 @@ unsafe fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
                 .unwrap_or([0; 16]);
         }
     }
-    entry.submit(0);
+    entry.submit(crate::events::batched());
     Ok(())
 }
 
@@ -221,6 +221,6 @@ unsafe fn try_tcp_reset(ctx: &TracePointContext) -> Result<(), i64> {
             (*ev).daddr = ctx.read_at(d_off + 8).unwrap_or([0; 16]);
         }
     }
-    entry.submit(0);
+    entry.submit(crate::events::batched());
     Ok(())
 }

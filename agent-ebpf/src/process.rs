@@ -169,7 +169,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
     }
-    entry.submit(0);
+    entry.submit(crate::events::batched());
     Ok(())
 }
 
@@ -214,7 +214,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
     }
-    entry.submit(0);
+    entry.submit(crate::events::batched());
     Ok(())
 }
 
@@ -251,7 +251,7 @@ fn emit_fork(
             }
         }
     }
-    entry.submit(0);
+    entry.submit(crate::events::batched());
 }
 
 /// Tier 1: `tp_btf/sched_process_fork(parent, child)`.

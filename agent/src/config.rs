@@ -217,6 +217,9 @@ pub struct MetricsConfig {
     pub max_connections: usize,
     /// Seconds the request head and each write of the answer may take.
     pub io_timeout_s: u64,
+    /// Per-program kernel run time (`bpf_stats`) in /metrics. Off by
+    /// default: while on, every eBPF program on the host pays for it.
+    pub bpf_stats: bool,
 }
 
 impl Default for MetricsConfig {
@@ -225,6 +228,7 @@ impl Default for MetricsConfig {
             listen: "127.0.0.1:9184".to_string(),
             max_connections: 16,
             io_timeout_s: 5,
+            bpf_stats: false,
         }
     }
 }

@@ -133,6 +133,7 @@ fn run(cli: Cli) -> Result<()> {
                 build_release_bins()?;
                 cargo(&["bench", "-p", "vigil", "--bench", "enforce"])?;
                 memory_bench()?;
+                host_cost_bench()?;
                 response_bench()?;
                 fleet_bench()
             } else {
@@ -736,7 +737,8 @@ fn flows_tracked(output: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// The release agent and the test binaries (netpeer, flowload, respbench).
+/// The release agent and the test binaries (netpeer, flowload, respbench,
+/// hostcost).
 fn build_release_bins() -> Result<()> {
     cargo(&[
         "build",
@@ -747,6 +749,24 @@ fn build_release_bins() -> Result<()> {
         "vigil-integration",
         "--bins",
     ])
+}
+
+/// What the agent costs the host: an exec storm, iperf3 between two
+/// namespaces and a short-connection load, without and with it; its CPU,
+/// RSS and per-program kernel cost, events lost.
+fn host_cost_bench() -> Result<()> {
+    apt_install(&["iperf3", "iproute2"])?;
+    build_release_bins()?;
+    let bin = target_dir().join("release/hostcost");
+    step("host cost benchmark: exec storm without and with the agent (root)");
+    let status = Command::new(&bin)
+        .env("VIGIL_BIN", target_dir().join("release/vigil"))
+        .status()
+        .context("running hostcost")?;
+    if !status.success() {
+        bail!("hostcost failed ({status})");
+    }
+    Ok(())
 }
 
 /// Time to block, Vigil against fail2ban and CrowdSec on the same hydra

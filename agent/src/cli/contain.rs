@@ -54,7 +54,7 @@ fn totals_json(t: &BlockTotals) -> serde_json::Value {
 pub fn blocks_list(config: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let (c, _) = open(&load_config(config)?)?;
     let now = monotonic_ns();
-    let entries = c.blocks.list();
+    let entries = c.blocks.list_counted();
     let totals = c.blocks.totals();
     if json {
         let rows: Vec<serde_json::Value> = entries

@@ -96,7 +96,7 @@ impl Agent {
             .map(|c| {
                 let now = monotonic_ns();
                 c.blocks
-                    .list()
+                    .list_counted()
                     .into_iter()
                     .filter(|e| e.expires_ns > now)
                     .map(|e| {

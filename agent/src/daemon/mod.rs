@@ -60,6 +60,13 @@ async fn serve(agent: &mut Agent, run: &mut Running) -> Result<(), DaemonError> 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    // High-rate events are submitted without waking us (the kernel wakes
+    // us only once EVENTS_WAKEUP_BYTES are unread): a lone one waits for
+    // this drain, at most EVENTS_POLL_MS.
+    let mut ring_poll = tokio::time::interval(std::time::Duration::from_millis(
+        agent_common::maps::EVENTS_POLL_MS,
+    ));
+    ring_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if let Some(m) = &agent.metrics {
             m.beat();
@@ -81,6 +88,19 @@ async fn serve(agent: &mut Agent, run: &mut Running) -> Result<(), DaemonError> 
                 }
             }
             Some(call) = run.calls.recv() => agent.on_call(call),
+            _ = ring_poll.tick() => {
+                let mut n = 0usize;
+                let each = |d: &[u8]| {
+                    n += 1;
+                    agent.on_ring_record(d);
+                };
+                // Out of budget, the kernel has forced a wake-up (far more
+                // than the budget is unread), so the branch below resumes.
+                drain(run.ring.get_mut(), each, DRAIN_BUDGET);
+                if n > 0 {
+                    agent.sinks.flush();
+                }
+            }
             guard = run.ring.readable_mut() => {
                 let mut guard = guard?;
                 let drained = drain(guard.get_inner_mut(), |d| agent.on_ring_record(d), DRAIN_BUDGET);

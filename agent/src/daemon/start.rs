@@ -44,6 +44,8 @@ pub struct Running {
     /// Kept so the tasks and the consumer thread live as long as the loop.
     pub _tasks: Vec<JoinHandle<()>>,
     pub _consumer: Option<std::thread::JoinHandle<()>>,
+    /// Holds `bpf_stats` on while the agent runs (`metrics.bpf_stats`).
+    pub _bpf_stats: Option<std::os::fd::OwnedFd>,
 }
 
 fn hostname() -> String {
@@ -88,18 +90,27 @@ fn containment(
 
 /// Binds the metrics port before serving, so a taken port fails start-up
 /// with a clear line.
-/// The metrics registry and the task serving it.
-type Served = (Arc<Metrics>, JoinHandle<()>);
+/// The metrics registry, the task serving it and, with
+/// `metrics.bpf_stats`, the descriptor holding run-time accounting on.
+type Served = (Arc<Metrics>, JoinHandle<()>, Option<std::os::fd::OwnedFd>);
 
 fn metrics(cfg: &Config) -> Result<Option<Served>, DaemonError> {
     if cfg.metrics.listen.is_empty() {
         return Ok(None);
     }
     let m = Metrics::new()?;
-    // Per-program run time needs the kernel's bpf_stats switch.
-    if let Err(e) = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1") {
-        tracing::warn!("bpf_stats not enabled ({e}): program run time will read 0");
-    }
+    // Per-program run time needs the kernel's bpf_stats, which costs every
+    // program on the host a little: only on request, and only while we run.
+    let stats = match cfg.metrics.bpf_stats {
+        false => None,
+        true => match crate::kernel::stats::enable_run_time() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!("bpf_stats not enabled ({e}): program run time will read 0");
+                None
+            }
+        },
+    };
     let listener = std::net::TcpListener::bind(&cfg.metrics.listen).map_err(|source| {
         crate::service::metrics::MetricsError::Bind {
             addr: cfg.metrics.listen.clone(),
@@ -115,7 +126,7 @@ fn metrics(cfg: &Config) -> Result<Option<Served>, DaemonError> {
             tracing::error!("{e}");
         }
     });
-    Ok(Some((m, task)))
+    Ok(Some((m, task, stats)))
 }
 
 /// Loads and attaches everything; returns the agent and what drives it.
@@ -258,9 +269,11 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
     agent.restore_fleet();
 
     let mut tasks = Vec::new();
-    if let Some((m, task)) = metrics(&agent.cfg)? {
+    let mut bpf_stats = None;
+    if let Some((m, task, stats)) = metrics(&agent.cfg)? {
         agent.metrics = Some(m);
         tasks.push(task);
+        bpf_stats = stats;
     }
     let (call_tx, calls) = mpsc::channel(64);
     if !agent.cfg.control.socket.as_os_str().is_empty() {
@@ -311,6 +324,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
             schedule,
             _tasks: tasks,
             _consumer: consumer,
+            _bpf_stats: bpf_stats,
         },
     ))
 }

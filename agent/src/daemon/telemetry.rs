@@ -122,6 +122,20 @@ impl Agent {
                 t.out_packets,
                 &m.blocklist_dropped_packets.with_label_values(&["out"]),
             );
+            let pc = c.blocks.cache_stats();
+            for (event, total) in [
+                ("hit", pc.hits),
+                ("insert", pc.inserts),
+                ("eviction", pc.evictions),
+                ("kept", pc.kept),
+                ("over_budget", pc.over_budget),
+            ] {
+                m.mirror(
+                    &format!("prefix_cache_{event}"),
+                    total,
+                    &m.blocklist_prefix_cache.with_label_values(&[event]),
+                );
+            }
             // Listing walks every entry and isolation asks nft: every 10 s.
             if self.metric_ticks % 10 == 1 {
                 m.blocklist_entries.set(c.blocks.list().len() as i64);

@@ -251,7 +251,7 @@ impl Containment {
             .collect();
         let mut out = Vec::new();
         for target in &candidates {
-            let Some(v) = self.blocks.get(target).filter(lapsed) else {
+            let Some(v) = self.blocks.get_counted(target).filter(lapsed) else {
                 continue;
             };
             self.blocks.remove(target);

@@ -6,4 +6,5 @@ pub mod btf;
 pub mod loader;
 pub mod pam;
 pub mod probes;
+pub mod stats;
 pub mod tracefs;

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub actions: IntCounterVec,
     pub blocklist_entries: IntGauge,
     pub blocklist_dropped_packets: IntCounterVec,
+    pub blocklist_prefix_cache: IntCounterVec,
     pub isolation_active: IntGauge,
     pub pipeline_latency: Histogram,
     pub program_run_time: CounterVec,
@@ -158,6 +159,12 @@ impl Metrics {
                 "blocklist_dropped_packets_total",
                 "Packets dropped by the blocklist, by direction.",
                 &["direction"],
+            )?,
+            blocklist_prefix_cache: counter_vec(
+                "blocklist_prefix_cache_total",
+                "The kernel's per-CPU cache of sources dropped through a prefix: \
+                 hit, insert, eviction, kept (a collision turned away), over_budget.",
+                &["event"],
             )?,
             isolation_active: gauge("isolation_active", "1 while the host is isolated.")?,
             pipeline_latency: latency,

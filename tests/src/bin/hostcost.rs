@@ -1,0 +1,441 @@
+//! What Vigil costs the host (`cargo xtask bench`, root), three workloads
+//! without the agent and with it, in one run, several rounds alternating
+//! which goes first:
+//! - an exec storm: fork + exec + wait of /bin/true from two threads, bounded;
+//! - iperf3 TCP throughput between two network namespaces over a veth pair;
+//! - a short-connection load: connect, read the server's close, from two
+//!   threads in one namespace to a server in the other, bounded;
+//! - a small-packet flood: 18-byte UDP payloads (64-byte frames), unpaced,
+//!   from one namespace to a receiver in the other, bounded.
+//!
+//! With the agent: its CPU time and RSS during each workload, per-program
+//! kernel cost (`bpf_stats` run_time_ns / run_cnt, read from the agent's own
+//! /metrics) and events lost in the kernel (ring buffer reserve failures,
+//! which the agent counts).
+//!
+//! The agent runs its default configuration except: state and output in a
+//! scratch directory, /metrics on a private port, and enforcement off (it
+//! would attach XDP to this host's interfaces and leave pinned links).
+//! `bpf_stats` (off in the default configuration) is held on by this bench
+//! for the whole run, without and with the agent alike, so the per-program
+//! figures exist and the comparison is fair.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vigil_integration::*;
+
+const ROUNDS: usize = 3;
+const THREADS: usize = 2;
+const EXECS_PER_THREAD: usize = 2_000;
+const CONNECTS_PER_THREAD: usize = 4_000;
+const IPERF_SECONDS: &str = "4";
+const METRICS: &str = "127.0.0.1:19184";
+const NS_SERVER: &str = "vg-hc-a";
+const NS_CLIENT: &str = "vg-hc-b";
+const SERVER_IP: &str = "10.231.0.1";
+const CONNECT_PORT: u16 = 5202;
+const FLOOD_PORT: u16 = 5203;
+const FLOOD_PACKETS: usize = 300_000;
+/// Programs each workload runs (those that ran are printed).
+const PROGRAMS: &[&str] = &[
+    "vigil_exec",
+    "vigil_fork_btf",
+    "vigil_fork_tp",
+    "vigil_exit",
+    "vigil_file_opened",
+    "vigil_file_write",
+    "vigil_sock_create",
+    "vigil_sock_state",
+    "vigil_flow_cg_in",
+    "vigil_flow_cg_out",
+    "vigil_tcp_reset",
+];
+
+#[derive(Clone, Copy)]
+enum Workload {
+    Exec,
+    Iperf,
+    Connect,
+    Flood,
+}
+
+impl Workload {
+    const ALL: [Workload; 4] = [
+        Workload::Exec,
+        Workload::Iperf,
+        Workload::Connect,
+        Workload::Flood,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Exec => "exec storm (execs/s)",
+            Workload::Iperf => "iperf3 TCP (Gbit/s)",
+            Workload::Connect => "short connections (conn/s)",
+            Workload::Flood => "64-byte UDP flood (kpps)",
+        }
+    }
+
+    fn run(self) -> f64 {
+        match self {
+            Workload::Exec => exec_storm(),
+            Workload::Iperf => iperf(),
+            Workload::Connect => connect_storm(),
+            Workload::Flood => udp_flood(),
+        }
+    }
+}
+
+/// Two namespaces joined by a veth pair, removed on drop (on failure too).
+struct Namespaces;
+
+impl Namespaces {
+    fn new() -> Namespaces {
+        Namespaces::remove();
+        for args in [
+            vec!["netns", "add", NS_SERVER],
+            vec!["netns", "add", NS_CLIENT],
+            vec![
+                "link", "add", "vghca", "type", "veth", "peer", "name", "vghcb",
+            ],
+            vec!["link", "set", "vghca", "netns", NS_SERVER],
+            vec!["link", "set", "vghcb", "netns", NS_CLIENT],
+            vec![
+                "-n",
+                NS_SERVER,
+                "addr",
+                "add",
+                "10.231.0.1/24",
+                "dev",
+                "vghca",
+            ],
+            vec![
+                "-n",
+                NS_CLIENT,
+                "addr",
+                "add",
+                "10.231.0.2/24",
+                "dev",
+                "vghcb",
+            ],
+            vec!["-n", NS_SERVER, "link", "set", "vghca", "up"],
+            vec!["-n", NS_CLIENT, "link", "set", "vghcb", "up"],
+            vec!["-n", NS_SERVER, "link", "set", "lo", "up"],
+            vec!["-n", NS_CLIENT, "link", "set", "lo", "up"],
+        ] {
+            let out = run("ip", &args);
+            assert!(out.status.success(), "ip {args:?} failed");
+        }
+        // The client opens tens of thousands of connections per run.
+        let _ = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                NS_CLIENT,
+                "sysctl",
+                "-qw",
+                "net.ipv4.tcp_tw_reuse=1",
+            ],
+        );
+        Namespaces
+    }
+
+    fn remove() {
+        delete_netns(NS_SERVER);
+        delete_netns(NS_CLIENT);
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        Namespaces::remove();
+    }
+}
+
+/// Moves the calling thread (only) into namespace `ns`.
+fn enter(ns: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
+    // SAFETY: setns on a valid namespace fd; affects this thread only.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {ns}");
+}
+
+/// Fork + exec + wait of /bin/true, `THREADS` at a time: execs per second.
+fn exec_storm() -> f64 {
+    let start = Instant::now();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            std::thread::spawn(|| {
+                for _ in 0..EXECS_PER_THREAD {
+                    let ok = Command::new("/bin/true")
+                        .status()
+                        .map(|s| s.success())
+                        .unwrap_or(false);
+                    assert!(ok, "/bin/true failed");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("storm thread");
+    }
+    (THREADS * EXECS_PER_THREAD) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// iperf3 from the client namespace to a one-off server: Gbit/s received.
+/// A run that fails (the server not up yet, a stale one) is retried with a
+/// fresh server, at most 10 times.
+fn iperf() -> f64 {
+    let mut last = String::new();
+    for _ in 0..10 {
+        let mut server = Command::new("ip")
+            .args([
+                "netns", "exec", NS_SERVER, "iperf3", "-s", "-1", "-B", SERVER_IP,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iperf3 server (apt-get install iperf3; cargo xtask bench does)");
+        std::thread::sleep(Duration::from_millis(300));
+        let out = Command::new("ip")
+            .args(["netns", "exec", NS_CLIENT, "iperf3", "-c", SERVER_IP])
+            .args(["-t", IPERF_SECONDS, "-J"])
+            .output()
+            .expect("iperf3 client");
+        let _ = server.kill();
+        let _ = server.wait();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(bps) = v["end"]["sum_received"]["bits_per_second"].as_f64() {
+            return bps / 1e9;
+        }
+        last = v["error"].as_str().unwrap_or("no JSON").to_string();
+    }
+    panic!("iperf3 failed 10 times, last: {last}");
+}
+
+/// Connect, wait for the server's close, from `THREADS` client threads:
+/// connections per second. The server closes first, so the TIME_WAIT
+/// sockets stay on its side and the client's ports are free again.
+fn connect_storm() -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            enter(NS_SERVER);
+            let l = TcpListener::bind((SERVER_IP, CONNECT_PORT)).expect("bind");
+            ready_tx.send(()).expect("ready");
+            for s in l.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                drop(s);
+            }
+        })
+    };
+    ready_rx.recv().expect("server up");
+    let start = Instant::now();
+    let clients: Vec<_> = (0..THREADS)
+        .map(|_| {
+            std::thread::spawn(|| {
+                enter(NS_CLIENT);
+                let mut buf = [0u8; 1];
+                for _ in 0..CONNECTS_PER_THREAD {
+                    let mut s = TcpStream::connect((SERVER_IP, CONNECT_PORT)).expect("connect");
+                    let _ = s.read(&mut buf);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    let rate = (THREADS * CONNECTS_PER_THREAD) as f64 / start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    // One more connection wakes the accept loop so it sees the flag.
+    let waker = std::thread::spawn(|| {
+        enter(NS_CLIENT);
+        let _ = TcpStream::connect((SERVER_IP, CONNECT_PORT));
+    });
+    let _ = waker.join();
+    server.join().expect("server thread");
+    rate
+}
+
+/// Unpaced 18-byte datagrams from the client namespace: thousands of
+/// packets per second sent (the sender's CPU also runs the egress flow
+/// program, the receiver's the ingress one).
+fn udp_flood() -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receiver = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            enter(NS_SERVER);
+            let s = std::net::UdpSocket::bind((SERVER_IP, FLOOD_PORT)).expect("bind");
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            ready_tx.send(()).expect("ready");
+            let mut buf = [0u8; 64];
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if s.recv(&mut buf).is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        })
+    };
+    ready_rx.recv().expect("receiver up");
+    let sender = std::thread::spawn(|| {
+        enter(NS_CLIENT);
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        s.connect((SERVER_IP, FLOOD_PORT)).expect("connect");
+        let start = Instant::now();
+        for _ in 0..FLOOD_PACKETS {
+            let _ = s.send(&[0u8; 18]);
+        }
+        start.elapsed().as_secs_f64()
+    });
+    let secs = sender.join().expect("sender");
+    stop.store(true, Ordering::Relaxed);
+    let _received = receiver.join().expect("receiver");
+    FLOOD_PACKETS as f64 / secs / 1e3
+}
+
+fn metrics() -> String {
+    http_get(METRICS, "/metrics").1
+}
+
+fn series(text: &str, name: &str, program: &str) -> f64 {
+    metric(text, &format!("{name}{{program=\"{program}\"}}")).unwrap_or(0.0)
+}
+
+/// utime + stime of `pid` in seconds.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which ends with the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after ')'.
+    (ticks(11) + ticks(12)) / hz
+}
+
+fn status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Lets the agent's metrics job run after now (it refreshes the program
+/// counters once a second).
+fn settle() {
+    std::thread::sleep(Duration::from_millis(2_500));
+}
+
+struct WithAgent {
+    figure: f64,
+    cpu_pct: f64,
+    rss_mb: f64,
+    /// (program, runs, ns per run) during the workload.
+    programs: Vec<(String, f64, f64)>,
+    lost: f64,
+}
+
+/// Every workload once with one agent; its peak RSS over the round.
+fn with_agent() -> (Vec<WithAgent>, f64) {
+    let mut agent = Agent::start_with(&format!(
+        "enforce:\n  enabled: false\nmetrics:\n  listen: \"{METRICS}\"\n"
+    ));
+    let pid = agent.pid().expect("agent pid");
+    settle();
+    let mut out = Vec::new();
+    for w in Workload::ALL {
+        let m0 = metrics();
+        let c0 = cpu_s(pid);
+        let t0 = Instant::now();
+        let figure = w.run();
+        let secs = t0.elapsed().as_secs_f64();
+        let c1 = cpu_s(pid);
+        let rss_mb = status_kb(pid, "VmRSS:") as f64 / 1024.0;
+        settle();
+        let m1 = metrics();
+        let programs = PROGRAMS
+            .iter()
+            .map(|p| {
+                let runs = series(&m1, "vigil_program_runs_total", p)
+                    - series(&m0, "vigil_program_runs_total", p);
+                let s = series(&m1, "vigil_program_run_time_seconds_total", p)
+                    - series(&m0, "vigil_program_run_time_seconds_total", p);
+                let ns = if runs > 0.0 { s * 1e9 / runs } else { 0.0 };
+                (p.to_string(), runs, ns)
+            })
+            .filter(|(_, runs, _)| *runs > 0.0)
+            .collect();
+        let lost = metric(&m1, "vigil_kernel_reserve_failures_total").unwrap_or(0.0)
+            - metric(&m0, "vigil_kernel_reserve_failures_total").unwrap_or(0.0);
+        out.push(WithAgent {
+            figure,
+            cpu_pct: (c1 - c0) / secs * 100.0,
+            rss_mb,
+            programs,
+            lost,
+        });
+    }
+    let hwm_mb = status_kb(pid, "VmHWM:") as f64 / 1024.0;
+    assert!(agent.stop(), "agent did not stop cleanly");
+    (out, hwm_mb)
+}
+
+fn main() {
+    require_root();
+    let _stats = vigil::kernel::stats::enable_run_time().expect("BPF_ENABLE_STATS");
+    let _ns = Namespaces::new();
+    println!(
+        "host cost: without and with the agent, {ROUNDS} rounds: exec storm ({THREADS} threads x \
+         {EXECS_PER_THREAD} fork+exec of /bin/true), iperf3 TCP between two namespaces \
+         ({IPERF_SECONDS} s), short connections ({THREADS} threads x {CONNECTS_PER_THREAD}), \
+         64-byte UDP flood ({FLOOD_PACKETS} packets)"
+    );
+    for round in 1..=ROUNDS {
+        // Alternate which goes first: the machine's state drifts.
+        let bare_all = || Workload::ALL.map(|w| w.run());
+        let (bare, (with, hwm)) = if round % 2 == 1 {
+            let bare = bare_all();
+            (bare, with_agent())
+        } else {
+            let with = with_agent();
+            (bare_all(), with)
+        };
+        println!("  round {round} (agent peak RSS {hwm:.1} MB):");
+        for ((w, b), a) in Workload::ALL.iter().zip(bare).zip(&with) {
+            println!(
+                "    {:<28} without {b:>9.2}  with {:>9.2} ({:+.1} %); agent CPU {:.1} % of one \
+                 core, RSS {:.1} MB, events lost {}",
+                w.name(),
+                a.figure,
+                (a.figure / b - 1.0) * 100.0,
+                a.cpu_pct,
+                a.rss_mb,
+                a.lost
+            );
+            for (p, runs, ns) in &a.programs {
+                println!("      {p:<18} {runs:>9.0} runs  {ns:>7.0} ns/run");
+            }
+        }
+    }
+}
