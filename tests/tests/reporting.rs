@@ -157,9 +157,18 @@ fn alerts_and_actions_survive_a_broker_outage_and_an_agent_sigkill() {
                 .any(|m| m.body["id"] == id.as_str())
         });
     }
+    let missing_records: Vec<Value> = agent
+        .records()
+        .into_iter()
+        .filter(|r| {
+            r["id"]
+                .as_str()
+                .is_some_and(|i| missing.iter().any(|m| m == i))
+        })
+        .collect();
     assert!(
         missing.is_empty(),
-        "alerts never delivered: {missing:?}\n{}",
+        "alerts never delivered: {missing:?}\n{missing_records:#?}\n{}",
         agent.stderr()
     );
     check_intact(&second);
