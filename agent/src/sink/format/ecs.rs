@@ -552,10 +552,7 @@ mod tests {
     use crate::sink::format::samples;
 
     fn by_kind(kind: &str) -> Value {
-        let s = samples::samples();
-        let out = s.outputs();
-        let (_, o) = out.iter().find(|(k, _)| *k == kind).expect("sample");
-        translate(o).expect("mapped")
+        samples::translated(kind, translate)
     }
 
     #[test]

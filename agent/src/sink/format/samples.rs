@@ -21,6 +21,17 @@ const START: u64 = 1_234_567;
 const PARENT_START: u64 = 1_200_000;
 
 /// Everything [`records`] holds, owned.
+/// The sample of `kind` put through a format's `translate`.
+pub fn translated(
+    kind: &str,
+    translate: fn(&Output<'_>) -> Option<serde_json::Value>,
+) -> serde_json::Value {
+    let s = samples();
+    let out = s.outputs();
+    let (_, o) = out.iter().find(|(k, _)| *k == kind).expect("sample");
+    translate(o).expect("mapped")
+}
+
 pub struct Samples {
     pub events: Vec<Record>,
     pub alert: Alert,
