@@ -19,6 +19,10 @@ use vigil_integration::*;
 
 const KEY: &str = "fleet-test-key";
 
+/// Telemetry on Kafka is limited to the agent's own start and stop: the
+/// agent watches the whole host, and on a busy machine other processes'
+/// records would keep the spool from ever draining; these tests are about
+/// alerts, actions and commands.
 fn config(
     s: u8,
     broker: &Broker,
@@ -32,7 +36,8 @@ fn config(
          metrics:\n  listen: \"{metrics}\"\ncontrol:\n  socket: \"{socket}\"\ndetect:\n  update_interval_s: 1\n\
          enforce:\n  pin_dir: {}\n  interfaces: [lo]\n  maintenance_interval_s: 1\n  management_cidrs: [\"10.{s}.3.0/24\"]\n\
          response:\n  mode: enforce\nplaybooks:\n  dir: {}\n\
-         kafka:\n  brokers: \"{}\"\n  hmac_key: {KEY}\n  message_timeout_ms: 4000\n",
+         kafka:\n  brokers: \"{}\"\n  hmac_key: {KEY}\n  message_timeout_ms: 4000\n\
+         \x20 telemetry:\n    kinds: [agent_start, agent_stop]\n",
         pins.pin_dir,
         playbooks.display(),
         broker.addr()
@@ -189,7 +194,15 @@ fn alerts_and_actions_survive_a_broker_outage_and_an_agent_sigkill() {
     assert_eq!(
         spool_segments(&agent.dir.0),
         0,
-        "spool not empty after replay"
+        "spool not empty after replay: {:?} acked {:?}\n{}",
+        std::fs::read_dir(agent.dir.0.join("spool"))
+            .map(|rd| rd
+                .flatten()
+                .map(|e| (e.file_name(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+                .collect::<Vec<_>>())
+            .unwrap_or_default(),
+        std::fs::read_to_string(agent.dir.0.join("spool/acked")).unwrap_or_default(),
+        agent.stderr()
     );
     assert!(agent.stop());
 }

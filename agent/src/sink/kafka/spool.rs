@@ -240,6 +240,16 @@ impl Spool {
             sp.next_seq = sp.next_seq.max(seg.last_seq + 1);
             sp.segments.push_back(seg);
         }
+        // Segments are deleted as soon as they are acknowledged, the
+        // watermark is saved at most once a second: after a crash it can
+        // trail the first record still here. What is gone was acknowledged;
+        // left behind, the producer would wait for it forever and the spool
+        // would never drain again.
+        if let Some(front) = sp.segments.front() {
+            if front.first_seq > sp.acked + 1 {
+                sp.acked = front.first_seq - 1;
+            }
+        }
         sp.drop_acked()?;
         Ok(sp)
     }
@@ -603,6 +613,32 @@ mod tests {
         assert_eq!(rest.len(), 250);
         s.set_acked(500).unwrap();
         assert_eq!(s.bytes(), 0);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_watermark_saved_before_deleted_segments_does_not_hold_the_spool_after_a_crash() {
+        let d = dir("gap");
+        let mut s = Spool::open(&d, CFG).unwrap();
+        for i in 0..3 {
+            s.append(Class::Alert, format!("{{\"id\":\"a{i}\"}}").as_bytes())
+                .unwrap();
+        }
+        // Acknowledged within the first second: the segment is deleted, the
+        // watermark not yet saved.
+        s.set_acked(3).unwrap();
+        assert_eq!(s.bytes(), 0);
+        s.append(Class::Alert, b"{\"id\":\"a3\"}").unwrap();
+        s.append(Class::Alert, b"{\"id\":\"a4\"}").unwrap();
+        // SIGKILL: no close, no saved watermark.
+        std::mem::forget(s);
+        let s = Spool::open(&d, CFG).unwrap();
+        assert_eq!(
+            s.acked(),
+            3,
+            "the watermark starts below the first record kept"
+        );
+        assert_eq!(s.pending(), 2);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
