@@ -62,7 +62,9 @@ pub fn alert_from_json(v: &serde_json::Value) -> Result<Alert, PlanError> {
         host: Arc::from(v["host"].as_str().unwrap_or_default()),
         detector,
         severity,
-        confidence: v["confidence"].as_f64().ok_or(PlanError::Missing("confidence"))?,
+        confidence: v["confidence"]
+            .as_f64()
+            .ok_or(PlanError::Missing("confidence"))?,
         techniques,
         summary: v["summary"].as_str().unwrap_or_default().to_string(),
         entities: v["entities"].clone(),
@@ -122,7 +124,10 @@ mod tests {
     }
 
     fn alert(detector: &str, severity: &str, confidence: f64, techniques: &[&str]) -> Alert {
-        let t: Vec<_> = techniques.iter().map(|t| serde_json::json!({"id": t})).collect();
+        let t: Vec<_> = techniques
+            .iter()
+            .map(|t| serde_json::json!({"id": t}))
+            .collect();
         alert_from_json(&serde_json::json!({
             "kind": "alert", "id": "a1", "detector": detector, "severity": severity,
             "confidence": confidence, "techniques": t, "entities": {}, "evidence": {}
@@ -132,7 +137,11 @@ mod tests {
 
     #[test]
     fn a_memfd_exec_would_be_contained_in_dry_run() {
-        let p = plan(&playbooks(), Mode::DryRun, &alert("process", "high", 0.9, &["T1620"]));
+        let p = plan(
+            &playbooks(),
+            Mode::DryRun,
+            &alert("process", "high", 0.9, &["T1620"]),
+        );
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].playbook, "malware_containment");
         assert_eq!(p[0].mode, Mode::DryRun);
@@ -151,10 +160,18 @@ mod tests {
     #[test]
     fn conditions_and_approvals_are_respected() {
         let pbs = playbooks();
-        let low = plan(&pbs, Mode::Enforce, &alert("exfil", "high", 0.5, &["T1048"]));
+        let low = plan(
+            &pbs,
+            Mode::Enforce,
+            &alert("exfil", "high", 0.5, &["T1048"]),
+        );
         let fates: Vec<_> = low[0].steps.iter().map(|s| s.fate).collect();
         assert_eq!(fates, ["run", "skipped: when", "skipped: when"]);
-        let lat = plan(&pbs, Mode::DryRun, &alert("lateral", "medium", 0.9, &["T1021.002"]));
+        let lat = plan(
+            &pbs,
+            Mode::DryRun,
+            &alert("lateral", "medium", 0.9, &["T1021.002"]),
+        );
         let fates: Vec<_> = lat[0].steps.iter().map(|s| s.fate).collect();
         assert_eq!(fates, ["run", "run", "after approval"]);
     }
@@ -162,8 +179,18 @@ mod tests {
     #[test]
     fn an_alert_no_playbook_takes_and_evidence_plan_nothing() {
         let pbs = playbooks();
-        assert!(plan(&pbs, Mode::DryRun, &alert("scan", "medium", 0.8, &["T1046"])).is_empty());
-        assert!(plan(&pbs, Mode::DryRun, &alert("process", "info", 0.9, &["T1620"])).is_empty());
+        assert!(plan(
+            &pbs,
+            Mode::DryRun,
+            &alert("scan", "medium", 0.8, &["T1046"])
+        )
+        .is_empty());
+        assert!(plan(
+            &pbs,
+            Mode::DryRun,
+            &alert("process", "info", 0.9, &["T1620"])
+        )
+        .is_empty());
     }
 
     #[test]
