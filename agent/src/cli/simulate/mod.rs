@@ -259,13 +259,20 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
         },
     )?);
 
-    // 3. A shell wired to a socket of a loopback listener we own.
+    // 3. A shell wired to a socket of a loopback listener we own; it lives
+    // until its row is decided.
+    let mut shell = None;
     rows.push(ctx.row(
         "reverse shell",
         "process T1059.004",
         || {
-            standin::reverse_shell()
-                .map(|pid| format!("pid {pid}: /bin/sh with a loopback socket as stdin/stdout"))
+            let s = standin::reverse_shell()?;
+            let detail = format!(
+                "pid {}: /bin/sh with a loopback socket as stdin/stdout",
+                s.pid
+            );
+            shell = Some(s);
+            Ok(detail)
         },
         &|a| {
             a["detector"] == "process"
@@ -275,6 +282,7 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
                     .is_some_and(|s| s.starts_with("reverse shell"))
         },
     )?);
+    drop(shell);
 
     // 4. Downloaded by a network process, hidden, then run.
     let base = if cfg.state_dir.is_dir() {

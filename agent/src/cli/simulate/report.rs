@@ -121,7 +121,7 @@ impl Report {
         for r in &self.rows {
             let secs = r
                 .seconds
-                .map(|s| format!("{s:.1}"))
+                .map(|s| format!("{s:.2}"))
                 .unwrap_or_else(|| "-".into());
             out.push_str(&format!(
                 "{:<24} {:<22} {:<40} {:>7}  {}\n",
@@ -238,7 +238,7 @@ mod tests {
         none.standin = "beacon";
         let t = Report::new(vec![r, none], vec!["198.18.86.2".into()], "dry-run".into()).table();
         assert!(t.contains("passed"), "{t}");
-        assert!(t.contains("1.2") || t.contains("1.3"), "{t}");
+        assert!(t.contains("1.25"), "{t}");
         assert!(
             t.contains("malware_containment [dry-run]: kill_process, isolate_host(skipped: when)"),
             "{t}"

@@ -230,22 +230,32 @@ pub fn memfd_exec() -> Result<u32, StandinError> {
 }
 
 /// A shell whose stdin and stdout are a TCP connection to a listener this
-/// process owns on loopback; it exits at once. Returns its pid.
-pub fn reverse_shell() -> Result<u32, StandinError> {
+/// process owns on loopback. It waits on the socket (the agent reads its
+/// descriptors from /proc after the exec) and exits when this is dropped.
+pub struct RevShell {
+    pub pid: u32,
+    _peer: TcpStream,
+    _shell: Reaped,
+}
+
+pub fn reverse_shell() -> Result<RevShell, StandinError> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io("loopback listener"))?;
     let addr = listener.local_addr().map_err(io("loopback listener"))?;
     let conn = TcpStream::connect(addr).map_err(io(format!("connect {addr}")))?;
-    let (_peer, _) = listener.accept().map_err(io("accept"))?;
+    let (peer, _) = listener.accept().map_err(io("accept"))?;
     let out = conn.try_clone().map_err(io("dup"))?;
-    let mut child = Command::new("/bin/sh")
-        .args(["-c", "exit 0"])
+    // `read` returns when the peer closes: dropping RevShell ends it.
+    let child = Command::new("/bin/sh")
+        .args(["-c", "read -r _"])
         .stdin(Stdio::from(OwnedFd::from(conn)))
         .stdout(Stdio::from(OwnedFd::from(out)))
         .spawn()
         .map_err(io("/bin/sh"))?;
-    let pid = child.id();
-    child.wait().map_err(io("waiting for the shell"))?;
-    Ok(pid)
+    Ok(RevShell {
+        pid: child.id(),
+        _shell: Reaped(child),
+        _peer: peer,
+    })
 }
 
 /// A scratch directory removed with everything in it when dropped.
@@ -284,11 +294,11 @@ pub fn download_and_run(dir: &Path) -> Result<PathBuf, StandinError> {
         )
     });
     let target = dir.join(".vigil-simulate-update.sh");
-    // The downloader is a shell of its own with a socket, so the writer is
-    // a network-facing process other than this one.
+    // The downloader is a shell of its own that connects and then creates
+    // the file itself, so the writer is a network-facing process.
     let script = format!(
-        "exec 3<>/dev/tcp/127.0.0.1/{port}; printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; \
-         sed '1,/^\\r$/d' <&3 > {target}",
+        "exec 3<>/dev/tcp/127.0.0.1/{port}; exec 4>{target}; \
+         printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; sed '1,/^\\r$/d' <&3 >&4",
         port = addr.port(),
         target = target.display()
     );

@@ -1,0 +1,95 @@
+//! `vigil simulate` against the real agent (dry-run, the repository's
+//! playbooks): every stand-in it attempts must be detected, and it leaves
+//! no namespace, veth, address or scratch file behind.
+
+use std::process::Command;
+
+use serde_json::Value;
+use vigil_integration::*;
+
+fn links() -> String {
+    String::from_utf8_lossy(&run("ip", &["-o", "link", "show"]).stdout).into_owned()
+}
+
+#[test]
+fn simulate_raises_every_attempted_stand_in_and_cleans_up() {
+    let dir = TempDir::new("sim");
+    let socket = dir.0.join("vigil.sock");
+    let playbooks = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
+    let config = format!(
+        "{TEST_CONFIG}control:\n  socket: {}\nplaybooks:\n  dir: {}\nresponse:\n  mode: dry-run\n",
+        socket.display(),
+        playbooks.display()
+    );
+    let agent = Agent::start_in(None, &config, dir);
+    let out = Command::new(vigil_bin())
+        .args(["simulate", "--json", "--timeout-s", "30", "--config"])
+        .arg(agent.dir.0.join("vigil.yaml"))
+        .output()
+        .expect("vigil simulate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let rows = report["rows"].as_array().expect("rows");
+    let attempted: Vec<&Value> = rows
+        .iter()
+        .filter(|r| matches!(r["outcome"]["state"].as_str(), Some("passed" | "failed")))
+        .collect();
+    assert!(attempted.len() >= 3, "{report:#}");
+    // On failure, what the agent saw of the simulation.
+    let trail = || -> Vec<String> {
+        agent
+            .records()
+            .iter()
+            .filter(|a| a.to_string().contains("vigil-simulate"))
+            .map(|a| a.to_string())
+            .collect()
+    };
+    for r in &attempted {
+        assert_eq!(r["outcome"]["state"], "passed", "{r:#}\n{:#?}", trail());
+        assert!(r["seconds"].as_f64().is_some(), "{r:#}");
+        assert!(r["alert"]["id"].as_str().is_some(), "{r:#}");
+    }
+    assert!(out.status.success(), "{report:#}");
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["response_mode"], "dry-run");
+    // The memfd exec would be contained by malware_containment, in dry-run.
+    let memfd = rows
+        .iter()
+        .find(|r| r["standin"] == "memfd exec")
+        .expect("memfd row");
+    assert_eq!(
+        memfd["response"][0]["playbook"], "malware_containment",
+        "{memfd:#}"
+    );
+    assert_eq!(memfd["response"][0]["mode"], "dry-run", "{memfd:#}");
+    // The agent raised them (its own record, not only simulate's word).
+    for r in &attempted {
+        let id = r["alert"]["id"].as_str().unwrap_or_default();
+        assert!(
+            agent
+                .records()
+                .iter()
+                .any(|a| a["kind"] == "alert" && a["id"] == id),
+            "{id} not in the agent's output"
+        );
+    }
+    // Nothing left behind.
+    assert!(!links().contains("vsim"), "{}", links());
+    let addrs = String::from_utf8_lossy(&run("ip", &["-o", "addr", "show"]).stdout).into_owned();
+    assert!(!addrs.contains("198.18.86."), "{addrs}");
+    let left: Vec<_> = std::fs::read_dir(&agent.dir.0)
+        .expect("state dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("vigil-simulate-")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
