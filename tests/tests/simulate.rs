@@ -93,3 +93,44 @@ fn simulate_raises_every_attempted_stand_in_and_cleans_up() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Ctrl-C while a stand-in waits: the namespace, the veth pair and its
+/// addresses are gone when simulate exits, and it does not claim success.
+#[test]
+fn ctrl_c_removes_what_simulate_created() {
+    let dir = TempDir::new("simint");
+    let socket = dir.0.join("vigil.sock");
+    // Detection off: the sweep's row waits for its whole timeout.
+    let config = format!(
+        "{TEST_CONFIG}control:\n  socket: {}\ndetect:\n  enabled: false\n",
+        socket.display()
+    );
+    let agent = Agent::start_in(None, &config, dir);
+    let mut sim = Command::new(vigil_bin())
+        .args(["simulate", "--json", "--timeout-s", "600", "--config"])
+        .arg(agent.dir.0.join("vigil.yaml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vigil simulate");
+    // Bounded: 6000 looks at the link table.
+    let mut up = false;
+    for _ in 0..6000 {
+        if links().contains("vsim") {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: a plain kill(2) of our own child.
+    unsafe { libc::kill(sim.id() as i32, libc::SIGINT) };
+    let status = sim.wait().expect("wait");
+    assert!(up, "the stand-in namespace never appeared");
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(sim.stderr.as_mut().expect("stderr"), &mut err).expect("read");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(!links().contains("vsim"), "{}", links());
+    let addrs = String::from_utf8_lossy(&run("ip", &["-o", "addr", "show"]).stdout).into_owned();
+    assert!(!addrs.contains("198.18.86."), "{addrs}");
+}
