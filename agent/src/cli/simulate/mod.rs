@@ -119,6 +119,8 @@ struct Ctx<'a> {
     timeout: Duration,
     playbooks: Vec<Playbook>,
     mode: Mode,
+    /// The agent re-reports a repeat of an open alert at most this often.
+    update_interval_s: f64,
 }
 
 impl Ctx<'_> {
@@ -164,8 +166,9 @@ impl Ctx<'_> {
             }
             None => {
                 row.outcome = Outcome::Failed(format!(
-                    "no {expected} alert within {} s",
-                    self.timeout.as_secs()
+                    "no {expected} alert within {} s (a repeat within {:.0} s of an earlier run is only counted: run again later)",
+                    self.timeout.as_secs(),
+                    self.update_interval_s
                 ))
             }
         }
@@ -197,6 +200,7 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
         timeout,
         playbooks,
         mode,
+        update_interval_s: cfg.detect.update_interval_s,
     };
     let mut rows = Vec::new();
     let mut addresses = Vec::new();

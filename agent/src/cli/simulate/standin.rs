@@ -206,9 +206,12 @@ pub fn port_sweep(
 /// returns the pid that ran.
 pub fn memfd_exec() -> Result<u32, StandinError> {
     let bin = std::fs::read("/bin/true").map_err(io("/bin/true"))?;
+    // Named per run, so a rerun is a new alert rather than a count update.
+    let name = std::ffi::CString::new(format!("vigil-simulate-{}", std::process::id()))
+        .map_err(|e| StandinError::Tool("memfd name".into(), e.to_string()))?;
     // Not close-on-exec: the child execs its own /proc/self/fd/N.
     // SAFETY: a NUL-terminated name; the fd is owned right below.
-    let fd = unsafe { libc::memfd_create(c"vigil-simulate".as_ptr(), 0) };
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
     if fd < 0 {
         return Err(StandinError::Io(
             "memfd_create".into(),
