@@ -39,7 +39,7 @@ fn simulate_raises_every_attempted_stand_in_and_cleans_up() {
         .iter()
         .filter(|r| matches!(r["outcome"]["state"].as_str(), Some("passed" | "failed")))
         .collect();
-    assert!(attempted.len() >= 3, "{report:#}");
+    assert_eq!(attempted.len(), 5, "{report:#}");
     // On failure, what the agent saw of the simulation.
     let trail = || -> Vec<String> {
         agent
@@ -67,6 +67,21 @@ fn simulate_raises_every_attempted_stand_in_and_cleans_up() {
         "{memfd:#}"
     );
     assert_eq!(memfd["response"][0]["mode"], "dry-run", "{memfd:#}");
+    // The admin-port sweep would only isolate the host after approval.
+    let lateral = rows
+        .iter()
+        .find(|r| r["standin"] == "admin-port sweep")
+        .expect("lateral row");
+    let steps: Vec<(String, String)> = lateral["response"][0]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| (s["action"].to_string(), s["fate"].to_string()))
+        .collect();
+    assert!(
+        steps.contains(&("\"isolate_host\"".into(), "\"after approval\"".into())),
+        "{lateral:#}"
+    );
     // The agent raised them (its own record, not only simulate's word).
     for r in &attempted {
         let id = r["alert"]["id"].as_str().unwrap_or_default();

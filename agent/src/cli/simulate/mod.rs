@@ -212,6 +212,7 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
         Ok(net) => {
             addresses.push(standin::SIM_ADDR.to_string());
             addresses.push(standin::HOST_ADDR.to_string());
+            addresses.push("10.255.86.0/24 (only inside the stand-in namespace)".to_string());
             let sim = standin::SIM_ADDR.to_string();
             rows.push(ctx.row(
                 "port sweep",
@@ -229,6 +230,23 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
                         && has_technique(a, "T1046")
                         && a.to_string().contains(&sim)
                 },
+            )?);
+            // 5. A failed admin-port sweep of internal peers that exist
+            // only inside the stand-in namespace.
+            let l = &cfg.detect.lateral;
+            let port = l.admin_ports.first().copied().unwrap_or(22);
+            rows.push(ctx.row(
+                "admin-port sweep",
+                "lateral T1210",
+                || {
+                    let peers = standin::add_peers(&net, l.failed_sweep_peers + 1)?;
+                    let refused = standin::admin_sweep(&net, &peers, port)?;
+                    Ok(format!(
+                        "TCP connects to port {port} of {} addresses of 10.255.86.0/24 inside the stand-in namespace, {refused} refused",
+                        peers.len()
+                    ))
+                },
+                &|a| a["detector"] == "lateral" && has_technique(a, "T1210"),
             )?);
             drop(net);
         }
@@ -342,7 +360,6 @@ fn not_attempted(cfg: &vigil::config::Config) -> Vec<Row> {
         .chain([b.window_s])
         .fold(f64::INFINITY, f64::min);
     let minutes = (shortest / 60.0).ceil().max(1.0) as u64;
-    let l = &cfg.detect.lateral;
     let skip = |standin, expected, outcome| Row {
         standin,
         expected,
@@ -359,14 +376,6 @@ fn not_attempted(cfg: &vigil::config::Config) -> Vec<Row> {
             Outcome::Skipped(format!(
                 "needs {minutes} minutes ({} connections over the shortest {shortest:.0} s window)",
                 b.min_connections
-            )),
-        ),
-        skip(
-            "admin-port fan-out",
-            "lateral T1021",
-            Outcome::Skipped(format!(
-                "needs the agent's {:.0} s learning period to have passed without this namespace, then {} peers",
-                l.learn_s, l.fanout_peers
             )),
         ),
         skip(

@@ -24,7 +24,7 @@ pub enum StandinError {
     #[error("`{0}` failed: {1}")]
     Tool(String, String),
     #[error("{0} is already in use on this host; simulate uses it only when nothing else does")]
-    AddressInUse(Ipv4Addr),
+    AddressInUse(String),
     #[error("interrupted")]
     Interrupted,
 }
@@ -75,8 +75,11 @@ impl SimNet {
         let addrs = tool("ip", &["-o", "-4", "addr", "show"])?;
         for a in [HOST_ADDR, SIM_ADDR] {
             if addrs.contains(&format!("inet {a}/")) {
-                return Err(StandinError::AddressInUse(a));
+                return Err(StandinError::AddressInUse(a.to_string()));
             }
+        }
+        if addrs.contains("inet 10.255.86.") {
+            return Err(StandinError::AddressInUse("10.255.86.0/24".into()));
         }
         let mut cmd = Command::new("sleep");
         cmd.arg(lifetime_s.to_string()).stdin(Stdio::null());
@@ -202,6 +205,40 @@ pub fn port_sweep(
     })
 }
 
+/// Inside the stand-in namespace, `n` (at most 64) addresses of
+/// 10.255.86.0/24 on its loopback, so a fan-out has internal peers that
+/// exist nowhere else: returns them.
+pub fn add_peers(net: &SimNet, n: usize) -> Result<Vec<Ipv4Addr>, StandinError> {
+    let ns = format!("--net=/proc/{}/ns/net", net.holder.0.id());
+    let peers: Vec<Ipv4Addr> = (1..=n.min(64) as u8)
+        .map(|i| Ipv4Addr::new(10, 255, 86, i))
+        .collect();
+    for p in &peers {
+        tool(
+            "nsenter",
+            &[&ns, "ip", "addr", "add", &format!("{p}/32"), "dev", "lo"],
+        )?;
+    }
+    Ok(peers)
+}
+
+/// From the stand-in namespace, one TCP connect to `port` of each peer
+/// (its own addresses, nothing listens): returns how many were refused.
+pub fn admin_sweep(net: &SimNet, peers: &[Ipv4Addr], port: u16) -> Result<usize, StandinError> {
+    net.inside(|| {
+        peers
+            .iter()
+            .filter(|p| {
+                let to = SocketAddr::from((**p, port));
+                matches!(
+                    TcpStream::connect_timeout(&to, Duration::from_millis(300)),
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+                )
+            })
+            .count()
+    })
+}
+
 /// memfd_create, a copy of /bin/true in it, execve of /proc/self/fd/N:
 /// returns the pid that ran.
 pub fn memfd_exec() -> Result<u32, StandinError> {
@@ -288,13 +325,24 @@ pub fn download_and_run(dir: &Path) -> Result<PathBuf, StandinError> {
     let server = std::thread::spawn(move || -> std::io::Result<()> {
         let (mut s, _) = listener.accept()?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        // The whole request (bounded), then the answer, then a clean
+        // close: unread input would make the close a reset.
+        let mut req = Vec::new();
         let mut buf = [0u8; 1024];
-        let _ = s.read(&mut buf)?;
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+            match s.read(&mut buf)? {
+                0 => break,
+                n => req.extend_from_slice(&buf[..n]),
+            }
+        }
         write!(
             s,
             "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
-        )
+        )?;
+        s.shutdown(std::net::Shutdown::Write)?;
+        while s.read(&mut buf)? > 0 {}
+        Ok(())
     });
     let target = dir.join(".vigil-simulate-update.sh");
     // The downloader is a shell of its own that connects and then creates
