@@ -16,8 +16,11 @@ fn simulate_raises_every_attempted_stand_in_and_cleans_up() {
     let dir = TempDir::new("sim");
     let socket = dir.0.join("vigil.sock");
     let playbooks = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
+    // The beacon windows of the detection tests, so the beacon row runs
+    // (with the shipped 15-minute window it is reported as skipped).
     let config = format!(
-        "{TEST_CONFIG}control:\n  socket: {}\nplaybooks:\n  dir: {}\nresponse:\n  mode: dry-run\n",
+        "{TEST_CONFIG}control:\n  socket: {}\nplaybooks:\n  dir: {}\nresponse:\n  mode: dry-run\n\
+         detect:\n  beacon:\n    window_s: 20\n    min_connections: 8\n    scoring_period_s: 2\n",
         socket.display(),
         playbooks.display()
     );
@@ -39,7 +42,7 @@ fn simulate_raises_every_attempted_stand_in_and_cleans_up() {
         .iter()
         .filter(|r| matches!(r["outcome"]["state"].as_str(), Some("passed" | "failed")))
         .collect();
-    assert_eq!(attempted.len(), 5, "{report:#}");
+    assert_eq!(attempted.len(), 6, "{report:#}");
     // On failure, what the agent saw of the simulation.
     let trail = || -> Vec<String> {
         agent

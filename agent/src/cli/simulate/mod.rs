@@ -214,6 +214,7 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
             addresses.push(standin::HOST_ADDR.to_string());
             addresses.push("10.255.86.0/24 (only inside the stand-in namespace)".to_string());
             let sim = standin::SIM_ADDR.to_string();
+            let host = standin::HOST_ADDR.to_string();
             rows.push(ctx.row(
                 "port sweep",
                 "scan T1046",
@@ -248,6 +249,31 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
                 },
                 &|a| a["detector"] == "lateral" && has_technique(a, "T1210"),
             )?);
+            // 6. A jittered beacon, only when the config's shortest window
+            // is short enough to fill within the row's timeout.
+            let window = shortest_beacon_window(&cfg);
+            if window * 1.2 <= timeout.as_secs_f64() {
+                let count = 48;
+                let interval = Duration::from_secs_f64(window / 40.0);
+                rows.push(ctx.row(
+                    "jittered beacon",
+                    "beacon T1071",
+                    || {
+                        let ok = standin::beacon(&net, count, interval, 0.2, &interrupted)?;
+                        Ok(format!(
+                            "{ok} of {count} connections from {} to {} every {:.2} s ± 20 % (the config's shortest beacon window is {window:.0} s)",
+                            standin::SIM_ADDR,
+                            standin::HOST_ADDR,
+                            interval.as_secs_f64()
+                        ))
+                    },
+                    &|a| {
+                        a["detector"] == "beacon"
+                            && has_technique(a, "T1071")
+                            && a["entities"]["dst_ip"] == host.as_str()
+                    },
+                )?);
+            }
             drop(net);
         }
         Err(e) => rows.push(Row {
@@ -333,7 +359,7 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
     )?);
     drop(scratch);
 
-    rows.extend(not_attempted(&cfg));
+    rows.extend(not_attempted(&cfg, timeout));
     let report = Report::new(
         rows,
         addresses,
@@ -350,16 +376,22 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
     Ok(report.passed)
 }
 
-/// The rows not attempted, with the reason taken from the config.
-fn not_attempted(cfg: &vigil::config::Config) -> Vec<Row> {
+/// Seconds of the shortest window the beacon detector scores.
+fn shortest_beacon_window(cfg: &vigil::config::Config) -> f64 {
     let b = &cfg.detect.beacon;
-    let shortest = b
-        .short_windows_s
+    b.short_windows_s
         .iter()
         .copied()
         .chain([b.window_s])
-        .fold(f64::INFINITY, f64::min);
-    let minutes = (shortest / 60.0).ceil().max(1.0) as u64;
+        .filter(|w| *w > 0.0)
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The rows not attempted, with the reason taken from the config.
+fn not_attempted(cfg: &vigil::config::Config, timeout: Duration) -> Vec<Row> {
+    let b = &cfg.detect.beacon;
+    let shortest = shortest_beacon_window(cfg);
+    let minutes = (shortest * 1.2 / 60.0).ceil().max(1.0) as u64;
     let skip = |standin, expected, outcome| Row {
         standin,
         expected,
@@ -369,23 +401,26 @@ fn not_attempted(cfg: &vigil::config::Config) -> Vec<Row> {
         response: Vec::new(),
         detail: String::new(),
     };
-    vec![
-        skip(
+    let mut rows = Vec::new();
+    if shortest * 1.2 > timeout.as_secs_f64() {
+        rows.push(skip(
             "jittered beacon",
             "beacon T1071",
             Outcome::Skipped(format!(
-                "needs {minutes} minutes ({} connections over the shortest {shortest:.0} s window)",
-                b.min_connections
+                "needs {minutes} minutes (at least {} connections spanning the shortest beacon window, {shortest:.0} s; --timeout-s is {})",
+                b.min_connections,
+                timeout.as_secs()
             )),
-        ),
-        skip(
-            "PAM brute force",
-            "brute_force T1110",
-            Outcome::NotRaisedByDesign(
-                "auth attempts are trusted only from configured PAM services run by root (issue 11); \
+        ));
+    }
+    rows.extend([skip(
+        "PAM brute force",
+        "brute_force T1110",
+        Outcome::NotRaisedByDesign(
+            "auth attempts are trusted only from configured PAM services run by root (issue 11); \
                  a service of simulate's own is not one, and simulate does not weaken that rule"
-                    .into(),
-            ),
+                .into(),
         ),
-    ]
+    )]);
+    rows
 }

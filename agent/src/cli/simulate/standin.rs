@@ -239,6 +239,67 @@ pub fn admin_sweep(net: &SimNet, peers: &[Ipv4Addr], port: u16) -> Result<usize,
     })
 }
 
+/// A jittered beacon from the stand-in namespace to a listener this
+/// process owns on the host end: `count` connections, each sending and
+/// receiving a few fixed bytes, `interval` apart ± `jitter` (a fraction).
+/// Returns how many connected.
+pub fn beacon(
+    net: &SimNet,
+    count: usize,
+    interval: Duration,
+    jitter: f64,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<usize, StandinError> {
+    let listener = TcpListener::bind((HOST_ADDR, 0)).map_err(io("beacon listener"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io("beacon listener"))?;
+    let port = listener.local_addr().map_err(io("beacon listener"))?.port();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut buf = [0u8; 64];
+                        let _ = c.read(&mut buf);
+                        let _ = c.write_all(&[b'k'; 32]);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        let sent = net.inside(|| {
+            // xorshift: the jitter needs no quality, only spread.
+            let mut x = u64::from(std::process::id()) | 1;
+            let mut ok = 0;
+            for _ in 0..count {
+                if stop() {
+                    break;
+                }
+                let to = SocketAddr::from((HOST_ADDR, port));
+                if let Ok(mut c) = TcpStream::connect_timeout(&to, Duration::from_millis(300)) {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                    let _ = c.write_all(&[b'b'; 64]);
+                    let mut buf = [0u8; 64];
+                    while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+                    ok += 1;
+                }
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let r = (x % 2001) as f64 / 1000.0 - 1.0;
+                std::thread::sleep(interval.mul_f64((1.0 + jitter * r).max(0.0)));
+            }
+            ok
+        });
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        sent
+    })
+}
+
 /// memfd_create, a copy of /bin/true in it, execve of /proc/self/fd/N:
 /// returns the pid that ran.
 pub fn memfd_exec() -> Result<u32, StandinError> {
