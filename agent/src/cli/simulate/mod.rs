@@ -424,3 +424,51 @@ fn not_attempted(cfg: &vigil::config::Config, timeout: Duration) -> Vec<Row> {
     )]);
     rows
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_beacon_row_runs_only_when_its_window_fits_the_timeout() {
+        let mut cfg = vigil::config::Config::default();
+        // Shipped: 15 min, 1 h and a day; 15 min × 1.2 is 18 minutes.
+        assert_eq!(shortest_beacon_window(&cfg), 900.0);
+        let rows = not_attempted(&cfg, Duration::from_secs(30));
+        let beacon = rows
+            .iter()
+            .find(|r| r.standin == "jittered beacon")
+            .expect("row");
+        assert!(
+            matches!(&beacon.outcome, Outcome::Skipped(r) if r.starts_with("needs 18 minutes")),
+            "{beacon:?}"
+        );
+        cfg.detect.beacon.window_s = 20.0;
+        cfg.detect.beacon.short_windows_s = vec![0.0, 900.0];
+        assert_eq!(shortest_beacon_window(&cfg), 20.0);
+        let rows = not_attempted(&cfg, Duration::from_secs(30));
+        assert!(
+            rows.iter().all(|r| r.standin != "jittered beacon"),
+            "{rows:?}"
+        );
+        // The PAM row is never attempted, and says why.
+        assert!(rows
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::NotRaisedByDesign(_))));
+    }
+
+    #[test]
+    fn a_count_update_of_an_old_alert_is_new() {
+        let a = serde_json::json!({"id": "x", "count": 1});
+        let b = serde_json::json!({"id": "x", "count": 2});
+        assert_ne!(key(&a), key(&b));
+        assert!(has_technique(
+            &serde_json::json!({"techniques": [{"id": "T1021.004"}, {"id": "T1210"}]}),
+            "T1210"
+        ));
+        assert!(!has_technique(
+            &serde_json::json!({"techniques": [{"id": "T10711"}]}),
+            "T1071"
+        ));
+    }
+}
