@@ -7,8 +7,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::action::StepAction;
+use super::engine::AlertContext;
 use super::playbook::{Mode, Playbook};
 use crate::detect::{attack, registry, Alert, Severity};
+use crate::enforce::cidr::Cidr;
+use crate::enforce::guard::{Guard, GuardInputs};
 
 /// Why an alert record cannot be evaluated.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -26,8 +30,14 @@ pub enum PlanError {
 pub struct PlannedStep {
     pub id: String,
     pub action: &'static str,
-    /// `run`, `skipped: when` (its condition does not hold) or
-    /// `after approval` (an earlier step waits for a person).
+    /// What it would do to what, as the incident would record it
+    /// (`block 203.0.113.9 for 3600s`).
+    pub what: String,
+    /// `run`, `skipped: when` (its condition does not hold),
+    /// `after approval` (an earlier step waits for a person) or
+    /// `refused: loopback` (a block the never-block guard refuses on any
+    /// host; the host's own addresses, gateways and resolvers it learns at
+    /// run time are not known here).
     pub fate: &'static str,
 }
 
@@ -75,9 +85,22 @@ pub fn alert_from_json(v: &serde_json::Value) -> Result<Alert, PlanError> {
     })
 }
 
+/// A block of an address every host's guard protects.
+fn blocks_loopback(action: &StepAction, ctx: &AlertContext) -> bool {
+    let StepAction::BlockIp(b) = action else {
+        return false;
+    };
+    ctx.ip(b.target).is_some_and(|ip| {
+        Guard::new(&GuardInputs::default())
+            .check(&Cidr::host(ip))
+            .is_err()
+    })
+}
+
 /// The playbooks `alert` triggers and their steps' fates; `mode` is the
 /// global `response.mode` a playbook without its own follows.
 pub fn plan(playbooks: &[Playbook], mode: Mode, alert: &Alert) -> Vec<Planned> {
+    let ctx = AlertContext::from_alert(alert);
     playbooks
         .iter()
         .filter(|p| p.trigger.matches(alert))
@@ -89,6 +112,8 @@ pub fn plan(playbooks: &[Playbook], mode: Mode, alert: &Alert) -> Vec<Planned> {
                 .map(|s| {
                     let fate = if s.when.as_ref().is_some_and(|w| !w.holds(alert)) {
                         "skipped: when"
+                    } else if blocks_loopback(&s.action, &ctx) {
+                        "refused: loopback"
                     } else if waiting {
                         "after approval"
                     } else {
@@ -100,6 +125,7 @@ pub fn plan(playbooks: &[Playbook], mode: Mode, alert: &Alert) -> Vec<Planned> {
                     PlannedStep {
                         id: s.id.clone(),
                         action: s.action.name(),
+                        what: s.action.act().describe(&ctx),
                         fate,
                     }
                 })
@@ -155,6 +181,25 @@ mod tests {
                 ("notify", "run")
             ]
         );
+    }
+
+    #[test]
+    fn steps_name_what_they_would_act_on() {
+        let mut a = alert("brute_force", "high", 0.9, &["T1110"]);
+        a.entities = serde_json::json!({"src_ip": "203.0.113.9"});
+        let p = plan(&playbooks(), Mode::DryRun, &a);
+        assert_eq!(p[0].steps[0].what, "block 203.0.113.9 for 3600s", "{p:?}");
+        assert_eq!(p[0].steps[0].fate, "run");
+        // A download from loopback names loopback: the guard refuses it.
+        let mut m = alert("process", "high", 0.85, &["T1204.002"]);
+        m.entities = serde_json::json!({"dst_ip": "127.0.0.1", "pid": 9});
+        let p = plan(&playbooks(), Mode::Enforce, &m);
+        let block = p[0]
+            .steps
+            .iter()
+            .find(|s| s.action == "block_ip")
+            .expect("block");
+        assert_eq!(block.fate, "refused: loopback", "{p:?}");
     }
 
     #[test]

@@ -99,8 +99,8 @@ impl Report {
                     .steps
                     .iter()
                     .map(|s| match s.fate {
-                        "run" => s.action.to_string(),
-                        other => format!("{}({other})", s.action),
+                        "run" => s.what.clone(),
+                        other => format!("{} ({other})", s.what),
                     })
                     .collect();
                 let mode = serde_json::to_value(p.mode)
@@ -225,11 +225,13 @@ mod tests {
                 PlannedStep {
                     id: "kill".into(),
                     action: "kill_process",
+                    what: "kill pid 7".into(),
                     fate: "run",
                 },
                 PlannedStep {
                     id: "i".into(),
                     action: "isolate_host",
+                    what: "isolate the host for 3600s".into(),
                     fate: "skipped: when",
                 },
             ],
@@ -240,7 +242,9 @@ mod tests {
         assert!(t.contains("passed"), "{t}");
         assert!(t.contains("1.25"), "{t}");
         assert!(
-            t.contains("malware_containment [dry-run]: kill_process, isolate_host(skipped: when)"),
+            t.contains(
+                "malware_containment [dry-run]: kill pid 7, isolate the host for 3600s (skipped: when)"
+            ),
             "{t}"
         );
         assert!(t.contains("skipped: needs 15 minutes"), "{t}");
