@@ -259,12 +259,13 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
                     "jittered beacon",
                     "beacon T1071",
                     || {
-                        let ok = standin::beacon(&net, count, interval, 0.2, &interrupted)?;
+                        let (ok, err) = standin::beacon(&net, count, interval, 0.2, &interrupted)?;
                         Ok(format!(
-                            "{ok} of {count} connections from {} to {} every {:.2} s ± 20 % (the config's shortest beacon window is {window:.0} s)",
+                            "{ok} of {count} connections from {} to {} every {:.2} s ± 20 % (the config's shortest beacon window is {window:.0} s){}",
                             standin::SIM_ADDR,
                             standin::HOST_ADDR,
-                            interval.as_secs_f64()
+                            interval.as_secs_f64(),
+                            err.map(|e| format!("; last connect error: {e}")).unwrap_or_default()
                         ))
                     },
                     &|a| {

@@ -242,14 +242,14 @@ pub fn admin_sweep(net: &SimNet, peers: &[Ipv4Addr], port: u16) -> Result<usize,
 /// A jittered beacon from the stand-in namespace to a listener this
 /// process owns on the host end: `count` connections, each sending and
 /// receiving a few fixed bytes, `interval` apart ± `jitter` (a fraction).
-/// Returns how many connected.
+/// Returns how many connected and the last connect error.
 pub fn beacon(
     net: &SimNet,
     count: usize,
     interval: Duration,
     jitter: f64,
     stop: &(dyn Fn() -> bool + Sync),
-) -> Result<usize, StandinError> {
+) -> Result<(usize, Option<String>), StandinError> {
     let listener = TcpListener::bind((HOST_ADDR, 0)).map_err(io("beacon listener"))?;
     listener
         .set_nonblocking(true)
@@ -274,18 +274,21 @@ pub fn beacon(
         let sent = net.inside(|| {
             // xorshift: the jitter needs no quality, only spread.
             let mut x = u64::from(std::process::id()) | 1;
-            let mut ok = 0;
+            let (mut ok, mut last_err) = (0, None);
             for _ in 0..count {
                 if stop() {
                     break;
                 }
                 let to = SocketAddr::from((HOST_ADDR, port));
-                if let Ok(mut c) = TcpStream::connect_timeout(&to, Duration::from_millis(300)) {
-                    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-                    let _ = c.write_all(&[b'b'; 64]);
-                    let mut buf = [0u8; 64];
-                    while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
-                    ok += 1;
+                match TcpStream::connect_timeout(&to, Duration::from_millis(300)) {
+                    Ok(mut c) => {
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                        let _ = c.write_all(&[b'b'; 64]);
+                        let mut buf = [0u8; 64];
+                        while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+                        ok += 1;
+                    }
+                    Err(e) => last_err = Some(e.to_string()),
                 }
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -293,7 +296,7 @@ pub fn beacon(
                 let r = (x % 2001) as f64 / 1000.0 - 1.0;
                 std::thread::sleep(interval.mul_f64((1.0 + jitter * r).max(0.0)));
             }
-            ok
+            (ok, last_err)
         });
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         sent
