@@ -205,7 +205,8 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
     let mut rows = Vec::new();
     let mut addresses = Vec::new();
 
-    // 1. Port sweep from the simulation's own namespace to the host end.
+    // The namespace rows: a beacon, an admin-port sweep and a port sweep,
+    // from the simulation's own namespace.
     let n = cfg.detect.scan.port_threshold + 5;
     let net = standin::SimNet::create(timeout.as_secs() * 8 + 60);
     match net {
@@ -215,41 +216,7 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
             addresses.push("10.255.86.0/24 (only inside the stand-in namespace)".to_string());
             let sim = standin::SIM_ADDR.to_string();
             let host = standin::HOST_ADDR.to_string();
-            rows.push(ctx.row(
-                "port sweep",
-                "scan T1046",
-                || {
-                    let (refused, tried) = standin::port_sweep(&net, n, &interrupted)?;
-                    Ok(format!(
-                        "{tried} TCP connects from {} to {}, {refused} refused",
-                        standin::SIM_ADDR,
-                        standin::HOST_ADDR
-                    ))
-                },
-                &|a| {
-                    a["detector"] == "scan"
-                        && has_technique(a, "T1046")
-                        && a.to_string().contains(&sim)
-                },
-            )?);
-            // 5. A failed admin-port sweep of internal peers that exist
-            // only inside the stand-in namespace.
-            let l = &cfg.detect.lateral;
-            let port = l.admin_ports.first().copied().unwrap_or(22);
-            rows.push(ctx.row(
-                "admin-port sweep",
-                "lateral T1210",
-                || {
-                    let peers = standin::add_peers(&net, l.failed_sweep_peers + 1)?;
-                    let refused = standin::admin_sweep(&net, &peers, port)?;
-                    Ok(format!(
-                        "TCP connects to port {port} of {} addresses of 10.255.86.0/24 inside the stand-in namespace, {refused} refused",
-                        peers.len()
-                    ))
-                },
-                &|a| a["detector"] == "lateral" && has_technique(a, "T1210"),
-            )?);
-            // 6. A jittered beacon, only when the config's shortest window
+            // A jittered beacon, only when the config's shortest window
             // is short enough to fill within the row's timeout.
             let window = shortest_beacon_window(&cfg);
             if window * 1.2 <= timeout.as_secs_f64() {
@@ -275,23 +242,66 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
                     },
                 )?);
             }
+            // A failed admin-port sweep of internal peers that exist
+            // only inside the stand-in namespace.
+            let l = &cfg.detect.lateral;
+            let port = l.admin_ports.first().copied().unwrap_or(22);
+            rows.push(ctx.row(
+                "admin-port sweep",
+                "lateral T1210",
+                || {
+                    let peers = standin::add_peers(&net, l.failed_sweep_peers + 1)?;
+                    let refused = standin::admin_sweep(&net, &peers, port)?;
+                    Ok(format!(
+                        "TCP connects to port {port} of {} addresses of 10.255.86.0/24 inside the stand-in namespace, {refused} refused",
+                        peers.len()
+                    ))
+                },
+                &|a| a["detector"] == "lateral" && has_technique(a, "T1210"),
+            )?);
+            // Last: an agent whose playbooks block a scanner would cut off
+            // 198.18.86.2, and no later row depends on it.
+            rows.push(ctx.row(
+                "port sweep",
+                "scan T1046",
+                || {
+                    let (refused, tried) = standin::port_sweep(&net, n, &interrupted)?;
+                    Ok(format!(
+                        "{tried} TCP connects from {} to {}, {refused} refused",
+                        standin::SIM_ADDR,
+                        standin::HOST_ADDR
+                    ))
+                },
+                &|a| {
+                    a["detector"] == "scan"
+                        && has_technique(a, "T1046")
+                        && a.to_string().contains(&sim)
+                },
+            )?);
             drop(net);
         }
-        Err(e) => rows.push(Row {
-            standin: "port sweep",
-            expected: "scan T1046",
-            outcome: Outcome::Failed(format!("no stand-in namespace: {e}")),
-            alert: None,
-            seconds: None,
-            response: Vec::new(),
-            detail: String::new(),
-        }),
+        Err(e) => {
+            for (standin, expected) in [
+                ("admin-port sweep", "lateral T1210"),
+                ("port sweep", "scan T1046"),
+            ] {
+                rows.push(Row {
+                    standin,
+                    expected,
+                    outcome: Outcome::Failed(format!("no stand-in namespace: {e}")),
+                    alert: None,
+                    seconds: None,
+                    response: Vec::new(),
+                    detail: String::new(),
+                });
+            }
+        }
     }
     if interrupted() {
         anyhow::bail!(StandinError::Interrupted);
     }
 
-    // 2. Fileless exec from a memfd.
+    // Fileless exec from a memfd.
     rows.push(ctx.row(
         "memfd exec",
         "process T1620",
@@ -308,7 +318,7 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
         },
     )?);
 
-    // 3. A shell wired to a socket of a loopback listener we own; it lives
+    // A shell wired to a socket of a loopback listener we own; it lives
     // until its row is decided.
     let mut shell = None;
     rows.push(ctx.row(
@@ -333,7 +343,7 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
     )?);
     drop(shell);
 
-    // 4. Downloaded by a network process, hidden, then run.
+    // Downloaded by a network process, hidden, then run.
     let base = if cfg.state_dir.is_dir() {
         cfg.state_dir.clone()
     } else {
