@@ -35,6 +35,7 @@ pub struct PlannedStep {
     pub what: String,
     /// `run`, `skipped: when` (its condition does not hold),
     /// `after approval` (an earlier step waits for a person) or
+    /// `fails: no address` (a block whose alert names no such address),
     /// `refused: loopback` (a block the never-block guard refuses on any
     /// host; the host's own addresses, gateways and resolvers it learns at
     /// run time are not known here).
@@ -85,6 +86,11 @@ pub fn alert_from_json(v: &serde_json::Value) -> Result<Alert, PlanError> {
     })
 }
 
+/// A block whose alert has no address on the side it names.
+fn blocks_nothing(action: &StepAction, ctx: &AlertContext) -> bool {
+    matches!(action, StepAction::BlockIp(b) if ctx.ip(b.target).is_none())
+}
+
 /// A block of an address every host's guard protects.
 fn blocks_loopback(action: &StepAction, ctx: &AlertContext) -> bool {
     let StepAction::BlockIp(b) = action else {
@@ -112,6 +118,8 @@ pub fn plan(playbooks: &[Playbook], mode: Mode, alert: &Alert) -> Vec<Planned> {
                 .map(|s| {
                     let fate = if s.when.as_ref().is_some_and(|w| !w.holds(alert)) {
                         "skipped: when"
+                    } else if blocks_nothing(&s.action, &ctx) {
+                        "fails: no address"
                     } else if blocks_loopback(&s.action, &ctx) {
                         "refused: loopback"
                     } else if waiting {
@@ -172,12 +180,13 @@ mod tests {
         assert_eq!(p[0].playbook, "malware_containment");
         assert_eq!(p[0].mode, Mode::DryRun);
         let actions: Vec<_> = p[0].steps.iter().map(|s| (s.action, s.fate)).collect();
+        // A memfd exec has no destination to block.
         assert_eq!(
             actions,
             [
                 ("kill_process", "run"),
                 ("quarantine_file", "run"),
-                ("block_ip", "run"),
+                ("block_ip", "fails: no address"),
                 ("notify", "run")
             ]
         );
@@ -205,11 +214,9 @@ mod tests {
     #[test]
     fn conditions_and_approvals_are_respected() {
         let pbs = playbooks();
-        let low = plan(
-            &pbs,
-            Mode::Enforce,
-            &alert("exfil", "high", 0.5, &["T1048"]),
-        );
+        let mut exfil = alert("exfil", "high", 0.5, &["T1048"]);
+        exfil.entities = serde_json::json!({"dst_ip": "203.0.113.7"});
+        let low = plan(&pbs, Mode::Enforce, &exfil);
         let fates: Vec<_> = low[0].steps.iter().map(|s| s.fate).collect();
         assert_eq!(fates, ["run", "skipped: when", "skipped: when"]);
         let lat = plan(
