@@ -97,6 +97,17 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Stage safe stand-ins for the detectors next to the running agent and
+    /// report what it raised, how fast, and what the playbooks would do (dry-run).
+    Simulate {
+        #[arg(long)]
+        json: bool,
+        /// How long to wait for each detection.
+        #[arg(long, default_value_t = 30)]
+        timeout_s: u64,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Pending approvals with their proposed actions and deadlines.
     Approvals {
         #[arg(long)]
@@ -332,6 +343,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             config,
         } => control::alerts(&socket(config.as_deref())?, follow, json),
+        Command::Simulate {
+            json,
+            timeout_s,
+            config,
+        } => {
+            if !cli::simulate::run(config.as_deref(), json, timeout_s)? {
+                anyhow::bail!("not every attempted stand-in was detected");
+            }
+            Ok(())
+        }
         Command::Approvals { json, config } => {
             control::approvals(&socket(config.as_deref())?, json)
         }

@@ -6,6 +6,7 @@ pub mod control;
 pub mod fusion;
 pub mod model;
 pub mod rules;
+pub mod simulate;
 
 use std::path::{Path, PathBuf};
 

@@ -171,7 +171,7 @@ impl AlertContext {
 }
 
 impl AlertContext {
-    fn from_alert(a: &Alert) -> AlertContext {
+    pub fn from_alert(a: &Alert) -> AlertContext {
         AlertContext {
             id: a.id.clone(),
             detector: a.detector.to_string(),

@@ -5,6 +5,7 @@
 pub mod action;
 pub mod engine;
 pub mod executor;
+pub mod plan;
 pub mod playbook;
 pub mod protect;
 pub mod quarantine;
