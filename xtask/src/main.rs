@@ -1,4 +1,4 @@
-//! Developer tasks: `setup` (toolchain), `run`, `test`, `bench`, `fuzz`.
+//! Developer tasks: `setup` (toolchain), `run`, `test`, `bench`, `fuzz`, `efficacy`.
 //!
 //! `setup` is idempotent and quick when everything is present; `run`,
 //! `test` and `bench` call it first so a fresh machine needs no other step.
@@ -84,6 +84,13 @@ enum Cmd {
     Bench,
     /// Build the Debian package (target/debian/vigil_*.deb) with cargo-deb.
     Package,
+    /// Detection efficacy (root): real attacks and a compressed benign
+    /// workload against one agent; writes docs/efficacy.md.
+    Efficacy {
+        /// Minutes of benign workload.
+        #[arg(long, default_value_t = 4)]
+        minutes: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -118,6 +125,7 @@ fn run(cli: Cli) -> Result<()> {
             install_cargo_fuzz()?;
             fuzz(&targets, seconds, sanitizer)
         }
+        Cmd::Efficacy { minutes } => efficacy(minutes),
         Cmd::Package => package().map(|deb| println!("{}", deb.display())),
         Cmd::Bench => {
             setup(false)?;
@@ -782,6 +790,31 @@ fn response_bench() -> Result<()> {
     let status = Command::new(&bin).status().context("running respbench")?;
     if !status.success() {
         bail!("respbench failed ({status})");
+    }
+    Ok(())
+}
+
+/// Detection rate, false alerts and time to alert/act of one agent in its
+/// default configuration (tests/src/bin/efficacy.rs).
+fn efficacy(minutes: u64) -> Result<()> {
+    setup(false)?;
+    require_root("cargo xtask efficacy")?;
+    apt_install(TEST_PACKAGES)?;
+    apt_install(&["curl", "openssh-client", "python3", "tar"])?;
+    build_release_bins()?;
+    let bin = target_dir().join("release/efficacy");
+    step(&format!(
+        "efficacy: {minutes} min of benign workload, then the attacks (root)"
+    ));
+    let status = Command::new(&bin)
+        .env("VIGIL_BIN", target_dir().join("release/vigil"))
+        .args(["--minutes", &minutes.to_string()])
+        .arg("--doc")
+        .arg(workspace_root().join("docs/efficacy.md"))
+        .status()
+        .context("running efficacy")?;
+    if !status.success() {
+        bail!("efficacy failed ({status})");
     }
     Ok(())
 }
