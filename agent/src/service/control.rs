@@ -218,7 +218,9 @@ fn connect(path: &Path) -> Result<std::os::unix::net::UnixStream, ControlError> 
     })
 }
 
-/// Sends one request and returns the response's data, or its error.
+/// Sends one request and returns the response's data, or its error. The
+/// agent may answer a refused peer and close before reading the request, so
+/// the answer is read even when the write failed: it says why.
 pub fn request(path: &Path, req: &Request) -> Result<serde_json::Value, ControlError> {
     let mut s = connect(path)?;
     let io = |source| ControlError::Io {
@@ -227,10 +229,15 @@ pub fn request(path: &Path, req: &Request) -> Result<serde_json::Value, ControlE
     };
     let mut line = serde_json::to_string(req).map_err(|e| ControlError::Protocol(e.to_string()))?;
     line.push('\n');
-    s.write_all(line.as_bytes()).map_err(io)?;
+    let sent = s.write_all(line.as_bytes());
     let mut answer = String::new();
-    BufReader::new(&s).read_line(&mut answer).map_err(io)?;
-    parse_response(&answer)
+    let read = BufReader::new(&s).read_line(&mut answer);
+    match (sent, read) {
+        (_, Ok(n)) if n > 0 => parse_response(&answer),
+        (Err(e), _) => Err(io(e)),
+        (Ok(()), Err(e)) => Err(io(e)),
+        (Ok(()), Ok(_)) => parse_response(&answer),
+    }
 }
 
 fn parse_response(line: &str) -> Result<serde_json::Value, ControlError> {
@@ -250,13 +257,16 @@ pub fn follow(path: &Path, mut each: impl FnMut(&serde_json::Value)) -> Result<(
         path: path.to_path_buf(),
         source,
     };
-    s.write_all(b"{\"cmd\":\"alerts\",\"follow\":true}\n")
-        .map_err(io)?;
+    // The agent may answer a refused peer and close before reading the
+    // request: its answer, not the broken pipe, is what to report.
+    let sent = s.write_all(b"{\"cmd\":\"alerts\",\"follow\":true}\n");
     let mut lines = BufReader::new(s).lines();
-    let first = lines
-        .next()
-        .ok_or_else(|| ControlError::Protocol("connection closed".into()))?
-        .map_err(io)?;
+    let first = match (lines.next(), sent) {
+        (Some(Ok(l)), _) => l,
+        (_, Err(e)) => return Err(io(e)),
+        (Some(Err(e)), Ok(())) => return Err(io(e)),
+        (None, Ok(())) => return Err(ControlError::Protocol("connection closed".into())),
+    };
     for a in parse_response(&first)?.as_array().into_iter().flatten() {
         each(a);
     }
