@@ -768,3 +768,33 @@ pub fn has_technique(alert: &Value, prefix: &str) -> bool {
             .any(|t| t["id"].as_str().is_some_and(|id| id.starts_with(prefix)))
     })
 }
+
+/// A small real web server (Python's standard library) for `python3 SCRIPT
+/// PORT DIR`: GET serves files from DIR, PUT takes a body; prints one ready
+/// line. `socketserver.TCPServer` binds without the resolver lookup
+/// `http.server.HTTPServer` makes; `threaded` serves clients at once.
+pub fn web_server_script(threaded: bool) -> String {
+    let server = if threaded {
+        "class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):\n    allow_reuse_address = True\n    daemon_threads = True\n"
+    } else {
+        "class Server(socketserver.TCPServer):\n    allow_reuse_address = True\n"
+    };
+    format!(
+        r#"
+import http.server, json, os, socketserver, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *a, **k):
+        super().__init__(*a, directory=sys.argv[2], **k)
+    def do_PUT(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+{server}server = Server(("0.0.0.0", int(sys.argv[1])), Handler)
+print(json.dumps({{"ready": True, "pid": os.getpid()}}), flush=True)
+server.serve_forever()
+"#
+    )
+}

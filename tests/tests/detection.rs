@@ -240,28 +240,6 @@ fn a_downloaded_file_that_is_then_run_raises_t1204() {
     assert!(agent.stop());
 }
 
-/// A small real web server (Python's standard library): GET serves files
-/// from a directory, PUT takes a body. `socketserver.TCPServer` binds
-/// without the resolver lookup `http.server.HTTPServer` makes.
-const WEB_SERVER: &str = r#"
-import http.server, json, os, socketserver, sys
-class Handler(http.server.SimpleHTTPRequestHandler):
-    def __init__(self, *a, **k):
-        super().__init__(*a, directory=sys.argv[2], **k)
-    def do_PUT(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.send_response(201)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-    def log_message(self, *a):
-        pass
-class Server(socketserver.TCPServer):
-    allow_reuse_address = True
-server = Server(("0.0.0.0", int(sys.argv[1])), Handler)
-print(json.dumps({"ready": True, "pid": os.getpid()}), flush=True)
-server.serve_forever()
-"#;
-
 /// Starts the web server in `ns` on `port`, serving `dir`; returns its pid.
 fn web_server(
     ns: &str,
@@ -310,7 +288,7 @@ fn served_flows_name_the_server_and_only_pushed_equal_transfers_raise_t1030() {
     let mut agent = Agent::start_in(Some(&topo.h), DETECT_CONFIG, TempDir::new("dsv"));
     let scratch = TempDir::new("dsv-www");
     let script = scratch.0.join("web.py");
-    std::fs::write(&script, WEB_SERVER).expect("script");
+    std::fs::write(&script, web_server_script(false)).expect("script");
     let www = scratch.0.join("www");
     std::fs::create_dir_all(&www).expect("www");
     std::fs::write(www.join("file.bin"), vec![b'f'; 200_000]).expect("file");
@@ -512,7 +490,7 @@ fn a_server_older_than_the_agent_owns_its_accepted_flows() {
     let topo = Topology::new("dso", 224);
     let scratch = TempDir::new("dso-www");
     let script = scratch.0.join("web.py");
-    std::fs::write(&script, WEB_SERVER).expect("script");
+    std::fs::write(&script, web_server_script(false)).expect("script");
     let www = scratch.0.join("www");
     std::fs::create_dir_all(&www).expect("www");
     std::fs::write(www.join("file.bin"), vec![b'f'; 200_000]).expect("file");

@@ -25,28 +25,6 @@ const ALERT_WAIT: Duration = Duration::from_secs(90);
 /// After an alert, how long the playbook's records may take.
 const ACTION_WAIT: Duration = Duration::from_secs(10);
 
-/// A small real web server (Python's standard library): GET serves a
-/// directory, PUT takes a body.
-const WEB_SERVER: &str = r#"
-import http.server, json, os, socketserver, sys
-class Handler(http.server.SimpleHTTPRequestHandler):
-    def __init__(self, *a, **k):
-        super().__init__(*a, directory=sys.argv[2], **k)
-    def do_PUT(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.send_response(201)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-    def log_message(self, *a):
-        pass
-class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-server = Server(("0.0.0.0", int(sys.argv[1])), Handler)
-print(json.dumps({"ready": True, "pid": os.getpid()}), flush=True)
-server.serve_forever()
-"#;
-
 /// A copy of /bin/true run from a memfd (`execv` of /proc/self/fd/N).
 const FILELESS: &str = r#"
 import os
@@ -869,7 +847,7 @@ fn main() {
     let _sshd = Sshd::start(&topo);
     let scratch = TempDir::new("efficacy-lab");
     let script = scratch.0.join("web.py");
-    std::fs::write(&script, WEB_SERVER).expect("script");
+    std::fs::write(&script, web_server_script(true)).expect("script");
     let www = scratch.0.join("www");
     std::fs::create_dir_all(&www).expect("www");
     std::fs::write(www.join("big.bin"), vec![b'd'; 2_000_000]).expect("file");
