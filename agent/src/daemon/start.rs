@@ -257,6 +257,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         probes: probes.clone(),
         metric_ticks: 0,
         baselines: Baselines::default(),
+        event_counters: Default::default(),
         cfg,
     };
     agent.response.restore();

@@ -132,6 +132,7 @@ fn build(cfg: Config, lines: Arc<Mutex<Vec<serde_json::Value>>>) -> Agent {
         probes: Vec::new(),
         metric_ticks: 0,
         baselines: Baselines::default(),
+        event_counters: Default::default(),
         cfg,
     };
     agent.response.restore();
