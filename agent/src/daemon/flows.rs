@@ -6,7 +6,7 @@ use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
 
 use agent_common::{FlowKey, FlowStats, IPPROTO_TCP};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray};
 
 use crate::config::FlowConfig;
 use crate::pipeline::FlowEnd;
@@ -39,9 +39,7 @@ impl KernelMaps for Kernel {
     }
 
     fn take_flow(&mut self, key: &FlowKey) -> Option<FlowStats> {
-        let stats = self.flows.get(key, 0).ok()?;
-        let _ = self.flows.remove(key);
-        Some(stats)
+        crate::kernel::mapops::take(self.flows.map(), key)
     }
 
     fn flows_created(&self) -> u64 {

@@ -4,6 +4,7 @@
 pub mod attach;
 pub mod btf;
 pub mod loader;
+pub mod mapops;
 pub mod pam;
 pub mod probes;
 pub mod stats;
