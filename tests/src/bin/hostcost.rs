@@ -16,9 +16,12 @@
 //! The agent runs its default configuration except: state and output in a
 //! scratch directory, /metrics on a private port, and enforcement off (it
 //! would attach XDP to this host's interfaces and leave pinned links).
-//! `bpf_stats` (off in the default configuration) is held on by this bench
-//! for the whole run, without and with the agent alike, so the per-program
-//! figures exist and the comparison is fair.
+//! The with/without rounds run with `bpf_stats` off, as in the default
+//! configuration (accounting adds ~67 ns to every program run); one more
+//! pass with the agent and `bpf_stats` on gives the per-program figures.
+//!
+//! `VIGIL_HOSTCOST_ROUNDS` (default 5) and `VIGIL_HOSTCOST_WORKLOADS`
+//! (comma list of exec, iperf, connect, flood; default all) narrow a run.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -30,10 +33,10 @@ use std::time::{Duration, Instant};
 
 use vigil_integration::*;
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const THREADS: usize = 2;
 const EXECS_PER_THREAD: usize = 2_000;
-const CONNECTS_PER_THREAD: usize = 4_000;
+const CONNECTS_PER_THREAD: usize = 15_000;
 const IPERF_SECONDS: &str = "4";
 const METRICS: &str = "127.0.0.1:19184";
 const NS_SERVER: &str = "vg-hc-a";
@@ -72,6 +75,31 @@ impl Workload {
         Workload::Connect,
         Workload::Flood,
     ];
+
+    fn key(self) -> &'static str {
+        match self {
+            Workload::Exec => "exec",
+            Workload::Iperf => "iperf",
+            Workload::Connect => "connect",
+            Workload::Flood => "flood",
+        }
+    }
+
+    /// The workloads `VIGIL_HOSTCOST_WORKLOADS` names, all by default.
+    fn selected() -> Vec<Workload> {
+        let Ok(list) = std::env::var("VIGIL_HOSTCOST_WORKLOADS") else {
+            return Workload::ALL.to_vec();
+        };
+        let picked: Vec<Workload> = Workload::ALL
+            .into_iter()
+            .filter(|w| list.split(',').any(|k| k.trim() == w.key()))
+            .collect();
+        assert!(
+            !picked.is_empty(),
+            "VIGIL_HOSTCOST_WORKLOADS={list}: none of exec, iperf, connect, flood"
+        );
+        picked
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -357,14 +385,14 @@ struct WithAgent {
 }
 
 /// Every workload once with one agent; its peak RSS over the round.
-fn with_agent() -> (Vec<WithAgent>, f64) {
+fn with_agent(workloads: &[Workload]) -> (Vec<WithAgent>, f64) {
     let mut agent = Agent::start_with(&format!(
         "enforce:\n  enabled: false\nmetrics:\n  listen: \"{METRICS}\"\n"
     ));
     let pid = agent.pid().expect("agent pid");
     settle();
     let mut out = Vec::new();
-    for w in Workload::ALL {
+    for &w in workloads {
         let m0 = metrics();
         let c0 = cpu_s(pid);
         let t0 = Instant::now();
@@ -403,39 +431,66 @@ fn with_agent() -> (Vec<WithAgent>, f64) {
 
 fn main() {
     require_root();
-    let _stats = vigil::kernel::stats::enable_run_time().expect("BPF_ENABLE_STATS");
+    let workloads = Workload::selected();
+    let rounds: usize = std::env::var("VIGIL_HOSTCOST_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(ROUNDS);
     let _ns = Namespaces::new();
+    let names: Vec<&str> = workloads.iter().map(|w| w.key()).collect();
     println!(
-        "host cost: without and with the agent, {ROUNDS} rounds: exec storm ({THREADS} threads x \
-         {EXECS_PER_THREAD} fork+exec of /bin/true), iperf3 TCP between two namespaces \
-         ({IPERF_SECONDS} s), short connections ({THREADS} threads x {CONNECTS_PER_THREAD}), \
-         64-byte UDP flood ({FLOOD_PACKETS} packets)"
+        "host cost: without and with the agent (default configuration, bpf_stats off), \
+         {rounds} rounds of {names:?}: exec storm ({THREADS} threads x {EXECS_PER_THREAD} \
+         fork+exec of /bin/true), iperf3 TCP between two namespaces ({IPERF_SECONDS} s), short \
+         connections ({THREADS} threads x {CONNECTS_PER_THREAD}), 64-byte UDP flood \
+         ({FLOOD_PACKETS} packets)"
     );
-    for round in 1..=ROUNDS {
+    let mut changes: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
+    for round in 1..=rounds {
         // Alternate which goes first: the machine's state drifts.
-        let bare_all = || Workload::ALL.map(|w| w.run());
+        let bare_all = || workloads.iter().map(|w| w.run()).collect::<Vec<f64>>();
         let (bare, (with, hwm)) = if round % 2 == 1 {
             let bare = bare_all();
-            (bare, with_agent())
+            (bare, with_agent(&workloads))
         } else {
-            let with = with_agent();
+            let with = with_agent(&workloads);
             (bare_all(), with)
         };
         println!("  round {round} (agent peak RSS {hwm:.1} MB):");
-        for ((w, b), a) in Workload::ALL.iter().zip(bare).zip(&with) {
+        for (i, ((w, b), a)) in workloads.iter().zip(bare).zip(&with).enumerate() {
+            let change = (a.figure / b - 1.0) * 100.0;
+            changes[i].push(change);
             println!(
-                "    {:<28} without {b:>9.2}  with {:>9.2} ({:+.1} %); agent CPU {:.1} % of one \
-                 core, RSS {:.1} MB, events lost {}",
+                "    {:<28} without {b:>9.2}  with {:>9.2} ({change:+.1} %); agent CPU {:.1} % of \
+                 one core, RSS {:.1} MB, events lost {}",
                 w.name(),
                 a.figure,
-                (a.figure / b - 1.0) * 100.0,
                 a.cpu_pct,
                 a.rss_mb,
                 a.lost
             );
-            for (p, runs, ns) in &a.programs {
-                println!("      {p:<18} {runs:>9.0} runs  {ns:>7.0} ns/run");
-            }
+        }
+    }
+    println!("  median change with the agent over {rounds} rounds (min .. max):");
+    for (w, mut c) in workloads.iter().zip(changes) {
+        c.sort_by(f64::total_cmp);
+        println!(
+            "    {:<28} {:+.1} % ({:+.1} .. {:+.1})",
+            w.name(),
+            c[c.len() / 2],
+            c[0],
+            c[c.len() - 1]
+        );
+    }
+    // Per-program cost needs the kernel's accounting, which itself costs.
+    let _stats = vigil::kernel::stats::enable_run_time().expect("BPF_ENABLE_STATS");
+    let (with, _) = with_agent(&workloads);
+    println!("  per-program kernel cost (one more pass, bpf_stats on; ns include the accounting):");
+    for (w, a) in workloads.iter().zip(&with) {
+        println!("    {}: {:.2} with the agent and accounting", w.name(), a.figure);
+        for (p, runs, ns) in &a.programs {
+            println!("      {p:<18} {runs:>9.0} runs  {ns:>7.0} ns/run");
         }
     }
 }
