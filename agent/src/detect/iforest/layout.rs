@@ -19,8 +19,11 @@ const MIN_PAD_BUDGET: usize = 1 << 12;
 /// overlap while each waits on its loads.
 const BATCH: usize = 16;
 
+/// Vectors that go down one tree before the next tree (whole batches).
+const ROWS: usize = 4 * BATCH;
+
 /// Trees one vector walks together, for the same reason.
-const TREES_TOGETHER: usize = 8;
+const TREES_TOGETHER: usize = 16;
 
 #[derive(Debug, Clone)]
 pub(super) enum Layout {
@@ -60,32 +63,65 @@ impl Layout {
     }
 }
 
-/// A split of a padded tree: threshold and feature side by side, so one
-/// cache line serves both loads of a step.
-#[derive(Debug, Clone, Copy, Default)]
-struct Split {
-    threshold: f64,
-    feature: u32,
-}
-
 /// Complete trees of height `height`, numbered as a heap from 1: node i
-/// has children 2i (taken when x < threshold) and 2i + 1. A leaf shallower
-/// than `height` fills every slot below it with its value, so which way
-/// the padding nodes send a vector does not matter.
+/// has children 2i (taken when x is not below the threshold) and 2i + 1
+/// (x below it), so a step is `i = 2i + (x < t)`, one add with carry. A
+/// leaf shallower than `height` fills every slot below it with its value,
+/// so which way the padding nodes send a vector does not matter.
+///
+/// NaN is taken out of the comparison once, not at every step: a NaN
+/// feature becomes +∞ before the walk and a NaN threshold −∞ when built.
+/// Both go right at every split, as training sent them (`< threshold`
+/// left), and what is left is an ordered compare the CPU does in one
+/// instruction.
 #[derive(Debug, Clone)]
 pub(super) struct Padded {
+    /// Every tree's height: tree t's nodes and leaf slots start at
+    /// t·2^height.
     height: usize,
-    /// 2^height: tree t's splits and leaf slots start at t·width.
-    width: usize,
-    /// Tree t's node i at t·width + i (slot 0 unused).
-    split: Vec<Split>,
-    /// Tree t's leaf slot j at t·width + j, holding depth + c(size).
+    /// Tree t's node i at t·2^height + i (slot 0 unused).
+    threshold: Vec<f64>,
+    feature: Vec<u16>,
+    /// Tree t's leaf slot j at t·2^height + j, holding depth + c(size).
     leaf: Vec<f64>,
 }
 
 /// The agent's flow vectors have this many features; walks over them
 /// are specialised (fixed-size rows, no bounds checks on x).
 const FLOW_FEATURES: usize = 16;
+
+/// A feature value as the walk compares it (see [`Padded`]).
+#[inline(always)]
+fn walked(x: f64) -> f64 {
+    if x.is_nan() {
+        f64::INFINITY
+    } else {
+        x
+    }
+}
+
+/// Calls `$f::<W>($args)` with W = 2^`$height` a constant, so each
+/// height gets a walk with a fixed number of steps and indices whose
+/// range the compiler knows (no bounds checks).
+macro_rules! by_width {
+    ($height:expr, $f:ident($($arg:expr),*)) => {
+        match $height {
+            0 => $f::<1, _>($($arg),*),
+            1 => $f::<2, _>($($arg),*),
+            2 => $f::<4, _>($($arg),*),
+            3 => $f::<8, _>($($arg),*),
+            4 => $f::<16, _>($($arg),*),
+            5 => $f::<32, _>($($arg),*),
+            6 => $f::<64, _>($($arg),*),
+            7 => $f::<128, _>($($arg),*),
+            8 => $f::<256, _>($($arg),*),
+            9 => $f::<512, _>($($arg),*),
+            10 => $f::<1024, _>($($arg),*),
+            11 => $f::<2048, _>($($arg),*),
+            _ => $f::<4096, _>($($arg),*),
+        }
+    };
+}
 
 impl Padded {
     fn build(trees: &[Tree]) -> Option<Padded> {
@@ -103,8 +139,8 @@ impl Padded {
         }
         let mut p = Padded {
             height,
-            width,
-            split: vec![Split::default(); width * trees.len()],
+            threshold: vec![0.0; width * trees.len()],
+            feature: vec![0; width * trees.len()],
             leaf: vec![0.0; width * trees.len()],
         };
         for (t, tree) in trees.iter().enumerate() {
@@ -119,12 +155,14 @@ impl Padded {
                         left,
                         right,
                     } => {
-                        p.split[base + slot] = Split {
-                            threshold: *value,
-                            feature: u32::from(*feature),
+                        p.threshold[base + slot] = if value.is_nan() {
+                            f64::NEG_INFINITY
+                        } else {
+                            *value
                         };
-                        stack.push((*left as usize, 2 * slot, depth + 1));
-                        stack.push((*right as usize, 2 * slot + 1, depth + 1));
+                        p.feature[base + slot] = *feature;
+                        stack.push((*right as usize, 2 * slot, depth + 1));
+                        stack.push((*left as usize, 2 * slot + 1, depth + 1));
                     }
                     Node::Leaf { size } => {
                         let value = depth as f64 + c(*size as usize);
@@ -139,72 +177,36 @@ impl Padded {
         Some(p)
     }
 
-    /// One tree's (splits, leaves).
-    fn trees(&self) -> impl Iterator<Item = (&[Split], &[f64])> {
-        self.split
-            .chunks_exact(self.width)
-            .zip(self.leaf.chunks_exact(self.width))
-    }
-
-    /// One vector down TREES_TOGETHER trees at a time (independent walks
-    /// that overlap, as BATCH vectors do in `block`), summed in tree order;
-    /// the cap is checked between groups, which stays exact: it only ever
-    /// stops a sum that already exceeds it.
+    /// Sum of the path lengths of `x`, trees in order, stopping once past `cap`.
     fn total_path_until(&self, x: &[f64], cap: f64) -> f64 {
-        let (w, mask) = (self.width, self.width - 1);
-        let group = TREES_TOGETHER * w;
-        let mut splits = self.split.chunks_exact(group);
-        let mut leaves = self.leaf.chunks_exact(group);
-        let mut sum = 0.0;
-        for (split, leaf) in (&mut splits).zip(&mut leaves) {
-            if sum > cap {
-                return sum;
-            }
-            let mut i = [1usize; TREES_TOGETHER];
-            for _ in 0..self.height {
-                for (t, i) in i.iter_mut().enumerate() {
-                    let s = split[t * w + (*i & mask)];
-                    let go_right = goes_right(x[s.feature as usize], s.threshold);
-                    *i = 2 * *i + go_right as usize;
-                }
-            }
-            for (t, i) in i.iter().enumerate() {
-                sum += leaf[t * w + (i & mask)];
-            }
+        if let Ok(x) = <&[f64; FLOW_FEATURES]>::try_from(x) {
+            let x: [f64; FLOW_FEATURES] = std::array::from_fn(|f| walked(x[f]));
+            by_width!(self.height, path_until(self, &x, cap))
+        } else {
+            let x: Vec<f64> = x.iter().map(|&v| walked(v)).collect();
+            by_width!(self.height, path_until(self, x.as_slice(), cap))
         }
-        let rest = splits
-            .remainder()
-            .chunks_exact(w)
-            .zip(leaves.remainder().chunks_exact(w));
-        for (split, leaf) in rest {
-            if sum > cap {
-                return sum;
-            }
-            let mut i = 1;
-            for _ in 0..self.height {
-                let s = split[i & mask];
-                let go_right = goes_right(x[s.feature as usize], s.threshold);
-                i = 2 * i + go_right as usize;
-            }
-            sum += leaf[i & mask];
-        }
-        sum
     }
 
     fn total_paths(&self, rows: &[f64], features: usize, out: &mut [f64]) {
-        let mut blocks = rows.chunks_exact(features * BATCH);
-        let mut outs = out.chunks_exact_mut(BATCH);
-        for (block, o) in (&mut blocks).zip(&mut outs) {
-            if features == FLOW_FEATURES {
-                let xs: [[f64; FLOW_FEATURES]; BATCH] =
-                    std::array::from_fn(|v| std::array::from_fn(|j| block[v * FLOW_FEATURES + j]));
-                // Features were checked below FLOW_FEATURES when the forest
-                // was read; the mask only spares the bounds checks.
-                self.block(&xs, |x, f| x[f & (FLOW_FEATURES - 1)], o);
-            } else {
-                let xs: [&[f64]; BATCH] =
-                    std::array::from_fn(|v| &block[v * features..(v + 1) * features]);
-                self.block(&xs, |x, f| x[f], o);
+        let mut blocks = rows.chunks_exact(features * ROWS);
+        let mut outs = out.chunks_exact_mut(ROWS);
+        if features == FLOW_FEATURES {
+            for (block, o) in (&mut blocks).zip(&mut outs) {
+                let xs: [[f64; FLOW_FEATURES]; ROWS] = std::array::from_fn(|v| {
+                    std::array::from_fn(|j| walked(block[v * FLOW_FEATURES + j]))
+                });
+                by_width!(self.height, paths(self, &xs, o));
+            }
+        } else {
+            let mut scratch = vec![0.0; features * ROWS];
+            for (block, o) in (&mut blocks).zip(&mut outs) {
+                for (s, &v) in scratch.iter_mut().zip(block) {
+                    *s = walked(v);
+                }
+                let xs: [&[f64]; ROWS] =
+                    std::array::from_fn(|v| &scratch[v * features..(v + 1) * features]);
+                by_width!(self.height, paths(self, &xs, o));
             }
         }
         let rest = blocks.remainder();
@@ -215,36 +217,143 @@ impl Padded {
             *o = self.total_path_until(x, f64::INFINITY);
         }
     }
+}
 
-    /// BATCH vectors down every tree, their walks interleaved step by step
-    /// (independent loads the core overlaps); trees summed in order.
+/// A vector's features as the walk reads them: a flow row (16 values,
+/// every split's feature checked below 16 when the forest was read, the
+/// mask only spares the bounds check) or any row.
+trait Row {
+    fn at(&self, f: u16) -> f64;
+}
+
+impl Row for [f64; FLOW_FEATURES] {
     #[inline(always)]
-    fn block<X>(&self, xs: &[X; BATCH], get: impl Fn(&X, usize) -> f64, out: &mut [f64]) {
-        let mask = self.width - 1;
-        let mut sum = [0.0; BATCH];
-        for (split, leaf) in self.trees() {
-            let mut i = [1usize; BATCH];
-            for _ in 0..self.height {
-                for v in 0..BATCH {
-                    let s = split[i[v] & mask];
-                    let go_right = goes_right(get(&xs[v], s.feature as usize), s.threshold);
-                    i[v] = 2 * i[v] + go_right as usize;
-                }
-            }
-            for v in 0..BATCH {
-                sum[v] += leaf[i[v] & mask];
-            }
-        }
-        out.copy_from_slice(&sum);
+    fn at(&self, f: u16) -> f64 {
+        self[f as usize & (FLOW_FEATURES - 1)]
     }
 }
 
-/// Whether a split sends `x` right: when it is not below the threshold,
-/// NaN included, exactly as training partitioned (`< threshold` left).
+impl Row for &[f64] {
+    #[inline(always)]
+    fn at(&self, f: u16) -> f64 {
+        self[f as usize]
+    }
+}
+
+impl Row for [f64] {
+    #[inline(always)]
+    fn at(&self, f: u16) -> f64 {
+        self[f as usize]
+    }
+}
+
+/// The padded trees as arrays of W slots.
 #[inline(always)]
-#[allow(clippy::neg_cmp_op_on_partial_ord)]
-fn goes_right(x: f64, threshold: f64) -> bool {
-    !(x < threshold)
+#[allow(clippy::type_complexity)]
+fn trees<const W: usize>(p: &Padded) -> (&[[f64; W]], &[[u16; W]], &[[f64; W]]) {
+    (
+        p.threshold.as_chunks::<W>().0,
+        p.feature.as_chunks::<W>().0,
+        p.leaf.as_chunks::<W>().0,
+    )
+}
+
+/// One step down a complete tree of W slots: from node `i` (below W) to
+/// its child, 2i + 1 when x is below the threshold.
+#[inline(always)]
+fn step<const W: usize, X: Row + ?Sized>(
+    threshold: &[f64; W],
+    feature: &[u16; W],
+    x: &X,
+    i: usize,
+) -> usize {
+    let j = i & (W - 1);
+    // Neither side is NaN (see Padded), so this is the ordered `x < t`.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    let left = !(x.at(feature[j]) >= threshold[j]);
+    2 * i + usize::from(left)
+}
+
+/// ROWS vectors down every tree, walked BATCH at a time (independent
+/// walks the core overlaps while each waits on its loads), all ROWS down
+/// one tree before the next so its nodes stay in L1; trees summed in order.
+#[inline(always)]
+fn paths<const W: usize, X: Row>(p: &Padded, xs: &[X; ROWS], out: &mut [f64]) {
+    let (threshold, feature, leaf) = trees::<W>(p);
+    let mut sum = [0.0; ROWS];
+    for ((threshold, feature), leaf) in threshold.iter().zip(feature).zip(leaf) {
+        for (xs, sum) in xs
+            .as_chunks::<BATCH>()
+            .0
+            .iter()
+            .zip(sum.as_chunks_mut::<BATCH>().0)
+        {
+            let mut i = [1usize; BATCH];
+            let mut level = 1;
+            if W > 1 {
+                // Every walk starts at the root: its split is read once.
+                let (f, t) = (feature[1], threshold[1]);
+                for v in 0..BATCH {
+                    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+                    let left = !(xs[v].at(f) >= t);
+                    i[v] = 2 + usize::from(left);
+                }
+                level = 2;
+            }
+            while level < W {
+                for v in 0..BATCH {
+                    i[v] = step(threshold, feature, &xs[v], i[v]);
+                }
+                level *= 2;
+            }
+            for v in 0..BATCH {
+                sum[v] += leaf[i[v] & (W - 1)];
+            }
+        }
+    }
+    out.copy_from_slice(&sum);
+}
+
+/// One vector down TREES_TOGETHER trees at a time (independent walks
+/// that overlap, as BATCH vectors do in `paths`), summed in tree order;
+/// the cap is checked between groups, which stays exact: it only ever
+/// stops a sum that already exceeds it.
+#[inline(always)]
+fn path_until<const W: usize, X: Row + ?Sized>(p: &Padded, x: &X, cap: f64) -> f64 {
+    let (threshold, feature, leaf) = trees::<W>(p);
+    let (tg, trest) = threshold.as_chunks::<TREES_TOGETHER>();
+    let (fg, frest) = feature.as_chunks::<TREES_TOGETHER>();
+    let (lg, lrest) = leaf.as_chunks::<TREES_TOGETHER>();
+    let mut sum = 0.0;
+    for ((threshold, feature), leaf) in tg.iter().zip(fg).zip(lg) {
+        if sum > cap {
+            return sum;
+        }
+        let mut i = [1usize; TREES_TOGETHER];
+        let mut level = 1;
+        while level < W {
+            for t in 0..TREES_TOGETHER {
+                i[t] = step(&threshold[t], &feature[t], x, i[t]);
+            }
+            level *= 2;
+        }
+        for t in 0..TREES_TOGETHER {
+            sum += leaf[t][i[t] & (W - 1)];
+        }
+    }
+    for ((threshold, feature), leaf) in trest.iter().zip(frest).zip(lrest) {
+        if sum > cap {
+            return sum;
+        }
+        let mut i = 1;
+        let mut level = 1;
+        while level < W {
+            i = step(threshold, feature, x, i);
+            level *= 2;
+        }
+        sum += leaf[i & (W - 1)];
+    }
+    sum
 }
 
 /// Deepest leaf of `tree` walked from its root, or None past
