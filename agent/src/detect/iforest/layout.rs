@@ -49,6 +49,15 @@ impl Layout {
         }
     }
 
+    /// The padded trees' height, None when linked.
+    #[cfg(test)]
+    pub(super) fn padded_height(&self) -> Option<usize> {
+        match self {
+            Layout::Padded(p) => Some(p.height),
+            Layout::Linked(_) => None,
+        }
+    }
+
     /// Total path lengths of the row-major `rows` (`features` values each)
     /// into `out`, one per row.
     pub(super) fn total_paths(&self, rows: &[f64], features: usize, out: &mut [f64]) {
@@ -69,18 +78,20 @@ impl Layout {
 /// leaf shallower than `height` fills every slot below it with its value,
 /// so which way the padding nodes send a vector does not matter.
 ///
-/// NaN is taken out of the comparison once, not at every step: a NaN
-/// feature becomes +∞ before the walk and a NaN threshold −∞ when built.
-/// Both go right at every split, as training sent them (`< threshold`
-/// left), and what is left is an ordered compare the CPU does in one
-/// instruction.
+/// Values are compared as integers: every feature value and threshold
+/// becomes its order key (see [`key`]), so a step is one integer compare
+/// (an FP compare and FP load take several cycles more, and the walk is
+/// bound by that latency). x < t ⇔ key(x) < key(t) for the values the
+/// walk sees: NaN is taken out first, a NaN feature walked as +∞ and a
+/// NaN threshold as −∞, which both go right at every split as training
+/// sent them (`< threshold` left); −0 is walked as +0 (they compare equal).
 #[derive(Debug, Clone)]
 pub(super) struct Padded {
     /// Every tree's height: tree t's nodes and leaf slots start at
     /// t·2^height.
     height: usize,
-    /// Tree t's node i at t·2^height + i (slot 0 unused).
-    threshold: Vec<f64>,
+    /// Tree t's node i at t·2^height + i (slot 0 unused): key(threshold).
+    threshold: Vec<u64>,
     feature: Vec<u16>,
     /// Tree t's leaf slot j at t·2^height + j, holding depth + c(size).
     leaf: Vec<f64>,
@@ -90,14 +101,26 @@ pub(super) struct Padded {
 /// are specialised (fixed-size rows, no bounds checks on x).
 const FLOW_FEATURES: usize = 16;
 
-/// A feature value as the walk compares it (see [`Padded`]).
+/// A value as the walk compares it: NaN as +∞ (`nan`, for a feature) or
+/// −∞ (for a threshold), −0 as +0, then its IEEE bits made to order as
+/// unsigned integers (negative values' bits reversed, positive values'
+/// sign bit set), so for any two walked values a < b ⇔ key(a) < key(b).
 #[inline(always)]
-fn walked(x: f64) -> f64 {
-    if x.is_nan() {
-        f64::INFINITY
+fn key(x: f64, nan: f64) -> u64 {
+    // Adding +0 turns −0 into +0 and leaves every other value as it is.
+    let x = if x.is_nan() { nan } else { x + 0.0 };
+    let bits = x.to_bits();
+    if bits >> 63 == 1 {
+        !bits
     } else {
-        x
+        bits | 1 << 63
     }
+}
+
+/// A feature value's key.
+#[inline(always)]
+fn walked(x: f64) -> u64 {
+    key(x, f64::INFINITY)
 }
 
 /// Calls `$f::<W>($args)` with W = 2^`$height` a constant, so each
@@ -139,7 +162,7 @@ impl Padded {
         }
         let mut p = Padded {
             height,
-            threshold: vec![0.0; width * trees.len()],
+            threshold: vec![0; width * trees.len()],
             feature: vec![0; width * trees.len()],
             leaf: vec![0.0; width * trees.len()],
         };
@@ -155,11 +178,7 @@ impl Padded {
                         left,
                         right,
                     } => {
-                        p.threshold[base + slot] = if value.is_nan() {
-                            f64::NEG_INFINITY
-                        } else {
-                            *value
-                        };
+                        p.threshold[base + slot] = key(*value, f64::NEG_INFINITY);
                         p.feature[base + slot] = *feature;
                         stack.push((*right as usize, 2 * slot, depth + 1));
                         stack.push((*left as usize, 2 * slot + 1, depth + 1));
@@ -180,31 +199,35 @@ impl Padded {
     /// Sum of the path lengths of `x`, trees in order, stopping once past `cap`.
     fn total_path_until(&self, x: &[f64], cap: f64) -> f64 {
         if let Ok(x) = <&[f64; FLOW_FEATURES]>::try_from(x) {
-            let x: [f64; FLOW_FEATURES] = std::array::from_fn(|f| walked(x[f]));
+            let x: [u64; FLOW_FEATURES] = std::array::from_fn(|f| walked(x[f]));
             by_width!(self.height, path_until(self, &x, cap))
         } else {
-            let x: Vec<f64> = x.iter().map(|&v| walked(v)).collect();
+            let x: Vec<u64> = x.iter().map(|&v| walked(v)).collect();
             by_width!(self.height, path_until(self, x.as_slice(), cap))
         }
     }
 
     fn total_paths(&self, rows: &[f64], features: usize, out: &mut [f64]) {
+        #[cfg(target_arch = "x86_64")]
+        if features == FLOW_FEATURES && self.height == 8 {
+            return self.total_paths256(rows, out);
+        }
         let mut blocks = rows.chunks_exact(features * ROWS);
         let mut outs = out.chunks_exact_mut(ROWS);
         if features == FLOW_FEATURES {
             for (block, o) in (&mut blocks).zip(&mut outs) {
-                let xs: [[f64; FLOW_FEATURES]; ROWS] = std::array::from_fn(|v| {
+                let xs: [[u64; FLOW_FEATURES]; ROWS] = std::array::from_fn(|v| {
                     std::array::from_fn(|j| walked(block[v * FLOW_FEATURES + j]))
                 });
                 by_width!(self.height, paths(self, &xs, o));
             }
         } else {
-            let mut scratch = vec![0.0; features * ROWS];
+            let mut scratch = vec![0; features * ROWS];
             for (block, o) in (&mut blocks).zip(&mut outs) {
                 for (s, &v) in scratch.iter_mut().zip(block) {
                     *s = walked(v);
                 }
-                let xs: [&[f64]; ROWS] =
+                let xs: [&[u64]; ROWS] =
                     std::array::from_fn(|v| &scratch[v * features..(v + 1) * features]);
                 by_width!(self.height, paths(self, &xs, o));
             }
@@ -219,30 +242,54 @@ impl Padded {
     }
 }
 
+impl Padded {
+    /// As [`Padded::total_paths`], for flow vectors down the default
+    /// forest's trees (height 8), through the x86-64 walk.
+    #[cfg(target_arch = "x86_64")]
+    fn total_paths256(&self, rows: &[f64], out: &mut [f64]) {
+        use super::walk256::ROWS;
+        let mut blocks = rows.chunks_exact(FLOW_FEATURES * ROWS);
+        let mut outs = out.chunks_exact_mut(ROWS);
+        for (block, o) in (&mut blocks).zip(&mut outs) {
+            let xs: [[u64; FLOW_FEATURES]; ROWS] = std::array::from_fn(|v| {
+                std::array::from_fn(|j| walked(block[v * FLOW_FEATURES + j]))
+            });
+            paths256(self, &xs, o);
+        }
+        let rest = blocks.remainder();
+        for (x, o) in rest
+            .chunks_exact(FLOW_FEATURES)
+            .zip(outs.into_remainder().iter_mut())
+        {
+            *o = self.total_path_until(x, f64::INFINITY);
+        }
+    }
+}
+
 /// A vector's features as the walk reads them: a flow row (16 values,
 /// every split's feature checked below 16 when the forest was read, the
 /// mask only spares the bounds check) or any row.
 trait Row {
-    fn at(&self, f: u16) -> f64;
+    fn at(&self, f: u16) -> u64;
 }
 
-impl Row for [f64; FLOW_FEATURES] {
+impl Row for [u64; FLOW_FEATURES] {
     #[inline(always)]
-    fn at(&self, f: u16) -> f64 {
+    fn at(&self, f: u16) -> u64 {
         self[f as usize & (FLOW_FEATURES - 1)]
     }
 }
 
-impl Row for &[f64] {
+impl Row for &[u64] {
     #[inline(always)]
-    fn at(&self, f: u16) -> f64 {
+    fn at(&self, f: u16) -> u64 {
         self[f as usize]
     }
 }
 
-impl Row for [f64] {
+impl Row for [u64] {
     #[inline(always)]
-    fn at(&self, f: u16) -> f64 {
+    fn at(&self, f: u16) -> u64 {
         self[f as usize]
     }
 }
@@ -250,7 +297,7 @@ impl Row for [f64] {
 /// The padded trees as arrays of W slots.
 #[inline(always)]
 #[allow(clippy::type_complexity)]
-fn trees<const W: usize>(p: &Padded) -> (&[[f64; W]], &[[u16; W]], &[[f64; W]]) {
+fn trees<const W: usize>(p: &Padded) -> (&[[u64; W]], &[[u16; W]], &[[f64; W]]) {
     (
         p.threshold.as_chunks::<W>().0,
         p.feature.as_chunks::<W>().0,
@@ -262,15 +309,13 @@ fn trees<const W: usize>(p: &Padded) -> (&[[f64; W]], &[[u16; W]], &[[f64; W]]) 
 /// its child, 2i + 1 when x is below the threshold.
 #[inline(always)]
 fn step<const W: usize, X: Row + ?Sized>(
-    threshold: &[f64; W],
+    threshold: &[u64; W],
     feature: &[u16; W],
     x: &X,
     i: usize,
 ) -> usize {
     let j = i & (W - 1);
-    // Neither side is NaN (see Padded), so this is the ordered `x < t`.
-    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-    let left = !(x.at(feature[j]) >= threshold[j]);
+    let left = x.at(feature[j]) < threshold[j];
     2 * i + usize::from(left)
 }
 
@@ -294,8 +339,7 @@ fn paths<const W: usize, X: Row>(p: &Padded, xs: &[X; ROWS], out: &mut [f64]) {
                 // Every walk starts at the root: its split is read once.
                 let (f, t) = (feature[1], threshold[1]);
                 for v in 0..BATCH {
-                    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-                    let left = !(xs[v].at(f) >= t);
+                    let left = xs[v].at(f) < t;
                     i[v] = 2 + usize::from(left);
                 }
                 level = 2;
@@ -308,6 +352,30 @@ fn paths<const W: usize, X: Row>(p: &Padded, xs: &[X; ROWS], out: &mut [f64]) {
             }
             for v in 0..BATCH {
                 sum[v] += leaf[i[v] & (W - 1)];
+            }
+        }
+    }
+    out.copy_from_slice(&sum);
+}
+
+/// As [`paths`], for flow vectors down the default forest's trees
+/// (height 8), through the x86-64 walk.
+#[cfg(target_arch = "x86_64")]
+fn paths256(p: &Padded, xs: &[[u64; FLOW_FEATURES]; super::walk256::ROWS], out: &mut [f64]) {
+    use super::walk256::{walk, LANES, ROWS};
+    let (threshold, feature, leaf) = trees::<256>(p);
+    let mut sum = [0.0; ROWS];
+    for ((threshold, feature), leaf) in threshold.iter().zip(feature).zip(leaf) {
+        for (xs, sum) in xs
+            .as_chunks::<LANES>()
+            .0
+            .iter()
+            .zip(sum.as_chunks_mut::<LANES>().0)
+        {
+            let (f, t) = (feature[1], threshold[1]);
+            let left = std::array::from_fn(|v| xs[v].at(f) < t);
+            for (j, s) in walk(threshold, feature, xs, left).iter().zip(sum) {
+                *s += leaf[*j];
             }
         }
     }
