@@ -95,6 +95,9 @@ pub(super) struct Padded {
     feature: Vec<u16>,
     /// Tree t's leaf slot j at t·2^height + j, holding depth + c(size).
     leaf: Vec<f64>,
+    /// Every split is on one of the first FLOW_FEATURES features, so a
+    /// flow row's walk may mask feature numbers without changing them.
+    flow: bool,
 }
 
 /// The agent's flow vectors have this many features; walks over them
@@ -165,6 +168,7 @@ impl Padded {
             threshold: vec![0; width * trees.len()],
             feature: vec![0; width * trees.len()],
             leaf: vec![0.0; width * trees.len()],
+            flow: true,
         };
         for (t, tree) in trees.iter().enumerate() {
             let base = t * width;
@@ -180,6 +184,7 @@ impl Padded {
                     } => {
                         p.threshold[base + slot] = key(*value, f64::NEG_INFINITY);
                         p.feature[base + slot] = *feature;
+                        p.flow &= usize::from(*feature) < FLOW_FEATURES;
                         stack.push((*right as usize, 2 * slot, depth + 1));
                         stack.push((*left as usize, 2 * slot + 1, depth + 1));
                     }
@@ -198,8 +203,15 @@ impl Padded {
 
     /// Sum of the path lengths of `x`, trees in order, stopping once past `cap`.
     fn total_path_until(&self, x: &[f64], cap: f64) -> f64 {
-        if let Ok(x) = <&[f64; FLOW_FEATURES]>::try_from(x) {
+        let flow = <&[f64; FLOW_FEATURES]>::try_from(x)
+            .ok()
+            .filter(|_| self.flow);
+        if let Some(x) = flow {
             let x: [u64; FLOW_FEATURES] = std::array::from_fn(|f| walked(x[f]));
+            #[cfg(target_arch = "x86_64")]
+            if self.height == 8 {
+                return path_until256(self, &x, cap);
+            }
             by_width!(self.height, path_until(self, &x, cap))
         } else {
             let x: Vec<u64> = x.iter().map(|&v| walked(v)).collect();
@@ -209,12 +221,12 @@ impl Padded {
 
     fn total_paths(&self, rows: &[f64], features: usize, out: &mut [f64]) {
         #[cfg(target_arch = "x86_64")]
-        if features == FLOW_FEATURES && self.height == 8 {
+        if features == FLOW_FEATURES && self.flow && self.height == 8 {
             return self.total_paths256(rows, out);
         }
         let mut blocks = rows.chunks_exact(features * ROWS);
         let mut outs = out.chunks_exact_mut(ROWS);
-        if features == FLOW_FEATURES {
+        if features == FLOW_FEATURES && self.flow {
             for (block, o) in (&mut blocks).zip(&mut outs) {
                 let xs: [[u64; FLOW_FEATURES]; ROWS] = std::array::from_fn(|v| {
                     std::array::from_fn(|j| walked(block[v * FLOW_FEATURES + j]))
@@ -267,7 +279,7 @@ impl Padded {
 }
 
 /// A vector's features as the walk reads them: a flow row (16 values,
-/// every split's feature checked below 16 when the forest was read, the
+/// used only when every split is on one of them (`Padded::flow`), so the
 /// mask only spares the bounds check) or any row.
 trait Row {
     fn at(&self, f: u16) -> u64;
@@ -420,6 +432,37 @@ fn path_until<const W: usize, X: Row + ?Sized>(p: &Padded, x: &X, cap: f64) -> f
             level *= 2;
         }
         sum += leaf[i & (W - 1)];
+    }
+    sum
+}
+
+/// As [`path_until`], for a flow vector down the default forest's trees
+/// (height 8), LANES trees at a time through the x86-64 walk.
+#[cfg(target_arch = "x86_64")]
+fn path_until256(p: &Padded, x: &[u64; FLOW_FEATURES], cap: f64) -> f64 {
+    use super::walk256::{walk_trees, LANES};
+    let (threshold, feature, leaf) = trees::<256>(p);
+    let (tg, trest) = threshold.as_chunks::<LANES>();
+    let (fg, frest) = feature.as_chunks::<LANES>();
+    let (lg, lrest) = leaf.as_chunks::<LANES>();
+    let mut sum = 0.0;
+    for ((threshold, feature), leaf) in tg.iter().zip(fg).zip(lg) {
+        if sum > cap {
+            return sum;
+        }
+        for (j, leaf) in walk_trees(threshold, feature, x).iter().zip(leaf) {
+            sum += leaf[*j];
+        }
+    }
+    for ((threshold, feature), leaf) in trest.iter().zip(frest).zip(lrest) {
+        if sum > cap {
+            return sum;
+        }
+        let mut i = 1;
+        for _ in 0..8 {
+            i = step(threshold, feature, x, i);
+        }
+        sum += leaf[i & 255];
     }
     sum
 }
