@@ -98,6 +98,10 @@ pub(super) struct Padded {
     /// Every split is on one of the first FLOW_FEATURES features, so a
     /// flow row's walk may mask feature numbers without changing them.
     flow: bool,
+    /// The trees again as the x86-64 walk reads them, when they are flow
+    /// trees of height 8 (else empty).
+    #[cfg(target_arch = "x86_64")]
+    slabs: Vec<[u64; super::walk256::SLAB]>,
 }
 
 /// The agent's flow vectors have this many features; walks over them
@@ -169,6 +173,8 @@ impl Padded {
             feature: vec![0; width * trees.len()],
             leaf: vec![0.0; width * trees.len()],
             flow: true,
+            #[cfg(target_arch = "x86_64")]
+            slabs: Vec::new(),
         };
         for (t, tree) in trees.iter().enumerate() {
             let base = t * width;
@@ -198,6 +204,15 @@ impl Padded {
                 }
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        if p.flow && height == 8 {
+            let (threshold, feature, _) = self::trees::<256>(&p);
+            p.slabs = threshold
+                .iter()
+                .zip(feature)
+                .map(|(k, f)| super::walk256::slab(k, f))
+                .collect();
+        }
         Some(p)
     }
 
@@ -209,7 +224,7 @@ impl Padded {
         if let Some(x) = flow {
             let x: [u64; FLOW_FEATURES] = std::array::from_fn(|f| walked(x[f]));
             #[cfg(target_arch = "x86_64")]
-            if self.height == 8 {
+            if !self.slabs.is_empty() {
                 return path_until256(self, &x, cap);
             }
             by_width!(self.height, path_until(self, &x, cap))
@@ -221,7 +236,7 @@ impl Padded {
 
     fn total_paths(&self, rows: &[f64], features: usize, out: &mut [f64]) {
         #[cfg(target_arch = "x86_64")]
-        if features == FLOW_FEATURES && self.flow && self.height == 8 {
+        if features == FLOW_FEATURES && !self.slabs.is_empty() {
             return self.total_paths256(rows, out);
         }
         let mut blocks = rows.chunks_exact(features * ROWS);
@@ -259,13 +274,18 @@ impl Padded {
     /// forest's trees (height 8), through the x86-64 walk.
     #[cfg(target_arch = "x86_64")]
     fn total_paths256(&self, rows: &[f64], out: &mut [f64]) {
-        use super::walk256::ROWS;
+        use super::walk256::{LANES, ROWS, XS};
         let mut blocks = rows.chunks_exact(FLOW_FEATURES * ROWS);
         let mut outs = out.chunks_exact_mut(ROWS);
+        // Keys of ROWS vectors, LANES to a padded buffer (see walk256::XS).
+        let mut xs = vec![[0u64; XS]; ROWS / LANES];
         for (block, o) in (&mut blocks).zip(&mut outs) {
-            let xs: [[u64; FLOW_FEATURES]; ROWS] = std::array::from_fn(|v| {
-                std::array::from_fn(|j| walked(block[v * FLOW_FEATURES + j]))
-            });
+            for (v, x) in block.as_chunks::<FLOW_FEATURES>().0.iter().enumerate() {
+                let row = &mut xs[v / LANES][v % LANES * FLOW_FEATURES..][..FLOW_FEATURES];
+                for (k, &x) in row.iter_mut().zip(x) {
+                    *k = walked(x);
+                }
+            }
             paths256(self, &xs, o);
         }
         let rest = blocks.remainder();
@@ -373,20 +393,16 @@ fn paths<const W: usize, X: Row>(p: &Padded, xs: &[X; ROWS], out: &mut [f64]) {
 /// As [`paths`], for flow vectors down the default forest's trees
 /// (height 8), through the x86-64 walk.
 #[cfg(target_arch = "x86_64")]
-fn paths256(p: &Padded, xs: &[[u64; FLOW_FEATURES]; super::walk256::ROWS], out: &mut [f64]) {
+fn paths256(p: &Padded, xs: &[[u64; super::walk256::XS]], out: &mut [f64]) {
     use super::walk256::{walk, LANES, ROWS};
     let (threshold, feature, leaf) = trees::<256>(p);
     let mut sum = [0.0; ROWS];
-    for ((threshold, feature), leaf) in threshold.iter().zip(feature).zip(leaf) {
-        for (xs, sum) in xs
-            .as_chunks::<LANES>()
-            .0
-            .iter()
-            .zip(sum.as_chunks_mut::<LANES>().0)
-        {
-            let (f, t) = (feature[1], threshold[1]);
-            let left = std::array::from_fn(|v| xs[v].at(f) < t);
-            for (j, s) in walk(threshold, feature, xs, left).iter().zip(sum) {
+    let trees = p.slabs.iter().zip(threshold).zip(feature).zip(leaf);
+    for (((slab, threshold), feature), leaf) in trees {
+        let (f, t) = (usize::from(feature[1]) & (FLOW_FEATURES - 1), threshold[1]);
+        for (xs, sum) in xs.iter().zip(sum.as_chunks_mut::<LANES>().0) {
+            let left = std::array::from_fn(|v| xs[v * FLOW_FEATURES + f] < t);
+            for (j, s) in walk(slab, xs, left).iter().zip(sum) {
                 *s += leaf[*j];
             }
         }
@@ -440,21 +456,24 @@ fn path_until<const W: usize, X: Row + ?Sized>(p: &Padded, x: &X, cap: f64) -> f
 /// (height 8), LANES trees at a time through the x86-64 walk.
 #[cfg(target_arch = "x86_64")]
 fn path_until256(p: &Padded, x: &[u64; FLOW_FEATURES], cap: f64) -> f64 {
-    use super::walk256::{walk_trees, LANES};
+    use super::walk256::{walk_trees, LANES, X};
+    let mut padded = [0u64; X];
+    padded[..FLOW_FEATURES].copy_from_slice(x);
     let (threshold, feature, leaf) = trees::<256>(p);
-    let (tg, trest) = threshold.as_chunks::<LANES>();
-    let (fg, frest) = feature.as_chunks::<LANES>();
+    let (groups, _) = p.slabs.as_chunks::<LANES>();
     let (lg, lrest) = leaf.as_chunks::<LANES>();
     let mut sum = 0.0;
-    for ((threshold, feature), leaf) in tg.iter().zip(fg).zip(lg) {
+    for (slabs, leaf) in groups.iter().zip(lg) {
         if sum > cap {
             return sum;
         }
-        for (j, leaf) in walk_trees(threshold, feature, x).iter().zip(leaf) {
+        for (j, leaf) in walk_trees(slabs, &padded).iter().zip(leaf) {
             sum += leaf[*j];
         }
     }
-    for ((threshold, feature), leaf) in trest.iter().zip(frest).zip(lrest) {
+    let done = groups.len() * LANES;
+    let rest = threshold[done..].iter().zip(&feature[done..]).zip(lrest);
+    for ((threshold, feature), leaf) in rest {
         if sum > cap {
             return sum;
         }
