@@ -1,8 +1,12 @@
 //! The forest laid out for scoring: every tree padded to a complete binary
 //! tree of the forest's height, all trees in one array per field (struct of
 //! arrays), so a walk is a fixed number of branch-free steps and several
-//! vectors can go down one tree at once. Forests too tall to pad (large ψ,
-//! or a loaded file with a deep chain) keep a linked layout.
+//! vectors can go down one tree at once; values are compared as integer
+//! keys. Flow vectors down trees of height 8 (the agent's default forest)
+//! go through the written-out x86-64 walk of `walk256`, which reads a
+//! second copy of the trees (one 2,304-byte slab a tree, bounded as the
+//! padded arrays are). Forests too tall to pad (large ψ, or a loaded file
+//! with a deep chain) keep a linked layout.
 
 use super::{c, Node, Tree};
 
