@@ -24,8 +24,8 @@ pub(super) const XS: usize = LANES * 16 + 256;
 /// A row of one vector's keys padded as the rows of [`XS`].
 pub(super) const X: usize = 256;
 
-/// Tree `t` of a forest as one slab of [`SLAB`] words: key of node i at
-/// word i, feature of node i at byte 2,048 + i.
+/// A tree's keys and features as one slab of [`SLAB`] words: key of
+/// node i at word i, feature of node i at byte 2,048 + i (little-endian).
 pub(super) fn slab(keys: &[u64; 256], features: &[u16; 256]) -> [u64; SLAB] {
     let mut s = [0u64; SLAB];
     s[..256].copy_from_slice(keys);
