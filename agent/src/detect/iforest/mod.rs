@@ -12,6 +12,8 @@ mod layout;
 mod synth;
 #[cfg(test)]
 mod tests;
+#[cfg(target_arch = "x86_64")]
+mod walk256;
 
 use ndarray::{ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};

@@ -180,7 +180,7 @@ fn batch_single_and_linked_scores_are_identical() {
     for (dims, n) in [(16, 1001), (5, 333)] {
         let (data, _) = planted_with_shift(n, 10, dims, 8, 3.0);
         let forest = IsolationForest::fit(data.view(), 30, 256, 2);
-        assert!(matches!(forest.layout(), layout::Layout::Padded(_)));
+        assert_eq!(forest.layout().padded_height(), Some(8));
         layouts_agree(&forest, &data);
     }
 }
@@ -248,4 +248,77 @@ fn thin_tall_loaded_trees_are_not_padded() {
     let (data, _) = planted(4096, 0, 2, 3);
     let full = IsolationForest::fit(data.view(), 4, 4096, 1);
     assert!(matches!(full.layout(), layout::Layout::Padded(_)));
+}
+
+/// The padded walk compares without NaN (a NaN feature walked as +∞, a
+/// NaN threshold as −∞): scores must still equal the linked walk's
+/// `x < t`, bit for bit, on NaN, ±∞, ±0 and on vectors sitting exactly on
+/// a threshold, for flow rows (16 features) and any other width.
+#[test]
+fn non_finite_values_and_exact_thresholds_score_alike() {
+    for dims in [16, 5] {
+        let (mut data, _) = planted(600, 10, dims, 21);
+        for (k, mut row) in data.rows_mut().into_iter().enumerate() {
+            match k % 7 {
+                0 => row[0] = f64::INFINITY,
+                1 => row[1] = f64::NEG_INFINITY,
+                2 => row[2] = f64::NAN,
+                3 => row[3] = -0.0,
+                4 => row[3] = 0.0,
+                _ => {}
+            }
+        }
+        // ψ = 256: height 8, the default forest's, walked by walk256 on x86-64.
+        let forest = IsolationForest::fit(data.view(), 20, 256, 3);
+        assert_eq!(forest.layout().padded_height(), Some(8));
+        let splits: Vec<(usize, f64)> = forest
+            .trees
+            .iter()
+            .flat_map(|t| &t.nodes)
+            .filter_map(|n| match n {
+                Node::Split { feature, value, .. } => Some((*feature as usize, *value)),
+                Node::Leaf { .. } => None,
+            })
+            .collect();
+        // −∞ on feature 1 makes lo + u·(hi − lo) NaN: the case is covered.
+        assert!(splits.iter().any(|(_, v)| v.is_nan()), "no NaN threshold");
+        let mut probes: Vec<f64> = data.iter().copied().collect();
+        let base = data.row(5).to_vec();
+        for &(f, v) in &splits {
+            let mut x = base.clone();
+            x[f] = v;
+            probes.extend(&x);
+        }
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 0.0] {
+            probes.extend(std::iter::repeat_n(v, dims));
+        }
+        let probes =
+            ndarray::Array2::from_shape_vec((probes.len() / dims, dims), probes).expect("rows");
+        layouts_agree(&forest, &probes);
+    }
+}
+
+/// −0 and +0 compare equal: on a split at either, both go right (the
+/// walk's integer keys would order them apart if −0 were not walked as +0).
+#[test]
+fn signed_zeros_go_the_same_way() {
+    for t in ["0.0", "-0.0"] {
+        let json = format!(
+            r#"{{"trees":[{{"nodes":[{{"Split":{{"feature":3,"value":{t},"left":1,"right":2}}}},{{"Leaf":{{"size":1}}}},{{"Leaf":{{"size":2}}}}]}}],"psi":2,"features":16,"seed":1}}"#
+        );
+        let forest: IsolationForest = serde_json::from_str(&json).expect("forest");
+        let mut rows = Vec::new();
+        for x in [-0.0, 0.0, -1e-300, 1e-300] {
+            let mut v = [0.5; 16];
+            v[3] = x;
+            rows.extend(v);
+        }
+        let data = ndarray::Array2::from_shape_vec((4, 16), rows).expect("rows");
+        layouts_agree(&forest, &data);
+        let s = forest.score_all(data.view());
+        // Right leaf (2 samples: depth 1 + c(2) = 2) for ±0 and above.
+        assert_eq!(s[0], s[1]);
+        assert_eq!(s[0], s[3]);
+        assert_ne!(s[0], s[2]);
+    }
 }
