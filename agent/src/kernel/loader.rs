@@ -369,3 +369,10 @@ pub fn load(cfg: &Config) -> Result<Loaded, LoaderError> {
         config,
     })
 }
+
+/// The kernel object with nothing attached and the default config, for
+/// benches that run one program through `BPF_PROG_TEST_RUN` (the flow
+/// programs' per-packet cost without `bpf_stats`).
+pub fn load_detached() -> Result<Ebpf, LoaderError> {
+    Ok(EbpfLoader::new().load(KERNEL_OBJECT)?)
+}
