@@ -210,8 +210,8 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
     let mut rows = Vec::new();
     let mut addresses = Vec::new();
 
-    // The namespace rows: a beacon, an admin-port sweep and a port sweep,
-    // from the simulation's own namespace.
+    // The namespace rows: a beacon, an admin-port sweep and a port sweep
+    // from the simulation's own namespace, and the exfiltration rows into it.
     let n = cfg.detect.scan.port_threshold + 5;
     // Bounded lifetime: each row's stand-in and wait take at most about
     // two timeouts.
