@@ -17,10 +17,13 @@ fn simulate_raises_every_attempted_stand_in_and_cleans_up() {
     let socket = dir.0.join("vigil.sock");
     let playbooks = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
     // The beacon windows of the detection tests, so the beacon row runs
-    // (with the shipped 15-minute window it is reported as skipped).
+    // (with the shipped 15-minute window it is reported as skipped), and
+    // an absolute exfil volume of 50 MB instead of 1 GiB, so the bulk
+    // upload is light on a shared test machine (the shipped one also runs).
     let config = format!(
         "{TEST_CONFIG}control:\n  socket: {}\nplaybooks:\n  dir: {}\nresponse:\n  mode: dry-run\n\
-         detect:\n  beacon:\n    window_s: 20\n    min_connections: 8\n    scoring_period_s: 2\n",
+         detect:\n  beacon:\n    window_s: 20\n    min_connections: 8\n    scoring_period_s: 2\n\
+         \x20 exfil:\n    absolute_bytes: 50000000\n",
         socket.display(),
         playbooks.display()
     );
@@ -42,7 +45,7 @@ fn simulate_raises_every_attempted_stand_in_and_cleans_up() {
         .iter()
         .filter(|r| matches!(r["outcome"]["state"].as_str(), Some("passed" | "failed")))
         .collect();
-    assert_eq!(attempted.len(), 6, "{report:#}");
+    assert_eq!(attempted.len(), 8, "{report:#}");
     // On failure, what the agent saw of the simulation.
     let trail = || -> Vec<String> {
         agent
@@ -70,6 +73,39 @@ fn simulate_raises_every_attempted_stand_in_and_cleans_up() {
         "{memfd:#}"
     );
     assert_eq!(memfd["response"][0]["mode"], "dry-run", "{memfd:#}");
+    // The bulk upload would block the sink, an address only the
+    // simulation uses; the equal-size chunks (medium) trigger no playbook.
+    let bulk = rows
+        .iter()
+        .find(|r| r["standin"] == "bulk upload")
+        .expect("bulk row");
+    assert_eq!(
+        bulk["response"][0]["playbook"], "data_exfiltration_block",
+        "{bulk:#}"
+    );
+    assert!(
+        bulk["response"][0]["steps"][0]["what"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("block 198.18.86.3 ")),
+        "{bulk:#}"
+    );
+    assert!(
+        bulk["alert"]["techniques"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == "T1048")),
+        "{bulk:#}"
+    );
+    let chunks = rows
+        .iter()
+        .find(|r| r["standin"] == "equal-size chunks")
+        .expect("chunks row");
+    assert_eq!(chunks["alert"]["severity"], "medium", "{chunks:#}");
+    assert!(
+        chunks["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("10 of 10 ")),
+        "{chunks:#}"
+    );
     // The admin-port sweep would only isolate the host after approval.
     let lateral = rows
         .iter()

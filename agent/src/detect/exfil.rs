@@ -23,6 +23,10 @@ fn pushed(f: &Flow) -> bool {
     f.direction == "outbound" || f.bytes_in == 0
 }
 
+/// Sizes of recent pushed transfers kept per (process, destination /24):
+/// an `equal_transfers` above this can never be reached.
+pub const SIZES_KEPT: usize = 64;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExfilConfig {
@@ -203,7 +207,7 @@ impl Detector for ExfilDetector {
         // Equal-size transfers the host chose to send.
         if f.bytes_out >= cfg.equal_min_bytes && pushed(f) {
             t.sizes.push(f.bytes_out);
-            if t.sizes.len() > 64 {
+            if t.sizes.len() > SIZES_KEPT {
                 t.sizes.remove(0);
             }
             let same = t

@@ -3,6 +3,7 @@
 //! took, and what the loaded playbooks would do (evaluated here, dry-run;
 //! the stand-ins' only routable address is one the simulation owns).
 
+mod exfil;
 mod report;
 mod standin;
 
@@ -146,6 +147,10 @@ impl Ctx<'_> {
         match act() {
             Ok(detail) => row.detail = detail,
             Err(StandinError::Interrupted) => anyhow::bail!(StandinError::Interrupted),
+            Err(StandinError::Needs(why)) => {
+                row.outcome = Outcome::Skipped(why);
+                return Ok(row);
+            }
             Err(e) => {
                 row.outcome = Outcome::Failed(format!("the stand-in could not run: {e}"));
                 return Ok(row);
@@ -205,14 +210,17 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
     let mut rows = Vec::new();
     let mut addresses = Vec::new();
 
-    // The namespace rows: a beacon, an admin-port sweep and a port sweep,
-    // from the simulation's own namespace.
+    // The namespace rows: a beacon, an admin-port sweep and a port sweep
+    // from the simulation's own namespace, and the exfiltration rows into it.
     let n = cfg.detect.scan.port_threshold + 5;
-    let net = standin::SimNet::create(timeout.as_secs() * 8 + 60);
+    // Bounded lifetime: each row's stand-in and wait take at most about
+    // two timeouts.
+    let net = standin::SimNet::create(timeout.as_secs() * 12 + 60);
     match net {
         Ok(net) => {
             addresses.push(standin::SIM_ADDR.to_string());
             addresses.push(standin::HOST_ADDR.to_string());
+            addresses.push(standin::SINK_ADDR.to_string());
             addresses.push("10.255.86.0/24 (only inside the stand-in namespace)".to_string());
             let sim = standin::SIM_ADDR.to_string();
             let host = standin::HOST_ADDR.to_string();
@@ -259,6 +267,46 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
                 },
                 &|a| a["detector"] == "lateral" && has_technique(a, "T1210"),
             )?);
+            // Exfiltration from the host to a sink simulate owns in the
+            // stand-in namespace, sized from the agent's exfil config.
+            let x = &cfg.detect.exfil;
+            let sink = standin::SINK_ADDR.to_string();
+            let to_sink = |a: &Value, technique: &str| {
+                a["detector"] == "exfil"
+                    && has_technique(a, technique)
+                    && a["entities"]["dst_ip"] == sink.as_str()
+            };
+            match exfil::chunks(x) {
+                Ok(c) => rows.push(ctx.row(
+                    "equal-size chunks",
+                    "exfil T1030",
+                    || {
+                        let whole = standin::equal_chunks(&net, c.count, c.size, &interrupted)?;
+                        Ok(format!(
+                            "{whole} of {} TCP connections from the host to {sink}, each pushing exactly {} bytes of zeros (detect.exfil.equal_transfers {}, equal_min_bytes {})",
+                            c.count, c.size, x.equal_transfers, x.equal_min_bytes
+                        ))
+                    },
+                    &|a| to_sink(a, "T1030"),
+                )?),
+                Err(why) => rows.push(skipped("equal-size chunks", "exfil T1030", why)),
+            }
+            match exfil::bulk_bytes(x) {
+                Ok(bytes) => rows.push(ctx.row(
+                    "bulk upload",
+                    "exfil T1048",
+                    || {
+                        let secs = standin::bulk_upload(&net, bytes, timeout, &interrupted)?;
+                        Ok(format!(
+                            "{bytes} bytes of zeros in one TCP upload from the host to {sink} in {secs:.1} s (detect.exfil.absolute_bytes is {}; simulate sends at most {} per row)",
+                            x.absolute_bytes,
+                            exfil::MAX_BYTES
+                        ))
+                    },
+                    &|a| to_sink(a, "T1048"),
+                )?),
+                Err(why) => rows.push(skipped("bulk upload", "exfil T1048", why)),
+            }
             // Last: an agent whose playbooks block a scanner would cut off
             // 198.18.86.2, and no later row depends on it.
             rows.push(ctx.row(
@@ -283,6 +331,8 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
         Err(e) => {
             for (standin, expected) in [
                 ("admin-port sweep", "lateral T1210"),
+                ("equal-size chunks", "exfil T1030"),
+                ("bulk upload", "exfil T1048"),
                 ("port sweep", "scan T1046"),
             ] {
                 rows.push(Row {
@@ -385,6 +435,19 @@ pub fn run(config: Option<&Path>, json: bool, timeout_s: u64) -> anyhow::Result<
         print!("{}", report.table());
     }
     Ok(report.passed)
+}
+
+/// A row not attempted, and why.
+fn skipped(standin: &'static str, expected: &'static str, why: String) -> Row {
+    Row {
+        standin,
+        expected,
+        outcome: Outcome::Skipped(why),
+        alert: None,
+        seconds: None,
+        response: Vec::new(),
+        detail: String::new(),
+    }
 }
 
 /// Seconds of the shortest window the beacon detector scores.

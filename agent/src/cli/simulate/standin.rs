@@ -12,10 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The simulation's own /30 (RFC 2544 benchmarking space, never routed):
-/// the host end of its veth and the stand-in namespace's end.
+/// The simulation's own /29 (RFC 2544 benchmarking space, never routed):
+/// the host end of its veth and the stand-in namespace's end, plus a
+/// second namespace address for the exfiltration sink, so an agent in
+/// enforce mode that blocks the sink does not cut off the sweep's source.
 pub const HOST_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 86, 1);
 pub const SIM_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 86, 2);
+pub const SINK_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 86, 3);
+const PREFIX: u8 = 29;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StandinError {
@@ -27,6 +31,10 @@ pub enum StandinError {
     AddressInUse(String),
     #[error("interrupted")]
     Interrupted,
+    /// The stand-in cannot do what the config asks in time: the row is
+    /// skipped, not failed.
+    #[error("{0}")]
+    Needs(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StandinError {
@@ -73,7 +81,7 @@ pub struct SimNet {
 impl SimNet {
     pub fn create(lifetime_s: u64) -> Result<SimNet, StandinError> {
         let addrs = tool("ip", &["-o", "-4", "addr", "show"])?;
-        for a in [HOST_ADDR, SIM_ADDR] {
+        for a in [HOST_ADDR, SIM_ADDR, SINK_ADDR] {
             if addrs.contains(&format!("inet {a}/")) {
                 return Err(StandinError::AddressInUse(a.to_string()));
             }
@@ -124,25 +132,27 @@ impl SimNet {
             &[
                 "addr",
                 "add",
-                &format!("{HOST_ADDR}/30"),
+                &format!("{HOST_ADDR}/{PREFIX}"),
                 "dev",
                 &net.host_if,
             ],
         )?;
         tool("ip", &["link", "set", &net.host_if, "up"])?;
         let ns = format!("--net=/proc/{pid}/ns/net");
-        tool(
-            "nsenter",
-            &[
-                &ns,
-                "ip",
-                "addr",
-                "add",
-                &format!("{SIM_ADDR}/30"),
-                "dev",
-                &sim_if,
-            ],
-        )?;
+        for a in [SIM_ADDR, SINK_ADDR] {
+            tool(
+                "nsenter",
+                &[
+                    &ns,
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{a}/{PREFIX}"),
+                    "dev",
+                    &sim_if,
+                ],
+            )?;
+        }
         tool("nsenter", &[&ns, "ip", "link", "set", &sim_if, "up"])?;
         tool("nsenter", &[&ns, "ip", "link", "set", "lo", "up"])?;
         Ok(net)
@@ -300,6 +310,131 @@ pub fn beacon(
         });
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         sent
+    })
+}
+
+/// A listener on SINK_ADDR inside the stand-in namespace (a socket stays
+/// in the namespace it was made in) drains whatever each connection sends,
+/// one connection at a time, while `send` runs here, in the host's
+/// namespace, with the listener's address.
+pub fn to_sink<T>(
+    net: &SimNet,
+    send: impl FnOnce(SocketAddr) -> Result<T, StandinError>,
+) -> Result<T, StandinError> {
+    let listener = net
+        .inside(|| TcpListener::bind((SINK_ADDR, 0)))?
+        .map_err(io("sink listener"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io("sink listener"))?;
+    let to = listener.local_addr().map_err(io("sink listener"))?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut buf = vec![0u8; 1 << 20];
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                        // To the sender's close: an unread byte would make
+                        // our close a reset.
+                        while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        let sent = send(to);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        sent
+    })
+}
+
+/// One connection to `to` that sends `data` repeatedly until `bytes` are
+/// out, `deadline` passes or `stop` says so, then closes cleanly (waits for
+/// the sink's close). Returns the bytes sent.
+fn push(
+    to: SocketAddr,
+    data: &[u8],
+    bytes: u64,
+    deadline: std::time::Instant,
+    stop: &dyn Fn() -> bool,
+) -> Result<u64, StandinError> {
+    let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(2))
+        .map_err(io(format!("connect {to}")))?;
+    c.set_write_timeout(Some(Duration::from_millis(500)))
+        .map_err(io("sink connection"))?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(io("sink connection"))?;
+    let mut sent = 0u64;
+    while sent < bytes && std::time::Instant::now() < deadline && !stop() {
+        let n = (bytes - sent).min(data.len() as u64) as usize;
+        match c.write(&data[..n]) {
+            Ok(k) => sent += k as u64,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(StandinError::Io(format!("sending to {to}"), e)),
+        }
+    }
+    c.shutdown(std::net::Shutdown::Write)
+        .map_err(io("sink connection"))?;
+    let mut buf = [0u8; 64];
+    while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+    Ok(sent)
+}
+
+/// A bulk upload of `bytes` zeros in one TCP connection from the host to
+/// the sink, within `limit`: returns the seconds it took, or
+/// `Needs` when it could not finish in time.
+pub fn bulk_upload(
+    net: &SimNet,
+    bytes: u64,
+    limit: Duration,
+    stop: &dyn Fn() -> bool,
+) -> Result<f64, StandinError> {
+    let data = vec![0u8; 1 << 20];
+    let start = std::time::Instant::now();
+    let sent = to_sink(net, |to| push(to, &data, bytes, start + limit, stop))?;
+    let seconds = start.elapsed().as_secs_f64();
+    if stop() {
+        return Err(StandinError::Interrupted);
+    }
+    if sent < bytes {
+        return Err(StandinError::Needs(super::exfil::too_slow(
+            bytes, sent, seconds,
+        )));
+    }
+    Ok(seconds)
+}
+
+/// `count` connections from the host to the sink, each pushing exactly
+/// `size` zeros and nothing else (no request comes back): returns how many
+/// were sent whole.
+pub fn equal_chunks(
+    net: &SimNet,
+    count: usize,
+    size: u64,
+    stop: &dyn Fn() -> bool,
+) -> Result<usize, StandinError> {
+    let data = vec![0u8; size.min(1 << 20) as usize];
+    to_sink(net, |to| {
+        let mut whole = 0;
+        for _ in 0..count {
+            if stop() {
+                return Err(StandinError::Interrupted);
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            if push(to, &data, size, deadline, stop)? == size {
+                whole += 1;
+            }
+        }
+        Ok(whole)
     })
 }
 
