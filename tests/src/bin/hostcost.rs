@@ -21,7 +21,8 @@
 //! pass with the agent and `bpf_stats` on gives the per-program figures.
 //!
 //! `VIGIL_HOSTCOST_ROUNDS` (default 5) and `VIGIL_HOSTCOST_WORKLOADS`
-//! (comma list of exec, iperf, connect, flood; default all) narrow a run.
+//! (comma list of exec, iperf, connect, flood; default all) narrow a run;
+//! `VIGIL_HOSTCOST_CONFIG` adds YAML to the agent's configuration.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -386,8 +387,11 @@ struct WithAgent {
 
 /// Every workload once with one agent; its peak RSS over the round.
 fn with_agent(workloads: &[Workload]) -> (Vec<WithAgent>, f64) {
+    // VIGIL_HOSTCOST_CONFIG: more YAML for the agent, to take one part
+    // out when finding what a loss is made of.
+    let extra = std::env::var("VIGIL_HOSTCOST_CONFIG").unwrap_or_default();
     let mut agent = Agent::start_with(&format!(
-        "enforce:\n  enabled: false\nmetrics:\n  listen: \"{METRICS}\"\n"
+        "enforce:\n  enabled: false\nmetrics:\n  listen: \"{METRICS}\"\n{extra}"
     ));
     let pid = agent.pid().expect("agent pid");
     settle();
