@@ -151,7 +151,7 @@ impl Load {
                     SocketAddrV4::new(ip(2 + i / per_addr), LIVE_PORT0 + (i % per_addr) as u16);
                 let _ = s.send_to(&[0u8; 16], dst);
                 n += 1;
-                if n % 500 == 0 {
+                if n.is_multiple_of(500) {
                     sent.store(n, Ordering::Relaxed);
                     pace(start, n, rate);
                 }
@@ -174,7 +174,7 @@ impl Load {
                     let dst = SocketAddrV4::new(ip(2 + LIVE_ADDRS), FLOOD_PORT0 + p as u16);
                     let _ = s.send_to(&[0u8; 16], dst);
                     n += 1;
-                    if n % 100 == 0 {
+                    if n.is_multiple_of(100) {
                         pace(start, n, rate as f64);
                     }
                 }
