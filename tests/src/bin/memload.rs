@@ -1,6 +1,9 @@
 //! The agent's memory and CPU with Kafka on, 100,000 live flows and a flood
 //! of new keys (`cargo xtask bench`, root). Two cases, one agent each:
 //! - broker up: tansu on loopback, records produced and acknowledged;
+//! - broker up with `--inbound` (256) unsigned 900 KiB messages waiting on
+//!   `defense.commands`: what anyone who can write to the topic can make
+//!   the agent's consumer read (it refuses them; they must not pile up);
 //! - broker down: `kafka.brokers` names a port nobody listens on, so every
 //!   record stays in the spool (which must grow on disk, not in memory).
 //!
@@ -35,6 +38,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use vigil_integration::kafka::Broker;
 use vigil_integration::*;
@@ -57,12 +61,16 @@ const BROKER_PORT: u16 = 19_197;
 /// Nothing listens here: the broker-down case.
 const DEAD_BROKER: &str = "127.0.0.1:19199";
 const HMAC_KEY: &str = "memload-fleet-key";
+/// Size of each message of the inbound case (under librdkafka's 1 MB
+/// default message.max.bytes, so any producer can send it).
+const INBOUND_BYTES: usize = 900 * 1024;
 
 struct Args {
     rate: u32,
     tcp_rate: u32,
     seconds: u64,
     down: bool,
+    inbound: usize,
 }
 
 fn args() -> Args {
@@ -71,6 +79,7 @@ fn args() -> Args {
         tcp_rate: 1_000,
         seconds: 60,
         down: true,
+        inbound: 256,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -85,9 +94,10 @@ fn args() -> Args {
             "--tcp-rate" => a.tcp_rate = num() as u32,
             "--seconds" => a.seconds = num(),
             "--no-down" => a.down = false,
+            "--inbound" => a.inbound = num() as usize,
             _ => panic!(
                 "usage: memload [--rate NEW_UDP_KEYS_PER_S] [--tcp-rate CONNS_PER_S] \
-                 [--seconds FLOOD_S] [--no-down]"
+                 [--seconds FLOOD_S] [--no-down] [--inbound MESSAGES (0: no such case)]"
             ),
         }
     }
@@ -396,13 +406,51 @@ fn tracked_range(samples: &[Sample], phase: Phase) -> (f64, f64) {
     )
 }
 
-fn run_case(a: &Args, pair: &NetPair, broker: Option<&Broker>) -> CaseResult {
+/// Puts `n` unsigned messages of INBOUND_BYTES on the commands topic: what
+/// a writer without the fleet key can do, read by the agent from the start.
+fn fill_commands(brokers: &str, n: usize) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.max.bytes", "2000000")
+        .create()
+        .expect("producer");
+    let body = format!(
+        "{{\"action\":\"block\",\"ip\":\"10.{SUBNET}.9.9\",\"pad\":\"{}\"}}",
+        "x".repeat(INBOUND_BYTES)
+    );
+    for _ in 0..n {
+        loop {
+            match p.send(BaseRecord::<(), str>::to("defense.commands").payload(&body)) {
+                Ok(()) => break,
+                Err((e, _)) => {
+                    p.poll(Duration::from_millis(100));
+                    assert!(
+                        matches!(
+                            e.rdkafka_error_code(),
+                            Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                        ),
+                        "produce: {e}"
+                    );
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60)).expect("flush");
+}
+
+fn run_case(a: &Args, pair: &NetPair, broker: Option<&Broker>, inbound: usize) -> CaseResult {
     let brokers = broker.map_or(DEAD_BROKER.to_string(), Broker::addr);
-    let label = if broker.is_some() {
-        "broker up"
-    } else {
-        "broker DOWN"
+    let label = match (broker, inbound) {
+        (None, _) => "broker DOWN".to_string(),
+        (Some(_), 0) => "broker up".to_string(),
+        (Some(_), n) => format!(
+            "broker up, {n} unsigned {} KiB messages waiting on defense.commands",
+            INBOUND_BYTES / 1024
+        ),
     };
+    if inbound > 0 {
+        fill_commands(&brokers, inbound);
+    }
     let mut agent = Agent::start_with(&format!(
         "enforce:\n  enabled: false\nmetrics:\n  listen: \"{METRICS}\"\n\
          kafka:\n  brokers: \"{brokers}\"\n  hmac_key: {HMAC_KEY}\n"
@@ -510,10 +558,11 @@ fn run_case(a: &Args, pair: &NetPair, broker: Option<&Broker>) -> CaseResult {
          {flood_tr_lo:.0}–{flood_tr_hi:.0}"
     );
     println!(
-        "    agent counted: flows emitted {:.0}, evicted by the kernel LRU {:.0}, ring reserve \
-         failures {:.0}, decode errors {:.0}, alerts {:.0}",
+        "    agent counted: flows emitted {:.0}, evicted by the kernel LRU {:.0}, map sweeps cut \
+         {:.0}, ring reserve failures {:.0}, decode errors {:.0}, alerts {:.0}",
         d("vigil_flows_emitted_total"),
         d("vigil_flows_evicted_total"),
+        d("vigil_flow_sweeps_cut_total"),
         d("vigil_kernel_reserve_failures_total"),
         d("vigil_decode_errors_total"),
         d("vigil_alerts_total"),
@@ -546,9 +595,20 @@ fn run_case(a: &Args, pair: &NetPair, broker: Option<&Broker>) -> CaseResult {
     let timeline: Vec<String> = samples
         .iter()
         .step_by(5)
-        .map(|s| format!("{:.0}s {:?} {:.1}", s.t, s.phase, mib(s.rss)))
+        .map(|s| {
+            format!(
+                "{:.0}s {:?} {:.1} ({:.0}k)",
+                s.t,
+                s.phase,
+                mib(s.rss),
+                s.tracked / 1e3
+            )
+        })
         .collect();
-    println!("    RSS every 5 s (MiB): {}", timeline.join(", "));
+    println!(
+        "    every 5 s: RSS MiB (flows tracked): {}",
+        timeline.join(", ")
+    );
     CaseResult {
         over_budget: hwm >= BUDGET_KIB,
         kafka_records: kafka.map_or(0, |((n, _), _)| n),
@@ -583,16 +643,24 @@ fn main() {
         a.tcp_rate,
         a.seconds
     );
-    let up = {
-        let broker = Broker::start(BROKER_PORT);
-        run_case(&a, &pair, Some(&broker))
-    };
-    let down = a.down.then(|| run_case(&a, &pair, None));
+    let mut broker = Broker::start(BROKER_PORT);
+    let up = run_case(&a, &pair, Some(&broker), 0);
+    let inbound = (a.inbound > 0).then(|| {
+        // Empty again (memory storage), topics recreated.
+        broker.restart();
+        run_case(&a, &pair, Some(&broker), a.inbound)
+    });
+    drop(broker);
+    let down = a.down.then(|| run_case(&a, &pair, None, 0));
     let mut failed = Vec::new();
     if up.kafka_records == 0 {
         failed.push("Kafka received no records with the broker up");
     }
-    if up.over_budget || down.as_ref().is_some_and(|d| d.over_budget) {
+    if [Some(&up), inbound.as_ref(), down.as_ref()]
+        .iter()
+        .flatten()
+        .any(|c| c.over_budget)
+    {
         failed.push("the agent's peak RSS reached the 128 MiB budget");
     }
     drop(pair);
