@@ -452,11 +452,40 @@ pub struct Inbound {
     pub tombstone: bool,
     /// A tombstone's signed issue time (header `ts`).
     pub ts_header: Option<i64>,
+    /// Bytes of a message over [`MAX_INBOUND_BYTES`]: its body and headers
+    /// were dropped on arrival and it is refused by size.
+    pub too_large: Option<usize>,
 }
+
+/// Largest fleet message (body and headers) kept for the daemon. Commands
+/// and decisions are a few hundred bytes; without this, anyone who can
+/// write to the topics could queue 256 messages of librdkafka's 1 MB each
+/// in the agent's channel.
+pub const MAX_INBOUND_BYTES: usize = 64 * 1024;
 
 impl Inbound {
     pub fn from_message(m: &rdkafka::message::BorrowedMessage<'_>) -> Inbound {
         use rdkafka::message::Headers;
+        let size = m.payload_len()
+            + m.key().map_or(0, <[u8]>::len)
+            + m.headers().map_or(0, |h| {
+                h.iter()
+                    .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+                    .sum()
+            });
+        if size > MAX_INBOUND_BYTES {
+            return Inbound {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: String::new(),
+                payload: Vec::new(),
+                hmac: None,
+                tombstone: false,
+                ts_header: None,
+                too_large: Some(size),
+            };
+        }
         let header = |name: &str| {
             m.headers().and_then(|h| {
                 h.iter()
@@ -478,6 +507,7 @@ impl Inbound {
             ts_header: header(super::commands::TS_HEADER)
                 .and_then(|v| String::from_utf8(v).ok())
                 .and_then(|v| v.trim().parse().ok()),
+            too_large: None,
         }
     }
 }
