@@ -562,13 +562,15 @@ fn run_case(a: &Args, pair: &NetPair, broker: Option<&Broker>, inbound: usize) -
     );
     println!(
         "    agent counted: flows emitted {:.0}, evicted by the kernel LRU {:.0}, map sweeps cut \
-         {:.0}, ring reserve failures {:.0}, decode errors {:.0}, alerts {:.0}",
+         {:.0}, ring reserve failures {:.0}, decode errors {:.0}, alerts {:.0}, fleet messages \
+         refused {:.0}",
         d("vigil_flows_emitted_total"),
         d("vigil_flows_evicted_total"),
         d("vigil_flow_sweeps_cut_total"),
         d("vigil_kernel_reserve_failures_total"),
         d("vigil_decode_errors_total"),
         d("vigil_alerts_total"),
+        total(&m1, "vigil_command_refusals_total"),
     );
     println!(
         "    Kafka side: delivered {:.0}, delivery errors {:.0}, telemetry shed over the rate cap \
