@@ -92,8 +92,8 @@ fn args() -> Args {
                 .unwrap_or_else(|| panic!("{flag} needs a number"))
         };
         match flag.as_str() {
-            "--rate" => a.rate = num() as u32,
-            "--tcp-rate" => a.tcp_rate = num() as u32,
+            "--rate" => a.rate = num().max(1) as u32,
+            "--tcp-rate" => a.tcp_rate = num().max(1) as u32,
             "--seconds" => a.seconds = num(),
             "--no-down" => a.down = false,
             "--no-up" => a.up = false,
