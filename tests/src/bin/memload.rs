@@ -293,7 +293,9 @@ fn total(text: &str, name: &str) -> f64 {
                 .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .sum::<f64>()
+        // An empty sum is -0.0.
+        + 0.0
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -506,6 +508,8 @@ fn run_case(a: &Args, pair: &NetPair, broker: Option<&Broker>, inbound: usize) -
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let hwm = status_kib(pid, "VmHWM:");
+    // Heap and anonymous maps against mapped files (the program, libraries).
+    let (anon, file) = (status_kib(pid, "RssAnon:"), status_kib(pid, "RssFile:"));
     let stopped = agent.stop();
     let samples = samples.lock().map(|v| v.clone()).unwrap_or_default();
     let kafka = broker.map(|b| {
@@ -548,6 +552,11 @@ fn run_case(a: &Args, pair: &NetPair, broker: Option<&Broker>, inbound: usize) -
         mib(BUDGET_KIB),
         if hwm < BUDGET_KIB { "✔" } else { "✘" },
         mib(hwm_start)
+    );
+    println!(
+        "    RSS at the end: anonymous {:.1} MiB, file-backed {:.1} MiB",
+        mib(anon),
+        mib(file)
     );
     println!(
         "    CPU (utime+stime, % of one core): fill {:.1}, hold {:.1}, flood {:.1}, after {:.1}",
