@@ -81,7 +81,11 @@ enum Cmd {
         target: Option<String>,
     },
     /// Run the benchmarks and print their figures.
-    Bench,
+    Bench {
+        /// Only the agent memory benchmark (root; Kafka on, 100,000 live flows).
+        #[arg(long)]
+        memory: bool,
+    },
     /// Build the Debian package (target/debian/vigil_*.deb) with cargo-deb.
     Package,
     /// Detection efficacy (root): real attacks and a compressed benign
@@ -127,7 +131,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Efficacy { minutes } => efficacy(minutes),
         Cmd::Package => package().map(|deb| println!("{}", deb.display())),
-        Cmd::Bench => {
+        Cmd::Bench { memory: true } => {
+            setup(false)?;
+            require_root("the agent memory benchmark")?;
+            memory_bench()
+        }
+        Cmd::Bench { memory: false } => {
             setup(false)?;
             cargo(&["bench", "-p", "vigil", "--bench", "pipeline"])?;
             cargo(&["bench", "-p", "vigil", "--bench", "detect"])?;
@@ -722,31 +731,8 @@ fn test() -> Result<()> {
     Ok(())
 }
 
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Largest `flows_tracked` in the agent's stats records so far.
-fn flows_tracked(output: &Path) -> u64 {
-    let text = std::fs::read_to_string(output).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| l.split("\"flows_tracked\":").nth(1))
-        .filter_map(|v| v.split(|c: char| !c.is_ascii_digit()).next())
-        .filter_map(|v| v.parse().ok())
-        .max()
-        .unwrap_or(0)
-}
-
-/// The release agent and the test binaries (netpeer, flowload, respbench,
-/// hostcost).
+/// The release agent and the test binaries (netpeer, flowload, memload,
+/// respbench, hostcost).
 fn build_release_bins() -> Result<()> {
     cargo(&[
         "build",
@@ -855,77 +841,21 @@ fn fleet_bench() -> Result<()> {
     Ok(())
 }
 
-/// The agent's RSS with 100,000 live flows, then after a flood of 300,000
-/// new keys (more than the kernel map holds, so the LRU sheds).
+/// The agent's RSS and CPU in its default configuration with Kafka on
+/// (tansu on loopback, then a broker that is down), 100,000 live flows and
+/// a flood of new keys (tests/src/bin/memload.rs).
 fn memory_bench() -> Result<()> {
+    fetch_tansu()?;
     build_release_bins()?;
-    let dir = std::env::temp_dir().join(format!("vigil-membench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let cfg = dir.join("vigil.yaml");
-    let output = dir.join("events.jsonl");
-    // Idle timeouts longer than the run, so every flow stays live; no
-    // enforcement programs (they would stay pinned on the host's interfaces)
-    // and no metrics port.
-    std::fs::write(
-        &cfg,
-        format!(
-            "state_dir: {}\nstats_interval_s: 1\nflows:\n  udp_idle_timeout_s: 600\n  sweep_interval_ms: 1000\n\
-             enforce:\n  enabled: false\nmetrics:\n  listen: \"\"\n",
-            dir.display()
-        ),
-    )?;
-    let mut agent = Command::new(target_dir().join("release/vigil"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .arg("--output")
-        .arg(&output)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("starting the agent")?;
-    let pid = agent.id();
-    let wait_tracked = |want: u64| {
-        for _ in 0..120 {
-            if flows_tracked(&output) >= want {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
-        false
-    };
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let idle_rss = proc_status_kib(pid, "VmRSS:");
-    let load = target_dir().join("release/flowload");
-    let result = (|| -> Result<(u64, u64, u64, u64)> {
-        let s = Command::new(&load).arg("100000").status()?;
-        if !s.success() {
-            bail!("flowload failed");
-        }
-        let reached = wait_tracked(100_000);
-        let tracked = flows_tracked(&output);
-        if !reached {
-            step(&format!("only {tracked} flows tracked after waiting"));
-        }
-        let rss_100k = proc_status_kib(pid, "VmRSS:");
-        let s = Command::new(&load).arg("300000").status()?;
-        if !s.success() {
-            bail!("flowload failed");
-        }
-        std::thread::sleep(std::time::Duration::from_secs(5));
-        let rss_flood = proc_status_kib(pid, "VmRSS:");
-        let hwm = proc_status_kib(pid, "VmHWM:");
-        Ok((tracked, rss_100k, rss_flood, hwm))
-    })();
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = agent.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    let (tracked, rss_100k, rss_flood, hwm) = result?;
-    println!("agent memory benchmark (real agent, real UDP flows on loopback)");
-    println!("  idle RSS:                          {idle_rss:>8} KiB");
-    println!("  RSS with {tracked:>6} live flows:        {rss_100k:>8} KiB");
-    println!("  RSS after 300,000 new keys:        {rss_flood:>8} KiB");
-    println!("  peak RSS (VmHWM):                  {hwm:>8} KiB  (budget 131072 KiB)");
+    step("agent memory benchmark: Kafka on, 100,000 live flows, a flood of new keys (root)");
+    let status = Command::new(target_dir().join("release/memload"))
+        .env("VIGIL_BIN", target_dir().join("release/vigil"))
+        .env("VIGIL_TANSU", workspace_root().join("target/tools/tansu"))
+        .status()
+        .context("running memload")?;
+    if !status.success() {
+        bail!("memload failed ({status})");
+    }
     Ok(())
 }
 

@@ -14,8 +14,10 @@ use crate::pipeline::FlowEnd;
 /// The kernel state the daemon reads: the flow map and the per-CPU
 /// counters beside it. The daemon uses the real maps; tests use a table.
 pub trait KernelMaps: Send {
-    /// Calls `f` for every live flow.
-    fn for_each_flow(&self, f: &mut dyn FnMut(&FlowKey, &FlowStats));
+    /// Calls `f` for every live flow until it returns false. A walk of a
+    /// map that changes under it starts again from the first key when the
+    /// key it stood on is gone (evicted), so it can see a flow twice.
+    fn for_each_flow(&self, f: &mut dyn FnMut(&FlowKey, &FlowStats) -> bool);
     /// Removes a flow and returns its final sums.
     fn take_flow(&mut self, key: &FlowKey) -> Option<FlowStats>;
     /// Flows the kernel has created since load.
@@ -32,9 +34,11 @@ pub struct Kernel {
 }
 
 impl KernelMaps for Kernel {
-    fn for_each_flow(&self, f: &mut dyn FnMut(&FlowKey, &FlowStats)) {
+    fn for_each_flow(&self, f: &mut dyn FnMut(&FlowKey, &FlowStats) -> bool) {
         for (key, stats) in self.flows.iter().flatten() {
-            f(&key, &stats);
+            if !f(&key, &stats) {
+                break;
+            }
         }
     }
 
@@ -121,6 +125,11 @@ pub struct FlowTracker {
     /// Flows the kernel's LRU map evicted before a sweep emitted them (a
     /// lower bound: created − emitted − live, taken at each sweep).
     pub evicted: u64,
+    /// Sweeps whose walk was stopped at `max_entries` visits: under a flood
+    /// of new keys the LRU evicts the key the walk stands on, the walk
+    /// restarts, and without a stop it would revisit the map (time and a
+    /// `due` list past the map's size) for as long as the flood lasts.
+    pub walks_cut: u64,
 }
 
 impl FlowTracker {
@@ -131,6 +140,7 @@ impl FlowTracker {
             pending_set: HashSet::new(),
             tracked: 0,
             evicted: 0,
+            walks_cut: 0,
         }
     }
 
@@ -176,7 +186,15 @@ impl FlowTracker {
         let created = kernel.flows_created();
         let mut due = Vec::new();
         let mut tracked = 0u64;
+        // The map never holds more: a visit past this is a walk that
+        // restarted. What it did not reach waits for the next sweep.
+        let cap = u64::from(self.cfg.max_entries.max(1));
+        let mut cut = false;
         kernel.for_each_flow(&mut |key, stats| {
+            if tracked == cap {
+                cut = true;
+                return false;
+            }
             tracked += 1;
             let end = if shutdown {
                 Some(FlowEnd::Shutdown)
@@ -186,7 +204,17 @@ impl FlowTracker {
             if let Some(end) = end {
                 due.push((*key, end));
             }
+            true
         });
+        if cut {
+            if self.walks_cut == 0 {
+                tracing::warn!(
+                    "a sweep of the kernel flow map restarted under a flood of new flows and was \
+                     stopped at flows.max_entries visits; counted in vigil_flow_sweeps_cut_total"
+                );
+            }
+            self.walks_cut += 1;
+        }
         self.tracked = tracked.saturating_sub(due.len() as u64);
         let evicted = created.saturating_sub(emitted + tracked);
         if evicted > self.evicted {
@@ -235,9 +263,11 @@ pub mod tests {
     }
 
     impl KernelMaps for Table {
-        fn for_each_flow(&self, f: &mut dyn FnMut(&FlowKey, &FlowStats)) {
+        fn for_each_flow(&self, f: &mut dyn FnMut(&FlowKey, &FlowStats) -> bool) {
             for (k, s) in self.flows.values() {
-                f(k, s);
+                if !f(k, s) {
+                    break;
+                }
             }
         }
         fn take_flow(&mut self, key: &FlowKey) -> Option<FlowStats> {
@@ -367,5 +397,60 @@ pub mod tests {
         let all = t.sweep(&kernel, 101 * S, 0, true);
         assert!(all.iter().all(|(_, e)| *e == FlowEnd::Shutdown));
         assert_eq!(all.len(), 2);
+    }
+
+    /// A map walk that keeps starting again from the first key, as one does
+    /// when a flood evicts the key it stands on (bounded here at 1,000 laps).
+    struct Restarting(Table);
+
+    impl KernelMaps for Restarting {
+        fn for_each_flow(&self, f: &mut dyn FnMut(&FlowKey, &FlowStats) -> bool) {
+            for _ in 0..1_000 {
+                for (k, s) in self.0.flows.values() {
+                    if !f(k, s) {
+                        return;
+                    }
+                }
+            }
+        }
+        fn take_flow(&mut self, key: &FlowKey) -> Option<FlowStats> {
+            self.0.take_flow(key)
+        }
+        fn flows_created(&self) -> u64 {
+            self.0.flows_created()
+        }
+        fn reserve_failures(&self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_restarting_walk_stops_at_the_map_size_and_is_counted() {
+        let stale = FlowStats {
+            n_out: 1,
+            ..FlowStats::default()
+        };
+        let mut table = Table::default();
+        for port in 1..=3 {
+            table.put(
+                flow_key(17, ip("10.0.0.1"), port, ip("10.0.0.2"), 53),
+                stale,
+            );
+        }
+        let cfg = FlowConfig {
+            max_entries: 3,
+            ..FlowConfig::default()
+        };
+        // A full map walked once is not a cut.
+        let mut t = FlowTracker::new(cfg.clone());
+        assert_eq!(t.sweep(&table, 101 * S, 0, false).len(), 3);
+        assert_eq!(t.walks_cut, 0);
+        let kernel = Restarting(table);
+        let due = t.sweep(&kernel, 101 * S, 0, false);
+        assert_eq!(due.len(), 3, "at most max_entries visits");
+        assert_eq!(t.walks_cut, 1);
+        assert_eq!(t.tracked, 0);
+        t.sweep(&kernel, 101 * S, 0, true);
+        assert_eq!(t.walks_cut, 2);
     }
 }

@@ -107,7 +107,10 @@ impl Agent {
     pub fn on_inbound(&mut self, m: Inbound) {
         let now = wall_s();
         let host = self.pipeline.host();
-        let recorded = if m.topic == self.cfg.kafka.topics.commands {
+        let recorded = if let Some(size) = m.too_large {
+            self.count_refusal(&m.topic, &CommandError::TooLarge(size));
+            false
+        } else if m.topic == self.cfg.kafka.topics.commands {
             match self
                 .fleet
                 .verifier

@@ -84,6 +84,7 @@ impl Agent {
         );
         m.flows_tracked.set(self.flows.tracked as i64);
         m.mirror("flows_evicted", self.flows.evicted, &m.flows_evicted);
+        m.mirror("flow_sweeps_cut", self.flows.walks_cut, &m.flow_sweeps_cut);
         m.process_cache_entries
             .set(self.pipeline.procs.len() as i64);
         for p in programs {

@@ -335,6 +335,7 @@ fn inbound(topic: &str, offset: i64, body: &str, key: Option<&str>) -> Inbound {
         hmac: key.map(|k| sign(k.as_bytes(), body.as_bytes()).into_bytes()),
         tombstone: false,
         ts_header: None,
+        too_large: None,
     }
 }
 
@@ -351,6 +352,7 @@ fn lift(offset: i64, indicator: &str, ts: i64, key: &str) -> Inbound {
         hmac: Some(sign(key.as_bytes(), &body).into_bytes()),
         tombstone: true,
         ts_header: Some(ts),
+        too_large: None,
     }
 }
 
@@ -803,4 +805,21 @@ fn a_dry_run_agent_only_records_the_fleets_decisions() {
         "{c}"
     );
     assert!(t.of("action").is_empty());
+}
+
+#[test]
+fn an_oversized_fleet_message_is_refused_unread_and_read_past() {
+    let mut t = agent("oversized", &[], Mode::Enforce);
+    // What the consumer hands on for a message over the limit: no body.
+    let mut m = inbound("defense.commands", 0, "", None);
+    m.too_large = Some(900 * 1024);
+    t.agent.on_inbound(m);
+    let summaries = t.of("command_summary");
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+    assert_eq!(summaries[0]["counts"][0]["reason"], "too_large");
+    assert!(t.of("command").is_empty());
+    assert_eq!(
+        t.agent.fleet.offsets.get("defense.commands/0").copied(),
+        Some(1)
+    );
 }

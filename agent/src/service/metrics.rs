@@ -32,6 +32,7 @@ pub struct Metrics {
     pub flows_emitted: IntCounter,
     pub flows_tracked: IntGauge,
     pub flows_evicted: IntCounter,
+    pub flow_sweeps_cut: IntCounter,
     pub process_cache_entries: IntGauge,
     pub alerts: IntCounterVec,
     pub actions: IntCounterVec,
@@ -138,6 +139,10 @@ impl Metrics {
             flows_evicted: counter(
                 "flows_evicted_total",
                 "Flows the kernel LRU map evicted before they were emitted (lower bound).",
+            )?,
+            flow_sweeps_cut: counter(
+                "flow_sweeps_cut_total",
+                "Flow map sweeps stopped at flows.max_entries visits (the walk restarted under a flood).",
             )?,
             flows_tracked: gauge(
                 "flows_tracked",

@@ -54,6 +54,8 @@ pub enum CommandError {
     Replay(String),
     #[error("more than {0} fleet commands and indicators in a minute (kafka.max_commands_per_minute): refused")]
     RateLimited(usize),
+    #[error("message of {0} bytes is over the {max}-byte limit for fleet messages: refused unread", max = super::producer::MAX_INBOUND_BYTES)]
+    TooLarge(usize),
 }
 
 impl CommandError {
@@ -67,6 +69,7 @@ impl CommandError {
             CommandError::Stale { .. } => "stale",
             CommandError::Replay(_) => "replay",
             CommandError::RateLimited(_) => "rate_limited",
+            CommandError::TooLarge(_) => "too_large",
         }
     }
 }
@@ -495,5 +498,6 @@ mod tests {
         assert_eq!(CommandError::Unsigned.reason(), "unsigned");
         assert_eq!(CommandError::BadSignature.reason(), "forged");
         assert_eq!(CommandError::RateLimited(3).reason(), "rate_limited");
+        assert_eq!(CommandError::TooLarge(70_000).reason(), "too_large");
     }
 }

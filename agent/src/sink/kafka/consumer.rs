@@ -16,6 +16,10 @@ use tokio::sync::mpsc;
 
 use super::producer::Inbound;
 
+/// librdkafka's prefetch queue (KiB) and the most one fetch asks for.
+const PREFETCH_KIB: &str = "2048";
+const FETCH_MAX_BYTES: &str = "2097152";
+
 /// Next offset to read, per "topic/partition".
 pub type Offsets = BTreeMap<String, i64>;
 
@@ -93,6 +97,12 @@ fn run(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        // librdkafka prefetches up to 64 MiB by default: whoever can write
+        // to these topics would decide that much of the agent's memory.
+        // Fleet messages are small; a fetch still returns one message
+        // larger than this, so the consumer always makes progress.
+        .set("queued.max.messages.kbytes", PREFETCH_KIB)
+        .set("fetch.max.bytes", FETCH_MAX_BYTES)
         .create()
     {
         Ok(c) => c,

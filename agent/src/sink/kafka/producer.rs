@@ -94,6 +94,11 @@ pub struct Reporter {
     in_flight: usize,
     done: BTreeSet<u64>,
     paused_until: Option<Instant>,
+    /// A delivery failed and none has succeeded since (the broker is
+    /// likely unreachable): one record at a time goes out as a probe,
+    /// rather than MAX_IN_FLIGHT copies in librdkafka that all time out
+    /// together and are produced again.
+    probing: bool,
     tokens: f64,
     refilled: Instant,
     flow_acc: f64,
@@ -168,6 +173,7 @@ impl Reporter {
             in_flight: 0,
             done: BTreeSet::new(),
             paused_until: None,
+            probing: false,
             tokens: cfg.telemetry.max_per_second as f64,
             refilled: Instant::now(),
             flow_acc: 0.0,
@@ -290,9 +296,11 @@ impl Reporter {
                 None => {
                     self.stats.delivered += 1;
                     self.done.insert(d.seq);
+                    self.probing = false;
                 }
                 Some(e) => {
                     self.stats.delivery_errors += 1;
+                    self.probing = true;
                     if self.stats.delivery_errors.is_power_of_two() {
                         tracing::warn!(
                             "kafka delivery failed ({e}); records stay in the spool ({} errors so far)",
@@ -332,8 +340,10 @@ impl Reporter {
             self.paused_until = None;
         }
         self.next_send = self.next_send.max(self.spool.acked() + 1);
-        'fill: while self.in_flight < MAX_IN_FLIGHT && self.next_send < self.spool.next_seq() {
-            let batch = self.spool.read(self.next_send, READ_BATCH)?;
+        let limit = if self.probing { 1 } else { MAX_IN_FLIGHT };
+        'fill: while self.in_flight < limit && self.next_send < self.spool.next_seq() {
+            let room = READ_BATCH.min(limit - self.in_flight);
+            let batch = self.spool.read(self.next_send, room)?;
             let Some(first) = batch.first() else { break };
             // Sequence numbers skipped by a damaged segment are gone.
             self.next_send = self.next_send.max(first.0);
@@ -452,11 +462,40 @@ pub struct Inbound {
     pub tombstone: bool,
     /// A tombstone's signed issue time (header `ts`).
     pub ts_header: Option<i64>,
+    /// Bytes of a message over [`MAX_INBOUND_BYTES`]: its body and headers
+    /// were dropped on arrival and it is refused by size.
+    pub too_large: Option<usize>,
 }
+
+/// Largest fleet message (body and headers) kept for the daemon. Commands
+/// and decisions are a few hundred bytes; without this, anyone who can
+/// write to the topics could queue 256 messages of librdkafka's 1 MB each
+/// in the agent's channel.
+pub const MAX_INBOUND_BYTES: usize = 64 * 1024;
 
 impl Inbound {
     pub fn from_message(m: &rdkafka::message::BorrowedMessage<'_>) -> Inbound {
         use rdkafka::message::Headers;
+        let size = m.payload_len()
+            + m.key().map_or(0, <[u8]>::len)
+            + m.headers().map_or(0, |h| {
+                h.iter()
+                    .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+                    .sum()
+            });
+        if size > MAX_INBOUND_BYTES {
+            return Inbound {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: String::new(),
+                payload: Vec::new(),
+                hmac: None,
+                tombstone: false,
+                ts_header: None,
+                too_large: Some(size),
+            };
+        }
         let header = |name: &str| {
             m.headers().and_then(|h| {
                 h.iter()
@@ -478,6 +517,7 @@ impl Inbound {
             ts_header: header(super::commands::TS_HEADER)
                 .and_then(|v| String::from_utf8(v).ok())
                 .and_then(|v| v.trim().parse().ok()),
+            too_large: None,
         }
     }
 }
@@ -662,6 +702,39 @@ mod tests {
             Some(id),
             "telemetry gets an id"
         );
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn with_the_broker_unreachable_one_record_at_a_time_is_in_flight() {
+        let dir = std::env::temp_dir().join(format!("vigil-reporter-probe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Nothing listens on port 9: every record times out.
+        let cfg = KafkaConfig {
+            brokers: "127.0.0.1:9".into(),
+            message_timeout_ms: 300,
+            ..KafkaConfig::default()
+        };
+        let mut r = Reporter::new(&cfg, "h", &dir).expect("reporter");
+        for i in 0..50 {
+            r.submit("agent_stats", &format!(r#"{{"id":"s{i}"}}"#))
+                .expect("spooled");
+        }
+        r.pump().expect("pump");
+        assert_eq!(r.in_flight, 50, "all go out while nothing failed");
+        // Bounded wait for the timeouts (300 ms each) and the 1 s pause.
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(50));
+            r.pump().expect("pump");
+            if r.stats.delivery_errors >= 50 && r.paused_until.is_none() {
+                break;
+            }
+        }
+        assert!(r.stats.delivery_errors >= 50, "{:?}", r.stats);
+        assert!(r.probing);
+        assert_eq!(r.in_flight, 1, "one probe, not 50 copies");
+        assert_eq!(r.spool.pending(), 50, "nothing lost");
         drop(r);
         let _ = std::fs::remove_dir_all(&dir);
     }
