@@ -428,7 +428,11 @@ fn flow_cost() {
         prog.load().expect("load flow program");
         let fd = prog.fd().expect("fd").as_fd().as_raw_fd();
         let best = (0..5)
-            .map(|_| test_run(fd, &pkt, 1_000_000).expect("BPF_PROG_TEST_RUN").ns_per_run)
+            .map(|_| {
+                test_run(fd, &pkt, 1_000_000)
+                    .expect("BPF_PROG_TEST_RUN")
+                    .ns_per_run
+            })
             .min()
             .unwrap_or(0);
         println!("  {name:<18} {best:>4} ns");

@@ -492,7 +492,11 @@ fn main() {
     let (with, _) = with_agent(&workloads);
     println!("  per-program kernel cost (one more pass, bpf_stats on; ns include the accounting):");
     for (w, a) in workloads.iter().zip(&with) {
-        println!("    {}: {:.2} with the agent and accounting", w.name(), a.figure);
+        println!(
+            "    {}: {:.2} with the agent and accounting",
+            w.name(),
+            a.figure
+        );
         for (p, runs, ns) in &a.programs {
             println!("      {p:<18} {runs:>9.0} runs  {ns:>7.0} ns/run");
         }
