@@ -4,7 +4,7 @@
 
 /// A flow from the host's side: `local` is this host's end of the socket.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     /// IPv4 in the first four bytes, the rest zero; IPv6 in all sixteen.
     pub local_addr: [u8; 16],

@@ -35,6 +35,16 @@ pub struct Kernel {
 
 impl KernelMaps for Kernel {
     fn for_each_flow(&self, f: &mut dyn FnMut(&FlowKey, &FlowStats) -> bool) {
+        // Holding 100,000 flows, a key-by-key walk each second (two system
+        // calls per flow) cost ~20 % of a core.
+        let mut stopped = false;
+        let batched = crate::kernel::mapops::for_each(self.flows.map(), &mut |k, v| {
+            stopped = !f(k, v);
+            !stopped
+        });
+        if batched.is_ok() || stopped {
+            return;
+        }
         for (key, stats) in self.flows.iter().flatten() {
             if !f(&key, &stats) {
                 break;
