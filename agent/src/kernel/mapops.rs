@@ -76,7 +76,11 @@ pub fn for_each<K: Copy + Default, V: Copy + Default>(
     let mut first = true;
     loop {
         let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { &cursor as *const u64 as u64 },
+            in_batch: if first {
+                0
+            } else {
+                &cursor as *const u64 as u64
+            },
             out_batch: &mut cursor as *mut u64 as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
