@@ -347,29 +347,6 @@ fn series(text: &str, name: &str, program: &str) -> f64 {
     metric(text, &format!("{name}{{program=\"{program}\"}}")).unwrap_or(0.0)
 }
 
-/// utime + stime of `pid` in seconds.
-fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which ends with the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    // utime and stime are fields 14 and 15, i.e. 11 and 12 after ')'.
-    (ticks(11) + ticks(12)) / hz
-}
-
-fn status_kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Lets the agent's metrics job run after now (it refreshes the program
 /// counters once a second).
 fn settle() {
@@ -398,12 +375,12 @@ fn with_agent(workloads: &[Workload]) -> (Vec<WithAgent>, f64) {
     let mut out = Vec::new();
     for &w in workloads {
         let m0 = metrics();
-        let c0 = cpu_s(pid);
+        let c0 = cpu_seconds(pid);
         let t0 = Instant::now();
         let figure = w.run();
         let secs = t0.elapsed().as_secs_f64();
-        let c1 = cpu_s(pid);
-        let rss_mb = status_kb(pid, "VmRSS:") as f64 / 1024.0;
+        let c1 = cpu_seconds(pid);
+        let rss_mb = status_kib(pid, "VmRSS:") as f64 / 1024.0;
         settle();
         let m1 = metrics();
         let programs = PROGRAMS
@@ -428,7 +405,7 @@ fn with_agent(workloads: &[Workload]) -> (Vec<WithAgent>, f64) {
             lost,
         });
     }
-    let hwm_mb = status_kb(pid, "VmHWM:") as f64 / 1024.0;
+    let hwm_mb = status_kib(pid, "VmHWM:") as f64 / 1024.0;
     assert!(agent.stop(), "agent did not stop cleanly");
     (out, hwm_mb)
 }

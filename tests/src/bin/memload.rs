@@ -243,28 +243,6 @@ impl Drop for Load {
     }
 }
 
-/// utime + stime of `pid` in seconds.
-fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    // utime and stime are fields 14 and 15, i.e. 11 and 12 after ')'.
-    (ticks(11) + ticks(12)) / hz
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The agent's /metrics text; empty if it does not answer (the sampler
 /// must not die with it).
 fn metrics() -> String {
@@ -331,7 +309,7 @@ fn sampler(
                 t: start.elapsed().as_secs_f64(),
                 phase: phase.lock().map(|p| *p).unwrap_or(Phase::Idle),
                 rss: status_kib(pid, "VmRSS:"),
-                cpu: cpu_s(pid),
+                cpu: cpu_seconds(pid),
                 tracked: metric(&metrics(), "vigil_flows_tracked").unwrap_or(0.0),
             };
             if let Ok(mut v) = out.lock() {
