@@ -44,6 +44,7 @@ pub mod prog {
     pub const FORK_TP: &str = "vigil_fork_tp";
     pub const SOCK_STATE: &str = "vigil_sock_state";
     pub const SOCK_CREATE: &str = "vigil_sock_create";
+    pub const SOCK_RELEASE: &str = "vigil_sock_release";
     pub const FLOW_CG_INGRESS: &str = "vigil_flow_cg_in";
     pub const FLOW_CG_EGRESS: &str = "vigil_flow_cg_out";
     pub const FLOW_TC_INGRESS: &str = "vigil_flow_tc_in";

@@ -53,6 +53,17 @@ pub fn vigil_sock_create(ctx: SockContext) -> i32 {
     1 // never deny: this program only observes
 }
 
+/// A closed socket gives up its place: any user can create and close
+/// sockets by the hundred thousand, and without this such a flood evicted
+/// the owner of a socket made just before it, leaving its flows with no
+/// process.
+#[cgroup_sock(sock_release)]
+pub fn vigil_sock_release(ctx: SockContext) -> i32 {
+    let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.sock.cast()) };
+    let _ = SOCK_OWNER.remove(&cookie);
+    1
+}
+
 /// The subset of packet access both attach points offer.
 trait Packet {
     fn load<T>(&self, off: usize) -> Option<T>;

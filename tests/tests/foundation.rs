@@ -419,3 +419,36 @@ fn flows_evicted_by_a_full_kernel_map_are_counted() {
     );
     assert!(agent.stop());
 }
+
+/// Any local user can create and close sockets by the hundred thousand.
+/// A closed socket must give up its place in the kernel's socket-owner
+/// table, or such a flood evicts the owner of a socket made just before it
+/// and that socket's flow comes out with no process.
+#[test]
+#[ignore = "needs root: loads eBPF programs"]
+fn a_flood_of_closed_sockets_does_not_evict_the_owner_of_an_open_one() {
+    let mut agent = Agent::start_with("flows:\n  udp_idle_timeout_s: 2\n");
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("receiver");
+    let to = receiver.local_addr().expect("addr");
+    // Made (and owned) now; its first packet, and so its flow, comes after
+    // the flood.
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
+    let port = sender.local_addr().expect("addr").port();
+    for _ in 0..200_000 {
+        // SAFETY: socket(2) and close(2) on a descriptor this loop owns.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            assert!(fd >= 0, "socket");
+            libc::close(fd);
+        }
+    }
+    sender.send_to(b"owned", to).expect("send");
+    let flow = agent.wait_for("flow", |r| {
+        r["src_port"] == port && r["dst_port"] == to.port() && r["proto"] == "udp"
+    });
+    assert_eq!(
+        flow["pid"].as_u64(),
+        Some(std::process::id() as u64),
+        "the flow lost its owner to the socket flood: {flow}"
+    );
+}

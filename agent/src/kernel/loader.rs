@@ -268,7 +268,7 @@ fn attempt(ebpf: &mut Ebpf, probe: &Probe, env: &Env) -> Option<Attempt> {
                 .programs
                 .iter()
                 .try_for_each(|&p| attach::sock_create(ebpf, p, path));
-            tried(format!("cgroup/sock_create/{path}"), result)
+            tried(format!("cgroup/sock_create+release/{path}"), result)
         }
         Hook::TcClsact => match attach::tc_clsact(ebpf, probe.programs) {
             Ok(ifaces) => tried(format!("tc/clsact {}", ifaces.join(",")), Ok(())),

@@ -56,7 +56,9 @@ impl Hook {
                 format!("uprobe + uretprobe on `{symbol}` in libpam.so.0")
             }
             Hook::CgroupSkb => "cgroup_skb ingress + egress on the cgroup v2 root".to_string(),
-            Hook::CgroupSockCreate => "`cgroup/sock_create` on the same cgroup".to_string(),
+            Hook::CgroupSockCreate => {
+                "`cgroup/sock_create` and `cgroup/sock_release` on the same cgroup".to_string()
+            }
             Hook::TcClsact => "TC clsact ingress + egress on every interface".to_string(),
             Hook::Xdp { mode } => format!("XDP ({mode} mode) on each interface"),
             Hook::CgroupSkbEgress => "cgroup_skb egress on the cgroup v2 root".to_string(),
@@ -270,10 +272,10 @@ pub static PROBES: &[Probe] = &[
         name: "socket_owner",
         tier: 1,
         hook: Hook::CgroupSockCreate,
-        programs: &[prog::SOCK_CREATE],
+        programs: &[prog::SOCK_CREATE, prog::SOCK_RELEASE],
         gate: Gate::CgroupFlows,
         required: false,
-        provides: "the pid of a flow's socket, from its creation",
+        provides: "the pid of a flow's socket, from its creation (forgotten at its release)",
         without: "flows get their pid from connect/accept events only",
     },
     Probe {
