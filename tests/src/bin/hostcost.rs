@@ -55,6 +55,7 @@ const PROGRAMS: &[&str] = &[
     "vigil_file_opened",
     "vigil_file_write",
     "vigil_sock_create",
+    "vigil_sock_release",
     "vigil_sock_state",
     "vigil_flow_cg_in",
     "vigil_flow_cg_out",
