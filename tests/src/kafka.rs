@@ -126,12 +126,12 @@ pub struct Msg {
     pub raw: Vec<u8>,
 }
 
-/// Everything on `topic` from the beginning, reading until `quiet` passes
-/// with nothing new (bounded by PATIENCE).
-pub fn read_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<Msg> {
+/// A consumer of `topic`'s partition 0 from its first record, committing
+/// nothing.
+pub fn consumer_from_start(brokers: &str, topic: &str, group: &str) -> BaseConsumer {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", "vigil-tests")
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
@@ -139,6 +139,13 @@ pub fn read_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<Msg> {
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .expect("partition");
     c.assign(&tpl).expect("assign");
+    c
+}
+
+/// Everything on `topic` from the beginning, reading until `quiet` passes
+/// with nothing new (bounded by PATIENCE).
+pub fn read_all(brokers: &str, topic: &str, quiet: Duration) -> Vec<Msg> {
+    let c = consumer_from_start(brokers, topic, "vigil-tests");
     let mut out = Vec::new();
     let start = Instant::now();
     let mut last = Instant::now();

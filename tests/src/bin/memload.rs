@@ -36,10 +36,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use vigil_integration::kafka::Broker;
 use vigil_integration::*;
 
@@ -324,16 +322,7 @@ fn sampler(
 /// Records on `topic` partition 0, read through the broker from the
 /// beginning until 3 s pass with nothing new: (count, count by kind).
 fn count_topic(brokers: &str, topic: &str) -> (u64, BTreeMap<String, u64>) {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "vigil-memload")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("partition");
-    c.assign(&tpl).expect("assign");
+    let c = vigil_integration::kafka::consumer_from_start(brokers, topic, "vigil-memload");
     let (mut n, mut kinds) = (0u64, BTreeMap::new());
     let start = Instant::now();
     let mut last = Instant::now();
