@@ -21,8 +21,10 @@ use aya_ebpf::{
 
 use crate::config::conf;
 
+/// Also taken from at a TCP socket's close (network.rs), so the agent
+/// gets each closed flow with its close, without a map call.
 #[map]
-static FLOWS: LruHashMap<FlowKey, FlowStats> =
+pub(crate) static FLOWS: LruHashMap<FlowKey, FlowStats> =
     LruHashMap::with_max_entries(maps::FLOWS_MAX_ENTRIES, 0);
 
 /// Flows inserted, per CPU (slot 0); userspace derives evictions from it.
@@ -70,6 +72,24 @@ trait Packet {
     fn len(&self) -> u32;
     fn gso_segs(&self) -> u32;
     fn cookie(&self) -> u64;
+    /// The packet's full socket has reached TCP_CLOSE.
+    fn sock_closed(&self) -> bool;
+}
+
+const TCP_CLOSE: u32 = 7;
+
+/// A packet a socket sends after its close (the reset of an abortive
+/// close) must not start a flow: the close already took the socket's
+/// flow out of the map, and a new entry would come out later as a
+/// one-packet flow of its own.
+#[inline(always)]
+fn closed(skb: *mut __sk_buff) -> bool {
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return false;
+    }
+    let full = unsafe { generated::bpf_sk_fullsock(sk) };
+    !full.is_null() && unsafe { (*full).state } == TCP_CLOSE
 }
 
 /// Reads `T` at `off` straight from the packet's linear part, where the
@@ -102,6 +122,9 @@ impl Packet for SkBuffContext {
     fn cookie(&self) -> u64 {
         unsafe { generated::bpf_get_socket_cookie(self.skb.skb.cast()) }
     }
+    fn sock_closed(&self) -> bool {
+        closed(self.skb.skb)
+    }
 }
 
 impl Packet for TcContext {
@@ -116,6 +139,9 @@ impl Packet for TcContext {
     }
     fn cookie(&self) -> u64 {
         unsafe { generated::bpf_get_socket_cookie(self.skb.skb.cast()) }
+    }
+    fn sock_closed(&self) -> bool {
+        closed(self.skb.skb)
     }
 }
 
@@ -243,6 +269,10 @@ fn account<P: Packet>(p: &P, l3: usize, egress: bool) {
     let stats = match FLOWS.get_ptr_mut(&parsed.key) {
         Some(s) => s,
         None => {
+            // UDP sockets sit in TCP_CLOSE while unconnected: TCP only.
+            if parsed.key.proto == IPPROTO_TCP && p.sock_closed() {
+                return;
+            }
             let owner = unsafe { SOCK_OWNER.get(&p.cookie()) }
                 .map(|o| o.tgid)
                 .unwrap_or(0);

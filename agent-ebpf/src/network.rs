@@ -7,8 +7,8 @@
 //! outcome is known.
 
 use agent_common::{
-    ConnEvent, EventKind, ListenKey, SockOwner, AF_INET, AF_INET6, CONN_OWNER_UNKNOWN, IPPROTO_TCP,
-    OFFSET_UNKNOWN,
+    CloseFlowEvent, ConnEvent, EventKind, FlowKey, FlowStats, ListenKey, SockOwner, AF_INET,
+    AF_INET6, CONN_NO_FLOW, CONN_OWNER_UNKNOWN, IPPROTO_TCP, OFFSET_UNKNOWN,
 };
 use aya_ebpf::{
     helpers::{
@@ -23,6 +23,7 @@ use aya_ebpf::{
 use crate::{
     config::conf,
     events::{count_drop, header, EVENTS},
+    flow::FLOWS,
 };
 
 const TCP_ESTABLISHED: i32 = 1;
@@ -177,41 +178,129 @@ unsafe fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
         }
     }
 
+    if kind == EventKind::Close {
+        let Some(mut entry) = EVENTS.reserve::<CloseFlowEvent>(0) else {
+            count_drop(EventKind::Close);
+            return Ok(());
+        };
+        let ev = entry.as_mut_ptr();
+        unsafe {
+            write_conn(
+                &rec,
+                &mut (*ev).conn,
+                EventKind::CloseFlow,
+                owner,
+                protocol,
+                old,
+            );
+            (*ev).key = flow_key(&(*ev).conn);
+            match FLOWS.get(&(*ev).key) {
+                Some(stats) => {
+                    // Map value to ring buffer, not through the stack.
+                    core::ptr::copy_nonoverlapping(stats, &mut (*ev).stats, 1);
+                    let _ = FLOWS.remove(&(*ev).key);
+                }
+                None => {
+                    (*ev).conn.flags |= CONN_NO_FLOW;
+                    (*ev).stats = FlowStats::default();
+                }
+            }
+        }
+        entry.submit(crate::events::batched());
+        return Ok(());
+    }
     let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
         count_drop(kind);
         return Ok(());
     };
-    let ev = entry.as_mut_ptr();
-    unsafe {
-        let (tgid, uid, comm, flags) = match owner {
-            Some(o) => (o.tgid, o.uid, o.comm, 0),
-            None => (0, 0, [0u8; 16], CONN_OWNER_UNKNOWN),
-        };
-        (*ev).header = header(kind, tgid, 0);
-        (*ev).uid = uid;
-        (*ev).comm = comm;
-        (*ev).flags = flags;
-        (*ev).protocol = protocol;
-        (*ev).old_state = old as u32;
-        (*ev)._pad = 0;
-        (*ev).sport = rec.get(conf!(tp_sk_sport)).unwrap_or(0);
-        (*ev).dport = rec.get(conf!(tp_sk_dport)).unwrap_or(0);
-        let family: u16 = rec.get(conf!(tp_sk_family)).unwrap_or(0);
-        (*ev).family = family;
-        (*ev).saddr = [0; 16];
-        (*ev).daddr = [0; 16];
-        if family == AF_INET {
-            let s: [u8; 4] = rec.get(conf!(tp_sk_saddr)).unwrap_or([0; 4]);
-            let d: [u8; 4] = rec.get(conf!(tp_sk_daddr)).unwrap_or([0; 4]);
-            (*ev).saddr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-            (*ev).daddr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        } else if family == AF_INET6 {
-            (*ev).saddr = rec.get(conf!(tp_sk_saddr_v6)).unwrap_or([0; 16]);
-            (*ev).daddr = rec.get(conf!(tp_sk_daddr_v6)).unwrap_or([0; 16]);
-        }
-    }
+    unsafe { write_conn(&rec, &mut *entry.as_mut_ptr(), kind, owner, protocol, old) };
     entry.submit(crate::events::batched());
     Ok(())
+}
+
+#[inline(always)]
+unsafe fn write_conn(
+    rec: &SockStateRec,
+    ev: &mut ConnEvent,
+    kind: EventKind,
+    owner: Option<SockOwner>,
+    protocol: u16,
+    old: i32,
+) {
+    let (tgid, uid, comm, flags) = match owner {
+        Some(o) => (o.tgid, o.uid, o.comm, 0),
+        None => (0, 0, [0u8; 16], CONN_OWNER_UNKNOWN),
+    };
+    ev.header = header(kind, tgid, 0);
+    ev.uid = uid;
+    ev.comm = comm;
+    ev.flags = flags;
+    ev.protocol = protocol;
+    ev.old_state = old as u32;
+    ev._pad = 0;
+    ev.sport = rec.get(conf!(tp_sk_sport)).unwrap_or(0);
+    ev.dport = rec.get(conf!(tp_sk_dport)).unwrap_or(0);
+    let family: u16 = rec.get(conf!(tp_sk_family)).unwrap_or(0);
+    ev.family = family;
+    ev.saddr = [0; 16];
+    ev.daddr = [0; 16];
+    if family == AF_INET {
+        let s: [u8; 4] = rec.get(conf!(tp_sk_saddr)).unwrap_or([0; 4]);
+        let d: [u8; 4] = rec.get(conf!(tp_sk_daddr)).unwrap_or([0; 4]);
+        ev.saddr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        ev.daddr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    } else if family == AF_INET6 {
+        ev.saddr = rec.get(conf!(tp_sk_saddr_v6)).unwrap_or([0; 16]);
+        ev.daddr = rec.get(conf!(tp_sk_daddr_v6)).unwrap_or([0; 16]);
+    }
+}
+
+/// The flow accounting's key for a TCP socket: a dual-stack socket
+/// talking IPv4 (`::ffff:a.b.c.d`) sends IPv4 packets.
+#[inline(always)]
+fn flow_key(c: &ConnEvent) -> FlowKey {
+    let mut key = FlowKey {
+        local_addr: c.saddr,
+        remote_addr: c.daddr,
+        local_port: c.sport,
+        remote_port: c.dport,
+        proto: IPPROTO_TCP,
+        ip_version: if c.family == AF_INET { 4 } else { 6 },
+        _pad: [0; 2],
+    };
+    if c.family == AF_INET6 && v4_mapped(&c.saddr) && v4_mapped(&c.daddr) {
+        to_v4(&mut key.local_addr);
+        to_v4(&mut key.remote_addr);
+        key.ip_version = 4;
+    }
+    key
+}
+
+/// `::ffff:a.b.c.d`, compared word by word (a slice comparison would call
+/// memcmp, which BPF lacks).
+#[inline(always)]
+fn v4_mapped(a: &[u8; 16]) -> bool {
+    let w = a.as_ptr() as *const u32;
+    let (w0, w1, w2) = unsafe {
+        (
+            w.read_unaligned(),
+            w.add(1).read_unaligned(),
+            w.add(2).read_unaligned(),
+        )
+    };
+    w0 == 0 && w1 == 0 && w2 == u32::from_ne_bytes([0, 0, 0xff, 0xff])
+}
+
+/// `::ffff:a.b.c.d` to the flow key's IPv4 form: a.b.c.d, then zeros.
+#[inline(always)]
+fn to_v4(a: &mut [u8; 16]) {
+    let w = a.as_mut_ptr() as *mut u32;
+    unsafe {
+        w.write_unaligned(w.add(3).read_unaligned());
+        w.add(1).write_unaligned(0);
+        w.add(2).write_unaligned(0);
+        w.add(3).write_unaligned(0);
+    }
 }
 
 /// `tcp/tcp_send_reset` with no socket: an inbound SYN (or stray segment)

@@ -295,7 +295,8 @@ pub struct FlowConfig {
     pub udp_idle_timeout_s: u64,
     /// A TCP flow idle this long without a close is emitted.
     pub tcp_idle_timeout_s: u64,
-    /// After a TCP close, wait this long for trailing packets before emitting.
+    /// After a TCP close whose flow the kernel did not hand over with it,
+    /// wait this long for trailing packets before taking it from the map.
     pub close_linger_ms: u64,
     pub attach: FlowAttach,
     /// cgroup v2 directory for cgroup_skb; empty means auto-detect.

@@ -62,6 +62,10 @@ fn fuzz_seeds_are_made_from_todays_formats() {
             ),
         ),
         ("accept", fixtures::sshd_accepts()[1].clone()),
+        (
+            "close_flow",
+            fixtures::close_flow([10, 0, 0, 1], 40000, [192, 0, 2, 1], 443, 12, 4096),
+        ),
     ];
     for (name, r) in &recs {
         write("decode", name, r);

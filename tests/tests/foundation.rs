@@ -182,6 +182,86 @@ fn tcp_over_ipv6_is_reported() {
     assert!(agent.stop());
 }
 
+/// The agent with the userspace fallback (a close whose flow the kernel
+/// did not hand over is looked up after the linger) pushed out past the
+/// test: a flow that comes out came with its close.
+fn agent_without_close_linger() -> Agent {
+    Agent::start_with(&TEST_CONFIG.replace("close_linger_ms: 100", "close_linger_ms: 3600000"))
+}
+
+/// A dual-stack socket talking IPv4 (`::ffff:a.b.c.d`) sends IPv4
+/// packets: the kernel must take its flow at the close under the IPv4 key,
+/// so exactly one flow comes out, with the close and exact counts.
+#[test]
+fn a_dual_stack_socket_talking_ipv4_gets_one_exact_flow_at_its_close() {
+    let mut agent = agent_without_close_linger();
+    let net = NetPair::new("tcpm", 213);
+    let server_addr = format!("{}:7002", net.ip_b());
+    let mut server = net.spawn(&net.b, &["tcp-server", &server_addr, "777"]);
+    read_json_line(&mut server);
+    let mapped = format!("[::ffff:{}]:7002", net.ip_b());
+    let mut client = net.spawn(&net.a, &["tcp-client", &mapped, "4321"]);
+    let out = read_json_line(&mut client);
+    assert!(client.wait().expect("client").success());
+    let _ = server.wait();
+    let local = out["local"].as_str().expect("local").to_string();
+    assert!(
+        local.starts_with("[::ffff:"),
+        "not a dual-stack socket: {local}"
+    );
+    let port: u64 = local
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let ip_a = net.ip_a();
+    let f = agent.wait_for("flow", |r| r["src_port"] == port && r["proto"] == "tcp");
+    assert_eq!(f["src_ip"], ip_a.as_str(), "{f}");
+    assert_eq!(f["end_reason"], "close", "{f}");
+    assert_eq!(u64_of(&f, "bytes_out"), 4321, "{f}");
+    assert_eq!(u64_of(&f, "bytes_in"), 777, "{f}");
+    assert_eq!(u64_of(&f, "packets_out"), u64_of(&out, "segs_out"), "{f}");
+    assert!(agent.stop());
+    let n = agent
+        .records()
+        .iter()
+        .filter(|r| r["kind"] == "flow" && r["src_port"] == port && r["proto"] == "tcp")
+        .count();
+    assert_eq!(n, 1, "the close and the shutdown sweep both emitted it");
+}
+
+/// A socket closed with a reset (SO_LINGER 0) sends the reset after its
+/// close took its flow: that packet must not start a second flow.
+#[test]
+fn the_reset_of_an_abortive_close_does_not_make_a_second_flow() {
+    let mut agent = agent_without_close_linger();
+    let net = NetPair::new("tcpr", 214);
+    let server_addr = format!("{}:7003", net.ip_b());
+    let mut server = net.spawn(&net.b, &["serve", &server_addr]);
+    read_json_line(&mut server);
+    let mut client = net.spawn(&net.a, &["tcp-client", &server_addr, "100", "abort"]);
+    let out = read_json_line(&mut client);
+    assert!(client.wait().expect("client").success());
+    let local = out["local"].as_str().expect("local").to_string();
+    let port: u64 = local
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let f = agent.wait_for("flow", |r| r["src_port"] == port && r["proto"] == "tcp");
+    assert_eq!(f["end_reason"], "close", "{f}");
+    // The stop sweeps every flow left in the kernel map.
+    assert!(agent.stop());
+    let _ = server.kill();
+    let _ = server.wait();
+    let flows: Vec<_> = agent
+        .records()
+        .into_iter()
+        .filter(|r| r["kind"] == "flow" && r["src_port"] == port && r["proto"] == "tcp")
+        .collect();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+}
+
 #[test]
 fn udp_exchange_yields_a_flow_with_exact_counts() {
     let mut agent = Agent::start();
@@ -236,7 +316,11 @@ fn reserve_failure_counter_is_readable_from_userspace_and_the_kernel_map() {
     );
     let dump: Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
     let entries = dump.as_array().expect("array");
-    assert_eq!(entries.len(), 11, "one slot per event kind: {dump}");
+    assert_eq!(
+        entries.len(),
+        agent_common::EVENT_KIND_SLOTS as usize,
+        "one slot per event kind: {dump}"
+    );
     assert!(agent.stop());
 }
 

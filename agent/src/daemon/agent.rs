@@ -223,8 +223,14 @@ impl Agent {
                         );
                     }
                 }
-                let r = self.pipeline.on_event(ev);
+                let (r, flow) = self.pipeline.on_event(ev);
                 self.on_record(&r);
+                if let Some(flow) = flow {
+                    self.on_record(&flow);
+                    if let Some(m) = &self.metrics {
+                        m.flows_emitted.inc();
+                    }
+                }
             }
             Err(e) => {
                 self.pipeline.stats.decode_errors += 1;

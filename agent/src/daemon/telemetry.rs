@@ -21,6 +21,8 @@ fn event_name(kind: EventKind) -> &'static str {
         EventKind::Auth => "auth_attempt",
         EventKind::Refused => "net_refused",
         EventKind::FileWrite => "file_write",
+        // The pipeline counts a close with its flow as a close.
+        EventKind::CloseFlow => "net_close",
     }
 }
 
@@ -47,10 +49,10 @@ pub fn program_stats(ebpf: &aya::Ebpf) -> Vec<ProgramStats> {
 
 impl Agent {
     pub fn stats(&self) -> AgentStats {
-        let events: BTreeMap<&'static str, u64> = EventKind::ALL
-            .iter()
-            .map(|&k| (event_name(k), self.pipeline.stats.events[k as usize]))
-            .collect();
+        let mut events: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for k in EventKind::ALL {
+            *events.entry(event_name(k)).or_default() += self.pipeline.stats.events[k as usize];
+        }
         AgentStats {
             events,
             decode_errors: self.pipeline.stats.decode_errors,

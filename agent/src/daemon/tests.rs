@@ -269,6 +269,32 @@ fn a_closed_connection_becomes_a_flow_record_with_its_owner() {
 }
 
 #[test]
+fn a_close_carrying_its_flow_is_emitted_at_once_with_its_owner() {
+    let mut t = agent("closeflow", &[], Mode::DryRun);
+    for r in fixtures::sshd_accepts() {
+        t.agent.on_ring_record(&r);
+    }
+    t.agent.on_ring_record(&fixtures::close_flow(
+        [10, 0, 0, 1],
+        22,
+        [10, 0, 0, 9],
+        5555,
+        4,
+        900,
+    ));
+    assert_eq!(t.of("net_close").len(), 1);
+    let flows = t.of("flow");
+    assert_eq!(flows.len(), 1, "no linger: the kernel already took it");
+    assert_eq!(flows[0]["end_reason"], "close");
+    assert_eq!(flows[0]["direction"], "inbound");
+    assert_eq!(flows[0]["exe"], "/usr/sbin/sshd");
+    assert_eq!(flows[0]["bytes_in"], 900);
+    assert!(!t.agent.flows.has_closes(), "nothing left to look up");
+    assert_eq!(t.agent.stats().flows_emitted, 1);
+    assert_eq!(t.agent.stats().events["net_close"], 1);
+}
+
+#[test]
 fn an_alert_runs_the_playbooks_and_is_listed_for_the_cli() {
     let pb = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks/brute_force_response.yaml"),

@@ -10,7 +10,8 @@ use agent_common as wire;
 use agent_common::EventKind;
 
 use crate::pipeline::event::{
-    AuthEvent, ConnEvent, ConnKind, Event, ExecEvent, ExitEvent, FileWriteEvent, ForkEvent,
+    AuthEvent, ClosedFlow, ConnEvent, ConnKind, Event, ExecEvent, ExitEvent, FileWriteEvent,
+    ForkEvent,
 };
 use crate::record::FileId;
 
@@ -40,6 +41,10 @@ pub enum DecodeError {
     },
     #[error("unknown address family {0}")]
     Family(u16),
+    #[error(
+        "closed flow with key protocol {proto} and IP version {ip_version} (TCP over 4 or 6 only)"
+    )]
+    FlowKey { proto: u8, ip_version: u8 },
 }
 
 /// Reads a `T` from the start of `data` after checking the length.
@@ -247,25 +252,57 @@ pub fn decode(data: &[u8]) -> Result<Event, DecodeError> {
                 EventKind::Refused => ConnKind::Refused,
                 _ => ConnKind::ConnectFailed,
             };
-            let owner_known = e.flags & wire::CONN_OWNER_UNKNOWN == 0 && h.tgid != 0;
-            Event::Conn(ConnEvent {
-                kind: conn_kind,
-                ktime_ns: h.ktime_ns,
-                pid: owner_known.then_some(h.tgid),
-                uid: e.uid,
-                comm: if owner_known {
-                    cstr(&e.comm)
-                } else {
-                    String::new()
-                },
-                proto: e.protocol as u8,
-                src_ip: addr(e.family, e.saddr)?,
-                src_port: e.sport,
-                dst_ip: addr(e.family, e.daddr)?,
-                dst_port: e.dport,
-                old_state: e.old_state,
-            })
+            Event::Conn(conn_event(conn_kind, &h, &e)?)
         }
+        EventKind::CloseFlow => {
+            let e: wire::CloseFlowEvent = read(data).ok_or(DecodeError::Truncated {
+                kind,
+                got: data.len(),
+                need,
+            })?;
+            let conn = conn_event(ConnKind::Close, &h, &e.conn)?;
+            // Not in the map (accounting off, evicted): a plain close, and
+            // the agent looks for the flow itself after the linger.
+            if e.conn.flags & wire::CONN_NO_FLOW != 0 {
+                return Ok(Event::Conn(conn));
+            }
+            if e.key.proto != wire::IPPROTO_TCP || !matches!(e.key.ip_version, 4 | 6) {
+                return Err(DecodeError::FlowKey {
+                    proto: e.key.proto,
+                    ip_version: e.key.ip_version,
+                });
+            }
+            Event::CloseFlow(Box::new(ClosedFlow {
+                conn,
+                key: e.key,
+                stats: e.stats,
+            }))
+        }
+    })
+}
+
+fn conn_event(
+    kind: ConnKind,
+    h: &wire::EventHeader,
+    e: &wire::ConnEvent,
+) -> Result<ConnEvent, DecodeError> {
+    let owner_known = e.flags & wire::CONN_OWNER_UNKNOWN == 0 && h.tgid != 0;
+    Ok(ConnEvent {
+        kind,
+        ktime_ns: h.ktime_ns,
+        pid: owner_known.then_some(h.tgid),
+        uid: e.uid,
+        comm: if owner_known {
+            cstr(&e.comm)
+        } else {
+            String::new()
+        },
+        proto: e.protocol as u8,
+        src_ip: addr(e.family, e.saddr)?,
+        src_port: e.sport,
+        dst_ip: addr(e.family, e.daddr)?,
+        dst_port: e.dport,
+        old_state: e.old_state,
     })
 }
 
@@ -434,6 +471,47 @@ pub mod fixtures {
         bytes_of(&e)
     }
 
+    /// The close of `src:sport` → `dst:dport` carrying its flow: `bytes`
+    /// each way in `packets` packets.
+    pub fn close_flow(
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+        packets: u64,
+        bytes: u64,
+    ) -> Vec<u8> {
+        let mut conn: wire::ConnEvent =
+            read(&self::conn(EventKind::Close, 0, src, sport, dst, dport))
+                .expect("a conn fixture is a whole record");
+        conn.header = header(EventKind::CloseFlow, 3_000, 0);
+        let e = wire::CloseFlowEvent {
+            conn,
+            key: wire::FlowKey {
+                local_addr: fill(&src),
+                remote_addr: fill(&dst),
+                local_port: sport,
+                remote_port: dport,
+                proto: wire::IPPROTO_TCP,
+                ip_version: 4,
+                _pad: [0; 2],
+            },
+            stats: wire::FlowStats {
+                t_first_ns: 1_000,
+                t_last_ns: 3_000,
+                n_out: packets,
+                n_in: packets,
+                bytes_out: bytes,
+                bytes_in: bytes,
+                syn: 2,
+                fin: 2,
+                flags: wire::FLOW_FIRST_OUT,
+                ..Default::default()
+            },
+        };
+        bytes_of(&e)
+    }
+
     /// A successful open for writing of `path`, naming the file `id`.
     pub fn file_write(pid: u32, path: &str, id: Option<wire::FileId>) -> Vec<u8> {
         let e = wire::FileEvent {
@@ -580,6 +658,7 @@ mod tests {
             exit(1, 0),
             fork(1, 2),
             conn(EventKind::Close, 1, [1; 4], 1, [2; 4], 2),
+            close_flow([1; 4], 1, [2; 4], 2, 5, 100),
             auth(1, 0, "u", "h"),
             file_write(1, "/x", None),
         ] {
@@ -612,6 +691,40 @@ mod tests {
     }
 
     #[test]
+    fn a_close_carries_its_flow_and_a_forged_key_is_refused() {
+        let bytes = close_flow([10, 0, 0, 1], 40000, [10, 0, 0, 2], 22, 7, 1500);
+        let Event::CloseFlow(c) = decode(&bytes).expect("decode") else {
+            panic!("not a closed flow")
+        };
+        assert_eq!(c.conn.kind, ConnKind::Close);
+        assert_eq!(c.conn.pid, None);
+        assert_eq!((c.conn.src_port, c.conn.dst_port), (40000, 22));
+        assert_eq!((c.stats.n_out, c.stats.bytes_in), (7, 1500));
+        assert_eq!(c.key.remote_port, 22);
+        let key_at = std::mem::offset_of!(wire::CloseFlowEvent, key);
+        let mut udp = bytes.clone();
+        udp[key_at + 36] = wire::IPPROTO_UDP;
+        assert_eq!(
+            decode(&udp),
+            Err(DecodeError::FlowKey {
+                proto: wire::IPPROTO_UDP,
+                ip_version: 4
+            })
+        );
+        let mut v5 = bytes.clone();
+        v5[key_at + 37] = 5;
+        assert!(matches!(decode(&v5), Err(DecodeError::FlowKey { .. })));
+        // No flow in the map: a plain close, whatever the key says.
+        let flags_at = std::mem::offset_of!(wire::ConnEvent, flags);
+        let mut none = udp;
+        none[flags_at] |= wire::CONN_NO_FLOW as u8;
+        let Event::Conn(c) = decode(&none).expect("decode") else {
+            panic!("not a plain close")
+        };
+        assert_eq!(c.kind, ConnKind::Close);
+    }
+
+    #[test]
     fn unaligned_input_decodes() {
         let bytes = exec(3, 1, "/bin/sh", &["sh"]);
         let mut shifted = vec![0u8; 1];
@@ -626,6 +739,7 @@ mod tests {
         assert_eq!(EventKind::Exit.record_size(), 48);
         assert_eq!(EventKind::Fork.record_size(), 48);
         assert_eq!(EventKind::Connect.record_size(), 96);
+        assert_eq!(EventKind::CloseFlow.record_size(), 264);
         assert_eq!(size_of::<wire::FlowKey>(), 40);
         assert_eq!(size_of::<wire::FlowStats>(), 128);
         assert_eq!(std::mem::offset_of!(wire::ExecEvent, filename), 104);

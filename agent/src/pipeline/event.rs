@@ -12,6 +12,16 @@ pub enum Event {
     Conn(ConnEvent),
     Auth(AuthEvent),
     FileWrite(FileWriteEvent),
+    /// A TCP close with the flow the kernel took out of its map at it.
+    CloseFlow(Box<ClosedFlow>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedFlow {
+    /// Of kind [`ConnKind::Close`].
+    pub conn: ConnEvent,
+    pub key: agent_common::FlowKey,
+    pub stats: agent_common::FlowStats,
 }
 
 impl Event {
@@ -23,6 +33,7 @@ impl Event {
             Event::Conn(e) => e.ktime_ns,
             Event::Auth(e) => e.ktime_ns,
             Event::FileWrite(e) => e.ktime_ns,
+            Event::CloseFlow(c) => c.conn.ktime_ns,
         }
     }
 }

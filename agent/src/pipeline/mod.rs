@@ -294,10 +294,11 @@ impl Pipeline {
         }
     }
 
-    /// One ring buffer record in, one output record out.
+    /// One ring buffer record in, its first output record out (a closed
+    /// flow's flow record is left out: the daemon uses `on_event`).
     pub fn on_bytes(&mut self, data: &[u8]) -> Result<Record, DecodeError> {
         match decode(data) {
-            Ok(ev) => Ok(self.on_event(ev)),
+            Ok(ev) => Ok(self.on_event(ev).0),
             Err(e) => {
                 self.stats.decode_errors += 1;
                 Err(e)
@@ -305,7 +306,21 @@ impl Pipeline {
         }
     }
 
-    pub fn on_event(&mut self, ev: Event) -> Record {
+    /// One kernel event in, its output record out; a close that carries
+    /// its flow gives the close, then the flow.
+    pub fn on_event(&mut self, ev: Event) -> (Record, Option<Record>) {
+        if let Event::CloseFlow(c) = ev {
+            let c = *c;
+            let ktime = c.conn.ktime_ns;
+            let body = self.on_conn(c.conn, ktime);
+            let close = self.record(ktime, body);
+            let flow = self.on_flow(&c.key, &c.stats, FlowEnd::Close);
+            return (close, Some(flow));
+        }
+        (self.on_single(ev), None)
+    }
+
+    fn on_single(&mut self, ev: Event) -> Record {
         let ktime = ev.ktime_ns();
         let body = match ev {
             Event::Exec(e) => {
@@ -374,6 +389,8 @@ impl Pipeline {
                 })
             }
             Event::Conn(c) => self.on_conn(c, ktime),
+            // Split off by `on_event`.
+            Event::CloseFlow(c) => self.on_conn(c.conn, ktime),
             Event::FileWrite(w) => {
                 self.stats.events[EventKind::FileWrite as usize] += 1;
                 let path = if w.path.starts_with('/') {

@@ -3,7 +3,7 @@
 //! it did so tests can compare the agent's view with the socket's own.
 //!
 //!   netpeer tcp-server ADDR:PORT REPLY_BYTES
-//!   netpeer tcp-client ADDR:PORT SEND_BYTES
+//!   netpeer tcp-client ADDR:PORT SEND_BYTES [abort]  abort: send, then close with a reset
 //!   netpeer udp-echo ADDR:PORT COUNT
 //!   netpeer udp-client ADDR:PORT COUNT SIZE
 //!   netpeer serve ADDR:PORT                      TCP line echo + UDP echo, until killed
@@ -162,6 +162,27 @@ fn main() {
                 .expect("connect");
             let local = s.local_addr().expect("local addr");
             s.write_all(&vec![b's'; num(&args[3])]).expect("write");
+            if args.get(4).map(String::as_str) == Some("abort") {
+                // Close the established socket with a reset (SO_LINGER 0):
+                // the kernel sends it after the socket's TCP_CLOSE.
+                let linger = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                // SAFETY: a valid socket and a linger struct of the size given.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        (&linger as *const libc::linger).cast(),
+                        std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                    )
+                };
+                assert_eq!(rc, 0, "SO_LINGER");
+                println!("{{\"pid\":{pid},\"local\":\"{local}\"}}");
+                return;
+            }
             s.shutdown(Shutdown::Write).expect("shutdown");
             let mut got = 0usize;
             let mut buf = vec![0u8; 65536];
