@@ -77,6 +77,7 @@ trait Packet {
 }
 
 const TCP_CLOSE: u32 = 7;
+const SOCK_STREAM: u32 = 1;
 
 /// A packet a socket sends after its close (the reset of an abortive
 /// close) must not start a flow: the close already took the socket's
@@ -89,7 +90,13 @@ fn closed(skb: *mut __sk_buff) -> bool {
         return false;
     }
     let full = unsafe { generated::bpf_sk_fullsock(sk) };
-    !full.is_null() && unsafe { (*full).state } == TCP_CLOSE
+    // A TCP socket only: raw sockets (which can write any TCP header) and
+    // unconnected UDP sockets also sit in TCP_CLOSE, and their packets
+    // must keep starting flows.
+    !full.is_null()
+        && unsafe { (*full).type_ } == SOCK_STREAM
+        && unsafe { (*full).protocol } == IPPROTO_TCP as u32
+        && unsafe { (*full).state } == TCP_CLOSE
 }
 
 /// Reads `T` at `off` straight from the packet's linear part, where the
@@ -269,7 +276,6 @@ fn account<P: Packet>(p: &P, l3: usize, egress: bool) {
     let stats = match FLOWS.get_ptr_mut(&parsed.key) {
         Some(s) => s,
         None => {
-            // UDP sockets sit in TCP_CLOSE while unconnected: TCP only.
             if parsed.key.proto == IPPROTO_TCP && p.sock_closed() {
                 return;
             }

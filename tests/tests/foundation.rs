@@ -262,6 +262,50 @@ fn the_reset_of_an_abortive_close_does_not_make_a_second_flow() {
     assert_eq!(flows.len(), 1, "{flows:?}");
 }
 
+/// A raw socket sits in TCP_CLOSE too and can write any TCP header: the
+/// packets of a SYN scan sent through one (nmap `--send-ip`) must still
+/// start flows, or a scanner with CAP_NET_RAW would leave none.
+#[test]
+fn tcp_sent_from_a_raw_socket_still_makes_a_flow() {
+    let mut agent = Agent::start();
+    let net = NetPair::new("raw", 215);
+    let ip_b = net.ip_b();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.a,
+            "nmap",
+            "-n",
+            "-Pn",
+            "-sS",
+            "--send-ip",
+        ])
+        .args(["--max-retries", "0", "-p", "7104", &ip_b])
+        .output()
+        .expect("nmap");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A lone SYN waits for the TCP idle timeout; the stop sweeps it out.
+    assert!(agent.stop());
+    let ip_a = net.ip_a();
+    let flows: Vec<_> = agent
+        .records()
+        .into_iter()
+        .filter(|r| {
+            r["kind"] == "flow"
+                && r["dst_port"] == 7104
+                && r["dst_ip"] == ip_b.as_str()
+                && r["src_ip"] == ip_a.as_str()
+        })
+        .collect();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    assert!(u64_of(&flows[0], "syn") >= 1, "{flows:?}");
+}
+
 #[test]
 fn udp_exchange_yields_a_flow_with_exact_counts() {
     let mut agent = Agent::start();
