@@ -25,7 +25,7 @@ pub fn line(r: &Record) -> serde_json::Result<String> {
 }
 
 /// Appends `r`'s native line to `out`.
-pub fn write(r: &Record, out: &mut Vec<u8>) -> serde_json::Result<()> {
+fn write(r: &Record, out: &mut Vec<u8>) -> serde_json::Result<()> {
     let mut o = Object { out, empty: true };
     o.str("kind", r.body.kind());
     match &r.body {
@@ -208,19 +208,24 @@ struct Object<'a> {
 impl Object<'_> {
     /// `{` or `,`, then `"key":`. Keys are this file's literals, none of
     /// which needs escaping.
+    // Inlined (as are the writers below): the key is then a literal of known
+    // length and its copy needs no call; ~10 % of the record's cost.
+    #[inline(always)]
     fn key(&mut self, key: &str) {
-        self.out.push(if self.empty { b'{' } else { b',' });
+        self.out
+            .extend_from_slice(if self.empty { b"{\"" } else { b",\"" });
         self.empty = false;
-        self.out.push(b'"');
         self.out.extend_from_slice(key.as_bytes());
         self.out.extend_from_slice(b"\":");
     }
 
+    #[inline(always)]
     fn str(&mut self, key: &str, v: &str) {
         self.key(key);
         string(self.out, v);
     }
 
+    #[inline(always)]
     fn opt_str(&mut self, key: &str, v: Option<&str>) {
         self.key(key);
         match v {
@@ -230,12 +235,14 @@ impl Object<'_> {
     }
 
     /// Any value as serde_json writes it (numbers, floats, nested structs).
+    #[inline(always)]
     fn value<T: Serialize + ?Sized>(&mut self, key: &str, v: &T) -> serde_json::Result<()> {
         self.key(key);
         serde_json::to_writer(&mut *self.out, v)
     }
 
     /// An address as serde writes it: its text, quoted (never escaped).
+    #[inline(always)]
     fn ip(&mut self, key: &str, ip: &IpAddr) {
         self.key(key);
         self.out.push(b'"');
