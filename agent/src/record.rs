@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+/// The derived `Serialize` is the reference form of a record's native line
+/// (docs/events.md); the sinks write it with sink/format/native.rs, which
+/// its tests hold byte for byte to this derive.
 #[derive(Debug, Serialize)]
 pub struct Record {
     #[serde(flatten)]

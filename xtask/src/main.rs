@@ -139,6 +139,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { memory: false } => {
             setup(false)?;
             cargo(&["bench", "-p", "vigil", "--bench", "pipeline"])?;
+            cargo(&["bench", "-p", "vigil", "--bench", "json"])?;
             cargo(&["bench", "-p", "vigil", "--bench", "detect"])?;
             // Rules from VIGIL_SIGMA_RULES (e.g. a SigmaHQ checkout), else the project's.
             cargo(&["bench", "-p", "vigil", "--bench", "sigma"])?;

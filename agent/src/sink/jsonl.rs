@@ -20,6 +20,12 @@ pub const BACKLOG_BYTES: usize = 16 << 20;
 const FLUSH_AT: usize = 256 * 1024;
 /// Lines handed to one `writev`.
 const BATCH_LINES: usize = 512;
+/// Written lines' buffers kept for new lines, so a steady stream does not
+/// allocate and free one per line: at most one batch, of ordinary lines.
+/// A spare more than twice the size a line needs is dropped instead, so
+/// the backlog's bound (counted in line bytes) stays near its memory.
+const SPARE_LINES: usize = BATCH_LINES;
+const SPARE_LINE_BYTES: usize = 4096;
 
 /// Size rotation of a file output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +59,8 @@ pub struct JsonLines {
     target: Target,
     label: String,
     backlog: Backlog<Vec<u8>>,
+    /// Buffers of written lines, for reuse.
+    spare: Vec<Vec<u8>>,
     /// Bytes of the backlog's first line already written.
     head_written: usize,
     rotations: u64,
@@ -112,6 +120,7 @@ impl JsonLines {
             target,
             label: String::new(),
             backlog: Backlog::new(BACKLOG_BYTES, Vec::len),
+            spare: Vec::new(),
             head_written: 0,
             rotations: 0,
             format: Format::Native,
@@ -253,7 +262,11 @@ impl JsonLines {
             if n >= left {
                 n -= left;
                 self.head_written = 0;
-                self.backlog.pop_front();
+                if let Some(line) = self.backlog.pop_front() {
+                    if self.spare.len() < SPARE_LINES && line.capacity() <= SPARE_LINE_BYTES {
+                        self.spare.push(line);
+                    }
+                }
             } else {
                 self.head_written += n;
                 n = 0;
@@ -297,7 +310,13 @@ impl Sink for JsonLines {
                 }
             },
         };
-        let mut buf = Vec::with_capacity(line.len() + 1);
+        let need = line.len() + 1;
+        let mut buf = match self.spare.pop() {
+            Some(b) if b.capacity() <= 2 * need => b,
+            _ => Vec::new(),
+        };
+        buf.clear();
+        buf.reserve_exact(need);
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
         self.backlog.push(buf, self.head_written > 0);
@@ -467,6 +486,56 @@ mod tests {
         assert_eq!(got.len() as u64, 100 - shed);
         assert_eq!(got.last(), Some(&99));
         assert!(got.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn written_lines_buffers_are_reused_but_never_much_larger_than_their_new_line() {
+        let disk = Disk::default();
+        let mut s = JsonLines::from_writer(Box::new(disk.clone()));
+        let long = |n: usize| crate::sink::CommandRecord {
+            kind: "command",
+            id: format!("c{n}"),
+            ts: "t".into(),
+            host: "h".into(),
+            topic: "x".into(),
+            partition: 0,
+            offset: n as i64,
+            message_id: String::new(),
+            result: "refused",
+            detail: "d".repeat(3000),
+        };
+        for n in 0..600 {
+            let rec = long(n);
+            let out = Output::Command(&rec);
+            s.write(&out, &out.to_json().expect("json")).expect("write");
+        }
+        s.flush().expect("flush");
+        let spares = s.spare.len();
+        assert!(spares > 0, "written lines are kept for reuse");
+        let rec = long(600);
+        let out = Output::Command(&rec);
+        s.write(&out, &out.to_json().expect("json")).expect("write");
+        assert_eq!(s.spare.len(), spares - 1, "a line of that size reuses one");
+        s.flush().expect("flush");
+        // The disk fills: short lines queue in reused buffers or new ones.
+        *disk.room.lock().expect("lock") = Some(0);
+        for n in 0..1000 {
+            emit(&mut s, n).expect("buffered");
+        }
+        assert_eq!(s.backlog.len(), 1000);
+        for line in s.backlog.iter() {
+            assert!(
+                line.capacity() <= 2 * line.len(),
+                "a {}-byte line holds {} bytes",
+                line.len(),
+                line.capacity()
+            );
+        }
+        *disk.room.lock().expect("lock") = None;
+        s.flush().expect("written");
+        let got = offsets(&disk.data.lock().expect("lock"));
+        assert_eq!(got.len(), 1601);
+        assert_eq!(&got[601..], (0..1000).collect::<Vec<_>>());
     }
 
     #[test]

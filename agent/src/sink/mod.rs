@@ -62,7 +62,7 @@ impl Output<'_> {
     /// The native JSON line (without a newline).
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         match self {
-            Output::Event(r) => serde_json::to_string(r),
+            Output::Event(r) => format::native::line(r),
             Output::Alert(a) => serde_json::to_string(a),
             Output::Response(r) => serde_json::to_string(r),
             Output::Command(c) => serde_json::to_string(c),

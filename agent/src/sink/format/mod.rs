@@ -5,6 +5,7 @@
 //! written by a sink in that format, and the sink counts them.
 
 pub mod ecs;
+pub mod native;
 pub mod ocsf;
 
 use serde::{Deserialize, Serialize};
