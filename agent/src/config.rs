@@ -40,6 +40,7 @@ pub struct Config {
     pub format: crate::sink::format::Format,
     pub flows: FlowConfig,
     pub process_cache: ProcessCacheConfig,
+    pub capture: CaptureConfig,
     /// Seconds between `agent_stats` records (0 disables them).
     pub stats_interval_s: u64,
     pub enforce: EnforceConfig,
@@ -253,6 +254,7 @@ impl Default for Config {
             format: crate::sink::format::Format::Native,
             flows: FlowConfig::default(),
             process_cache: ProcessCacheConfig::default(),
+            capture: CaptureConfig::default(),
             stats_interval_s: 60,
             enforce: EnforceConfig::default(),
             kafka: KafkaConfig::default(),
@@ -315,6 +317,23 @@ impl Default for FlowConfig {
             attach: FlowAttach::Auto,
             cgroup_path: String::new(),
         }
+    }
+}
+
+/// Kernel capture sources whose cost falls on the whole host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Watch `openat` for files network-facing processes create or
+    /// truncate (`file_write`, the written-then-run alert T1204.002). A
+    /// syscall tracepoint puts every syscall of every process on the
+    /// kernel's slow path (~60 ns each on the reference machine).
+    pub file_writes: bool,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig { file_writes: true }
     }
 }
 

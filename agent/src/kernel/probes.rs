@@ -73,6 +73,8 @@ impl Hook {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
     Always,
+    /// `capture.file_writes`.
+    FileWrites,
     /// `flows.attach` is `auto` or `cgroup`.
     CgroupFlows,
     /// `flows.attach` is `auto` or `tc`.
@@ -93,6 +95,7 @@ impl Gate {
     pub fn open(self, cfg: &Config) -> bool {
         match self {
             Gate::Always => true,
+            Gate::FileWrites => cfg.capture.file_writes,
             // Scoped to one namespace, only TC on its own interfaces
             // counts just that namespace's traffic.
             Gate::CgroupFlows => cfg.flows.attach != FlowAttach::Tc && !cfg.scope.is_own_netns(),
@@ -108,6 +111,7 @@ impl Gate {
     pub fn describe(self) -> &'static str {
         match self {
             Gate::Always => "always",
+            Gate::FileWrites => "`capture.file_writes`",
             Gate::CgroupFlows => "`flows.attach` auto or cgroup, `scope.netns` host",
             Gate::TcFlows => "`flows.attach` auto or tc, or `scope.netns` self",
             Gate::Enforce => "`enforce.enabled`",
@@ -216,7 +220,7 @@ pub static PROBES: &[Probe] = &[
             exit: "sys_exit_openat",
         },
         programs: &[prog::FILE_WRITE, prog::FILE_OPENED],
-        gate: Gate::Always,
+        gate: Gate::FileWrites,
         required: false,
         provides: "`file_write` by network-facing processes, when the open succeeded",
         without: "no written-then-executed (T1204.002) alerts",
@@ -410,6 +414,15 @@ pub fn markdown_table() -> String {
 mod tests {
     use super::*;
     use crate::enforce::attach::XdpAttachment;
+
+    #[test]
+    fn the_file_write_probe_follows_capture_file_writes() {
+        let row = PROBES.iter().find(|p| p.name == "file_write").expect("row");
+        let mut cfg = Config::default();
+        assert!(row.gate.open(&cfg), "on by default");
+        cfg.capture.file_writes = false;
+        assert!(!row.gate.open(&cfg));
+    }
 
     #[test]
     fn tiers_of_a_name_are_contiguous_and_agree_on_required() {
