@@ -6,7 +6,10 @@
 //! - a short-connection load: connect, read the server's close, from two
 //!   threads in one namespace to a server in the other, bounded;
 //! - a small-packet flood: 18-byte UDP payloads (64-byte frames), unpaced,
-//!   from one namespace to a receiver in the other, bounded.
+//!   from one namespace to a receiver in the other, bounded;
+//! - a syscall loop: 1-byte reads of /dev/zero from one thread, bounded
+//!   (the per-syscall cost the agent's syscall tracepoints put on every
+//!   process).
 //!
 //! With the agent: its CPU time and RSS during each workload, per-program
 //! kernel cost (`bpf_stats` run_time_ns / run_cnt, read from the agent's own
@@ -21,7 +24,7 @@
 //! pass with the agent and `bpf_stats` on gives the per-program figures.
 //!
 //! `VIGIL_HOSTCOST_ROUNDS` (default 5) and `VIGIL_HOSTCOST_WORKLOADS`
-//! (comma list of exec, iperf, connect, flood; default all) narrow a run;
+//! (comma list of exec, iperf, connect, flood, syscall; default all) narrow a run;
 //! `VIGIL_HOSTCOST_CONFIG` adds YAML to the agent's configuration.
 
 use std::io::Read;
@@ -46,6 +49,7 @@ const SERVER_IP: &str = "10.231.0.1";
 const CONNECT_PORT: u16 = 5202;
 const FLOOD_PORT: u16 = 5203;
 const FLOOD_PACKETS: usize = 300_000;
+const SYSCALLS: usize = 5_000_000;
 /// Programs each workload runs (those that ran are printed).
 const PROGRAMS: &[&str] = &[
     "vigil_exec",
@@ -68,14 +72,16 @@ enum Workload {
     Iperf,
     Connect,
     Flood,
+    Syscall,
 }
 
 impl Workload {
-    const ALL: [Workload; 4] = [
+    const ALL: [Workload; 5] = [
         Workload::Exec,
         Workload::Iperf,
         Workload::Connect,
         Workload::Flood,
+        Workload::Syscall,
     ];
 
     fn key(self) -> &'static str {
@@ -84,6 +90,7 @@ impl Workload {
             Workload::Iperf => "iperf",
             Workload::Connect => "connect",
             Workload::Flood => "flood",
+            Workload::Syscall => "syscall",
         }
     }
 
@@ -98,7 +105,7 @@ impl Workload {
             .collect();
         assert!(
             !picked.is_empty(),
-            "VIGIL_HOSTCOST_WORKLOADS={list}: none of exec, iperf, connect, flood"
+            "VIGIL_HOSTCOST_WORKLOADS={list}: none of exec, iperf, connect, flood, syscall"
         );
         picked
     }
@@ -109,6 +116,7 @@ impl Workload {
             Workload::Iperf => "iperf3 TCP (Gbit/s)",
             Workload::Connect => "short connections (conn/s)",
             Workload::Flood => "64-byte UDP flood (kpps)",
+            Workload::Syscall => "1-byte reads (M syscalls/s)",
         }
     }
 
@@ -118,6 +126,7 @@ impl Workload {
             Workload::Iperf => iperf(),
             Workload::Connect => connect_storm(),
             Workload::Flood => udp_flood(),
+            Workload::Syscall => syscall_loop(),
         }
     }
 }
@@ -217,6 +226,21 @@ fn exec_storm() -> f64 {
         w.join().expect("storm thread");
     }
     (THREADS * EXECS_PER_THREAD) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// 1-byte reads of /dev/zero from one thread (one core: the figure is
+/// the syscall's own cost, not the scheduler's): what every syscall of
+/// every process pays while the agent runs (syscall tracepoints move all
+/// of them to the kernel's slow path), millions per second.
+fn syscall_loop() -> f64 {
+    let mut f = std::fs::File::open("/dev/zero").expect("/dev/zero");
+    let mut b = [0u8; 1];
+    let start = Instant::now();
+    for _ in 0..SYSCALLS {
+        let n = f.read(&mut b).expect("read /dev/zero");
+        assert_eq!(n, 1);
+    }
+    SYSCALLS as f64 / start.elapsed().as_secs_f64() / 1e6
 }
 
 /// iperf3 from the client namespace to a one-off server: Gbit/s received.
@@ -426,7 +450,7 @@ fn main() {
          {rounds} rounds of {names:?}: exec storm ({THREADS} threads x {EXECS_PER_THREAD} \
          fork+exec of /bin/true), iperf3 TCP between two namespaces ({IPERF_SECONDS} s), short \
          connections ({THREADS} threads x {CONNECTS_PER_THREAD}), 64-byte UDP flood \
-         ({FLOOD_PACKETS} packets)"
+         ({FLOOD_PACKETS} packets), 1-byte reads (one thread x {SYSCALLS})"
     );
     let mut changes: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
     for round in 1..=rounds {
