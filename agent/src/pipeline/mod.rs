@@ -198,6 +198,29 @@ fn file_owner(e: &ExecEvent, exe: &str, script: Option<&FileId>) -> Option<FileO
     })
 }
 
+/// Whether a close's tuple is its flow's, in either direction (the
+/// community id does not depend on it), so the flow can take the close's
+/// id instead of hashing it again. The kernel fills both from one socket;
+/// this checks rather than trusts that.
+fn same_tuple(c: &ConnEvent, key: &FlowKey) -> bool {
+    let (local, remote) = key_addrs(key);
+    let flow = ((local, key.local_port), (remote, key.remote_port));
+    let ends = ((c.src_ip, c.src_port), (c.dst_ip, c.dst_port));
+    c.proto == key.proto && (ends == flow || ends == (flow.1, flow.0))
+}
+
+/// The community id a connection record carries.
+fn conn_community_id(body: &Body) -> Option<String> {
+    match body {
+        Body::NetConnect(c)
+        | Body::NetAccept(c)
+        | Body::NetClose(c)
+        | Body::NetConnectFailed(c)
+        | Body::NetRefused(c) => Some(c.community_id.clone()),
+        _ => None,
+    }
+}
+
 /// Why a flow record is being emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowEnd {
@@ -312,9 +335,11 @@ impl Pipeline {
         if let Event::CloseFlow(c) = ev {
             let c = *c;
             let ktime = c.conn.ktime_ns;
+            let same = same_tuple(&c.conn, &c.key);
             let body = self.on_conn(c.conn, ktime);
+            let known_id = same.then(|| conn_community_id(&body)).flatten();
             let close = self.record(ktime, body);
-            let flow = self.on_flow(&c.key, &c.stats, FlowEnd::Close);
+            let flow = self.flow_record(&c.key, &c.stats, FlowEnd::Close, known_id);
             return (close, Some(flow));
         }
         (self.on_single(ev), None)
@@ -470,18 +495,18 @@ impl Pipeline {
                 .or_else(|| self.conn_owners.peek(&ends).map(|o| o.pid)),
             ConnKind::ConnectFailed | ConnKind::Refused => c.pid,
         };
-        let info: Option<ProcInfo> = pid.and_then(|p| self.procs.get(p).cloned());
-        let comm = if c.comm.is_empty() {
-            info.as_ref()
-                .map(|i| i.comm.to_string())
-                .unwrap_or_default()
-        } else {
-            c.comm
+        // Borrowed: the record keeps only the executable (and, when the
+        // kernel had none, the command name).
+        let info: Option<&ProcInfo> = pid.and_then(|p| self.procs.get(p));
+        let comm = match (c.comm.is_empty(), info) {
+            (false, _) => c.comm,
+            (true, Some(i)) => i.comm.to_string(),
+            (true, None) => String::new(),
         };
         let conn = record::Conn {
             pid,
             comm,
-            exe: info.map(|i| i.exe),
+            exe: info.map(|i| i.exe.clone()),
             uid: c.pid.map(|_| c.uid),
             proto: proto_name(c.proto),
             src_ip: c.src_ip,
@@ -503,6 +528,18 @@ impl Pipeline {
 
     /// A flow swept from the kernel map, with its features.
     pub fn on_flow(&mut self, key: &FlowKey, s: &FlowStats, end: FlowEnd) -> Record {
+        self.flow_record(key, s, end, None)
+    }
+
+    /// [`Self::on_flow`], given the community id when the caller already
+    /// hashed this flow's tuple (a close and the flow it carries).
+    fn flow_record(
+        &mut self,
+        key: &FlowKey,
+        s: &FlowStats,
+        end: FlowEnd,
+        known_id: Option<String>,
+    ) -> Record {
         self.stats.flows += 1;
         let (local, remote) = key_addrs(key);
         let ends = Endpoints {
@@ -525,16 +562,11 @@ impl Pipeline {
             Some(o) => o.accepted,
             None => s.flags & FLOW_FIRST_OUT == 0,
         };
-        let info = pid.and_then(|p| self.procs.get(p).cloned());
+        let info = pid.and_then(|p| self.procs.get(p));
         let flow = record::Flow {
-            community_id: community_id(
-                0,
-                key.proto,
-                local,
-                key.local_port,
-                remote,
-                key.remote_port,
-            ),
+            community_id: known_id.unwrap_or_else(|| {
+                community_id(0, key.proto, local, key.local_port, remote, key.remote_port)
+            }),
             proto: proto_name(key.proto),
             direction: if inbound { "inbound" } else { "outbound" },
             src_ip: local,
@@ -542,8 +574,8 @@ impl Pipeline {
             dst_ip: remote,
             dst_port: key.remote_port,
             pid,
-            comm: info.as_ref().map(|i| i.comm.clone()),
-            exe: info.map(|i| i.exe),
+            comm: info.map(|i| i.comm.clone()),
+            exe: info.map(|i| i.exe.clone()),
             packets_out: s.n_out,
             packets_in: s.n_in,
             bytes_out: s.bytes_out,
@@ -956,6 +988,49 @@ mod tests {
                 .expect("exec"),
         );
         assert_eq!(v["exe"], "dropper (deleted)", "{v}");
+    }
+
+    /// A close and the flow it carries share one hash of their tuple; a
+    /// record whose flow key is not its close's (forged, or a kernel bug)
+    /// gets the flow's own id, not the close's.
+    #[test]
+    fn a_close_and_its_flow_carry_the_id_of_their_own_tuples() {
+        let mut p = pipeline();
+        let bytes = fixtures::close_flow([10, 0, 0, 1], 40_000, [10, 0, 0, 2], 80, 3, 100);
+        let ev = decode(&bytes).expect("decode");
+        let Event::CloseFlow(c) = ev.clone() else {
+            panic!("a close with its flow: {ev:?}")
+        };
+        let (close, flow) = p.on_event(ev);
+        let flow = flow.expect("flow");
+        let (local, remote) = key_addrs(&c.key);
+        let want = community_id(0, 6, local, 40_000, remote, 80);
+        assert_eq!(json(&close)["community_id"], want.as_str());
+        assert_eq!(json(&flow)["community_id"], want.as_str());
+        // The same close with a flow key for another port, and one for
+        // another protocol number.
+        for (port, proto) in [(40_001, 6), (40_000, 17)] {
+            let mut forged = (*c).clone();
+            forged.key.local_port = port;
+            forged.key.proto = proto;
+            let (close, flow) = p.on_event(Event::CloseFlow(Box::new(forged)));
+            let flow = json(&flow.expect("flow"));
+            assert_eq!(json(&close)["community_id"], want.as_str());
+            assert_eq!(
+                flow["community_id"],
+                community_id(0, proto, local, port, remote, 80).as_str(),
+                "{flow}"
+            );
+            assert_ne!(flow["community_id"], want.as_str());
+        }
+        // The flow key in the other direction is the same tuple.
+        let mut reversed = (*c).clone();
+        reversed.key.local_addr = c.key.remote_addr;
+        reversed.key.remote_addr = c.key.local_addr;
+        reversed.key.local_port = c.key.remote_port;
+        reversed.key.remote_port = c.key.local_port;
+        let (_, flow) = p.on_event(Event::CloseFlow(Box::new(reversed)));
+        assert_eq!(json(&flow.expect("flow"))["community_id"], want.as_str());
     }
 
     #[test]
