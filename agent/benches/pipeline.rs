@@ -136,8 +136,46 @@ fn pipeline() -> Pipeline {
     )
 }
 
+/// The short-connection storm through `on_event`, as the daemon runs it:
+/// (best CPU seconds of three passes, output records per pass).
+fn storm(conns: u32) -> (f64, u64) {
+    let storm = short_connections(conns);
+    let mut best = f64::MAX;
+    let mut records = 0u64;
+    for _ in 0..3 {
+        let mut p = pipeline();
+        records = 0;
+        let t = thread_cpu_s();
+        for rec in &storm {
+            if let Ok(ev) = decode(rec) {
+                let (r, flow) = p.on_event(ev);
+                records += 1 + u64::from(flow.is_some());
+                black_box((r, flow));
+            }
+        }
+        best = best.min(thread_cpu_s() - t);
+    }
+    (best, records)
+}
+
+fn print_storm(conns: u32, (cpu_s, records): (f64, u64)) {
+    println!(
+        "  short-conn storm:     {:>12.0} conns/s  ({:.0} ns CPU/conn, {:.0} ns CPU/output record, {} records)",
+        conns as f64 / cpu_s,
+        cpu_s / conns as f64 * 1e9,
+        cpu_s / records as f64 * 1e9,
+        records
+    );
+}
+
 fn main() {
     pin_to_one_core();
+    let conns = 100_000u32;
+    // Only the storm, e.g. to profile it: `VIGIL_BENCH_STORM_ONLY=1`.
+    if std::env::var_os("VIGIL_BENCH_STORM_ONLY").is_some() {
+        print_storm(conns, storm(conns));
+        return;
+    }
     let stream = recorded_stream(200_000);
     let n = stream.len() as f64;
 
@@ -215,24 +253,7 @@ fn main() {
     }
     let flow_secs = t.elapsed().as_secs_f64();
 
-    // The short-connection storm through `on_event`, as the daemon runs it.
-    let conns = 100_000u32;
-    let storm = short_connections(conns);
-    let mut best_storm = f64::MAX;
-    let mut storm_records = 0u64;
-    for _ in 0..3 {
-        let mut p = pipeline();
-        storm_records = 0;
-        let t = thread_cpu_s();
-        for rec in &storm {
-            if let Ok(ev) = decode(rec) {
-                let (r, flow) = p.on_event(ev);
-                storm_records += 1 + u64::from(flow.is_some());
-                black_box((r, flow));
-            }
-        }
-        best_storm = best_storm.min(thread_cpu_s() - t);
-    }
+    let storm = storm(conns);
 
     println!(
         "pipeline benchmark (one core, {} recorded events)",
@@ -259,13 +280,7 @@ fn main() {
         "  flow records+features:{:>12.0} flows/s",
         flows as f64 / flow_secs
     );
-    println!(
-        "  short-conn storm:     {:>12.0} conns/s  ({:.0} ns CPU/conn, {:.0} ns CPU/output record, {} records)",
-        conns as f64 / best_storm,
-        best_storm / conns as f64 * 1e9,
-        best_storm / storm_records as f64 * 1e9,
-        storm_records
-    );
+    print_storm(conns, storm);
     println!(
         "  bench process RSS:    {:>12} KiB (includes the recorded input itself)",
         rss_kib()
