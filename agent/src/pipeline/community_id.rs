@@ -41,6 +41,19 @@ pub fn community_id(
     dst: IpAddr,
     dst_port: u16,
 ) -> String {
+    encode(&digest(seed, proto, src, src_port, dst, dst_port))
+}
+
+/// The SHA-1 of a flow's tuple, which [`encode`] turns into its id: kept
+/// (20 bytes) by whoever will need the id of the same tuple again.
+pub fn digest(
+    seed: u16,
+    proto: u8,
+    src: IpAddr,
+    src_port: u16,
+    dst: IpAddr,
+    dst_port: u16,
+) -> Digest20 {
     let ((s, sn), (d, dn)) = (addr_bytes(&src), addr_bytes(&dst));
     let (s, d) = (&s[..sn], &d[..dn]);
     // Order endpoints so both directions hash alike.
@@ -62,7 +75,14 @@ pub fn community_id(
         input.push(&ap.to_be_bytes());
         input.push(&bp.to_be_bytes());
     }
-    let digest = Sha1::digest(&input.buf[..input.len]);
+    Sha1::digest(&input.buf[..input.len]).into()
+}
+
+/// A tuple's SHA-1.
+pub type Digest20 = [u8; 20];
+
+/// The community id of a tuple's [`digest`].
+pub fn encode(digest: &Digest20) -> String {
     // "1:" and 28 base64 characters for the 20-byte digest.
     let mut id = String::with_capacity(30);
     id.push_str("1:");

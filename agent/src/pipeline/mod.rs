@@ -22,7 +22,7 @@ use std::sync::Arc;
 use agent_common::{EventKind, FlowKey, FlowStats, FLOW_FIRST_OUT};
 use lru::LruCache;
 
-use crate::pipeline::community_id::community_id;
+use crate::pipeline::community_id::{self as cid, community_id, Digest20};
 use crate::pipeline::decode::{decode, DecodeError};
 use crate::pipeline::event::{tcp_state_name, AuthEvent, ConnEvent, ConnKind, Event, ExecEvent};
 use crate::pipeline::flow::{features, key_addrs, proto_name};
@@ -68,6 +68,18 @@ struct ConnOwner {
     pid: u32,
     /// The peer opened it (accept), so the host serves it.
     accepted: bool,
+    /// The protocol and tuple hash of the connect or accept record, so its
+    /// close and flow (same endpoints) need not hash it again.
+    proto: u8,
+    digest: Digest20,
+}
+
+impl ConnOwner {
+    /// The tuple hash, when this owner was recorded for `proto` (the
+    /// endpoints are the lookup key, so the rest of the tuple is the same).
+    fn digest_for(&self, proto: u8) -> Option<Digest20> {
+        (self.proto == proto).then_some(self.digest)
+    }
 }
 /// Processes whose accepted peers are remembered (listeners: few), and
 /// the most recent distinct peers kept per process.
@@ -476,11 +488,25 @@ impl Pipeline {
             }
             _ => None,
         };
+        // A close's connect or accept hashed this tuple already.
+        let known = match c.kind {
+            ConnKind::Close => self.conn_owners.peek(&ends).copied(),
+            _ => None,
+        };
+        let digest = known
+            .and_then(|o| o.digest_for(c.proto))
+            .unwrap_or_else(|| cid::digest(0, c.proto, c.src_ip, c.src_port, c.dst_ip, c.dst_port));
         let pid = match c.kind {
             ConnKind::Connect | ConnKind::Accept => {
                 if let Some(pid) = c.pid.or(resolved) {
                     let accepted = c.kind == ConnKind::Accept;
-                    self.conn_owners.put(ends, ConnOwner { pid, accepted });
+                    let owner = ConnOwner {
+                        pid,
+                        accepted,
+                        proto: c.proto,
+                        digest,
+                    };
+                    self.conn_owners.put(ends, owner);
                     if accepted {
                         self.note_accept(pid, c.dst_ip);
                     }
@@ -490,9 +516,7 @@ impl Pipeline {
             // Close arrives in softirq: the owner comes from what we saw
             // earlier. It stays for the flow, emitted after the close linger
             // (an accepted socket's flow has no owner in the kernel).
-            ConnKind::Close => c
-                .pid
-                .or_else(|| self.conn_owners.peek(&ends).map(|o| o.pid)),
+            ConnKind::Close => c.pid.or(known.map(|o| o.pid)),
             ConnKind::ConnectFailed | ConnKind::Refused => c.pid,
         };
         // Borrowed: the record keeps only the executable (and, when the
@@ -513,7 +537,7 @@ impl Pipeline {
             src_port: c.src_port,
             dst_ip: c.dst_ip,
             dst_port: c.dst_port,
-            community_id: community_id(0, c.proto, c.src_ip, c.src_port, c.dst_ip, c.dst_port),
+            community_id: cid::encode(&digest),
             old_state: matches!(c.kind, ConnKind::Close | ConnKind::ConnectFailed)
                 .then(|| tcp_state_name(c.old_state)),
         };
@@ -564,9 +588,13 @@ impl Pipeline {
         };
         let info = pid.and_then(|p| self.procs.get(p));
         let flow = record::Flow {
-            community_id: known_id.unwrap_or_else(|| {
-                community_id(0, key.proto, local, key.local_port, remote, key.remote_port)
-            }),
+            community_id: match (known_id, owner.and_then(|o| o.digest_for(key.proto))) {
+                (Some(id), _) => id,
+                (None, Some(digest)) => cid::encode(&digest),
+                (None, None) => {
+                    community_id(0, key.proto, local, key.local_port, remote, key.remote_port)
+                }
+            },
             proto: proto_name(key.proto),
             direction: if inbound { "inbound" } else { "outbound" },
             src_ip: local,
@@ -1031,6 +1059,49 @@ mod tests {
         reversed.key.remote_port = c.key.local_port;
         let (_, flow) = p.on_event(Event::CloseFlow(Box::new(reversed)));
         assert_eq!(json(&flow.expect("flow"))["community_id"], want.as_str());
+    }
+
+    /// A close and a flow take the tuple hash their connect or accept
+    /// stored only for the same protocol: a UDP "connect" on the same
+    /// endpoints leaves the TCP close and flow to hash their own tuple.
+    #[test]
+    fn a_stored_tuple_hash_serves_only_its_own_protocol() {
+        let mut p = pipeline();
+        let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let ev = |bytes: Vec<u8>, proto: u8| {
+            let Event::Conn(mut c) = decode(&bytes).expect("decode") else {
+                panic!("a connection record")
+            };
+            c.proto = proto;
+            Event::Conn(c)
+        };
+        let key = super::flow_key_v4(a, 40_000, b, 53);
+        let tcp = community_id(0, 6, IpAddr::from(a), 40_000, IpAddr::from(b), 53);
+        let udp = community_id(0, 17, IpAddr::from(a), 40_000, IpAddr::from(b), 53);
+        for (first, then) in [(17, 6), (6, 6), (6, 17)] {
+            let connect = ev(
+                fixtures::conn(EventKind::Connect, 7, a, 40_000, b, 53),
+                first,
+            );
+            let (r, _) = p.on_event(connect);
+            let want = |proto| if proto == 6 { &tcp } else { &udp };
+            assert_eq!(json(&r)["community_id"], want(first).as_str());
+            // The server side's close names the tuple the other way round.
+            let close = ev(fixtures::conn(EventKind::Close, 0, b, 53, a, 40_000), then);
+            let (r, _) = p.on_event(close);
+            let close = ev(fixtures::conn(EventKind::Close, 0, a, 40_000, b, 53), then);
+            let (r2, _) = p.on_event(close);
+            assert_eq!(json(&r)["community_id"], want(then).as_str());
+            assert_eq!(json(&r2)["community_id"], want(then).as_str());
+            assert_eq!(json(&r2)["pid"], 7, "the owner is still found");
+            let key = FlowKey { proto: then, ..key };
+            let flow = json(&p.on_flow(&key, &FlowStats::default(), FlowEnd::Close));
+            assert_eq!(
+                flow["community_id"],
+                want(then).as_str(),
+                "{first} then {then}"
+            );
+        }
     }
 
     #[test]
