@@ -281,6 +281,10 @@ impl Pipeline {
     /// Remembers that `pid` accepted a connection from `peer`.
     fn note_accept(&mut self, pid: u32, peer: IpAddr) {
         if let Some(peers) = self.accepted.get_mut(&pid) {
+            // Already the newest (a client reconnecting): nothing moves.
+            if peers.front() == Some(&peer) {
+                return;
+            }
             peers.retain(|p| *p != peer);
             peers.push_front(peer);
             peers.truncate(PEERS_PER_ACCEPTER);
