@@ -207,15 +207,16 @@ impl Detector for BeaconDetector {
                 .filter(|c| c.0 >= now_s - w)
                 .collect()
         };
-        let spreads: Vec<Option<(f64, f64)>> = self
-            .windows
+        // Each window's connections once: its spread and its score use the same.
+        let per_window: Vec<Vec<(f64, f64)>> = self.windows.iter().map(|&w| in_window(w)).collect();
+        let spreads: Vec<Option<(f64, f64)>> = per_window
             .iter()
-            .map(|&w| regularity(&in_window(w).iter().map(|c| c.0).collect::<Vec<_>>()))
+            .map(|conns| regularity(&conns.iter().map(|c| c.0).collect::<Vec<_>>()))
             .collect();
         let mut scored = Vec::new();
         for i in due {
             let w = self.windows[i];
-            let conns = in_window(w);
+            let conns = &per_window[i];
             if conns.len() < self.cfg.min_connections {
                 continue;
             }
@@ -226,7 +227,7 @@ impl Detector for BeaconDetector {
             scored.push(Scored {
                 window_s: w,
                 connections: conns.len(),
-                score: score(&conns, now_s - w, w),
+                score: score(conns, now_s - w, w),
                 spread: spreads[i],
                 contradicted,
             });
