@@ -173,7 +173,7 @@ impl Detector for BeaconDetector {
         let start = now_s - f.duration_ms / 1000.0;
         let bytes = (f.bytes_out + f.bytes_in) as f64;
         let history = self.cfg.history;
-        let t = self.tracks.get_or_insert_with(key.clone(), || Track {
+        let t = self.tracks.get_or_insert_with(key, || Track {
             conns: VecDeque::new(),
             last_scored: [f64::MIN; MAX_WINDOWS],
             pid: None,
@@ -207,15 +207,16 @@ impl Detector for BeaconDetector {
                 .filter(|c| c.0 >= now_s - w)
                 .collect()
         };
-        let spreads: Vec<Option<(f64, f64)>> = self
-            .windows
+        // Each window's connections once: its spread and its score use the same.
+        let per_window: Vec<Vec<(f64, f64)>> = self.windows.iter().map(|&w| in_window(w)).collect();
+        let spreads: Vec<Option<(f64, f64)>> = per_window
             .iter()
-            .map(|&w| regularity(&in_window(w).iter().map(|c| c.0).collect::<Vec<_>>()))
+            .map(|conns| regularity(&conns.iter().map(|c| c.0).collect::<Vec<_>>()))
             .collect();
         let mut scored = Vec::new();
         for i in due {
             let w = self.windows[i];
-            let conns = in_window(w);
+            let conns = &per_window[i];
             if conns.len() < self.cfg.min_connections {
                 continue;
             }
@@ -226,7 +227,7 @@ impl Detector for BeaconDetector {
             scored.push(Scored {
                 window_s: w,
                 connections: conns.len(),
-                score: score(&conns, now_s - w, w),
+                score: score(conns, now_s - w, w),
                 spread: spreads[i],
                 contradicted,
             });
@@ -244,12 +245,12 @@ impl Detector for BeaconDetector {
             return;
         };
         if let Ok(mut b) = self.beaconing.lock() {
-            b.insert(key.dst);
+            b.insert(f.dst_ip);
         }
         // Web ports map to web protocols (TLS ports also to T1573), DNS to
         // T1071.004, anything else to a non-standard port (T1571).
         let mut techniques = vec!["T1071"];
-        match key.port {
+        match f.dst_port {
             80 | 8080 => techniques.push("T1071.001"),
             443 | 8443 => techniques.extend(["T1071.001", "T1573"]),
             53 => techniques.push("T1071.004"),
@@ -263,15 +264,15 @@ impl Detector for BeaconDetector {
         };
         out.push(Finding {
             detector: Self::NAME,
-            key: format!("{}|{}|{}", key.process, key.dst, key.port),
+            key: format!("{}|{}|{}", process, f.dst_ip, f.dst_port),
             severity,
             confidence: s.score,
             techniques,
             summary: format!(
                 "{} beacons to {}:{} ({} connections in {:.0} s, score {:.3})",
-                process, key.dst, key.port, best.connections, best.window_s, s.score
+                process, f.dst_ip, f.dst_port, best.connections, best.window_s, s.score
             ),
-            entities: serde_json::json!({"pid": t.pid, "exe": process, "dst_ip": key.dst, "dst_port": key.port}),
+            entities: serde_json::json!({"pid": t.pid, "exe": process, "dst_ip": f.dst_ip, "dst_port": f.dst_port}),
             evidence: serde_json::json!({
                 "score": s.score, "ts_score": s.ts, "ds_score": s.ds,
                 "dur_score": s.dur, "hist_score": s.hist,

@@ -181,7 +181,7 @@ impl Detector for BruteForceDetector {
                 };
                 let user = a.user.clone().unwrap_or_default();
                 let service = a.service.clone().unwrap_or_default();
-                let cfg = self.cfg.clone();
+                let cfg = &self.cfg;
                 let s = self
                     .sources
                     .get_or_insert_with(key.clone(), Source::default);
@@ -275,7 +275,7 @@ impl Detector for BruteForceDetector {
             }
             Body::NetAccept(c) if is_ssh_accept(c, &self.cfg.services) => {
                 let src = c.dst_ip.to_string();
-                let cfg = self.cfg.clone();
+                let cfg = &self.cfg;
                 let s = self
                     .sources
                     .get_or_insert_with(src.clone(), Source::default);

@@ -144,13 +144,14 @@ impl Detector for ExfilDetector {
             return;
         }
         let process = super::process_label(f.exe.as_deref(), f.pid);
-        let cfg = self.cfg.clone();
+        let cfg = &self.cfg;
         let beaconing = self
             .beaconing
             .lock()
             .map(|b| b.contains(&f.dst_ip))
             .unwrap_or(false);
-        let entities = serde_json::json!({"pid": f.pid, "exe": process, "dst_ip": f.dst_ip, "dst_port": f.dst_port});
+        // Built only for a finding: most flows make none.
+        let entities = || serde_json::json!({"pid": f.pid, "exe": process, "dst_ip": f.dst_ip, "dst_port": f.dst_port});
         let techniques = |base: &'static str| {
             let mut t = vec!["T1048", base];
             t.dedup();
@@ -175,7 +176,7 @@ impl Detector for ExfilDetector {
                     confidence: 0.8,
                     techniques: techniques("T1048.003"),
                     summary: format!("{process} sent {} bytes of DNS in a minute", e.1),
-                    entities: entities.clone(),
+                    entities: entities(),
                     evidence: serde_json::json!({"dns_bytes_out_per_min": e.1, "threshold": cfg.dns_bytes_per_min}),
                 });
             }
@@ -200,7 +201,7 @@ impl Detector for ExfilDetector {
                 confidence: 0.7,
                 techniques: techniques("T1048"),
                 summary: format!("{process} sent {} bytes to {} within {:.0} s", t.abs_out, f.dst_ip, cfg.absolute_window_s),
-                entities: entities.clone(),
+                entities: entities(),
                 evidence: serde_json::json!({"bytes_out": t.abs_out, "threshold": cfg.absolute_bytes, "window_s": cfg.absolute_window_s}),
             });
         }
@@ -226,7 +227,7 @@ impl Detector for ExfilDetector {
                         "{process} made {same} equal-size transfers of ~{} bytes to {}",
                         f.bytes_out, f.dst_ip
                     ),
-                    entities: entities.clone(),
+                    entities: entities(),
                     evidence: serde_json::json!({"equal_transfers": same, "size": f.bytes_out}),
                 });
             }
@@ -253,7 +254,7 @@ impl Detector for ExfilDetector {
                     confidence: 0.75,
                     techniques: techniques("T1048"),
                     summary: format!("{process} egress to {} is {:.1} σ above its baseline", slash24(&f.dst_ip), z),
-                    entities: entities.clone(),
+                    entities: entities(),
                     evidence: serde_json::json!({"bytes_out": t.period_out, "baseline_mean": t.mean, "z": z, "pcr": pcr}),
                 });
             }

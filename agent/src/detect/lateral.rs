@@ -134,8 +134,9 @@ impl Detector for LateralDetector {
             .as_deref()
             .map(str::to_string)
             .unwrap_or_else(|| c.comm.clone());
-        let cfg = self.cfg.clone();
-        let entities = serde_json::json!({"pid": c.pid, "exe": who, "src_ip": c.src_ip, "dst_ip": c.dst_ip, "dst_port": c.dst_port});
+        let cfg = &self.cfg;
+        // Built only for a finding: most connections make none.
+        let entities = || serde_json::json!({"pid": c.pid, "exe": who, "src_ip": c.src_ip, "dst_ip": c.dst_ip, "dst_port": c.dst_port});
         let w = self
             .windows
             .get_or_insert_with(who.clone(), Window::default);
@@ -157,7 +158,7 @@ impl Detector for LateralDetector {
                     confidence: 0.8,
                     techniques: vec![technique(c.dst_port), "T1210"],
                     summary: format!("{who} swept {} internal hosts on admin ports with failed connections", w.failed.len()),
-                    entities,
+                    entities: entities(),
                     evidence: serde_json::json!({"failed_peers": w.failed.len(), "window_s": cfg.window_s}),
                 });
             }
@@ -178,7 +179,7 @@ impl Detector for LateralDetector {
                 confidence: 0.7,
                 techniques: vec![technique(c.dst_port)],
                 summary: format!("{who} reached {fanout} internal hosts on admin ports"),
-                entities,
+                entities: entities(),
                 evidence: serde_json::json!({"peers": fanout, "window_s": cfg.window_s}),
             });
         } else if new_peer && now - started >= cfg.learn_s {
@@ -192,7 +193,7 @@ impl Detector for LateralDetector {
                     "{who} connected to a new internal peer {}:{}",
                     c.dst_ip, c.dst_port
                 ),
-                entities,
+                entities: entities(),
                 evidence: serde_json::json!({"new_peer": true}),
             });
         }

@@ -24,14 +24,16 @@ impl<K: Hash + Eq, V> Bounded<K, V> {
     }
 
     pub fn get_or_insert_with(&mut self, k: K, f: impl FnOnce() -> V) -> &mut V {
-        if !self.inner.contains(&k) && self.inner.len() == self.inner.cap().get() {
+        // Full first: the key is hashed only when a miss would evict.
+        if self.inner.len() == self.inner.cap().get() && !self.inner.contains(&k) {
             self.shed += 1;
         }
         self.inner.get_or_insert_mut(k, f)
     }
 
     pub fn put(&mut self, k: K, v: V) {
-        if !self.inner.contains(&k) && self.inner.len() == self.inner.cap().get() {
+        // Full first: the key is hashed only when a miss would evict.
+        if self.inner.len() == self.inner.cap().get() && !self.inner.contains(&k) {
             self.shed += 1;
         }
         self.inner.put(k, v);

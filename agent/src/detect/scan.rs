@@ -90,7 +90,7 @@ impl Detector for ScanDetector {
             Body::NetConnectFailed(c) => (c.src_ip, c.dst_ip, c.dst_port, "outbound"),
             _ => return,
         };
-        let cfg = self.cfg.clone();
+        let cfg = &self.cfg;
         let s = self
             .scanners
             .get_or_insert_with((scanner, dir), Scanner::default);

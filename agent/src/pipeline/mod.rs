@@ -22,7 +22,7 @@ use std::sync::Arc;
 use agent_common::{EventKind, FlowKey, FlowStats, FLOW_FIRST_OUT};
 use lru::LruCache;
 
-use crate::pipeline::community_id::community_id;
+use crate::pipeline::community_id::{self as cid, community_id, Digest20};
 use crate::pipeline::decode::{decode, DecodeError};
 use crate::pipeline::event::{tcp_state_name, AuthEvent, ConnEvent, ConnKind, Event, ExecEvent};
 use crate::pipeline::flow::{features, key_addrs, proto_name};
@@ -68,6 +68,18 @@ struct ConnOwner {
     pid: u32,
     /// The peer opened it (accept), so the host serves it.
     accepted: bool,
+    /// The protocol and tuple hash of the connect or accept record, so its
+    /// close and flow (same endpoints) need not hash it again.
+    proto: u8,
+    digest: Digest20,
+}
+
+impl ConnOwner {
+    /// The tuple hash, when this owner was recorded for `proto` (the
+    /// endpoints are the lookup key, so the rest of the tuple is the same).
+    fn digest_for(&self, proto: u8) -> Option<Digest20> {
+        (self.proto == proto).then_some(self.digest)
+    }
 }
 /// Processes whose accepted peers are remembered (listeners: few), and
 /// the most recent distinct peers kept per process.
@@ -198,6 +210,29 @@ fn file_owner(e: &ExecEvent, exe: &str, script: Option<&FileId>) -> Option<FileO
     })
 }
 
+/// Whether a close's tuple is its flow's, in either direction (the
+/// community id does not depend on it), so the flow can take the close's
+/// id instead of hashing it again. The kernel fills both from one socket;
+/// this checks rather than trusts that.
+fn same_tuple(c: &ConnEvent, key: &FlowKey) -> bool {
+    let (local, remote) = key_addrs(key);
+    let flow = ((local, key.local_port), (remote, key.remote_port));
+    let ends = ((c.src_ip, c.src_port), (c.dst_ip, c.dst_port));
+    c.proto == key.proto && (ends == flow || ends == (flow.1, flow.0))
+}
+
+/// The community id a connection record carries.
+fn conn_community_id(body: &Body) -> Option<String> {
+    match body {
+        Body::NetConnect(c)
+        | Body::NetAccept(c)
+        | Body::NetClose(c)
+        | Body::NetConnectFailed(c)
+        | Body::NetRefused(c) => Some(c.community_id.clone()),
+        _ => None,
+    }
+}
+
 /// Why a flow record is being emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowEnd {
@@ -246,6 +281,10 @@ impl Pipeline {
     /// Remembers that `pid` accepted a connection from `peer`.
     fn note_accept(&mut self, pid: u32, peer: IpAddr) {
         if let Some(peers) = self.accepted.get_mut(&pid) {
+            // Already the newest (a client reconnecting): nothing moves.
+            if peers.front() == Some(&peer) {
+                return;
+            }
             peers.retain(|p| *p != peer);
             peers.push_front(peer);
             peers.truncate(PEERS_PER_ACCEPTER);
@@ -312,9 +351,11 @@ impl Pipeline {
         if let Event::CloseFlow(c) = ev {
             let c = *c;
             let ktime = c.conn.ktime_ns;
+            let same = same_tuple(&c.conn, &c.key);
             let body = self.on_conn(c.conn, ktime);
+            let known_id = same.then(|| conn_community_id(&body)).flatten();
             let close = self.record(ktime, body);
-            let flow = self.on_flow(&c.key, &c.stats, FlowEnd::Close);
+            let flow = self.flow_record(&c.key, &c.stats, FlowEnd::Close, known_id);
             return (close, Some(flow));
         }
         (self.on_single(ev), None)
@@ -451,11 +492,25 @@ impl Pipeline {
             }
             _ => None,
         };
+        // A close's connect or accept hashed this tuple already.
+        let known = match c.kind {
+            ConnKind::Close => self.conn_owners.peek(&ends).copied(),
+            _ => None,
+        };
+        let digest = known
+            .and_then(|o| o.digest_for(c.proto))
+            .unwrap_or_else(|| cid::digest(0, c.proto, c.src_ip, c.src_port, c.dst_ip, c.dst_port));
         let pid = match c.kind {
             ConnKind::Connect | ConnKind::Accept => {
                 if let Some(pid) = c.pid.or(resolved) {
                     let accepted = c.kind == ConnKind::Accept;
-                    self.conn_owners.put(ends, ConnOwner { pid, accepted });
+                    let owner = ConnOwner {
+                        pid,
+                        accepted,
+                        proto: c.proto,
+                        digest,
+                    };
+                    self.conn_owners.put(ends, owner);
                     if accepted {
                         self.note_accept(pid, c.dst_ip);
                     }
@@ -465,30 +520,28 @@ impl Pipeline {
             // Close arrives in softirq: the owner comes from what we saw
             // earlier. It stays for the flow, emitted after the close linger
             // (an accepted socket's flow has no owner in the kernel).
-            ConnKind::Close => c
-                .pid
-                .or_else(|| self.conn_owners.peek(&ends).map(|o| o.pid)),
+            ConnKind::Close => c.pid.or(known.map(|o| o.pid)),
             ConnKind::ConnectFailed | ConnKind::Refused => c.pid,
         };
-        let info: Option<ProcInfo> = pid.and_then(|p| self.procs.get(p).cloned());
-        let comm = if c.comm.is_empty() {
-            info.as_ref()
-                .map(|i| i.comm.to_string())
-                .unwrap_or_default()
-        } else {
-            c.comm
+        // Borrowed: the record keeps only the executable (and, when the
+        // kernel had none, the command name).
+        let info: Option<&ProcInfo> = pid.and_then(|p| self.procs.get(p));
+        let comm = match (c.comm.is_empty(), info) {
+            (false, _) => c.comm,
+            (true, Some(i)) => i.comm.to_string(),
+            (true, None) => String::new(),
         };
         let conn = record::Conn {
             pid,
             comm,
-            exe: info.map(|i| i.exe),
+            exe: info.map(|i| i.exe.clone()),
             uid: c.pid.map(|_| c.uid),
             proto: proto_name(c.proto),
             src_ip: c.src_ip,
             src_port: c.src_port,
             dst_ip: c.dst_ip,
             dst_port: c.dst_port,
-            community_id: community_id(0, c.proto, c.src_ip, c.src_port, c.dst_ip, c.dst_port),
+            community_id: cid::encode(&digest),
             old_state: matches!(c.kind, ConnKind::Close | ConnKind::ConnectFailed)
                 .then(|| tcp_state_name(c.old_state)),
         };
@@ -503,6 +556,18 @@ impl Pipeline {
 
     /// A flow swept from the kernel map, with its features.
     pub fn on_flow(&mut self, key: &FlowKey, s: &FlowStats, end: FlowEnd) -> Record {
+        self.flow_record(key, s, end, None)
+    }
+
+    /// [`Self::on_flow`], given the community id when the caller already
+    /// hashed this flow's tuple (a close and the flow it carries).
+    fn flow_record(
+        &mut self,
+        key: &FlowKey,
+        s: &FlowStats,
+        end: FlowEnd,
+        known_id: Option<String>,
+    ) -> Record {
         self.stats.flows += 1;
         let (local, remote) = key_addrs(key);
         let ends = Endpoints {
@@ -525,16 +590,15 @@ impl Pipeline {
             Some(o) => o.accepted,
             None => s.flags & FLOW_FIRST_OUT == 0,
         };
-        let info = pid.and_then(|p| self.procs.get(p).cloned());
+        let info = pid.and_then(|p| self.procs.get(p));
         let flow = record::Flow {
-            community_id: community_id(
-                0,
-                key.proto,
-                local,
-                key.local_port,
-                remote,
-                key.remote_port,
-            ),
+            community_id: match (known_id, owner.and_then(|o| o.digest_for(key.proto))) {
+                (Some(id), _) => id,
+                (None, Some(digest)) => cid::encode(&digest),
+                (None, None) => {
+                    community_id(0, key.proto, local, key.local_port, remote, key.remote_port)
+                }
+            },
             proto: proto_name(key.proto),
             direction: if inbound { "inbound" } else { "outbound" },
             src_ip: local,
@@ -542,8 +606,8 @@ impl Pipeline {
             dst_ip: remote,
             dst_port: key.remote_port,
             pid,
-            comm: info.as_ref().map(|i| i.comm.clone()),
-            exe: info.map(|i| i.exe),
+            comm: info.map(|i| i.comm.clone()),
+            exe: info.map(|i| i.exe.clone()),
             packets_out: s.n_out,
             packets_in: s.n_in,
             bytes_out: s.bytes_out,
@@ -956,6 +1020,92 @@ mod tests {
                 .expect("exec"),
         );
         assert_eq!(v["exe"], "dropper (deleted)", "{v}");
+    }
+
+    /// A close and the flow it carries share one hash of their tuple; a
+    /// record whose flow key is not its close's (forged, or a kernel bug)
+    /// gets the flow's own id, not the close's.
+    #[test]
+    fn a_close_and_its_flow_carry_the_id_of_their_own_tuples() {
+        let mut p = pipeline();
+        let bytes = fixtures::close_flow([10, 0, 0, 1], 40_000, [10, 0, 0, 2], 80, 3, 100);
+        let ev = decode(&bytes).expect("decode");
+        let Event::CloseFlow(c) = ev.clone() else {
+            panic!("a close with its flow: {ev:?}")
+        };
+        let (close, flow) = p.on_event(ev);
+        let flow = flow.expect("flow");
+        let (local, remote) = key_addrs(&c.key);
+        let want = community_id(0, 6, local, 40_000, remote, 80);
+        assert_eq!(json(&close)["community_id"], want.as_str());
+        assert_eq!(json(&flow)["community_id"], want.as_str());
+        // The same close with a flow key for another port, and one for
+        // another protocol number.
+        for (port, proto) in [(40_001, 6), (40_000, 17)] {
+            let mut forged = (*c).clone();
+            forged.key.local_port = port;
+            forged.key.proto = proto;
+            let (close, flow) = p.on_event(Event::CloseFlow(Box::new(forged)));
+            let flow = json(&flow.expect("flow"));
+            assert_eq!(json(&close)["community_id"], want.as_str());
+            assert_eq!(
+                flow["community_id"],
+                community_id(0, proto, local, port, remote, 80).as_str(),
+                "{flow}"
+            );
+            assert_ne!(flow["community_id"], want.as_str());
+        }
+        // The flow key in the other direction is the same tuple.
+        let mut reversed = (*c).clone();
+        reversed.key.local_addr = c.key.remote_addr;
+        reversed.key.remote_addr = c.key.local_addr;
+        reversed.key.local_port = c.key.remote_port;
+        reversed.key.remote_port = c.key.local_port;
+        let (_, flow) = p.on_event(Event::CloseFlow(Box::new(reversed)));
+        assert_eq!(json(&flow.expect("flow"))["community_id"], want.as_str());
+    }
+
+    /// A close and a flow take the tuple hash their connect or accept
+    /// stored only for the same protocol: a UDP "connect" on the same
+    /// endpoints leaves the TCP close and flow to hash their own tuple.
+    #[test]
+    fn a_stored_tuple_hash_serves_only_its_own_protocol() {
+        let mut p = pipeline();
+        let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let ev = |bytes: Vec<u8>, proto: u8| {
+            let Event::Conn(mut c) = decode(&bytes).expect("decode") else {
+                panic!("a connection record")
+            };
+            c.proto = proto;
+            Event::Conn(c)
+        };
+        let key = super::flow_key_v4(a, 40_000, b, 53);
+        let tcp = community_id(0, 6, IpAddr::from(a), 40_000, IpAddr::from(b), 53);
+        let udp = community_id(0, 17, IpAddr::from(a), 40_000, IpAddr::from(b), 53);
+        for (first, then) in [(17, 6), (6, 6), (6, 17)] {
+            let connect = ev(
+                fixtures::conn(EventKind::Connect, 7, a, 40_000, b, 53),
+                first,
+            );
+            let (r, _) = p.on_event(connect);
+            let want = |proto| if proto == 6 { &tcp } else { &udp };
+            assert_eq!(json(&r)["community_id"], want(first).as_str());
+            // The server side's close names the tuple the other way round.
+            let close = ev(fixtures::conn(EventKind::Close, 0, b, 53, a, 40_000), then);
+            let (r, _) = p.on_event(close);
+            let close = ev(fixtures::conn(EventKind::Close, 0, a, 40_000, b, 53), then);
+            let (r2, _) = p.on_event(close);
+            assert_eq!(json(&r)["community_id"], want(then).as_str());
+            assert_eq!(json(&r2)["community_id"], want(then).as_str());
+            assert_eq!(json(&r2)["pid"], 7, "the owner is still found");
+            let key = FlowKey { proto: then, ..key };
+            let flow = json(&p.on_flow(&key, &FlowStats::default(), FlowEnd::Close));
+            assert_eq!(
+                flow["community_id"],
+                want(then).as_str(),
+                "{first} then {then}"
+            );
+        }
     }
 
     #[test]
