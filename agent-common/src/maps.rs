@@ -31,10 +31,23 @@ pub const EVENTS_BYTES: u32 = 8 << 20;
 /// Unread bytes at which a submit wakes the agent. Below it high-rate
 /// events are submitted without a wake-up (an interrupt per event on a
 /// virtual machine) and wait for the agent's periodic drain
-/// ([`EVENTS_POLL_MS`]); 1/64 of the ring, far from a full one.
+/// ([`EVENTS_POLL_MS`]), except one that finds the ring empty; 1/64 of the
+/// ring, far from a full one.
 pub const EVENTS_WAKEUP_BYTES: u64 = 128 << 10;
-/// The agent drains the ring at least this often, readiness or not.
+/// While busy (a record read within [`EVENTS_BUSY_MS`]) the agent drains
+/// the ring at least this often, readiness or not; the kernel wakes it at
+/// most this often for a record that finds the ring empty.
 pub const EVENTS_POLL_MS: u64 = 5;
+/// How long after its last record the agent keeps polling every
+/// [`EVENTS_POLL_MS`]; longer than that interval, so a record the kernel
+/// did not wake it for is always read by a poll.
+pub const EVENTS_BUSY_MS: u64 = 50;
+/// The idle agent's safety-net drain: records that find the ring empty
+/// wake it, so this only bounds a lost wake-up.
+pub const EVENTS_IDLE_POLL_MS: u64 = 250;
+/// Unread bytes up to which a submit counts as the ring's only record
+/// (the largest record is under 1 KiB).
+pub const EVENTS_LONE_BYTES: u64 = 1024;
 
 /// Program names as they appear in the object file.
 pub mod prog {

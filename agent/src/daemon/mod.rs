@@ -56,17 +56,48 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// When to drain the ring buffer next without a wake-up: every
+/// `EVENTS_POLL_MS` while records came within `EVENTS_BUSY_MS`, else every
+/// `EVENTS_IDLE_POLL_MS`. Counted from the last drain, whichever branch
+/// did it, so a woken drain pushes the poll back.
+struct RingPoll {
+    next: tokio::time::Instant,
+    last_record: tokio::time::Instant,
+}
+
+impl RingPoll {
+    fn new(now: tokio::time::Instant) -> RingPoll {
+        RingPoll {
+            next: now,
+            last_record: now,
+        }
+    }
+
+    fn drained(&mut self, now: tokio::time::Instant, got_records: bool) {
+        use agent_common::maps::{EVENTS_BUSY_MS, EVENTS_IDLE_POLL_MS, EVENTS_POLL_MS};
+        use std::time::Duration;
+        if got_records {
+            self.last_record = now;
+        }
+        let busy = now.duration_since(self.last_record) < Duration::from_millis(EVENTS_BUSY_MS);
+        let every = if busy {
+            EVENTS_POLL_MS
+        } else {
+            EVENTS_IDLE_POLL_MS
+        };
+        self.next = now + Duration::from_millis(every);
+    }
+}
+
 async fn serve(agent: &mut Agent, run: &mut Running) -> Result<(), DaemonError> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    // High-rate events are submitted without waking us (the kernel wakes
-    // us only once EVENTS_WAKEUP_BYTES are unread): a lone one waits for
-    // this drain, at most EVENTS_POLL_MS.
-    let mut ring_poll = tokio::time::interval(std::time::Duration::from_millis(
-        agent_common::maps::EVENTS_POLL_MS,
-    ));
-    ring_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // High-rate events are submitted without waking us (events.rs
+    // `batched`): one that finds the ring empty wakes us, at most once per
+    // EVENTS_POLL_MS, and the others wait for this drain, every
+    // EVENTS_POLL_MS while busy. Idle, it is only a safety net.
+    let mut ring_poll = RingPoll::new(tokio::time::Instant::now());
     loop {
         if let Some(m) = &agent.metrics {
             m.beat();
@@ -88,7 +119,7 @@ async fn serve(agent: &mut Agent, run: &mut Running) -> Result<(), DaemonError> 
                 }
             }
             Some(call) = run.calls.recv() => agent.on_call(call),
-            _ = ring_poll.tick() => {
+            _ = tokio::time::sleep_until(ring_poll.next) => {
                 let mut n = 0usize;
                 let each = |d: &[u8]| {
                     n += 1;
@@ -100,14 +131,21 @@ async fn serve(agent: &mut Agent, run: &mut Running) -> Result<(), DaemonError> 
                 if n > 0 {
                     agent.sinks.flush();
                 }
+                ring_poll.drained(tokio::time::Instant::now(), n > 0);
             }
             guard = run.ring.readable_mut() => {
                 let mut guard = guard?;
-                let drained = drain(guard.get_inner_mut(), |d| agent.on_ring_record(d), DRAIN_BUDGET);
+                let mut n = 0usize;
+                let each = |d: &[u8]| {
+                    n += 1;
+                    agent.on_ring_record(d);
+                };
+                let drained = drain(guard.get_inner_mut(), each, DRAIN_BUDGET);
                 if drained == Drained::Empty {
                     guard.clear_ready();
                 }
                 agent.sinks.flush();
+                ring_poll.drained(tokio::time::Instant::now(), n > 0);
                 if drained == Drained::Budget {
                     // A flood the loop cannot keep up with: fleet messages
                     // get a bounded share here (their own branch would
@@ -264,6 +302,30 @@ mod drain_tests {
                 None => false,
             }
         }
+    }
+
+    #[test]
+    fn the_ring_is_polled_fast_while_records_come_and_slowly_when_idle() {
+        use agent_common::maps::{EVENTS_BUSY_MS, EVENTS_IDLE_POLL_MS, EVENTS_POLL_MS};
+        // A record the kernel did not wake us for came within EVENTS_POLL_MS
+        // of a wake-up that read records: the fast polling must outlast it.
+        const { assert!(EVENTS_BUSY_MS > EVENTS_POLL_MS) };
+        let ms = Duration::from_millis;
+        let t0 = tokio::time::Instant::now();
+        let mut p = RingPoll::new(t0);
+        p.drained(t0, true);
+        assert_eq!(p.next, t0 + ms(EVENTS_POLL_MS));
+        // Empty drains keep the fast pace until EVENTS_BUSY_MS pass.
+        let t1 = t0 + ms(EVENTS_BUSY_MS - 1);
+        p.drained(t1, false);
+        assert_eq!(p.next, t1 + ms(EVENTS_POLL_MS));
+        let t2 = t0 + ms(EVENTS_BUSY_MS);
+        p.drained(t2, false);
+        assert_eq!(p.next, t2 + ms(EVENTS_IDLE_POLL_MS));
+        // A record (a wake-up) makes it fast again.
+        let t3 = t2 + ms(1);
+        p.drained(t3, true);
+        assert_eq!(p.next, t3 + ms(EVENTS_POLL_MS));
     }
 
     #[test]
