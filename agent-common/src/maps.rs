@@ -11,6 +11,9 @@ pub const FLOWS: &str = "FLOWS";
 /// Per-CPU count of flows the kernel inserted into `FLOWS`: with what
 /// userspace emitted and what is live, it gives the LRU evictions.
 pub const FLOWS_CREATED: &str = "FLOWS_CREATED";
+/// One u64: until when (`CLOCK_MONOTONIC` ns) the agent polls the ring
+/// every [`EVENTS_POLL_MS`] anyway, so the kernel need not wake it.
+pub const AGENT_BUSY: &str = "AGENT_BUSY";
 /// Pending outbound connects: socket address to owner, filled at SYN_SENT.
 pub const CONNECTING: &str = "CONNECTING";
 /// Listening sockets: (netns, port) to owner, used to name the accepting process.

@@ -29,14 +29,18 @@ pub fn count_drop(kind: EventKind) {
 #[map]
 static LAST_WAKE: Array<u64> = Array::with_max_entries(1, 0);
 
+/// Written by the agent: until when it polls every `EVENTS_POLL_MS`.
+#[map]
+static AGENT_BUSY: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Submit flags for a high-rate event. A forced wake-up once
-/// `EVENTS_WAKEUP_BYTES` are unread. Otherwise an event that finds the
-/// ring empty wakes the agent, at most once per `EVENTS_POLL_MS`: the
-/// agent polls that often for `EVENTS_BUSY_MS` after it last read a
-/// record, so an event not woken for is read within `EVENTS_POLL_MS`, and
-/// an idle agent sleeps (its polling woke it 200 times a second, which
-/// cost a UDP flood 8 % of its packets on this VM). Events a response
-/// waits on (authentication) submit with 0 instead.
+/// `EVENTS_WAKEUP_BYTES` are unread. Otherwise no wake-up while the agent
+/// says it is polling every `EVENTS_POLL_MS` (`AGENT_BUSY`), and an event
+/// that finds the ring empty of an idle agent wakes it, at most once per
+/// `EVENTS_POLL_MS` (a wake-up is an interrupt on a virtual machine, paid
+/// here). An idle agent thus sleeps: its polling had woken it 200 times a
+/// second, which cost a UDP flood 8 % of its packets on this VM. Events a
+/// response waits on (authentication) submit with 0 instead.
 #[inline(always)]
 pub fn batched() -> u64 {
     let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
@@ -46,10 +50,15 @@ pub fn batched() -> u64 {
     if unread > maps::EVENTS_LONE_BYTES {
         return BPF_RB_NO_WAKEUP as u64;
     }
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(&busy_until) = AGENT_BUSY.get(0) {
+        if now < busy_until {
+            return BPF_RB_NO_WAKEUP as u64;
+        }
+    }
     let Some(last) = LAST_WAKE.get_ptr_mut(0) else {
         return BPF_RB_FORCE_WAKEUP as u64;
     };
-    let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(unsafe { *last }) < maps::EVENTS_POLL_MS * 1_000_000 {
         return BPF_RB_NO_WAKEUP as u64;
     }

@@ -56,6 +56,19 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Where the agent says until when it polls (the kernel's `AGENT_BUSY`).
+trait BusyMark {
+    fn mark(&mut self, until_ns: u64);
+}
+
+impl BusyMark for aya::maps::Array<aya::maps::MapData, u64> {
+    fn mark(&mut self, until_ns: u64) {
+        // A failed write only costs wake-ups: the kernel then wakes us for
+        // lone events as if we were idle.
+        let _ = self.set(0, until_ns, 0);
+    }
+}
+
 /// When to drain the ring buffer next without a wake-up: every
 /// `EVENTS_POLL_MS` while records came within `EVENTS_BUSY_MS`, else every
 /// `EVENTS_IDLE_POLL_MS`. Counted from the last drain, whichever branch
@@ -73,11 +86,17 @@ impl RingPoll {
         }
     }
 
-    fn drained(&mut self, now: tokio::time::Instant, got_records: bool) {
+    /// After a drain. With records, tells the kernel (`AGENT_BUSY`) it
+    /// need not wake us for the next `EVENTS_BUSY_MS - EVENTS_POLL_MS`: an
+    /// event before then is read by a poll that comes within
+    /// `EVENTS_POLL_MS`, however close to the end of the busy time.
+    fn drained(&mut self, now: tokio::time::Instant, got_records: bool, busy: &mut impl BusyMark) {
         use agent_common::maps::{EVENTS_BUSY_MS, EVENTS_IDLE_POLL_MS, EVENTS_POLL_MS};
         use std::time::Duration;
         if got_records {
             self.last_record = now;
+            let ahead = (EVENTS_BUSY_MS - EVENTS_POLL_MS) * 1_000_000;
+            busy.mark(crate::util::clock::monotonic_ns() + ahead);
         }
         let busy = now.duration_since(self.last_record) < Duration::from_millis(EVENTS_BUSY_MS);
         let every = if busy {
@@ -131,7 +150,7 @@ async fn serve(agent: &mut Agent, run: &mut Running) -> Result<(), DaemonError> 
                 if n > 0 {
                     agent.sinks.flush();
                 }
-                ring_poll.drained(tokio::time::Instant::now(), n > 0);
+                ring_poll.drained(tokio::time::Instant::now(), n > 0, &mut run.busy);
             }
             guard = run.ring.readable_mut() => {
                 let mut guard = guard?;
@@ -145,7 +164,7 @@ async fn serve(agent: &mut Agent, run: &mut Running) -> Result<(), DaemonError> 
                     guard.clear_ready();
                 }
                 agent.sinks.flush();
-                ring_poll.drained(tokio::time::Instant::now(), n > 0);
+                ring_poll.drained(tokio::time::Instant::now(), n > 0, &mut run.busy);
                 if drained == Drained::Budget {
                     // A flood the loop cannot keep up with: fleet messages
                     // get a bounded share here (their own branch would
@@ -310,22 +329,35 @@ mod drain_tests {
         // A record the kernel did not wake us for came within EVENTS_POLL_MS
         // of a wake-up that read records: the fast polling must outlast it.
         const { assert!(EVENTS_BUSY_MS > EVENTS_POLL_MS) };
+        struct Marks(Vec<u64>);
+        impl BusyMark for Marks {
+            fn mark(&mut self, until_ns: u64) {
+                self.0.push(until_ns);
+            }
+        }
+        let mut marks = Marks(Vec::new());
         let ms = Duration::from_millis;
         let t0 = tokio::time::Instant::now();
         let mut p = RingPoll::new(t0);
-        p.drained(t0, true);
+        let before = crate::util::clock::monotonic_ns();
+        p.drained(t0, true, &mut marks);
+        // The kernel is told to stay quiet for less than the fast polling.
+        assert_eq!(marks.0.len(), 1);
+        let quiet = marks.0[0] - before;
+        assert!(quiet >= (EVENTS_BUSY_MS - EVENTS_POLL_MS) * 1_000_000);
         assert_eq!(p.next, t0 + ms(EVENTS_POLL_MS));
         // Empty drains keep the fast pace until EVENTS_BUSY_MS pass.
         let t1 = t0 + ms(EVENTS_BUSY_MS - 1);
-        p.drained(t1, false);
+        p.drained(t1, false, &mut marks);
         assert_eq!(p.next, t1 + ms(EVENTS_POLL_MS));
         let t2 = t0 + ms(EVENTS_BUSY_MS);
-        p.drained(t2, false);
+        p.drained(t2, false, &mut marks);
         assert_eq!(p.next, t2 + ms(EVENTS_IDLE_POLL_MS));
         // A record (a wake-up) makes it fast again.
         let t3 = t2 + ms(1);
-        p.drained(t3, true);
+        p.drained(t3, true, &mut marks);
         assert_eq!(p.next, t3 + ms(EVENTS_POLL_MS));
+        assert_eq!(marks.0.len(), 2, "only drains with records mark");
     }
 
     #[test]

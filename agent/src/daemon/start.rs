@@ -38,6 +38,8 @@ use crate::util::clock::Clock;
 pub struct Running {
     pub ebpf: aya::Ebpf,
     pub ring: AsyncFd<RingBuf<MapData>>,
+    /// `AGENT_BUSY`: tells the kernel when wake-ups are not needed.
+    pub busy: aya::maps::Array<MapData, u64>,
     pub calls: mpsc::Receiver<Call>,
     pub inbound: mpsc::Receiver<Inbound>,
     pub schedule: Schedule,
@@ -152,6 +154,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         );
     }
     let ring: RingBuf<MapData> = take(&mut loaded.ebpf, agent_common::maps::EVENTS)?;
+    let busy = take(&mut loaded.ebpf, agent_common::maps::AGENT_BUSY)?;
     let kernel = Kernel {
         flows: take(&mut loaded.ebpf, agent_common::maps::FLOWS)?,
         drops: take(&mut loaded.ebpf, agent_common::maps::EVENT_DROPS)?,
@@ -320,6 +323,7 @@ pub async fn start(cfg: Config) -> Result<(Agent, Running), DaemonError> {
         Running {
             ebpf: loaded.ebpf,
             ring,
+            busy,
             calls,
             inbound,
             schedule,
