@@ -6,6 +6,15 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 use vigil_integration::*;
 
+/// The port of a peer's printed `local` address (`ip:port` or `[ip6]:port`).
+fn local_port(out: &Value) -> u64 {
+    out["local"]
+        .as_str()
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no local port in {out}"))
+}
+
 fn u64_of(v: &Value, k: &str) -> u64 {
     v[k].as_u64()
         .unwrap_or_else(|| panic!("field {k} missing or not a number in {v}"))
@@ -75,12 +84,7 @@ fn tcp_between_namespaces_yields_connect_accept_and_an_exact_flow() {
     assert_eq!(u64_of(&client_out, "received"), reply);
     assert_eq!(u64_of(&server_out, "received"), send);
     let client_pid = u64_of(&client_out, "pid");
-    let local = client_out["local"].as_str().expect("local").to_string();
-    let client_port: u64 = local
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let client_port = local_port(&client_out);
 
     let ip_a = net.ip_a();
     let ip_b = net.ip_b();
@@ -167,12 +171,7 @@ fn tcp_over_ipv6_is_reported() {
     let out = read_json_line(&mut client);
     assert!(client.wait().expect("client").success());
     let _ = server.wait();
-    let local = out["local"].as_str().expect("local").to_string();
-    let port: u64 = local
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = local_port(&out);
     let ip6 = net.ip6_b();
     let c = agent.wait_for("net_connect", |r| r["src_port"] == port);
     assert_eq!(c["dst_ip"], ip6.as_str(), "{c}");
@@ -209,11 +208,7 @@ fn a_dual_stack_socket_talking_ipv4_gets_one_exact_flow_at_its_close() {
         local.starts_with("[::ffff:"),
         "not a dual-stack socket: {local}"
     );
-    let port: u64 = local
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = local_port(&out);
     let ip_a = net.ip_a();
     let f = agent.wait_for("flow", |r| r["src_port"] == port && r["proto"] == "tcp");
     assert_eq!(f["src_ip"], ip_a.as_str(), "{f}");
@@ -242,12 +237,7 @@ fn the_reset_of_an_abortive_close_does_not_make_a_second_flow() {
     let mut client = net.spawn(&net.a, &["tcp-client", &server_addr, "100", "abort"]);
     let out = read_json_line(&mut client);
     assert!(client.wait().expect("client").success());
-    let local = out["local"].as_str().expect("local").to_string();
-    let port: u64 = local
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = local_port(&out);
     let f = agent.wait_for("flow", |r| r["src_port"] == port && r["proto"] == "tcp");
     assert_eq!(f["end_reason"], "close", "{f}");
     // The stop sweeps every flow left in the kernel map.
@@ -322,12 +312,7 @@ fn udp_exchange_yields_a_flow_with_exact_counts() {
     assert!(client.wait().expect("client").success());
     assert!(echo.wait().expect("echo").success());
     assert_eq!(u64_of(&out, "echoed"), count * size);
-    let local = out["local"].as_str().expect("local").to_string();
-    let port: u64 = local
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let port = local_port(&out);
 
     // UDP has no close: the flow is emitted after the (test: 1 s) idle timeout.
     let f = agent.wait_for("flow", |r| r["src_port"] == port && r["proto"] == "udp");
