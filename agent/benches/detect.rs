@@ -7,6 +7,9 @@
 //! (compared with scikit-learn by `cargo xtask bench`, which runs
 //! xtask/bench/iforest_sklearn.py on the CSVs and the JSON written here).
 
+mod common;
+use common::{pin_to_one_core, thread_cpu_s};
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,15 +22,6 @@ use vigil::pipeline::proc_cache::ProcessCache;
 use vigil::pipeline::Pipeline;
 use vigil::record::{AuthAttempt, Body, Conn, Flow, ProcessExec, Record};
 use vigil::util::clock::Clock;
-
-fn pin_to_one_core() {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET on index 0 stays in bounds.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
 
 fn conn(i: u32, failed: bool) -> Body {
     let c = Conn {
@@ -308,18 +302,6 @@ fn main() {
 
     storm();
     forest();
-}
-
-/// CPU seconds used by this thread: the machine may be shared, and wall
-/// time would count the other processes' turns as ours.
-fn thread_cpu_s() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: t is a valid timespec for clock_gettime to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
 /// The forest's figures, printed and written as JSON (with one CSV per

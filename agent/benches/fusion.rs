@@ -3,6 +3,9 @@
 //! on a synthetic fleet of 1,000 hosts — what one instance can sustain per
 //! partition before the broker and the network count. Reported, not judged.
 
+mod common;
+use common::pin_to_one_core;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Instant;
@@ -16,15 +19,6 @@ use vigil::fusion::model::{AlertIn, ConnectIn, InventoryIn};
 
 const HOSTS: u32 = 1_000;
 const T0: f64 = 1_796_000_000.0;
-
-fn pin_to_one_core() {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET on index 0 stays in bounds.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
 
 fn host_ip(h: u32) -> String {
     format!("10.{}.{}.{}", h >> 16, (h >> 8) & 255, h & 255)

@@ -7,6 +7,9 @@
 //! the measuring thread (the machine may be shared), best of five passes.
 //! Reports figures; never fails on time.
 
+mod common;
+use common::thread_cpu_s;
+
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -135,18 +138,6 @@ fn exec() -> record::ProcessExec {
         file_owner: None,
         exe_arg: None,
     }
-}
-
-/// CPU seconds used by this thread: wall time on a shared machine would
-/// count the other processes' turns as ours.
-fn thread_cpu_s() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: t is a valid timespec for clock_gettime to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
 /// Best CPU ns per call of `f` over `PASSES` passes of `N` calls.

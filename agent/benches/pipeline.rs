@@ -7,6 +7,9 @@
 //! in CPU time of this thread, and the process RSS after it all. Reports
 //! figures; never fails on time.
 
+mod common;
+use common::{pin_to_one_core, thread_cpu_s};
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,15 +22,6 @@ use vigil::sink::format::Format;
 use vigil::sink::jsonl::JsonLines;
 use vigil::sink::{Output, Sinks};
 use vigil::util::clock::Clock;
-
-fn pin_to_one_core() {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET on index 0 stays in bounds.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
 
 /// A realistic mix: for every exec, its fork and exit, and a connect/accept/close set.
 fn recorded_stream(n_procs: u32) -> Vec<Vec<u8>> {
@@ -69,18 +63,6 @@ fn recorded_stream(n_procs: u32) -> Vec<Vec<u8>> {
         out.push(fixtures::exit(pid, 0));
     }
     out
-}
-
-/// CPU time this thread has used, in seconds: unlike wall time it does
-/// not count what other processes on a shared host take from it.
-fn thread_cpu_s() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer; the clock exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 /// Short TCP connections between a client (pid 500) and a server (pid 600)

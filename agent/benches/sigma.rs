@@ -3,6 +3,9 @@
 //! e.g. a SigmaHQ checkout's `rules/linux`; the project ships none of
 //! SigmaHQ's) or else the project's own test rules.
 
+mod common;
+use common::pin_to_one_core;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,15 +15,6 @@ use vigil::detect::sigma::fields::{Category, Users};
 use vigil::detect::sigma::SigmaDetector;
 use vigil::detect::Detector;
 use vigil::record::{Body, Conn, FileWrite, ProcessExec};
-
-fn pin_to_one_core() {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET on index 0 stays in bounds.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
 
 /// Command lines of an ordinary busy host (build, package and shell
 /// traffic), with a few that SigmaHQ-style rules look for.
