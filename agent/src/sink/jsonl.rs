@@ -385,8 +385,9 @@ mod tests {
         }
     }
 
-    fn emit(s: &mut JsonLines, n: usize) -> Result<(), SinkError> {
-        let rec = crate::sink::CommandRecord {
+    /// Command record `n`, its detail `detail` bytes long.
+    fn command(n: usize, detail: usize) -> crate::sink::CommandRecord {
+        crate::sink::CommandRecord {
             kind: "command",
             id: format!("c{n}"),
             ts: "t".into(),
@@ -396,8 +397,12 @@ mod tests {
             offset: n as i64,
             message_id: String::new(),
             result: "refused",
-            detail: "d".repeat(40),
-        };
+            detail: "d".repeat(detail),
+        }
+    }
+
+    fn emit(s: &mut JsonLines, n: usize) -> Result<(), SinkError> {
+        let rec = command(n, 40);
         let out = Output::Command(&rec);
         let line = out.to_json().expect("json");
         s.write(&out, &line)
@@ -492,18 +497,7 @@ mod tests {
     fn written_lines_buffers_are_reused_but_never_much_larger_than_their_new_line() {
         let disk = Disk::default();
         let mut s = JsonLines::from_writer(Box::new(disk.clone()));
-        let long = |n: usize| crate::sink::CommandRecord {
-            kind: "command",
-            id: format!("c{n}"),
-            ts: "t".into(),
-            host: "h".into(),
-            topic: "x".into(),
-            partition: 0,
-            offset: n as i64,
-            message_id: String::new(),
-            result: "refused",
-            detail: "d".repeat(3000),
-        };
+        let long = |n: usize| command(n, 3000);
         for n in 0..600 {
             let rec = long(n);
             let out = Output::Command(&rec);
