@@ -196,13 +196,14 @@ fn a_dual_stack_socket_talking_ipv4_gets_one_exact_flow_at_its_close() {
     let mut agent = agent_without_close_linger();
     let net = NetPair::new("tcpm", 213);
     let server_addr = format!("{}:7002", net.ip_b());
-    let mut server = net.spawn(&net.b, &["tcp-server", &server_addr, "777"]);
-    read_json_line(&mut server);
+    // Killed on drop: a failed connect would leave it waiting in accept.
+    let mut server = ChildGuard(net.spawn(&net.b, &["tcp-server", &server_addr, "777"]));
+    read_json_line(&mut server.0);
     let mapped = format!("[::ffff:{}]:7002", net.ip_b());
     let mut client = net.spawn(&net.a, &["tcp-client", &mapped, "4321"]);
     let out = read_json_line(&mut client);
     assert!(client.wait().expect("client").success());
-    let _ = server.wait();
+    let _ = server.0.wait();
     let local = out["local"].as_str().expect("local").to_string();
     assert!(
         local.starts_with("[::ffff:"),
@@ -232,8 +233,9 @@ fn the_reset_of_an_abortive_close_does_not_make_a_second_flow() {
     let mut agent = agent_without_close_linger();
     let net = NetPair::new("tcpr", 214);
     let server_addr = format!("{}:7003", net.ip_b());
-    let mut server = net.spawn(&net.b, &["serve", &server_addr]);
-    read_json_line(&mut server);
+    // `serve` runs until killed: on drop, also when an assertion fails.
+    let mut server = ChildGuard(net.spawn(&net.b, &["serve", &server_addr]));
+    read_json_line(&mut server.0);
     let mut client = net.spawn(&net.a, &["tcp-client", &server_addr, "100", "abort"]);
     let out = read_json_line(&mut client);
     assert!(client.wait().expect("client").success());
@@ -242,8 +244,6 @@ fn the_reset_of_an_abortive_close_does_not_make_a_second_flow() {
     assert_eq!(f["end_reason"], "close", "{f}");
     // The stop sweeps every flow left in the kernel map.
     assert!(agent.stop());
-    let _ = server.kill();
-    let _ = server.wait();
     let flows: Vec<_> = agent
         .records()
         .into_iter()
