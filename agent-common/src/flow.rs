@@ -3,7 +3,7 @@
 //! derives variances and the 16 features from them (see docs/features.md).
 
 /// A flow from the host's side: `local` is this host's end of the socket.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     /// IPv4 in the first four bytes, the rest zero; IPv6 in all sixteen.

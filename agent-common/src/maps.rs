@@ -58,6 +58,7 @@ pub mod prog {
     pub const EXIT: &str = "vigil_exit";
     pub const FORK_BTF: &str = "vigil_fork_btf";
     pub const FORK_TP: &str = "vigil_fork_tp";
+    pub const SOCK_STATE_BTF: &str = "vigil_sock_state_btf";
     pub const SOCK_STATE: &str = "vigil_sock_state";
     pub const SOCK_CREATE: &str = "vigil_sock_create";
     pub const SOCK_RELEASE: &str = "vigil_sock_release";

@@ -95,9 +95,23 @@ pub struct AgentConfig {
     pub inode_nlink: u32,
     pub file_dentry: u32,
     pub dentry_name: u32,
+    /// Offsets from a `struct sock *` of the fields `sock/inet_sock_set_state`
+    /// builds its record from, for its `tp_btf` form: `inet_sock.inet_sport`
+    /// and `inet_saddr` (the local end: `skc_num` is zeroed before a close
+    /// is traced), `skc_dport` (ports in network order), `skc_family`,
+    /// `skc_daddr`, `skc_v6_rcv_saddr`, `skc_v6_daddr` and `sk_protocol` (a
+    /// plain u16 since 5.6; unresolved where it is a bit-field).
+    pub sk_sport: u32,
+    pub sk_dport: u32,
+    pub sk_family: u32,
+    pub sk_saddr: u32,
+    pub sk_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_protocol: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentConfig>() == 55 * 4);
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 63 * 4);
 
 impl AgentConfig {
     /// Offsets as seen on Linux 6.x x86-64 tracefs; struct offsets unknown.
@@ -158,5 +172,13 @@ impl AgentConfig {
         inode_nlink: OFFSET_UNKNOWN,
         file_dentry: OFFSET_UNKNOWN,
         dentry_name: OFFSET_UNKNOWN,
+        sk_sport: OFFSET_UNKNOWN,
+        sk_dport: OFFSET_UNKNOWN,
+        sk_family: OFFSET_UNKNOWN,
+        sk_saddr: OFFSET_UNKNOWN,
+        sk_daddr: OFFSET_UNKNOWN,
+        sk_v6_rcv_saddr: OFFSET_UNKNOWN,
+        sk_v6_daddr: OFFSET_UNKNOWN,
+        sk_protocol: OFFSET_UNKNOWN,
     };
 }

@@ -5,10 +5,7 @@
 
 use agent_common::{AuthEvent, EventKind, AUTH_FIELDS_KNOWN, OFFSET_UNKNOWN};
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_probe_read_user, generated,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user, generated},
     macros::{map, uprobe, uretprobe},
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
@@ -73,7 +70,7 @@ pub fn vigil_pam_exit(ctx: RetProbeContext) -> u32 {
         (*ev).retval = retval;
         (*ev).uid = bpf_get_current_uid_gid() as u32;
         (*ev)._pad = 0;
-        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        crate::mem::comm_into(&raw mut (*ev).comm);
         (*ev).service = [0; 32];
         (*ev).user = [0; 64];
         (*ev).rhost = [0; 64];

@@ -8,7 +8,7 @@
 
 use agent_common::{EventKind, FileEvent, FileId, EXE_NAME_LEN, FILE_ID_KNOWN};
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated},
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
@@ -175,7 +175,7 @@ unsafe fn try_file_opened(ctx: &TracePointContext) -> Result<(), i64> {
                 (*ev).flags = 0;
             }
         }
-        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        crate::mem::comm_into(&raw mut (*ev).comm);
         // The caller's buffer is still there after the call; the path is
         // for people to read, the identity above is what detection uses.
         let n = generated::bpf_probe_read_user_str(

@@ -6,20 +6,24 @@
 //! process context) under the socket cookie, so flows of sockets a process
 //! created carry its pid from their first packet.
 
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::{
+    ffi::c_void,
+    intrinsics::{atomic_xadd, AtomicOrdering},
+    mem::MaybeUninit,
+};
 
 use agent_common::{
     maps, FlowKey, FlowStats, SockOwner, FLOW_FIRST_IN, FLOW_FIRST_OUT, IPPROTO_TCP, IPPROTO_UDP,
 };
 use aya_ebpf::{
     bindings::{__sk_buff, BPF_NOEXIST, TC_ACT_UNSPEC},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
     macros::{cgroup_skb, cgroup_sock, classifier, map},
     maps::{LruHashMap, PerCpuArray},
     programs::{SkBuffContext, SockContext, TcContext},
 };
 
-use crate::config::conf;
+use crate::{config::conf, mem};
 
 /// Also taken from at a TCP socket's close (network.rs), so the agent
 /// gets each closed flow with its close, without a map call.
@@ -42,16 +46,24 @@ const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 
+/// The current task as a socket's owner (process context only).
+#[inline(always)]
+pub(crate) fn current_owner() -> SockOwner {
+    let mut o = MaybeUninit::<SockOwner>::uninit();
+    let p = o.as_mut_ptr();
+    // SAFETY: all three fields are written.
+    unsafe {
+        (*p).tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        (*p).uid = bpf_get_current_uid_gid() as u32;
+        mem::comm_into(&raw mut (*p).comm);
+        o.assume_init()
+    }
+}
+
 #[cgroup_sock(sock_create)]
 pub fn vigil_sock_create(ctx: SockContext) -> i32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.sock.cast()) };
-    let owner = SockOwner {
-        tgid,
-        uid: bpf_get_current_uid_gid() as u32,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    };
-    let _ = SOCK_OWNER.insert(&cookie, &owner, 0);
+    let _ = SOCK_OWNER.insert(&cookie, &current_owner(), 0);
     1 // never deny: this program only observes
 }
 
@@ -66,124 +78,130 @@ pub fn vigil_sock_release(ctx: SockContext) -> i32 {
     1
 }
 
-/// The subset of packet access both attach points offer.
-trait Packet {
-    fn load<T>(&self, off: usize) -> Option<T>;
-    fn len(&self) -> u32;
-    fn gso_segs(&self) -> u32;
-    fn cookie(&self) -> u64;
-    /// The packet's full socket has reached TCP_CLOSE.
-    fn sock_closed(&self) -> bool;
+/// The socket buffer both attach points hand us.
+#[derive(Clone, Copy)]
+struct Skb(*mut __sk_buff);
+
+impl Skb {
+    /// `N` readable bytes at `off`: in place in the packet's linear part,
+    /// where the headers of nearly every packet are, else copied into `buf`
+    /// by the helper. Fields are then read from the returned bytes one by
+    /// one: copying whole headers to the stack and from there into the key
+    /// was most of the programs' instructions.
+    #[inline(always)]
+    fn bytes<const N: usize>(
+        self,
+        off: usize,
+        buf: &mut MaybeUninit<[u8; N]>,
+    ) -> Option<*const u8> {
+        let data = unsafe { (*self.0).data } as usize;
+        let end = unsafe { (*self.0).data_end } as usize;
+        let at = data + off;
+        // Opaque to LLVM, a constant to the verifier: otherwise `at + 1 > end`
+        // becomes `at >= end`, which proves no readable byte to the verifier.
+        let size = core::hint::black_box(N);
+        if at + size <= end {
+            return Some(at as *const u8);
+        }
+        let rc = unsafe {
+            generated::bpf_skb_load_bytes(
+                self.0 as *const c_void,
+                off as u32,
+                buf.as_mut_ptr().cast(),
+                N as u32,
+            )
+        };
+        (rc == 0).then(|| buf.as_ptr().cast())
+    }
+
+    #[inline(always)]
+    fn len(self) -> u32 {
+        unsafe { (*self.0).len }
+    }
+
+    #[inline(always)]
+    fn gso_segs(self) -> u32 {
+        unsafe { (*self.0).gso_segs }
+    }
+
+    #[inline(always)]
+    fn cookie(self) -> u64 {
+        unsafe { generated::bpf_get_socket_cookie(self.0.cast()) }
+    }
+
+    /// A packet a socket sends after its close (the reset of an abortive
+    /// close) must not start a flow: the close already took the socket's
+    /// flow out of the map, and a new entry would come out later as a
+    /// one-packet flow of its own.
+    #[inline(always)]
+    fn sock_closed(self) -> bool {
+        let sk = unsafe { (*self.0).__bindgen_anon_2.sk };
+        if sk.is_null() {
+            return false;
+        }
+        let full = unsafe { generated::bpf_sk_fullsock(sk) };
+        // A TCP socket only: raw sockets (which can write any TCP header) and
+        // unconnected UDP sockets also sit in TCP_CLOSE, and their packets
+        // must keep starting flows.
+        !full.is_null()
+            && unsafe { (*full).type_ } == SOCK_STREAM
+            && unsafe { (*full).protocol } == IPPROTO_TCP as u32
+            && unsafe { (*full).state } == TCP_CLOSE
+    }
 }
 
 const TCP_CLOSE: u32 = 7;
 const SOCK_STREAM: u32 = 1;
 
-/// A packet a socket sends after its close (the reset of an abortive
-/// close) must not start a flow: the close already took the socket's
-/// flow out of the map, and a new entry would come out later as a
-/// one-packet flow of its own.
 #[inline(always)]
-fn closed(skb: *mut __sk_buff) -> bool {
-    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
-    if sk.is_null() {
-        return false;
-    }
-    let full = unsafe { generated::bpf_sk_fullsock(sk) };
-    // A TCP socket only: raw sockets (which can write any TCP header) and
-    // unconnected UDP sockets also sit in TCP_CLOSE, and their packets
-    // must keep starting flows.
-    !full.is_null()
-        && unsafe { (*full).type_ } == SOCK_STREAM
-        && unsafe { (*full).protocol } == IPPROTO_TCP as u32
-        && unsafe { (*full).state } == TCP_CLOSE
+unsafe fn byte(p: *const u8, i: usize) -> u8 {
+    unsafe { *p.add(i) }
 }
 
-/// Reads `T` at `off` straight from the packet's linear part, where the
-/// headers of nearly every packet are; `None` past it. A helper call per
-/// read (`bpf_skb_load_bytes`) was a third of the flow programs' cost.
 #[inline(always)]
-fn direct<T>(skb: *mut __sk_buff, off: usize) -> Option<T> {
-    let data = unsafe { (*skb).data } as usize;
-    let end = unsafe { (*skb).data_end } as usize;
-    let at = data + off;
-    // Opaque to LLVM, a constant to the verifier: otherwise `at + 1 > end`
-    // becomes `at >= end`, which proves no readable byte to the verifier.
-    let size = core::hint::black_box(core::mem::size_of::<T>());
-    if at + size > end {
-        return None;
-    }
-    Some(unsafe { (at as *const T).read_unaligned() })
+unsafe fn be16(p: *const u8, i: usize) -> u16 {
+    unsafe { u16::from_be_bytes([*p.add(i), *p.add(i + 1)]) }
 }
 
-impl Packet for SkBuffContext {
-    fn load<T>(&self, off: usize) -> Option<T> {
-        direct(self.skb.skb, off).or_else(|| SkBuffContext::load(self, off).ok())
-    }
-    fn len(&self) -> u32 {
-        SkBuffContext::len(self)
-    }
-    fn gso_segs(&self) -> u32 {
-        unsafe { (*self.skb.skb).gso_segs }
-    }
-    fn cookie(&self) -> u64 {
-        unsafe { generated::bpf_get_socket_cookie(self.skb.skb.cast()) }
-    }
-    fn sock_closed(&self) -> bool {
-        closed(self.skb.skb)
-    }
-}
-
-impl Packet for TcContext {
-    fn load<T>(&self, off: usize) -> Option<T> {
-        direct(self.skb.skb, off).or_else(|| TcContext::load(self, off).ok())
-    }
-    fn len(&self) -> u32 {
-        TcContext::len(self)
-    }
-    fn gso_segs(&self) -> u32 {
-        unsafe { (*self.skb.skb).gso_segs }
-    }
-    fn cookie(&self) -> u64 {
-        unsafe { generated::bpf_get_socket_cookie(self.skb.skb.cast()) }
-    }
-    fn sock_closed(&self) -> bool {
-        closed(self.skb.skb)
-    }
+/// Four address bytes as the native-order word the key stores.
+#[inline(always)]
+unsafe fn word(p: *const u8, i: usize) -> u32 {
+    unsafe { u32::from_ne_bytes([*p.add(i), *p.add(i + 1), *p.add(i + 2), *p.add(i + 3)]) }
 }
 
 #[cgroup_skb(ingress)]
 pub fn vigil_flow_cg_in(ctx: SkBuffContext) -> i32 {
-    account(&ctx, 0, false);
+    account(Skb(ctx.skb.skb), 0, false);
     1
 }
 
 #[cgroup_skb(egress)]
 pub fn vigil_flow_cg_out(ctx: SkBuffContext) -> i32 {
-    account(&ctx, 0, true);
+    account(Skb(ctx.skb.skb), 0, true);
     1
 }
 
 #[classifier]
 pub fn vigil_flow_tc_in(ctx: TcContext) -> i32 {
-    tc_account(&ctx, false);
+    tc_account(Skb(ctx.skb.skb), false);
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn vigil_flow_tc_out(ctx: TcContext) -> i32 {
-    tc_account(&ctx, true);
+    tc_account(Skb(ctx.skb.skb), true);
     TC_ACT_UNSPEC
 }
 
 #[inline(always)]
-fn tc_account(ctx: &TcContext, egress: bool) {
-    let Some(proto) = Packet::load::<u16>(ctx, 12) else {
+fn tc_account(skb: Skb, egress: bool) {
+    let mut buf = MaybeUninit::<[u8; ETH_HLEN]>::uninit();
+    let Some(eth) = skb.bytes(0, &mut buf) else {
         return;
     };
-    let proto = u16::from_be(proto);
+    let proto = unsafe { be16(eth, 12) };
     if proto == ETH_P_IP || proto == ETH_P_IPV6 {
-        account(ctx, ETH_HLEN, egress);
+        account(skb, ETH_HLEN, egress);
     }
 }
 
@@ -194,63 +212,68 @@ struct Parsed {
 }
 
 #[inline(always)]
-fn parse<P: Packet>(p: &P, l3: usize, egress: bool) -> Option<Parsed> {
-    let b0: u8 = p.load(l3)?;
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    // Each field read is a helper call under cgroup_skb: one load per
-    // header instead of one per field (the same bytes must be present).
-    let (proto, l4, ip_version) = match b0 >> 4 {
+fn parse(skb: Skb, l3: usize, egress: bool) -> Option<Parsed> {
+    let mut first = MaybeUninit::<[u8; 1]>::uninit();
+    let b0 = unsafe { byte(skb.bytes(l3, &mut first)?, 0) };
+    let (src, dst, proto, l4, ip_version) = match b0 >> 4 {
         4 => {
-            let h: [u8; 20] = p.load(l3)?;
+            let mut v4 = MaybeUninit::<[u8; 20]>::uninit();
+            let h = skb.bytes(l3, &mut v4)?;
             let ihl = ((b0 & 0x0f) as usize) * 4;
-            let frag = u16::from_be_bytes([h[6], h[7]]);
-            src[..4].copy_from_slice(&h[12..16]);
-            dst[..4].copy_from_slice(&h[16..20]);
+            let frag = unsafe { be16(h, 6) };
             // Later fragments carry no L4 header: account them without ports.
-            let proto = if frag & 0x1fff != 0 { 0 } else { h[9] };
-            (proto, l3 + ihl, 4u8)
+            let proto = if frag & 0x1fff != 0 {
+                0
+            } else {
+                unsafe { byte(h, 9) }
+            };
+            let (s, d) = unsafe { (word(h, 12), word(h, 16)) };
+            ([s, 0, 0, 0], [d, 0, 0, 0], proto, l3 + ihl, 4u8)
         }
         6 => {
-            let h: [u8; 40] = p.load(l3)?;
-            src.copy_from_slice(&h[8..24]);
-            dst.copy_from_slice(&h[24..40]);
-            (h[6], l3 + 40, 6u8)
+            let mut v6 = MaybeUninit::<[u8; 40]>::uninit();
+            let h = skb.bytes(l3, &mut v6)?;
+            let a = |i| unsafe { [word(h, i), word(h, i + 4), word(h, i + 8), word(h, i + 12)] };
+            (a(8), a(24), unsafe { byte(h, 6) }, l3 + 40, 6u8)
         }
         _ => return None,
     };
-    let len = p.len() as usize;
+    let len = skb.len() as usize;
+    let mut l4buf = MaybeUninit::<[u8; 14]>::uninit();
     let (sport, dport, hdr, flags) = match proto {
         IPPROTO_TCP => {
-            let t: [u8; 14] = p.load(l4)?;
-            let sport = u16::from_be_bytes([t[0], t[1]]);
-            let dport = u16::from_be_bytes([t[2], t[3]]);
-            (sport, dport, ((t[12] >> 4) as usize) * 4, t[13])
+            let t = skb.bytes(l4, &mut l4buf)?;
+            let off = unsafe { byte(t, 12) } >> 4;
+            unsafe { (be16(t, 0), be16(t, 2), (off as usize) * 4, byte(t, 13)) }
         }
         IPPROTO_UDP => {
-            let u: [u8; 4] = p.load(l4)?;
-            let sport = u16::from_be_bytes([u[0], u[1]]);
-            let dport = u16::from_be_bytes([u[2], u[3]]);
-            (sport, dport, 8, 0)
+            let mut ubuf = MaybeUninit::<[u8; 4]>::uninit();
+            let u = skb.bytes(l4, &mut ubuf)?;
+            unsafe { (be16(u, 0), be16(u, 2), 8, 0) }
         }
         _ => (0, 0, 0, 0),
     };
     let payload = len.saturating_sub(l4 + hdr) as u64;
-    let (local_addr, remote_addr, local_port, remote_port) = if egress {
+    let (local, remote, local_port, remote_port) = if egress {
         (src, dst, sport, dport)
     } else {
         (dst, src, dport, sport)
     };
+    let mut key = MaybeUninit::<FlowKey>::uninit();
+    let k = key.as_mut_ptr();
+    // SAFETY: every byte of the key is written; FlowKey is 8-aligned.
+    let key = unsafe {
+        mem::put_addr(&raw mut (*k).local_addr, local);
+        mem::put_addr(&raw mut (*k).remote_addr, remote);
+        (&raw mut (*k).local_port).write_volatile(local_port);
+        (&raw mut (*k).remote_port).write_volatile(remote_port);
+        (&raw mut (*k).proto).write_volatile(proto);
+        (&raw mut (*k).ip_version).write_volatile(ip_version);
+        (&raw mut (*k)._pad).write_volatile([0; 2]);
+        key.assume_init()
+    };
     Some(Parsed {
-        key: FlowKey {
-            local_addr,
-            remote_addr,
-            local_port,
-            remote_port,
-            proto,
-            ip_version,
-            _pad: [0; 2],
-        },
+        key,
         payload,
         flags,
     })
@@ -263,7 +286,7 @@ fn add(field: &mut u64, v: u64) {
 }
 
 #[inline(always)]
-fn account<P: Packet>(p: &P, l3: usize, egress: bool) {
+fn account(p: Skb, l3: usize, egress: bool) {
     let Some(parsed) = parse(p, l3, egress) else {
         return;
     };
@@ -285,21 +308,22 @@ fn account<P: Packet>(p: &P, l3: usize, egress: bool) {
             if owner != 0 && owner == conf!(agent_tgid) {
                 return;
             }
-            let fresh = FlowStats {
-                t_first_ns: now,
-                t_last_ns: now,
-                pid: owner,
-                flags: if egress {
+            let mut fresh = MaybeUninit::<FlowStats>::uninit();
+            let f = fresh.as_mut_ptr();
+            // SAFETY: zeroed whole, then the four fields a new flow starts with.
+            let fresh = unsafe {
+                mem::zero(f);
+                (*f).t_first_ns = now;
+                (*f).t_last_ns = now;
+                (*f).pid = owner;
+                (*f).flags = if egress {
                     FLOW_FIRST_OUT
                 } else {
                     FLOW_FIRST_IN
-                },
-                ..FlowStats::default()
+                };
+                fresh.assume_init_ref()
             };
-            if FLOWS
-                .insert(&parsed.key, &fresh, BPF_NOEXIST as u64)
-                .is_ok()
-            {
+            if FLOWS.insert(&parsed.key, fresh, BPF_NOEXIST as u64).is_ok() {
                 if let Some(n) = FLOWS_CREATED.get_ptr_mut(0) {
                     // Per-CPU slot: no other writer.
                     unsafe { *n += 1 };

@@ -12,6 +12,7 @@ mod config;
 mod events;
 mod file;
 mod flow;
+mod mem;
 mod network;
 mod process;
 mod scope;

@@ -7,23 +7,23 @@
 //! outcome is known.
 
 use agent_common::{
-    CloseFlowEvent, ConnEvent, EventKind, FlowKey, FlowStats, ListenKey, SockOwner, AF_INET,
-    AF_INET6, CONN_NO_FLOW, CONN_OWNER_UNKNOWN, IPPROTO_TCP, OFFSET_UNKNOWN,
+    CloseFlowEvent, ConnEvent, EventKind, FlowKey, ListenKey, SockOwner, AF_INET, AF_INET6,
+    CONN_NO_FLOW, CONN_OWNER_UNKNOWN, IPPROTO_TCP, OFFSET_UNKNOWN,
 };
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_probe_read_kernel,
-    },
-    macros::{map, tracepoint},
+    helpers::bpf_probe_read_kernel,
+    macros::{btf_tracepoint, map, tracepoint},
     maps::LruHashMap,
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
+    EbpfContext,
 };
 
 use crate::{
     config::conf,
     events::{count_drop, header, EVENTS},
-    flow::FLOWS,
+    flow::{current_owner, FLOWS},
+    mem,
+    process::read_field,
 };
 
 const TCP_ESTABLISHED: i32 = 1;
@@ -41,15 +41,6 @@ static LISTENERS: LruHashMap<ListenKey, SockOwner> =
     LruHashMap::with_max_entries(agent_common::maps::LISTENERS_MAX_ENTRIES, 0);
 
 #[inline(always)]
-fn current_owner() -> SockOwner {
-    SockOwner {
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        uid: bpf_get_current_uid_gid() as u32,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    }
-}
-
-#[inline(always)]
 fn listen_key(skaddr: u64, port: u16, family: u16) -> ListenKey {
     let off = conf!(sock_net);
     let netns = if off == OFFSET_UNKNOWN {
@@ -65,33 +56,109 @@ fn listen_key(skaddr: u64, port: u16, family: u16) -> ListenKey {
     }
 }
 
+/// A socket's fields at a state change: what `try_sock_state` reads.
+#[derive(Clone, Copy)]
+enum Field {
+    Sport,
+    Dport,
+    Family,
+    Saddr,
+    Daddr,
+    SaddrV6,
+    DaddrV6,
+}
+
+/// Where a state change's fields come from: the tracepoint's record, or
+/// the socket itself under `tp_btf`.
+trait SockFields {
+    /// Ports are in network order in the socket, in host order in the
+    /// record (addresses are in network order in both).
+    const PORTS_BE: bool;
+    /// A field as stored (ports through [`port`]).
+    fn get<T: Copy>(&self, f: Field) -> Option<T>;
+}
+
+/// A copy of the first `N` bytes at `base`, with one helper call instead
+/// of one per field (a dozen reads made the event paths ~800 ns); a field
+/// past the copy is read on its own.
+struct Copied<const N: usize> {
+    base: u64,
+    buf: [u8; N],
+}
+
+impl<const N: usize> Copied<N> {
+    #[inline(always)]
+    fn read(base: u64) -> Option<Self> {
+        let buf = unsafe { bpf_probe_read_kernel(base as *const [u8; N]) }.ok()?;
+        Some(Copied { base, buf })
+    }
+
+    #[inline(always)]
+    fn at<T: Copy>(&self, off: u32) -> Option<T> {
+        if off == OFFSET_UNKNOWN {
+            return None;
+        }
+        let off = off as usize;
+        if off + core::mem::size_of::<T>() <= N {
+            Some(unsafe { (self.buf.as_ptr().add(off) as *const T).read_unaligned() })
+        } else {
+            unsafe { bpf_probe_read_kernel((self.base + off as u64) as *const T) }.ok()
+        }
+    }
+}
+
 /// Bytes of `sock/inet_sock_set_state`'s record (72 on kernels 4.16–6.18).
 const SOCK_STATE_REC: usize = 72;
 
-/// The tracepoint's record, copied with one helper call instead of one
-/// per field (a dozen reads made the event paths ~800 ns). A field the
-/// tracefs format puts past the copy is read from the context instead.
-struct SockStateRec<'a> {
-    ctx: &'a TracePointContext,
-    buf: [u8; SOCK_STATE_REC],
+/// Tier 2: the tracepoint's record, at offsets tracefs gave the loader.
+impl SockFields for Copied<SOCK_STATE_REC> {
+    const PORTS_BE: bool = false;
+
+    #[inline(always)]
+    fn get<T: Copy>(&self, f: Field) -> Option<T> {
+        self.at(match f {
+            Field::Sport => conf!(tp_sk_sport),
+            Field::Dport => conf!(tp_sk_dport),
+            Field::Family => conf!(tp_sk_family),
+            Field::Saddr => conf!(tp_sk_saddr),
+            Field::Daddr => conf!(tp_sk_daddr),
+            Field::SaddrV6 => conf!(tp_sk_saddr_v6),
+            Field::DaddrV6 => conf!(tp_sk_daddr_v6),
+        })
+    }
 }
 
-impl<'a> SockStateRec<'a> {
-    #[inline(always)]
-    fn read(ctx: &'a TracePointContext) -> Option<Self> {
-        let buf = unsafe { ctx.read_at::<[u8; SOCK_STATE_REC]>(0) }.ok()?;
-        Some(SockStateRec { ctx, buf })
-    }
+/// Bytes of `struct sock_common` copied under `tp_btf`: up to and with
+/// both IPv6 addresses (88 on 6.x); the `inet_sock` fields, far past it,
+/// are read alone.
+const SOCK_COMMON_COPY: usize = 88;
+
+/// Tier 1: the socket, at offsets kernel BTF gave the loader: the fields
+/// the tracepoint builds its record from, its ports in network order.
+struct Sock(Copied<SOCK_COMMON_COPY>);
+
+impl SockFields for Sock {
+    const PORTS_BE: bool = true;
 
     #[inline(always)]
-    fn get<T: Copy>(&self, off: u32) -> Option<T> {
-        let off = off as usize;
-        if off + core::mem::size_of::<T>() <= SOCK_STATE_REC {
-            Some(unsafe { (self.buf.as_ptr().add(off) as *const T).read_unaligned() })
-        } else {
-            unsafe { self.ctx.read_at::<T>(off) }.ok()
-        }
+    fn get<T: Copy>(&self, f: Field) -> Option<T> {
+        self.0.at(match f {
+            Field::Sport => conf!(sk_sport),
+            Field::Dport => conf!(sk_dport),
+            Field::Family => conf!(sk_family),
+            Field::Saddr => conf!(sk_saddr),
+            Field::Daddr => conf!(sk_daddr),
+            Field::SaddrV6 => conf!(sk_v6_rcv_saddr),
+            Field::DaddrV6 => conf!(sk_v6_daddr),
+        })
     }
+}
+
+/// A port in host order, from either source.
+#[inline(always)]
+fn port<S: SockFields>(src: &S, f: Field) -> Option<u16> {
+    let p: u16 = src.get(f)?;
+    Some(if S::PORTS_BE { u16::from_be(p) } else { p })
 }
 
 /// The transitions `try_sock_state` acts on.
@@ -105,32 +172,70 @@ fn wanted(old: i32, new: i32) -> bool {
     }
 }
 
-#[tracepoint]
-pub fn vigil_sock_state(ctx: TracePointContext) -> u32 {
-    let _ = unsafe { try_sock_state(&ctx) };
+/// Tier 1: `tp_btf/inet_sock_set_state(sk, oldstate, newstate)`. No
+/// record is built for us: the classic tracepoint fills a perf buffer
+/// with every field before the program runs, on all ten transitions of a
+/// connection.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn vigil_sock_state_btf(ctx: BtfTracePointContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    // Six of a short connection's ten transitions matter to nobody: leave
+    // on the states alone, before reading anything.
+    if !wanted(old, new) {
+        return 0;
+    }
+    let protocol = unsafe { read_field::<u16>(sk, conf!(sk_protocol)) };
+    if protocol != Some(IPPROTO_TCP as u16) {
+        return 0;
+    }
+    if let Some(c) = Copied::<SOCK_COMMON_COPY>::read(sk) {
+        let _ = unsafe { try_sock_state(&Sock(c), sk, old, new) };
+    }
     0
 }
 
-unsafe fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
-    // Six of a short connection's ten transitions matter to nobody: leave
-    // on the states alone.
-    let rec = SockStateRec::read(ctx).ok_or(0i64)?;
-    let old: i32 = rec.get(conf!(tp_sk_oldstate)).ok_or(0i64)?;
-    let new: i32 = rec.get(conf!(tp_sk_newstate)).ok_or(0i64)?;
-    if !wanted(old, new) {
-        return Ok(());
+/// Tier 2: the plain tracepoint.
+#[tracepoint]
+pub fn vigil_sock_state(ctx: TracePointContext) -> u32 {
+    let Some(rec) = Copied::<SOCK_STATE_REC>::read(ctx.as_ptr() as u64) else {
+        return 0;
+    };
+    let (Some(old), Some(new)) = (
+        rec.at::<i32>(conf!(tp_sk_oldstate)),
+        rec.at::<i32>(conf!(tp_sk_newstate)),
+    ) else {
+        return 0;
+    };
+    if !wanted(old, new) || rec.at::<u16>(conf!(tp_sk_protocol)) != Some(IPPROTO_TCP as u16) {
+        return 0;
     }
-    let protocol: u16 = rec.get(conf!(tp_sk_protocol)).ok_or(0i64)?;
-    if protocol != IPPROTO_TCP as u16 {
-        return Ok(());
+    if let Some(skaddr) = rec.at::<u64>(conf!(tp_sk_skaddr)) {
+        let _ = unsafe { try_sock_state(&rec, skaddr, old, new) };
     }
-    let skaddr: u64 = rec.get(conf!(tp_sk_skaddr)).ok_or(0i64)?;
+    0
+}
+
+/// A wanted TCP transition of socket `skaddr`.
+#[inline(always)]
+unsafe fn try_sock_state<S: SockFields>(
+    rec: &S,
+    skaddr: u64,
+    old: i32,
+    new: i32,
+) -> Result<(), i64> {
+    let protocol = IPPROTO_TCP as u16;
     if !crate::scope::sock_in_scope(skaddr) {
         return Ok(());
     }
     let agent = conf!(agent_tgid);
 
-    let (kind, owner) = match (old, new) {
+    // The connecting owner is copied out before its entry is deleted; the
+    // rest is borrowed. A by-value `Option<SockOwner>` let LLVM copy its
+    // undefined payload on the `None` path, which the verifier refuses.
+    let mut held = core::mem::MaybeUninit::<SockOwner>::uninit();
+    let (kind, owner): (EventKind, Option<&SockOwner>) = match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
             let owner = current_owner();
             if owner.tgid != agent {
@@ -141,16 +246,17 @@ unsafe fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
         (TCP_CLOSE, TCP_LISTEN) => {
             let owner = current_owner();
             crate::file::mark_netfacing(owner.tgid);
-            let sport: u16 = rec.get(conf!(tp_sk_sport)).ok_or(0i64)?;
-            let family: u16 = rec.get(conf!(tp_sk_family)).ok_or(0i64)?;
+            let sport = port(rec, Field::Sport).ok_or(0i64)?;
+            let family: u16 = rec.get(Field::Family).ok_or(0i64)?;
             let _ = LISTENERS.insert(&listen_key(skaddr, sport, family), &owner, 0);
             return Ok(());
         }
         (TCP_SYN_SENT, TCP_ESTABLISHED) | (TCP_SYN_SENT, TCP_CLOSE) => {
-            let Some(owner) = (unsafe { CONNECTING.get(&skaddr) }).copied() else {
+            let Some(connecting) = (unsafe { CONNECTING.get(&skaddr) }) else {
                 // Not seen at SYN_SENT: the agent's own socket, or older than us.
                 return Ok(());
             };
+            let owner: &SockOwner = held.write(*connecting);
             let _ = CONNECTING.remove(&skaddr);
             if new == TCP_ESTABLISHED {
                 crate::file::mark_netfacing(owner.tgid);
@@ -163,9 +269,9 @@ unsafe fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
             (kind, Some(owner))
         }
         (TCP_SYN_RECV, TCP_ESTABLISHED) => {
-            let sport: u16 = rec.get(conf!(tp_sk_sport)).ok_or(0i64)?;
-            let family: u16 = rec.get(conf!(tp_sk_family)).ok_or(0i64)?;
-            let owner = unsafe { LISTENERS.get(&listen_key(skaddr, sport, family)) }.copied();
+            let sport = port(rec, Field::Sport).ok_or(0i64)?;
+            let family: u16 = rec.get(Field::Family).ok_or(0i64)?;
+            let owner = unsafe { LISTENERS.get(&listen_key(skaddr, sport, family)) };
             (EventKind::Accept, owner)
         }
         (TCP_LISTEN, TCP_CLOSE) => return Ok(()),
@@ -186,14 +292,14 @@ unsafe fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
         let ev = entry.as_mut_ptr();
         unsafe {
             write_conn(
-                &rec,
-                &mut (*ev).conn,
+                rec,
+                &raw mut (*ev).conn,
                 EventKind::CloseFlow,
                 owner,
                 protocol,
                 old,
             );
-            (*ev).key = flow_key(&(*ev).conn);
+            write_flow_key(&raw const (*ev).conn, &raw mut (*ev).key);
             match FLOWS.get(&(*ev).key) {
                 Some(stats) => {
                     // Map value to ring buffer, not through the stack.
@@ -202,7 +308,7 @@ unsafe fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
                 }
                 None => {
                     (*ev).conn.flags |= CONN_NO_FLOW;
-                    (*ev).stats = FlowStats::default();
+                    mem::zero(&raw mut (*ev).stats);
                 }
             }
         }
@@ -213,94 +319,103 @@ unsafe fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
         count_drop(kind);
         return Ok(());
     };
-    unsafe { write_conn(&rec, &mut *entry.as_mut_ptr(), kind, owner, protocol, old) };
+    unsafe { write_conn(rec, entry.as_mut_ptr(), kind, owner, protocol, old) };
     entry.submit(crate::events::batched());
     Ok(())
 }
 
+// `mem::put_addr` and `mem::addr_words` need 4-aligned fields.
+const _: () = assert!(
+    core::mem::align_of::<ConnEvent>() >= 4
+        && core::mem::offset_of!(ConnEvent, saddr) % 4 == 0
+        && core::mem::offset_of!(ConnEvent, daddr) % 4 == 0
+        && core::mem::offset_of!(ConnEvent, comm) % 4 == 0
+);
+
 #[inline(always)]
-unsafe fn write_conn(
-    rec: &SockStateRec,
-    ev: &mut ConnEvent,
+unsafe fn write_conn<S: SockFields>(
+    rec: &S,
+    ev: *mut ConnEvent,
     kind: EventKind,
-    owner: Option<SockOwner>,
+    owner: Option<&SockOwner>,
     protocol: u16,
     old: i32,
 ) {
-    let (tgid, uid, comm, flags) = match owner {
-        Some(o) => (o.tgid, o.uid, o.comm, 0),
-        None => (0, 0, [0u8; 16], CONN_OWNER_UNKNOWN),
-    };
-    ev.header = header(kind, tgid, 0);
-    ev.uid = uid;
-    ev.comm = comm;
-    ev.flags = flags;
-    ev.protocol = protocol;
-    ev.old_state = old as u32;
-    ev._pad = 0;
-    ev.sport = rec.get(conf!(tp_sk_sport)).unwrap_or(0);
-    ev.dport = rec.get(conf!(tp_sk_dport)).unwrap_or(0);
-    let family: u16 = rec.get(conf!(tp_sk_family)).unwrap_or(0);
-    ev.family = family;
-    ev.saddr = [0; 16];
-    ev.daddr = [0; 16];
-    if family == AF_INET {
-        let s: [u8; 4] = rec.get(conf!(tp_sk_saddr)).unwrap_or([0; 4]);
-        let d: [u8; 4] = rec.get(conf!(tp_sk_daddr)).unwrap_or([0; 4]);
-        ev.saddr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        ev.daddr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let family: u16 = rec.get(Field::Family).unwrap_or(0);
+    let (saddr, daddr) = if family == AF_INET {
+        let s: u32 = rec.get(Field::Saddr).unwrap_or(0);
+        let d: u32 = rec.get(Field::Daddr).unwrap_or(0);
+        ([s, 0, 0, 0], [d, 0, 0, 0])
     } else if family == AF_INET6 {
-        ev.saddr = rec.get(conf!(tp_sk_saddr_v6)).unwrap_or([0; 16]);
-        ev.daddr = rec.get(conf!(tp_sk_daddr_v6)).unwrap_or([0; 16]);
+        (
+            rec.get(Field::SaddrV6).unwrap_or([0; 4]),
+            rec.get(Field::DaddrV6).unwrap_or([0; 4]),
+        )
+    } else {
+        ([0; 4], [0; 4])
+    };
+    // SAFETY: `ev` is a reserved ring record; every field is written.
+    unsafe {
+        match owner {
+            Some(o) => {
+                (*ev).header = header(kind, o.tgid, 0);
+                (*ev).uid = o.uid;
+                (*ev).comm = o.comm;
+                (*ev).flags = 0;
+            }
+            None => {
+                (*ev).header = header(kind, 0, 0);
+                (*ev).uid = 0;
+                mem::put_addr(&raw mut (*ev).comm, [0; 4]);
+                (*ev).flags = CONN_OWNER_UNKNOWN;
+            }
+        }
+        (*ev).protocol = protocol;
+        (*ev).old_state = old as u32;
+        (*ev)._pad = 0;
+        (*ev).sport = port(rec, Field::Sport).unwrap_or(0);
+        (*ev).dport = port(rec, Field::Dport).unwrap_or(0);
+        (*ev).family = family;
+        mem::put_addr(&raw mut (*ev).saddr, saddr);
+        mem::put_addr(&raw mut (*ev).daddr, daddr);
     }
 }
 
 /// The flow accounting's key for a TCP socket: a dual-stack socket
 /// talking IPv4 (`::ffff:a.b.c.d`) sends IPv4 packets.
+///
+/// # Safety
+/// `c` is a ring record written by [`write_conn`]; `key` is valid for writes.
 #[inline(always)]
-fn flow_key(c: &ConnEvent) -> FlowKey {
-    let mut key = FlowKey {
-        local_addr: c.saddr,
-        remote_addr: c.daddr,
-        local_port: c.sport,
-        remote_port: c.dport,
-        proto: IPPROTO_TCP,
-        ip_version: if c.family == AF_INET { 4 } else { 6 },
-        _pad: [0; 2],
-    };
-    if c.family == AF_INET6 && v4_mapped(&c.saddr) && v4_mapped(&c.daddr) {
-        to_v4(&mut key.local_addr);
-        to_v4(&mut key.remote_addr);
-        key.ip_version = 4;
-    }
-    key
-}
-
-/// `::ffff:a.b.c.d`, compared word by word (a slice comparison would call
-/// memcmp, which BPF lacks).
-#[inline(always)]
-fn v4_mapped(a: &[u8; 16]) -> bool {
-    let w = a.as_ptr() as *const u32;
-    let (w0, w1, w2) = unsafe {
+unsafe fn write_flow_key(c: *const ConnEvent, key: *mut FlowKey) {
+    let (mut local, mut remote) = unsafe {
         (
-            w.read_unaligned(),
-            w.add(1).read_unaligned(),
-            w.add(2).read_unaligned(),
+            mem::addr_words(&raw const (*c).saddr),
+            mem::addr_words(&raw const (*c).daddr),
         )
     };
-    w0 == 0 && w1 == 0 && w2 == u32::from_ne_bytes([0, 0, 0xff, 0xff])
+    let family = unsafe { (*c).family };
+    let mut version = if family == AF_INET { 4 } else { 6 };
+    if family == AF_INET6 && v4_mapped(&local) && v4_mapped(&remote) {
+        local = [local[3], 0, 0, 0];
+        remote = [remote[3], 0, 0, 0];
+        version = 4;
+    }
+    unsafe {
+        mem::put_addr(&raw mut (*key).local_addr, local);
+        mem::put_addr(&raw mut (*key).remote_addr, remote);
+        (*key).local_port = (*c).sport;
+        (*key).remote_port = (*c).dport;
+        (*key).proto = IPPROTO_TCP;
+        (*key).ip_version = version;
+        (*key)._pad = [0; 2];
+    }
 }
 
-/// `::ffff:a.b.c.d` to the flow key's IPv4 form: a.b.c.d, then zeros.
+/// `::ffff:a.b.c.d`.
 #[inline(always)]
-fn to_v4(a: &mut [u8; 16]) {
-    let w = a.as_mut_ptr() as *mut u32;
-    unsafe {
-        w.write_unaligned(w.add(3).read_unaligned());
-        w.add(1).write_unaligned(0);
-        w.add(2).write_unaligned(0);
-        w.add(3).write_unaligned(0);
-    }
+fn v4_mapped(w: &[u32; 4]) -> bool {
+    w[0] == 0 && w[1] == 0 && w[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff])
 }
 
 /// `tcp/tcp_send_reset` with no socket: an inbound SYN (or stray segment)
@@ -332,7 +447,7 @@ unsafe fn try_tcp_reset(ctx: &TracePointContext) -> Result<(), i64> {
     unsafe {
         (*ev).header = header(EventKind::Refused, 0, 0);
         (*ev).uid = 0;
-        (*ev).comm = [0; 16];
+        mem::put_addr(&raw mut (*ev).comm, [0; 4]);
         (*ev).flags = CONN_OWNER_UNKNOWN;
         (*ev).protocol = IPPROTO_TCP as u16;
         (*ev).old_state = 0;
@@ -340,17 +455,18 @@ unsafe fn try_tcp_reset(ctx: &TracePointContext) -> Result<(), i64> {
         (*ev).family = family;
         (*ev).sport = u16::from_be(ctx.read_at::<u16>(s_off + 2).unwrap_or(0));
         (*ev).dport = u16::from_be(ctx.read_at::<u16>(d_off + 2).unwrap_or(0));
-        (*ev).saddr = [0; 16];
-        (*ev).daddr = [0; 16];
-        if family == AF_INET {
-            let s: [u8; 4] = ctx.read_at(s_off + 4).unwrap_or([0; 4]);
-            let d: [u8; 4] = ctx.read_at(d_off + 4).unwrap_or([0; 4]);
-            (*ev).saddr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-            (*ev).daddr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let (saddr, daddr) = if family == AF_INET {
+            let s: u32 = ctx.read_at(s_off + 4).unwrap_or(0);
+            let d: u32 = ctx.read_at(d_off + 4).unwrap_or(0);
+            ([s, 0, 0, 0], [d, 0, 0, 0])
         } else {
-            (*ev).saddr = ctx.read_at(s_off + 8).unwrap_or([0; 16]);
-            (*ev).daddr = ctx.read_at(d_off + 8).unwrap_or([0; 16]);
-        }
+            (
+                ctx.read_at(s_off + 8).unwrap_or([0; 4]),
+                ctx.read_at(d_off + 8).unwrap_or([0; 4]),
+            )
+        };
+        mem::put_addr(&raw mut (*ev).saddr, saddr);
+        mem::put_addr(&raw mut (*ev).daddr, daddr);
     }
     entry.submit(crate::events::batched());
     Ok(())

@@ -12,8 +12,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_probe_read_kernel, generated,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel, generated,
     },
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
@@ -68,7 +67,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         (*ev).uid = uid_gid as u32;
         (*ev).gid = (uid_gid >> 32) as u32;
         (*ev).cgroup_id = generated::bpf_get_current_cgroup_id();
-        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        crate::mem::comm_into(&raw mut (*ev).comm);
         (*ev).flags = 0;
         (*ev).ppid = 0;
         (*ev).filename_len = 0;
@@ -202,7 +201,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let ev = entry.as_mut_ptr();
     unsafe {
         (*ev).header = header(EventKind::Exit, tgid, tid);
-        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        crate::mem::comm_into(&raw mut (*ev).comm);
         match read_field::<u32>(current_task(), conf!(task_exit_code)) {
             Some(code) => {
                 (*ev).exit_code = code;

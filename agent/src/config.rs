@@ -329,11 +329,19 @@ pub struct CaptureConfig {
     /// syscall tracepoint puts every syscall of every process on the
     /// kernel's slow path (~60 ns each on the reference machine).
     pub file_writes: bool,
+    /// Prefer BTF tracepoints (`tp_btf`) for fork and TCP state changes:
+    /// they hand the program the kernel's own structs instead of a trace
+    /// record built for every event. Off, the plain tracepoints serve: for
+    /// a kernel whose BTF misleads, at their higher cost.
+    pub tp_btf: bool,
 }
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        CaptureConfig { file_writes: true }
+        CaptureConfig {
+            file_writes: true,
+            tp_btf: true,
+        }
     }
 }
 

@@ -68,8 +68,36 @@ fn exec_of_a_unique_binary_is_reported_with_pid_ppid_exe_and_argv() {
 
 #[test]
 fn tcp_between_namespaces_yields_connect_accept_and_an_exact_flow() {
-    let mut agent = Agent::start();
-    let net = NetPair::new("tcp", 211);
+    tcp_between_namespaces(TEST_CONFIG, ("tp_btf/inet_sock_set_state", 1), "tcp", 211);
+}
+
+/// The plain tracepoint tier (kept for kernels whose BTF misleads) reads
+/// the trace record where tier 1 reads the socket: both must give the same
+/// ports (network order in the socket), addresses and states.
+#[test]
+fn the_plain_tracepoint_tier_reports_the_same_connection() {
+    let config = format!("{TEST_CONFIG}capture:\n  tp_btf: false\n");
+    tcp_between_namespaces(
+        &config,
+        ("tracepoint/sock/inet_sock_set_state", 2),
+        "tcpt",
+        216,
+    );
+}
+
+fn tcp_between_namespaces(config: &str, tcp_state: (&str, u64), name: &str, subnet: u8) {
+    let mut agent = Agent::start_with(config);
+    let start = agent.wait_for("agent_start", |_| true);
+    assert!(
+        start["probes"].as_array().expect("probes").iter().any(|p| {
+            p["name"] == "tcp_state"
+                && p["hook"] == tcp_state.0
+                && p["tier"] == tcp_state.1
+                && p["state"] == "attached"
+        }),
+        "{start}"
+    );
+    let net = NetPair::new(name, subnet);
     let server_addr = format!("{}:7000", net.ip_b());
     let (send, reply) = (300_000u64, 12_345u64);
 
@@ -110,7 +138,20 @@ fn tcp_between_namespaces_yields_connect_accept_and_an_exact_flow() {
     assert_eq!(accept["dst_ip"], ip_a.as_str());
     assert_eq!(accept["community_id"], connect["community_id"]);
 
-    agent.wait_for("net_close", |r| r["src_port"] == client_port);
+    let close = agent.wait_for("net_close", |r| r["src_port"] == client_port);
+    assert_eq!(close["src_ip"], ip_a.as_str(), "{close}");
+    assert_eq!(close["dst_ip"], ip_b.as_str(), "{close}");
+    assert_eq!(close["dst_port"], 7000, "{close}");
+    assert_eq!(u64_of(&close, "pid"), client_pid, "{close}");
+    // The client shut down first: its socket left through FIN_WAIT2 (to
+    // TIME_WAIT), the server's through LAST_ACK.
+    assert_eq!(close["old_state"], "fin_wait2", "{close}");
+    let sclose = agent.wait_for("net_close", |r| {
+        r["src_port"] == 7000 && r["dst_port"] == client_port
+    });
+    assert_eq!(sclose["src_ip"], ip_b.as_str(), "{sclose}");
+    assert_eq!(u64_of(&sclose, "pid"), server_pid, "{sclose}");
+    assert_eq!(sclose["old_state"], "last_ack", "{sclose}");
 
     // The client's side of the flow: exact payload bytes, and the packets the
     // socket itself counted (TCP_INFO segs_out / segs_in).

@@ -38,6 +38,9 @@ pub enum ProbeError {
     NoInterface,
     #[error("libpam.so.0 not found")]
     NoLibpam,
+    /// The program needs struct offsets kernel BTF did not give.
+    #[error("kernel BTF lacks {0}")]
+    Offsets(String),
 }
 
 /// The program `name` of the object as the concrete type `T`.

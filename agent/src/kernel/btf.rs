@@ -40,6 +40,8 @@ struct Member {
     name_off: u32,
     type_id: u32,
     bit_offset: u32,
+    /// Bits of a bit-field member (kind_flag structs), else 0.
+    bitfield_size: u32,
 }
 
 struct Type {
@@ -124,6 +126,7 @@ impl Btf {
                             name_off: u32_at(data, m)?,
                             type_id: u32_at(data, m + 4)?,
                             bit_offset: if kflag { raw & 0x00ff_ffff } else { raw },
+                            bitfield_size: if kflag { raw >> 24 } else { 0 },
                         });
                     }
                     12 * vlen
@@ -186,17 +189,18 @@ impl Btf {
         None
     }
 
-    fn find_in(&self, t: &Type, field: &str) -> Option<u32> {
+    /// `field` of `t` (anonymous members searched) and its bit offset.
+    fn find_in<'a>(&'a self, t: &'a Type, field: &str) -> Option<(u32, &'a Member)> {
         for m in &t.members {
             let name = self.name(m.name_off);
             if name == field {
-                return Some(m.bit_offset);
+                return Some((m.bit_offset, m));
             }
             if name.is_empty() {
                 if let Some(inner) = self.resolve(m.type_id) {
                     if inner.kind == KIND_STRUCT || inner.kind == KIND_UNION {
-                        if let Some(off) = self.find_in(inner, field) {
-                            return Some(m.bit_offset + off);
+                        if let Some((off, found)) = self.find_in(inner, field) {
+                            return Some((m.bit_offset + off, found));
                         }
                     }
                 }
@@ -205,12 +209,26 @@ impl Btf {
         None
     }
 
-    /// Byte offset of `field` in `struct name` (anonymous members included).
-    pub fn member_offset(&self, name: &str, field: &str) -> Option<u32> {
+    fn find(&self, name: &str, field: &str) -> Option<(u32, &Member)> {
         let id = *self.structs_by_name.get(name)?;
         let t = self.types.get(id as usize)?;
-        let bits = self.find_in(t, field)?;
+        self.find_in(t, field)
+    }
+
+    /// Byte offset of `field` in `struct name` (anonymous members included).
+    pub fn member_offset(&self, name: &str, field: &str) -> Option<u32> {
+        let (bits, _) = self.find(name, field)?;
         (bits % 8 == 0).then_some(bits / 8)
+    }
+
+    /// As [`Btf::member_offset`], only for a whole integer of `size` bytes:
+    /// a program reading `size` bytes there must not read a bit-field and
+    /// its neighbours (`sock.sk_protocol` was one before Linux 5.6).
+    pub fn int_member_offset(&self, name: &str, field: &str, size: u32) -> Option<u32> {
+        let (bits, m) = self.find(name, field)?;
+        let t = self.resolve(m.type_id)?;
+        (bits % 8 == 0 && m.bitfield_size == 0 && t.kind == KIND_INT && t.type_ref == size)
+            .then_some(bits / 8)
     }
 }
 
@@ -313,8 +331,67 @@ mod tests {
             ("path", "dentry"),
             ("dentry", "d_name"),
             ("qstr", "name"),
+            // tp_btf/inet_sock_set_state.
+            ("inet_sock", "inet_sport"),
+            ("inet_sock", "inet_saddr"),
+            ("sock_common", "skc_dport"),
+            ("sock_common", "skc_family"),
+            ("sock_common", "skc_daddr"),
+            ("sock_common", "skc_v6_rcv_saddr"),
+            ("sock_common", "skc_v6_daddr"),
         ] {
             assert!(btf.member_offset(s, f).is_some(), "{s}.{f}");
         }
+        // A plain u16 since 5.6, read as one by the program.
+        assert!(btf.int_member_offset("sock", "sk_protocol", 2).is_some());
+        assert_eq!(btf.int_member_offset("sock", "sk_protocol", 4), None);
+    }
+
+    /// `struct bf { int a; int p:8 (bit 40); }` with kind_flag set.
+    fn bitfield_fixture() -> Vec<u8> {
+        let strings = b"\0bf\0a\0p\0int\0".to_vec();
+        // offsets: bf=1 a=4 p=6 int=8
+        let mut types = Vec::new();
+        let push = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_le_bytes());
+        // 1: int
+        push(&mut types, 8);
+        push(&mut types, KIND_INT << 24);
+        push(&mut types, 4);
+        push(&mut types, 32);
+        // 2: struct bf, kind_flag: member offsets carry the bit-field size.
+        push(&mut types, 1);
+        push(&mut types, (1 << 31) | (KIND_STRUCT << 24) | 2);
+        push(&mut types, 8);
+        for (n, raw) in [(4u32, 0u32), (6, (8 << 24) | 40)] {
+            push(&mut types, n);
+            push(&mut types, 1);
+            push(&mut types, raw);
+        }
+        let mut data = Vec::new();
+        data.extend_from_slice(&0xeb9fu16.to_le_bytes());
+        data.push(1);
+        data.push(0);
+        push(&mut data, 24);
+        push(&mut data, 0);
+        push(&mut data, types.len() as u32);
+        push(&mut data, types.len() as u32);
+        push(&mut data, strings.len() as u32);
+        data.extend_from_slice(&types);
+        data.extend_from_slice(&strings);
+        data
+    }
+
+    #[test]
+    fn a_whole_integer_is_told_from_a_bit_field_and_from_another_size() {
+        let btf = Btf::parse(&bitfield_fixture()).expect("parse");
+        assert_eq!(btf.int_member_offset("bf", "a", 4), Some(0));
+        assert_eq!(btf.int_member_offset("bf", "a", 2), None, "wrong size");
+        // Byte-aligned, so member_offset finds it, but it is a bit-field.
+        assert_eq!(btf.member_offset("bf", "p"), Some(5));
+        assert_eq!(btf.int_member_offset("bf", "p", 1), None);
+        assert_eq!(btf.int_member_offset("bf", "p", 4), None);
+        let outer = Btf::parse(&fixture()).expect("parse");
+        assert_eq!(outer.int_member_offset("outer", "c", 8), Some(16));
+        assert_eq!(outer.int_member_offset("outer", "b", 4), Some(8));
     }
 }

@@ -136,6 +136,15 @@ pub fn agent_config(root: &str) -> (AgentConfig, Vec<String>) {
             if ns != OFFSET_UNKNOWN && inum != OFFSET_UNKNOWN {
                 c.net_inum = ns + inum;
             }
+            let in_common = |off: u32| sum(common, off);
+            // struct inet_sock begins with its struct sock.
+            c.sk_sport = field("inet_sock", "inet_sport");
+            c.sk_saddr = field("inet_sock", "inet_saddr");
+            c.sk_dport = in_common(field("sock_common", "skc_dport"));
+            c.sk_family = in_common(field("sock_common", "skc_family"));
+            c.sk_daddr = in_common(field("sock_common", "skc_daddr"));
+            c.sk_v6_rcv_saddr = in_common(field("sock_common", "skc_v6_rcv_saddr"));
+            c.sk_v6_daddr = in_common(field("sock_common", "skc_v6_daddr"));
             c.skb_dev = field("sk_buff", "dev");
             // possible_net_t holds the pointer as its first member.
             let nd = field("net_device", "nd_net");
@@ -143,6 +152,14 @@ pub fn agent_config(root: &str) -> (AgentConfig, Vec<String>) {
             if nd != OFFSET_UNKNOWN && ptr != OFFSET_UNKNOWN {
                 c.dev_net = nd + ptr;
             }
+            // Read as a u16 by the program: a bit-field (before 5.6) is left
+            // unresolved, and the tracepoint tier serves.
+            c.sk_protocol = btf
+                .int_member_offset("sock", "sk_protocol", 2)
+                .unwrap_or_else(|| {
+                    missing.push("sock.sk_protocol (a u16)".into());
+                    OFFSET_UNKNOWN
+                });
         }
         Err(e) => missing.push(format!("kernel BTF ({e})")),
     }
@@ -200,6 +217,27 @@ pub fn cgroup2_root() -> Option<String> {
 struct Env {
     cgroup: Option<String>,
     libpam: Option<PathBuf>,
+    /// Socket offsets `tp_btf/inet_sock_set_state` needs that BTF did
+    /// not give; the program would see no TCP socket without them.
+    sock_unresolved: Vec<&'static str>,
+}
+
+/// The socket fields the `tp_btf` form of `tcp_state` reads, unresolved.
+fn sock_unresolved(c: &AgentConfig) -> Vec<&'static str> {
+    [
+        ("inet_sock.inet_sport", c.sk_sport),
+        ("inet_sock.inet_saddr", c.sk_saddr),
+        ("sock_common.skc_dport", c.sk_dport),
+        ("sock_common.skc_family", c.sk_family),
+        ("sock_common.skc_daddr", c.sk_daddr),
+        ("sock_common.skc_v6_rcv_saddr", c.sk_v6_rcv_saddr),
+        ("sock_common.skc_v6_daddr", c.sk_v6_daddr),
+        ("sock.sk_protocol", c.sk_protocol),
+    ]
+    .into_iter()
+    .filter(|(_, o)| *o == OFFSET_UNKNOWN)
+    .map(|(name, _)| name)
+    .collect()
 }
 
 /// One row of the table tried: the hook as reported, and the outcome.
@@ -236,10 +274,15 @@ fn attempt(ebpf: &mut Ebpf, probe: &Probe, env: &Env) -> Option<Attempt> {
             tried(format!("tracepoint/syscalls/{enter}+{exit}"), result)
         }
         Hook::TpBtf { name } => {
-            let result = probe
-                .programs
-                .iter()
-                .try_for_each(|&p| attach::btf_tracepoint(ebpf, p, name));
+            let needs_sock = probe.programs.contains(&maps::prog::SOCK_STATE_BTF);
+            let result = if needs_sock && !env.sock_unresolved.is_empty() {
+                Err(ProbeError::Offsets(env.sock_unresolved.join(", ")))
+            } else {
+                probe
+                    .programs
+                    .iter()
+                    .try_for_each(|&p| attach::btf_tracepoint(ebpf, p, name))
+            };
             tried(format!("tp_btf/{name}"), result)
         }
         Hook::LibpamUprobe { symbol } => match &env.libpam {
@@ -317,6 +360,7 @@ pub fn load(cfg: &Config) -> Result<Loaded, LoaderError> {
             Some(cfg.flows.cgroup_path.clone())
         },
         libpam,
+        sock_unresolved: sock_unresolved(&config),
     };
     let observed: Vec<&Probe> = PROBES.iter().filter(|p| p.observes()).collect();
     // Hooks tried so far per name, and whether one of them attached.

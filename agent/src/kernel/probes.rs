@@ -75,6 +75,8 @@ pub enum Gate {
     Always,
     /// `capture.file_writes`.
     FileWrites,
+    /// `capture.tp_btf`.
+    TpBtf,
     /// `flows.attach` is `auto` or `cgroup`.
     CgroupFlows,
     /// `flows.attach` is `auto` or `tc`.
@@ -96,6 +98,7 @@ impl Gate {
         match self {
             Gate::Always => true,
             Gate::FileWrites => cfg.capture.file_writes,
+            Gate::TpBtf => cfg.capture.tp_btf,
             // Scoped to one namespace, only TC on its own interfaces
             // counts just that namespace's traffic.
             Gate::CgroupFlows => cfg.flows.attach != FlowAttach::Tc && !cfg.scope.is_own_netns(),
@@ -112,6 +115,7 @@ impl Gate {
         match self {
             Gate::Always => "always",
             Gate::FileWrites => "`capture.file_writes`",
+            Gate::TpBtf => "`capture.tp_btf`",
             Gate::CgroupFlows => "`flows.attach` auto or cgroup, `scope.netns` host",
             Gate::TcFlows => "`flows.attach` auto or tc, or `scope.netns` self",
             Gate::Enforce => "`enforce.enabled`",
@@ -189,6 +193,19 @@ pub static PROBES: &[Probe] = &[
     Probe {
         name: "tcp_state",
         tier: 1,
+        hook: Hook::TpBtf {
+            name: "inet_sock_set_state",
+        },
+        programs: &[prog::SOCK_STATE_BTF],
+        gate: Gate::TpBtf,
+        required: true,
+        provides: "`net_connect`, `net_accept`, `net_close`, `net_connect_failed`, \
+                   reading the socket (no trace record is built for each transition)",
+        without: "tier 2 is tried",
+    },
+    Probe {
+        name: "tcp_state",
+        tier: 2,
         hook: Hook::Tracepoint {
             category: "sock",
             name: "inet_sock_set_state",
@@ -244,7 +261,7 @@ pub static PROBES: &[Probe] = &[
             name: "sched_process_fork",
         },
         programs: &[prog::FORK_BTF],
-        gate: Gate::Always,
+        gate: Gate::TpBtf,
         required: true,
         provides: "`process_fork`, telling threads from processes",
         without: "tier 2 is tried",
@@ -422,6 +439,21 @@ mod tests {
         assert!(row.gate.open(&cfg), "on by default");
         cfg.capture.file_writes = false;
         assert!(!row.gate.open(&cfg));
+    }
+
+    #[test]
+    fn the_btf_tiers_follow_capture_tp_btf_and_leave_the_tracepoints() {
+        let mut cfg = Config::default();
+        for name in ["fork", "tcp_state"] {
+            let rows: Vec<&Probe> = PROBES.iter().filter(|p| p.name == name).collect();
+            assert!(matches!(rows[0].hook, Hook::TpBtf { .. }), "{name}");
+            assert!(rows[0].gate.open(&cfg), "{name}: on by default");
+            cfg.capture.tp_btf = false;
+            assert!(!rows[0].gate.open(&cfg), "{name}");
+            assert!(matches!(rows[1].hook, Hook::Tracepoint { .. }), "{name}");
+            assert!(rows[1].gate.open(&cfg), "{name}: the tracepoint remains");
+            cfg.capture.tp_btf = true;
+        }
     }
 
     #[test]
