@@ -747,10 +747,12 @@ fn build_release_bins() -> Result<()> {
 }
 
 /// What the agent costs the host: an exec storm, iperf3 between two
-/// namespaces and a short-connection load, without and with it; its CPU,
-/// RSS and per-program kernel cost, events lost.
+/// namespaces, a short-connection load, a UDP flood and a syscall loop,
+/// without and with it; its CPU, RSS and per-program kernel cost, events
+/// lost; and, beside the agent, what bpftrace pays to see the same execs
+/// and connection ends.
 fn host_cost_bench() -> Result<()> {
-    apt_install(&["iperf3", "iproute2"])?;
+    apt_install(&["iperf3", "iproute2", "bpftrace"])?;
     build_release_bins()?;
     let bin = target_dir().join("release/hostcost");
     step("host cost benchmark: exec storm without and with the agent (root)");

@@ -23,9 +23,16 @@
 //! configuration (accounting adds ~67 ns to every program run); one more
 //! pass with the agent and `bpf_stats` on gives the per-program figures.
 //!
+//! Beside them, for the exec storm and the short connections, two floors
+//! that say what any tracer pays to see the same events on this machine
+//! (bpftrace, when installed): the two tracepoints alone with counts kept
+//! in the kernel, and bpftrace printing one line per exec and per closed
+//! connection end (a tcplife-like record, no packet accounting).
+//!
 //! `VIGIL_HOSTCOST_ROUNDS` (default 5) and `VIGIL_HOSTCOST_WORKLOADS`
 //! (comma list of exec, iperf, connect, flood, syscall; default all) narrow a run;
-//! `VIGIL_HOSTCOST_CONFIG` adds YAML to the agent's configuration.
+//! `VIGIL_HOSTCOST_CONFIG` adds YAML to the agent's configuration;
+//! `VIGIL_HOSTCOST_FLOORS=0` leaves the floors out.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -60,6 +67,7 @@ const PROGRAMS: &[&str] = &[
     "vigil_file_write",
     "vigil_sock_create",
     "vigil_sock_release",
+    "vigil_sock_state_btf",
     "vigil_sock_state",
     "vigil_flow_cg_in",
     "vigil_flow_cg_out",
@@ -120,6 +128,40 @@ impl Workload {
         }
     }
 
+    /// The figure and the host's busy CPU per operation (all CPUs, from
+    /// /proc/stat): on a load bounded by round trips rather than by CPU,
+    /// the extra CPU each operation costs is the steadier figure.
+    fn measure(self) -> Run {
+        let b0 = host_busy_seconds();
+        let t0 = Instant::now();
+        let figure = self.run();
+        let cores = (host_busy_seconds() - b0) / t0.elapsed().as_secs_f64();
+        Run {
+            figure,
+            cpu_per_op: cores / figure * self.per_op_scale(),
+        }
+    }
+
+    /// Scales busy cores per figure unit to [`Workload::per_op_unit`].
+    fn per_op_scale(self) -> f64 {
+        match self {
+            Workload::Exec | Workload::Connect => 1e6,
+            Workload::Iperf => 1e3,
+            Workload::Flood => 1e6,
+            Workload::Syscall => 1e3,
+        }
+    }
+
+    fn per_op_unit(self) -> &'static str {
+        match self {
+            Workload::Exec => "µs CPU/exec",
+            Workload::Iperf => "ms CPU/Gbit",
+            Workload::Connect => "µs CPU/conn",
+            Workload::Flood => "ns CPU/packet",
+            Workload::Syscall => "ns CPU/syscall",
+        }
+    }
+
     fn run(self) -> f64 {
         match self {
             Workload::Exec => exec_storm(),
@@ -129,6 +171,34 @@ impl Workload {
             Workload::Syscall => syscall_loop(),
         }
     }
+}
+
+/// One workload run: its figure, and the host CPU per operation.
+#[derive(Clone, Copy)]
+struct Run {
+    figure: f64,
+    cpu_per_op: f64,
+}
+
+/// Busy CPU-seconds of the whole host since boot (every CPU, /proc/stat).
+fn host_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = stat.lines().next().unwrap_or("");
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle, iowait.
+    let busy: f64 = f
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    busy / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }
 
 /// Two namespaces joined by a veth pair, removed on drop (on failure too).
@@ -379,7 +449,7 @@ fn settle() {
 }
 
 struct WithAgent {
-    figure: f64,
+    run: Run,
     cpu_pct: f64,
     rss_mb: f64,
     /// (program, runs, ns per run) during the workload.
@@ -402,7 +472,7 @@ fn with_agent(workloads: &[Workload]) -> (Vec<WithAgent>, f64) {
         let m0 = metrics();
         let c0 = cpu_seconds(pid);
         let t0 = Instant::now();
-        let figure = w.run();
+        let run = w.measure();
         let secs = t0.elapsed().as_secs_f64();
         let c1 = cpu_seconds(pid);
         let rss_mb = status_kib(pid, "VmRSS:") as f64 / 1024.0;
@@ -423,7 +493,7 @@ fn with_agent(workloads: &[Workload]) -> (Vec<WithAgent>, f64) {
         let lost = metric(&m1, "vigil_kernel_reserve_failures_total").unwrap_or(0.0)
             - metric(&m0, "vigil_kernel_reserve_failures_total").unwrap_or(0.0);
         out.push(WithAgent {
-            figure,
+            run,
             cpu_pct: (c1 - c0) / secs * 100.0,
             rss_mb,
             programs,
@@ -433,6 +503,104 @@ fn with_agent(workloads: &[Workload]) -> (Vec<WithAgent>, f64) {
     let hwm_mb = status_kib(pid, "VmHWM:") as f64 / 1024.0;
     assert!(agent.stop(), "agent did not stop cleanly");
     (out, hwm_mb)
+}
+
+/// Hooks only: what seeing every exec and connection end costs before any
+/// record leaves the kernel.
+const FLOOR_COUNT: &str = "tracepoint:sched:sched_process_exec { @exec = count(); }
+tracepoint:sock:inet_sock_set_state /args->newstate == 7 && args->protocol == 6/ { @close = count(); }";
+
+/// A minimal tracer: one line per exec and per TCP connection end.
+const FLOOR_PRINT: &str = "tracepoint:sched:sched_process_exec { printf(\"exec %d %d %s\\n\", pid, uid, str(args->filename)); }
+tracepoint:sock:inet_sock_set_state /args->newstate == 7 && args->protocol == 6/ {
+  printf(\"close %d %s %d %s %d %d\\n\", pid, ntop(args->family, args->saddr), args->sport,
+         ntop(args->family, args->daddr), args->dport, args->oldstate); }";
+
+/// One bpftrace run, stopped (SIGINT, then killed) on drop.
+struct Floor {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl Floor {
+    /// Started and attached, or why not.
+    fn start(script: &str) -> Result<Floor, String> {
+        let out = std::env::temp_dir().join(format!("vigil-hostcost-floor-{}", std::process::id()));
+        let mut child = Command::new("bpftrace")
+            .arg("-B")
+            .arg("full")
+            .arg("-o")
+            .arg(&out)
+            .arg("-e")
+            .arg(script)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("bpftrace: {e}"))?;
+        // `-o` gets "Attaching N probes..." once the probes are in.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            if text.contains("Attaching") {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("bpftrace exited ({status}) before attaching"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("bpftrace did not attach within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Floor { child, out })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_file(&self.out);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.out);
+    }
+}
+
+/// The workload under one floor tracer, and the tracer's CPU.
+fn with_floor(w: Workload, script: &str) -> Result<(Run, f64), String> {
+    let floor = Floor::start(script)?;
+    let c0 = cpu_seconds(floor.pid());
+    let t0 = Instant::now();
+    let run = w.measure();
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = (cpu_seconds(floor.pid()) - c0) / secs * 100.0;
+    drop(floor);
+    Ok((run, cpu))
+}
+
+/// "median (min .. max)" of `v`.
+fn spread(v: &mut [f64]) -> String {
+    v.sort_by(f64::total_cmp);
+    format!(
+        "{:+.2} ({:+.2} .. {:+.2})",
+        v[v.len() / 2],
+        v[0],
+        v[v.len() - 1]
+    )
 }
 
 fn main() {
@@ -453,9 +621,25 @@ fn main() {
          ({FLOOD_PACKETS} packets), 1-byte reads (one thread x {SYSCALLS})"
     );
     let mut changes: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
+    let floors = [
+        (
+            "floor: the tracepoints alone, counts in the kernel",
+            FLOOR_COUNT,
+        ),
+        (
+            "floor: bpftrace, one line per exec / connection end",
+            FLOOR_PRINT,
+        ),
+    ];
+    let mut added_cpu: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
+    let mut floor_changes: Vec<Vec<Vec<(f64, f64)>>> =
+        vec![vec![Vec::new(); floors.len()]; workloads.len()];
+    let mut floor_skipped: Option<String> = (std::env::var("VIGIL_HOSTCOST_FLOORS").as_deref()
+        == Ok("0"))
+    .then(|| "VIGIL_HOSTCOST_FLOORS=0".to_string());
     for round in 1..=rounds {
         // Alternate which goes first: the machine's state drifts.
-        let bare_all = || workloads.iter().map(|w| w.run()).collect::<Vec<f64>>();
+        let bare_all = || workloads.iter().map(|w| w.measure()).collect::<Vec<Run>>();
         let (bare, (with, hwm)) = if round % 2 == 1 {
             let bare = bare_all();
             (bare, with_agent(&workloads))
@@ -465,29 +649,77 @@ fn main() {
         };
         println!("  round {round} (agent peak RSS {hwm:.1} MB):");
         for (i, ((w, b), a)) in workloads.iter().zip(bare).zip(&with).enumerate() {
-            let change = (a.figure / b - 1.0) * 100.0;
+            let change = (a.run.figure / b.figure - 1.0) * 100.0;
+            let added = a.run.cpu_per_op - b.cpu_per_op;
             changes[i].push(change);
+            added_cpu[i].push(added);
             println!(
-                "    {:<28} without {b:>9.2}  with {:>9.2} ({change:+.1} %); agent CPU {:.1} % of \
-                 one core, RSS {:.1} MB, events lost {}",
+                "    {:<28} without {:>9.2}  with {:>9.2} ({change:+.1} %); host CPU {:.2} -> \
+                 {:.2} {} ({added:+.2}); agent CPU {:.1} % of one core, RSS {:.1} MB, events \
+                 lost {}",
                 w.name(),
-                a.figure,
+                b.figure,
+                a.run.figure,
+                b.cpu_per_op,
+                a.run.cpu_per_op,
+                w.per_op_unit(),
                 a.cpu_pct,
                 a.rss_mb,
                 a.lost
             );
+            if !matches!(w, Workload::Exec | Workload::Connect) || floor_skipped.is_some() {
+                continue;
+            }
+            for (f, (label, script)) in floors.iter().enumerate() {
+                match with_floor(*w, script) {
+                    Ok((run, cpu)) => {
+                        let change = (run.figure / b.figure - 1.0) * 100.0;
+                        let added = run.cpu_per_op - b.cpu_per_op;
+                        floor_changes[i][f].push((change, added));
+                        println!(
+                            "      {label}: {:.2} ({change:+.1} %); host CPU {:.2} {} \
+                             ({added:+.2}); tracer CPU {cpu:.1} % of one core",
+                            run.figure,
+                            run.cpu_per_op,
+                            w.per_op_unit()
+                        );
+                    }
+                    Err(e) => {
+                        println!("      floors skipped: {e}");
+                        floor_skipped = Some(e);
+                        break;
+                    }
+                }
+            }
         }
     }
-    println!("  median change with the agent over {rounds} rounds (min .. max):");
-    for (w, mut c) in workloads.iter().zip(changes) {
-        c.sort_by(f64::total_cmp);
+    println!(
+        "  median over {rounds} rounds (min .. max): change in the figure; host CPU added per \
+         operation"
+    );
+    for (i, w) in workloads.iter().enumerate() {
         println!(
-            "    {:<28} {:+.1} % ({:+.1} .. {:+.1})",
+            "    {:<28} {} %; {} {}",
             w.name(),
-            c[c.len() / 2],
-            c[0],
-            c[c.len() - 1]
+            spread(&mut changes[i]),
+            spread(&mut added_cpu[i]),
+            w.per_op_unit()
         );
+    }
+    for (w, per_floor) in workloads.iter().zip(floor_changes) {
+        for ((label, _), runs) in floors.iter().zip(per_floor) {
+            if runs.is_empty() {
+                continue;
+            }
+            let (mut c, mut a): (Vec<f64>, Vec<f64>) = runs.into_iter().unzip();
+            println!(
+                "    {:<28} {label}: {} %; {} {}",
+                w.name(),
+                spread(&mut c),
+                spread(&mut a),
+                w.per_op_unit()
+            );
+        }
     }
     // Per-program cost needs the kernel's accounting, which itself costs.
     let _stats = vigil::kernel::stats::enable_run_time().expect("BPF_ENABLE_STATS");
@@ -497,7 +729,7 @@ fn main() {
         println!(
             "    {}: {:.2} with the agent and accounting",
             w.name(),
-            a.figure
+            a.run.figure
         );
         for (p, runs, ns) in &a.programs {
             println!("      {p:<18} {runs:>9.0} runs  {ns:>7.0} ns/run");
