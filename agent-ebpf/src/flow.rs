@@ -263,8 +263,8 @@ fn parse(skb: Skb, l3: usize, egress: bool) -> Option<Parsed> {
     let k = key.as_mut_ptr();
     // SAFETY: every byte of the key is written; FlowKey is 8-aligned.
     let key = unsafe {
-        mem::put_addr(&raw mut (*k).local_addr, local);
-        mem::put_addr(&raw mut (*k).remote_addr, remote);
+        mem::store16(&raw mut (*k).local_addr, local);
+        mem::store16(&raw mut (*k).remote_addr, remote);
         (&raw mut (*k).local_port).write_volatile(local_port);
         (&raw mut (*k).remote_port).write_volatile(remote_port);
         (&raw mut (*k).proto).write_volatile(proto);

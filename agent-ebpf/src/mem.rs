@@ -28,13 +28,13 @@ pub(crate) unsafe fn zero<T>(dst: *mut T) {
     }
 }
 
-/// Stores an address given as four native-order words.
+/// Stores 16 bytes (an address, a task name) as four native-order words.
 ///
 /// # Safety
 /// `dst` must be valid for writes and 4-aligned: a field at a 4-aligned
 /// offset of an 8-aligned record (ring records, `FlowKey`).
 #[inline(always)]
-pub(crate) unsafe fn put_addr(dst: *mut [u8; 16], w: [u32; 4]) {
+pub(crate) unsafe fn store16(dst: *mut [u8; 16], w: [u32; 4]) {
     let d = dst as *mut u32;
     unsafe {
         d.write_volatile(w[0]);
@@ -44,12 +44,12 @@ pub(crate) unsafe fn put_addr(dst: *mut [u8; 16], w: [u32; 4]) {
     }
 }
 
-/// The words of an address stored by [`put_addr`].
+/// 16 bytes as the four words [`store16`] stores.
 ///
 /// # Safety
-/// `src` must be 4-aligned, as for [`put_addr`].
+/// `src` must be 4-aligned, as for [`store16`].
 #[inline(always)]
-pub(crate) unsafe fn addr_words(src: *const [u8; 16]) -> [u32; 4] {
+pub(crate) unsafe fn load16(src: *const [u8; 16]) -> [u32; 4] {
     unsafe { (src as *const [u32; 4]).read() }
 }
 

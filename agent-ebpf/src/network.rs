@@ -6,12 +6,14 @@
 //! (per socket) and at LISTEN (per netns and port) and looked up when the
 //! outcome is known.
 
+use core::{ffi::c_void, mem::MaybeUninit};
+
 use agent_common::{
     CloseFlowEvent, ConnEvent, EventKind, FlowKey, ListenKey, SockOwner, AF_INET, AF_INET6,
     CONN_NO_FLOW, CONN_OWNER_UNKNOWN, IPPROTO_TCP, OFFSET_UNKNOWN,
 };
 use aya_ebpf::{
-    helpers::bpf_probe_read_kernel,
+    helpers::{bpf_probe_read_kernel, generated},
     macros::{btf_tracepoint, map, tracepoint},
     maps::LruHashMap,
     programs::{BtfTracePointContext, TracePointContext},
@@ -80,17 +82,31 @@ trait SockFields {
 
 /// A copy of the first `N` bytes at `base`, with one helper call instead
 /// of one per field (a dozen reads made the event paths ~800 ns); a field
-/// past the copy is read on its own.
+/// past the copy is read on its own. Read in place and borrowed: a byte
+/// array moved by value is copied byte by byte.
+#[repr(C, align(8))]
 struct Copied<const N: usize> {
-    base: u64,
     buf: [u8; N],
+    base: u64,
 }
 
 impl<const N: usize> Copied<N> {
     #[inline(always)]
-    fn read(base: u64) -> Option<Self> {
-        let buf = unsafe { bpf_probe_read_kernel(base as *const [u8; N]) }.ok()?;
-        Some(Copied { base, buf })
+    fn read(slot: &mut MaybeUninit<Self>, base: u64) -> Option<&Self> {
+        let p = slot.as_mut_ptr();
+        // SAFETY: the helper writes all N bytes or fails; `base` is then set.
+        unsafe {
+            let rc = generated::bpf_probe_read_kernel(
+                (&raw mut (*p).buf).cast(),
+                N as u32,
+                base as *const c_void,
+            );
+            if rc != 0 {
+                return None;
+            }
+            (&raw mut (*p).base).write(base);
+            Some(&*p)
+        }
     }
 
     #[inline(always)]
@@ -135,9 +151,9 @@ const SOCK_COMMON_COPY: usize = 88;
 
 /// Tier 1: the socket, at offsets kernel BTF gave the loader: the fields
 /// the tracepoint builds its record from, its ports in network order.
-struct Sock(Copied<SOCK_COMMON_COPY>);
+struct Sock<'a>(&'a Copied<SOCK_COMMON_COPY>);
 
-impl SockFields for Sock {
+impl SockFields for Sock<'_> {
     const PORTS_BE: bool = true;
 
     #[inline(always)]
@@ -190,7 +206,8 @@ pub fn vigil_sock_state_btf(ctx: BtfTracePointContext) -> u32 {
     if protocol != Some(IPPROTO_TCP as u16) {
         return 0;
     }
-    if let Some(c) = Copied::<SOCK_COMMON_COPY>::read(sk) {
+    let mut slot = MaybeUninit::uninit();
+    if let Some(c) = Copied::<SOCK_COMMON_COPY>::read(&mut slot, sk) {
         let _ = unsafe { try_sock_state(&Sock(c), sk, old, new) };
     }
     0
@@ -199,7 +216,8 @@ pub fn vigil_sock_state_btf(ctx: BtfTracePointContext) -> u32 {
 /// Tier 2: the plain tracepoint.
 #[tracepoint]
 pub fn vigil_sock_state(ctx: TracePointContext) -> u32 {
-    let Some(rec) = Copied::<SOCK_STATE_REC>::read(ctx.as_ptr() as u64) else {
+    let mut slot = MaybeUninit::uninit();
+    let Some(rec) = Copied::<SOCK_STATE_REC>::read(&mut slot, ctx.as_ptr() as u64) else {
         return 0;
     };
     let (Some(old), Some(new)) = (
@@ -212,7 +230,7 @@ pub fn vigil_sock_state(ctx: TracePointContext) -> u32 {
         return 0;
     }
     if let Some(skaddr) = rec.at::<u64>(conf!(tp_sk_skaddr)) {
-        let _ = unsafe { try_sock_state(&rec, skaddr, old, new) };
+        let _ = unsafe { try_sock_state(rec, skaddr, old, new) };
     }
     0
 }
@@ -231,9 +249,10 @@ unsafe fn try_sock_state<S: SockFields>(
     }
     let agent = conf!(agent_tgid);
 
-    // The connecting owner is copied out before its entry is deleted; the
-    // rest is borrowed. A by-value `Option<SockOwner>` let LLVM copy its
-    // undefined payload on the `None` path, which the verifier refuses.
+    // The owner is copied out of its map (before its entry is deleted, or
+    // reused) and borrowed from here. A by-value `Option<SockOwner>` let
+    // LLVM copy its undefined payload on the `None` path, which the
+    // verifier refuses.
     let mut held = core::mem::MaybeUninit::<SockOwner>::uninit();
     let (kind, owner): (EventKind, Option<&SockOwner>) = match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
@@ -271,7 +290,10 @@ unsafe fn try_sock_state<S: SockFields>(
         (TCP_SYN_RECV, TCP_ESTABLISHED) => {
             let sport = port(rec, Field::Sport).ok_or(0i64)?;
             let family: u16 = rec.get(Field::Family).ok_or(0i64)?;
-            let owner = unsafe { LISTENERS.get(&listen_key(skaddr, sport, family)) };
+            // Copied now: an LRU map reuses a freed element at once, so a
+            // listen() flood could rewrite it under a borrowed pointer.
+            let owner = unsafe { LISTENERS.get(&listen_key(skaddr, sport, family)) }
+                .map(|o| &*held.write(*o));
             (EventKind::Accept, owner)
         }
         (TCP_LISTEN, TCP_CLOSE) => return Ok(()),
@@ -324,7 +346,10 @@ unsafe fn try_sock_state<S: SockFields>(
     Ok(())
 }
 
-// `mem::put_addr` and `mem::addr_words` need 4-aligned fields.
+// `mem::store16` and `mem::load16` need 4-aligned fields.
+const _: () = assert!(
+    core::mem::align_of::<SockOwner>() >= 4 && core::mem::offset_of!(SockOwner, comm) % 4 == 0
+);
 const _: () = assert!(
     core::mem::align_of::<ConnEvent>() >= 4
         && core::mem::offset_of!(ConnEvent, saddr) % 4 == 0
@@ -360,13 +385,13 @@ unsafe fn write_conn<S: SockFields>(
             Some(o) => {
                 (*ev).header = header(kind, o.tgid, 0);
                 (*ev).uid = o.uid;
-                (*ev).comm = o.comm;
+                mem::store16(&raw mut (*ev).comm, mem::load16(&o.comm));
                 (*ev).flags = 0;
             }
             None => {
                 (*ev).header = header(kind, 0, 0);
                 (*ev).uid = 0;
-                mem::put_addr(&raw mut (*ev).comm, [0; 4]);
+                mem::store16(&raw mut (*ev).comm, [0; 4]);
                 (*ev).flags = CONN_OWNER_UNKNOWN;
             }
         }
@@ -376,8 +401,8 @@ unsafe fn write_conn<S: SockFields>(
         (*ev).sport = port(rec, Field::Sport).unwrap_or(0);
         (*ev).dport = port(rec, Field::Dport).unwrap_or(0);
         (*ev).family = family;
-        mem::put_addr(&raw mut (*ev).saddr, saddr);
-        mem::put_addr(&raw mut (*ev).daddr, daddr);
+        mem::store16(&raw mut (*ev).saddr, saddr);
+        mem::store16(&raw mut (*ev).daddr, daddr);
     }
 }
 
@@ -390,8 +415,8 @@ unsafe fn write_conn<S: SockFields>(
 unsafe fn write_flow_key(c: *const ConnEvent, key: *mut FlowKey) {
     let (mut local, mut remote) = unsafe {
         (
-            mem::addr_words(&raw const (*c).saddr),
-            mem::addr_words(&raw const (*c).daddr),
+            mem::load16(&raw const (*c).saddr),
+            mem::load16(&raw const (*c).daddr),
         )
     };
     let family = unsafe { (*c).family };
@@ -402,8 +427,8 @@ unsafe fn write_flow_key(c: *const ConnEvent, key: *mut FlowKey) {
         version = 4;
     }
     unsafe {
-        mem::put_addr(&raw mut (*key).local_addr, local);
-        mem::put_addr(&raw mut (*key).remote_addr, remote);
+        mem::store16(&raw mut (*key).local_addr, local);
+        mem::store16(&raw mut (*key).remote_addr, remote);
         (*key).local_port = (*c).sport;
         (*key).remote_port = (*c).dport;
         (*key).proto = IPPROTO_TCP;
@@ -447,7 +472,7 @@ unsafe fn try_tcp_reset(ctx: &TracePointContext) -> Result<(), i64> {
     unsafe {
         (*ev).header = header(EventKind::Refused, 0, 0);
         (*ev).uid = 0;
-        mem::put_addr(&raw mut (*ev).comm, [0; 4]);
+        mem::store16(&raw mut (*ev).comm, [0; 4]);
         (*ev).flags = CONN_OWNER_UNKNOWN;
         (*ev).protocol = IPPROTO_TCP as u16;
         (*ev).old_state = 0;
@@ -465,8 +490,8 @@ unsafe fn try_tcp_reset(ctx: &TracePointContext) -> Result<(), i64> {
                 ctx.read_at(d_off + 8).unwrap_or([0; 4]),
             )
         };
-        mem::put_addr(&raw mut (*ev).saddr, saddr);
-        mem::put_addr(&raw mut (*ev).daddr, daddr);
+        mem::store16(&raw mut (*ev).saddr, saddr);
+        mem::store16(&raw mut (*ev).daddr, daddr);
     }
     entry.submit(crate::events::batched());
     Ok(())

@@ -136,15 +136,24 @@ pub fn agent_config(root: &str) -> (AgentConfig, Vec<String>) {
             if ns != OFFSET_UNKNOWN && inum != OFFSET_UNKNOWN {
                 c.net_inum = ns + inum;
             }
-            let in_common = |off: u32| sum(common, off);
+            // tp_btf/inet_sock_set_state only: an unresolved one fails that
+            // tier's row ("kernel BTF lacks …") and the tracepoint serves,
+            // so none of them degrades the offsets row.
+            let sk = |s: &str, f: &str| btf.member_offset(s, f).unwrap_or(OFFSET_UNKNOWN);
+            let in_common = |f: &str| sum(common, sk("sock_common", f));
             // struct inet_sock begins with its struct sock.
-            c.sk_sport = field("inet_sock", "inet_sport");
-            c.sk_saddr = field("inet_sock", "inet_saddr");
-            c.sk_dport = in_common(field("sock_common", "skc_dport"));
-            c.sk_family = in_common(field("sock_common", "skc_family"));
-            c.sk_daddr = in_common(field("sock_common", "skc_daddr"));
-            c.sk_v6_rcv_saddr = in_common(field("sock_common", "skc_v6_rcv_saddr"));
-            c.sk_v6_daddr = in_common(field("sock_common", "skc_v6_daddr"));
+            c.sk_sport = sk("inet_sock", "inet_sport");
+            c.sk_saddr = sk("inet_sock", "inet_saddr");
+            c.sk_dport = in_common("skc_dport");
+            c.sk_family = in_common("skc_family");
+            c.sk_daddr = in_common("skc_daddr");
+            c.sk_v6_rcv_saddr = in_common("skc_v6_rcv_saddr");
+            c.sk_v6_daddr = in_common("skc_v6_daddr");
+            // Read as a u16 by the program: a bit-field (before 5.6) is left
+            // unresolved.
+            c.sk_protocol = btf
+                .int_member_offset("sock", "sk_protocol", 2)
+                .unwrap_or(OFFSET_UNKNOWN);
             c.skb_dev = field("sk_buff", "dev");
             // possible_net_t holds the pointer as its first member.
             let nd = field("net_device", "nd_net");
@@ -152,14 +161,6 @@ pub fn agent_config(root: &str) -> (AgentConfig, Vec<String>) {
             if nd != OFFSET_UNKNOWN && ptr != OFFSET_UNKNOWN {
                 c.dev_net = nd + ptr;
             }
-            // Read as a u16 by the program: a bit-field (before 5.6) is left
-            // unresolved, and the tracepoint tier serves.
-            c.sk_protocol = btf
-                .int_member_offset("sock", "sk_protocol", 2)
-                .unwrap_or_else(|| {
-                    missing.push("sock.sk_protocol (a u16)".into());
-                    OFFSET_UNKNOWN
-                });
         }
         Err(e) => missing.push(format!("kernel BTF ({e})")),
     }
