@@ -314,7 +314,30 @@ mod tests {
     fn sleeper(dir: &Path) -> (String, Child) {
         let exe = dir.join("sleeper");
         std::fs::copy("/bin/sleep", &exe).expect("copy sleep");
-        let child = Command::new(&exe).arg("30").spawn().expect("spawn");
+        // A test forking elsewhere in this process holds the copy's write
+        // descriptor until its child execs: exec fails with ETXTBSY then.
+        let mut tries = 0;
+        let child = loop {
+            match Command::new(&exe).arg("30").spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 200 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other.expect("spawn"),
+            }
+        };
+        // spawn returns before the child has exec'd: until then its exe and
+        // start are the test binary's, and a kill check would see another
+        // process (a flaky refusal under load).
+        let proc_exe = format!("/proc/{}/exe", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_link(&proc_exe).ok().as_deref() != Some(exe.as_path()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sleeper never exec'd"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         (exe.to_string_lossy().into_owned(), child)
     }
 
