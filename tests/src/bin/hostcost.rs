@@ -1,4 +1,4 @@
-//! What Vigil costs the host (`cargo xtask bench`, root), three workloads
+//! What Vigil costs the host (`cargo xtask bench`, root), five workloads
 //! without the agent and with it, in one run, several rounds alternating
 //! which goes first:
 //! - an exec storm: fork + exec + wait of /bin/true from two threads, bounded;
@@ -10,6 +10,10 @@
 //! - a syscall loop: 1-byte reads of /dev/zero from one thread, bounded
 //!   (the per-syscall cost the agent's syscall tracepoints put on every
 //!   process).
+//!
+//! For every run, the host's busy CPU (all CPUs, /proc/stat) per
+//! operation: the CPU the agent adds to each exec, connection, packet or
+//! syscall, steadier than the throughput of a round-trip-bound load.
 //!
 //! With the agent: its CPU time and RSS during each workload, per-program
 //! kernel cost (`bpf_stats` run_time_ns / run_cnt, read from the agent's own
