@@ -236,6 +236,20 @@ impl Btf {
 mod tests {
     use super::*;
 
+    /// A BTF blob: header, then `types`, then `strings`.
+    fn blob(types: &[u8], strings: &[u8]) -> Vec<u8> {
+        let mut data = Vec::new();
+        data.extend_from_slice(&0xeb9fu16.to_le_bytes());
+        data.push(1);
+        data.push(0);
+        for x in [24, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+        data.extend_from_slice(types);
+        data.extend_from_slice(strings);
+        data
+    }
+
     /// Builds BTF with `struct outer { int a; struct { int b; long c; }; }`.
     fn fixture() -> Vec<u8> {
         let strings = b"\0outer\0a\0b\0c\0int\0long\0".to_vec();
@@ -270,18 +284,7 @@ mod tests {
             push(&mut types, t);
             push(&mut types, o);
         }
-        let mut data = Vec::new();
-        data.extend_from_slice(&0xeb9fu16.to_le_bytes());
-        data.push(1);
-        data.push(0);
-        push(&mut data, 24);
-        push(&mut data, 0);
-        push(&mut data, types.len() as u32);
-        push(&mut data, types.len() as u32);
-        push(&mut data, strings.len() as u32);
-        data.extend_from_slice(&types);
-        data.extend_from_slice(&strings);
-        data
+        blob(&types, &strings)
     }
 
     #[test]
@@ -367,18 +370,7 @@ mod tests {
             push(&mut types, 1);
             push(&mut types, raw);
         }
-        let mut data = Vec::new();
-        data.extend_from_slice(&0xeb9fu16.to_le_bytes());
-        data.push(1);
-        data.push(0);
-        push(&mut data, 24);
-        push(&mut data, 0);
-        push(&mut data, types.len() as u32);
-        push(&mut data, types.len() as u32);
-        push(&mut data, strings.len() as u32);
-        data.extend_from_slice(&types);
-        data.extend_from_slice(&strings);
-        data
+        blob(&types, &strings)
     }
 
     #[test]
