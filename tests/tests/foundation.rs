@@ -503,6 +503,14 @@ fn metrics_pass_promtool_and_match_the_jsonl_output() {
         text.contains("vigil_program_runs_total{program=\"vigil_exec\"}"),
         "{text}"
     );
+    assert!(
+        metric(
+            &text,
+            "vigil_program_recursion_misses_total{program=\"vigil_exec\"}"
+        )
+        .is_some(),
+        "{text}"
+    );
     // promtool, from Debian's prometheus package, lints the exposition.
     let (ok, msg) = Command::new("promtool")
         .args(["check", "metrics"])

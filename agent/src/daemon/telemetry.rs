@@ -26,22 +26,34 @@ fn event_name(kind: EventKind) -> &'static str {
     }
 }
 
-/// Run time and run count of one loaded kernel program.
+/// Run time, run count and skipped runs of one loaded kernel program.
 pub struct ProgramStats {
     pub name: String,
     pub run_time_ns: u64,
     pub run_count: u64,
+    /// Runs the kernel skipped (another BPF program was running on the
+    /// CPU): events lost before the ring buffer.
+    pub recursion_misses: u64,
 }
 
-/// The loaded programs' statistics (kernel `bpf_stats`).
+/// The loaded programs' statistics (kernel `bpf_stats`, and the skipped
+/// runs the kernel counts regardless).
 pub fn program_stats(ebpf: &aya::Ebpf) -> Vec<ProgramStats> {
+    use std::os::fd::AsFd;
     ebpf.programs()
         .filter_map(|(name, prog)| {
             let info = prog.info().ok()?;
+            let misses = prog
+                .fd()
+                .ok()
+                .and_then(|fd| crate::kernel::stats::prog_info(fd.as_fd()).ok())
+                .and_then(|i| i.recursion_misses)
+                .unwrap_or(0);
             Some(ProgramStats {
                 name: name.to_string(),
                 run_time_ns: info.run_time().as_nanos() as u64,
                 run_count: info.run_count(),
+                recursion_misses: misses,
             })
         })
         .collect()
@@ -100,6 +112,11 @@ impl Agent {
                 &format!("rc:{}", p.name),
                 p.run_count,
                 &m.program_run_count.with_label_values(&[&p.name]),
+            );
+            m.mirror(
+                &format!("rm:{}", p.name),
+                p.recursion_misses,
+                &m.program_recursion_misses.with_label_values(&[&p.name]),
             );
         }
         self.sinks.observe(&m);

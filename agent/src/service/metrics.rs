@@ -43,6 +43,7 @@ pub struct Metrics {
     pub pipeline_latency: Histogram,
     pub program_run_time: CounterVec,
     pub program_run_count: IntCounterVec,
+    pub program_recursion_misses: IntCounterVec,
     pub program_up: IntGaugeVec,
     pub spool_bytes: IntGauge,
     pub spool_records: IntGauge,
@@ -187,6 +188,12 @@ impl Metrics {
             program_run_count: counter_vec(
                 "program_runs_total",
                 "Kernel runs per program (bpf_stats).",
+                &["program"],
+            )?,
+            program_recursion_misses: counter_vec(
+                "program_recursion_misses_total",
+                "Runs the kernel skipped per program because a BPF program was already \
+                 running on the CPU: events lost before the ring buffer.",
                 &["program"],
             )?,
             program_up: up,

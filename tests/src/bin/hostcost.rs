@@ -18,7 +18,8 @@
 //! With the agent: its CPU time and RSS during each workload, per-program
 //! kernel cost (`bpf_stats` run_time_ns / run_cnt, read from the agent's own
 //! /metrics) and events lost in the kernel (ring buffer reserve failures,
-//! which the agent counts).
+//! and program runs the kernel skipped because another BPF program was
+//! running on the CPU; the agent reports both).
 //!
 //! The agent runs its default configuration except: state and output in a
 //! scratch directory, /metrics on a private port, and enforcement off (it
@@ -494,8 +495,18 @@ fn with_agent(workloads: &[Workload]) -> (Vec<WithAgent>, f64) {
             })
             .filter(|(_, runs, _)| *runs > 0.0)
             .collect();
+        // Lost in the kernel: reserve failures, and runs skipped because
+        // another BPF program was running on the CPU.
+        let skipped: f64 = PROGRAMS
+            .iter()
+            .map(|p| {
+                series(&m1, "vigil_program_recursion_misses_total", p)
+                    - series(&m0, "vigil_program_recursion_misses_total", p)
+            })
+            .sum();
         let lost = metric(&m1, "vigil_kernel_reserve_failures_total").unwrap_or(0.0)
-            - metric(&m0, "vigil_kernel_reserve_failures_total").unwrap_or(0.0);
+            - metric(&m0, "vigil_kernel_reserve_failures_total").unwrap_or(0.0)
+            + skipped;
         out.push(WithAgent {
             run,
             cpu_pct: (c1 - c0) / secs * 100.0,
