@@ -242,7 +242,13 @@ mod tests {
         data.extend_from_slice(&0xeb9fu16.to_le_bytes());
         data.push(1);
         data.push(0);
-        for x in [24, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for x in [
+            24,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             data.extend_from_slice(&x.to_le_bytes());
         }
         data.extend_from_slice(types);
