@@ -41,6 +41,9 @@ pub enum ProbeError {
     /// The program needs struct offsets kernel BTF did not give.
     #[error("kernel BTF lacks {0}")]
     Offsets(String),
+    /// The kernel hands the program other arguments than it reads.
+    #[error("the kernel's arguments are ({found}), the program reads ({wanted})")]
+    TpBtfArgs { found: String, wanted: String },
 }
 
 /// The program `name` of the object as the concrete type `T`.

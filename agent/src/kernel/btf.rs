@@ -21,6 +21,7 @@ pub enum BtfError {
 }
 
 const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
@@ -131,10 +132,23 @@ impl Btf {
                     }
                     12 * vlen
                 }
-                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+                KIND_FUNC_PROTO => {
+                    // Parameters: name, type.
+                    for i in 0..vlen {
+                        let m = pos + i * 8;
+                        members.push(Member {
+                            name_off: u32_at(data, m)?,
+                            type_id: u32_at(data, m + 4)?,
+                            bit_offset: 0,
+                            bitfield_size: 0,
+                        });
+                    }
+                    8 * vlen
+                }
+                KIND_ENUM => 8 * vlen,
                 KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
-                2 | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12 | 16
-                | KIND_TYPE_TAG => 0,
+                KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12
+                | 16 | KIND_TYPE_TAG => 0,
                 other => {
                     return Err(BtfError::UnknownKind {
                         kind: other,
@@ -187,6 +201,42 @@ impl Btf {
             }
         }
         None
+    }
+
+    /// The arguments `tp_btf/<tp>` hands a program, the context's own
+    /// `void *` first, as C names their types (`struct sock *`, `int32`),
+    /// from the kernel's `btf_trace_<tp>` typedef; `None` without one. A
+    /// program reads its arguments by position: this is what says the
+    /// positions are still the ones it was written for.
+    pub fn tp_btf_args(&self, tp: &str) -> Option<Vec<String>> {
+        let want = format!("btf_trace_{tp}");
+        let typedef = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_TYPEDEF && self.name(t.name_off) == want)?;
+        let ptr = self.types.get(typedef.type_ref as usize)?;
+        let proto = (ptr.kind == KIND_PTR).then(|| self.resolve(ptr.type_ref))??;
+        (proto.kind == KIND_FUNC_PROTO).then(|| {
+            proto
+                .members
+                .iter()
+                .map(|p| self.c_type(p.type_id))
+                .collect()
+        })
+    }
+
+    /// A type as [`Btf::tp_btf_args`] names it.
+    fn c_type(&self, id: u32) -> String {
+        match self.resolve(id) {
+            Some(t) if t.kind == KIND_PTR => match self.resolve(t.type_ref) {
+                Some(p) if p.kind == KIND_STRUCT => format!("struct {} *", self.name(p.name_off)),
+                // Type 0 is void.
+                Some(p) if p.kind == 0 => "void *".to_string(),
+                _ => "pointer".to_string(),
+            },
+            Some(t) if t.kind == KIND_INT => format!("int{}", t.type_ref * 8),
+            _ => "other".to_string(),
+        }
     }
 
     /// `field` of `t` (anonymous members searched) and its bit offset.
@@ -353,6 +403,15 @@ mod tests {
         }
         // A plain u16 since 5.6, read as one by the program.
         assert!(btf.int_member_offset("sock", "sk_protocol", 2).is_some());
+        // The tp_btf programs read their arguments by position: the table's
+        // expectations are what this kernel gives.
+        for p in crate::kernel::probes::PROBES {
+            if let crate::kernel::probes::Hook::TpBtf { name, args } = p.hook {
+                let want: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+                assert_eq!(btf.tp_btf_args(name), Some(want), "tp_btf/{name}");
+            }
+        }
+        assert_eq!(btf.tp_btf_args("no_such_tracepoint"), None);
         assert_eq!(btf.int_member_offset("sock", "sk_protocol", 4), None);
     }
 

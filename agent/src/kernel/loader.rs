@@ -82,10 +82,20 @@ fn tp_offsets(root: &str, category: &str, name: &str) -> HashMap<String, (u32, u
     tracefs::read_format(root, category, name).unwrap_or_default()
 }
 
+/// What the loader resolves on the running kernel before load.
+pub struct Resolved {
+    pub config: AgentConfig,
+    /// Offsets not found, for the `kernel_offsets` row.
+    pub missing: Vec<String>,
+    /// The arguments kernel BTF gives each `tp_btf` hook of the table.
+    pub tp_btf_args: HashMap<&'static str, Vec<String>>,
+}
+
 /// Resolves every offset the kernel programs need on this kernel.
-pub fn agent_config(root: &str) -> (AgentConfig, Vec<String>) {
+pub fn agent_config(root: &str) -> Resolved {
     let mut c = AgentConfig::DEFAULT;
     let mut missing = Vec::new();
+    let mut tp_btf_args = HashMap::new();
     c.agent_tgid = std::process::id();
     match KernelBtf::from_sys_fs() {
         Ok(btf) => {
@@ -154,6 +164,13 @@ pub fn agent_config(root: &str) -> (AgentConfig, Vec<String>) {
             c.sk_protocol = btf
                 .int_member_offset("sock", "sk_protocol", 2)
                 .unwrap_or(OFFSET_UNKNOWN);
+            for p in PROBES {
+                if let Hook::TpBtf { name, .. } = p.hook {
+                    if let Some(args) = btf.tp_btf_args(name) {
+                        tp_btf_args.insert(name, args);
+                    }
+                }
+            }
             c.skb_dev = field("sk_buff", "dev");
             // possible_net_t holds the pointer as its first member.
             let nd = field("net_device", "nd_net");
@@ -196,7 +213,11 @@ pub fn agent_config(root: &str) -> (AgentConfig, Vec<String>) {
     c.tp_openat_flags = get(&openat, "flags", c.tp_openat_flags);
     let openat_exit = tp_offsets(root, "syscalls", "sys_exit_openat");
     c.tp_openat_exit_ret = get(&openat_exit, "ret", c.tp_openat_exit_ret);
-    (c, missing)
+    Resolved {
+        config: c,
+        missing,
+        tp_btf_args,
+    }
 }
 
 /// The first cgroup v2 mount, preferring the unified root at /sys/fs/cgroup.
@@ -221,6 +242,8 @@ struct Env {
     /// Socket offsets `tp_btf/inet_sock_set_state` needs that BTF did
     /// not give; the program would see no TCP socket without them.
     sock_unresolved: Vec<&'static str>,
+    /// The arguments kernel BTF gives each `tp_btf` hook.
+    tp_btf_args: HashMap<&'static str, Vec<String>>,
 }
 
 /// The socket fields the `tp_btf` form of `tcp_state` reads, unresolved.
@@ -274,9 +297,19 @@ fn attempt(ebpf: &mut Ebpf, probe: &Probe, env: &Env) -> Option<Attempt> {
                 .try_for_each(|(&p, name)| attach::tracepoint(ebpf, p, "syscalls", name));
             tried(format!("tracepoint/syscalls/{enter}+{exit}"), result)
         }
-        Hook::TpBtf { name } => {
+        Hook::TpBtf { name, args } => {
             let needs_sock = probe.programs.contains(&maps::prog::SOCK_STATE_BTF);
-            let result = if needs_sock && !env.sock_unresolved.is_empty() {
+            // Without the typedef, aya's attach says so itself.
+            let moved = env
+                .tp_btf_args
+                .get(name)
+                .filter(|found| !found.iter().map(String::as_str).eq(args.iter().copied()));
+            let result = if let Some(found) = moved {
+                Err(ProbeError::TpBtfArgs {
+                    found: found.join(", "),
+                    wanted: args.join(", "),
+                })
+            } else if needs_sock && !env.sock_unresolved.is_empty() {
                 Err(ProbeError::Offsets(env.sock_unresolved.join(", ")))
             } else {
                 probe
@@ -325,7 +358,11 @@ fn attempt(ebpf: &mut Ebpf, probe: &Probe, env: &Env) -> Option<Attempt> {
 
 pub fn load(cfg: &Config) -> Result<Loaded, LoaderError> {
     let root = tracefs::ensure_mounted()?;
-    let (mut config, missing) = agent_config(root);
+    let Resolved {
+        mut config,
+        missing,
+        tp_btf_args,
+    } = agent_config(root);
     // libpam's private layout, verified against the installed build first.
     let libpam = pam::find_libpam();
     let pam_check = match &libpam {
@@ -362,6 +399,7 @@ pub fn load(cfg: &Config) -> Result<Loaded, LoaderError> {
         },
         libpam,
         sock_unresolved: sock_unresolved(&config),
+        tp_btf_args,
     };
     let observed: Vec<&Probe> = PROBES.iter().filter(|p| p.observes()).collect();
     // Hooks tried so far per name, and whether one of them attached.

@@ -25,8 +25,12 @@ pub enum Hook {
         enter: &'static str,
         exit: &'static str,
     },
-    /// BTF-enabled raw tracepoint.
-    TpBtf { name: &'static str },
+    /// BTF-enabled raw tracepoint, and the arguments its program reads by
+    /// position (as `Btf::tp_btf_args` names them), checked before attach.
+    TpBtf {
+        name: &'static str,
+        args: &'static [&'static str],
+    },
     /// Entry and return probes on a function of the installed libpam.
     LibpamUprobe { symbol: &'static str },
     /// Ingress and egress on the cgroup v2 root (`flows.cgroup_path`).
@@ -51,7 +55,7 @@ impl Hook {
             Hook::SyscallPair { enter, exit } => {
                 format!("tracepoints `syscalls/{enter}` + `syscalls/{exit}`")
             }
-            Hook::TpBtf { name } => format!("`tp_btf/{name}`"),
+            Hook::TpBtf { name, .. } => format!("`tp_btf/{name}`"),
             Hook::LibpamUprobe { symbol } => {
                 format!("uprobe + uretprobe on `{symbol}` in libpam.so.0")
             }
@@ -195,6 +199,7 @@ pub static PROBES: &[Probe] = &[
         tier: 1,
         hook: Hook::TpBtf {
             name: "inet_sock_set_state",
+            args: &["void *", "struct sock *", "int32", "int32"],
         },
         programs: &[prog::SOCK_STATE_BTF],
         gate: Gate::TpBtf,
@@ -259,6 +264,7 @@ pub static PROBES: &[Probe] = &[
         tier: 1,
         hook: Hook::TpBtf {
             name: "sched_process_fork",
+            args: &["void *", "struct task_struct *", "struct task_struct *"],
         },
         programs: &[prog::FORK_BTF],
         gate: Gate::TpBtf,
