@@ -368,6 +368,54 @@ fn udp_exchange_yields_a_flow_with_exact_counts() {
     assert!(agent.stop());
 }
 
+/// The TC tier (`flows.attach: tc`, or where cgroup v2 is missing) parses
+/// frames, not IP packets: exact counts through it too, and the interfaces
+/// are left as found (TCX needs no clsact qdisc; one was added anyway).
+#[test]
+fn the_tc_tier_counts_a_udp_exchange_exactly_and_leaves_no_qdisc() {
+    let net = NetPair::new("udptc", 217);
+    let config = TEST_CONFIG.replacen("flows:\n", "flows:\n  attach: tc\n", 1);
+    let mut agent = Agent::start_in(Some(&net.b), &config, TempDir::new("udptc"));
+    let start = agent.wait_for("agent_start", |_| true);
+    assert!(
+        start["probes"].as_array().expect("probes").iter().any(|p| {
+            p["name"] == "flows"
+                && p["tier"] == 2
+                && p["state"] == "attached"
+                && p["hook"].as_str().is_some_and(|h| h.starts_with("tc/"))
+        }),
+        "{start}"
+    );
+    let addr = format!("{}:5353", net.ip_b());
+    let (count, size) = (20u64, 512u64);
+    let mut echo = net.spawn(&net.b, &["udp-echo", &addr, &count.to_string()]);
+    read_json_line(&mut echo);
+    let mut client = net.spawn(
+        &net.a,
+        &["udp-client", &addr, &count.to_string(), &size.to_string()],
+    );
+    let out = read_json_line(&mut client);
+    assert!(client.wait().expect("client").success());
+    assert!(echo.wait().expect("echo").success());
+    let port = local_port(&out);
+    // Seen from namespace b's interface: the echo server's side.
+    let f = agent.wait_for("flow", |r| {
+        r["src_port"] == 5353 && r["dst_port"] == port && r["proto"] == "udp"
+    });
+    assert_eq!(u64_of(&f, "packets_in"), count, "{f}");
+    assert_eq!(u64_of(&f, "packets_out"), count, "{f}");
+    assert_eq!(u64_of(&f, "bytes_in"), count * size, "{f}");
+    assert_eq!(u64_of(&f, "bytes_out"), count * size, "{f}");
+    assert_eq!(f["src_ip"], net.ip_b().as_str(), "{f}");
+    assert!(agent.stop());
+    let qdiscs = Command::new("ip")
+        .args(["netns", "exec", &net.b, "tc", "qdisc", "show"])
+        .output()
+        .expect("tc qdisc show");
+    let qdiscs = String::from_utf8_lossy(&qdiscs.stdout);
+    assert!(!qdiscs.contains("clsact"), "{qdiscs}");
+}
+
 #[test]
 fn reserve_failure_counter_is_readable_from_userspace_and_the_kernel_map() {
     let mut agent = Agent::start();

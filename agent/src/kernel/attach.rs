@@ -147,12 +147,16 @@ pub fn tc_clsact(ebpf: &mut Ebpf, progs: &[&'static str]) -> Result<Vec<String>,
     }
     let mut attached = Vec::new();
     for iface in interfaces() {
-        // An existing clsact qdisc is fine; TCX links need none at all.
-        let _ = tc::qdisc_add_clsact(&iface);
         let mut ok = true;
         for (&prog_name, kind) in progs.iter().zip(kinds) {
             let p: &mut SchedClassifier = program(ebpf, prog_name)?;
-            ok &= p.attach(&iface, kind).is_ok();
+            // TCX links (6.6+) need no qdisc, and one added would outlive
+            // the agent: a clsact qdisc is added only for a netlink attach
+            // that failed without one (an existing one is fine).
+            ok &= p.attach(&iface, kind).is_ok() || {
+                let _ = tc::qdisc_add_clsact(&iface);
+                p.attach(&iface, kind).is_ok()
+            };
         }
         if ok {
             attached.push(iface);
