@@ -337,12 +337,10 @@ fn tcp_sent_from_a_raw_socket_still_makes_a_flow() {
     assert!(u64_of(&flows[0], "syn") >= 1, "{flows:?}");
 }
 
-#[test]
-fn udp_exchange_yields_a_flow_with_exact_counts() {
-    let mut agent = Agent::start();
-    let net = NetPair::new("udp", 213);
+/// `count` datagrams of `size` bytes from namespace a, echoed by a server
+/// on port 5353 in namespace b; the client's report.
+fn udp_exchange(net: &NetPair, count: u64, size: u64) -> Value {
     let addr = format!("{}:5353", net.ip_b());
-    let (count, size) = (20u64, 512u64);
     let mut echo = net.spawn(&net.b, &["udp-echo", &addr, &count.to_string()]);
     read_json_line(&mut echo);
     let mut client = net.spawn(
@@ -352,6 +350,15 @@ fn udp_exchange_yields_a_flow_with_exact_counts() {
     let out = read_json_line(&mut client);
     assert!(client.wait().expect("client").success());
     assert!(echo.wait().expect("echo").success());
+    out
+}
+
+#[test]
+fn udp_exchange_yields_a_flow_with_exact_counts() {
+    let mut agent = Agent::start();
+    let net = NetPair::new("udp", 213);
+    let (count, size) = (20u64, 512u64);
+    let out = udp_exchange(&net, count, size);
     assert_eq!(u64_of(&out, "echoed"), count * size);
     let port = local_port(&out);
 
@@ -386,17 +393,8 @@ fn the_tc_tier_counts_a_udp_exchange_exactly_and_leaves_no_qdisc() {
         }),
         "{start}"
     );
-    let addr = format!("{}:5353", net.ip_b());
     let (count, size) = (20u64, 512u64);
-    let mut echo = net.spawn(&net.b, &["udp-echo", &addr, &count.to_string()]);
-    read_json_line(&mut echo);
-    let mut client = net.spawn(
-        &net.a,
-        &["udp-client", &addr, &count.to_string(), &size.to_string()],
-    );
-    let out = read_json_line(&mut client);
-    assert!(client.wait().expect("client").success());
-    assert!(echo.wait().expect("echo").success());
+    let out = udp_exchange(&net, count, size);
     let port = local_port(&out);
     // Seen from namespace b's interface: the echo server's side.
     let f = agent.wait_for("flow", |r| {
