@@ -54,7 +54,7 @@ pub struct ProgInfo {
 
 /// The kernel's `struct bpf_prog_info` for `fd`, and the bytes it filled.
 fn raw_info(fd: BorrowedFd<'_>) -> std::io::Result<([u8; PROG_INFO_LEN], usize)> {
-    let mut info = [0u64; PROG_INFO_LEN / 8];
+    let mut bytes = [0u8; PROG_INFO_LEN];
     // `info` member of union bpf_attr: bpf_fd, info_len, info pointer.
     #[repr(C)]
     struct InfoAttr {
@@ -65,7 +65,7 @@ fn raw_info(fd: BorrowedFd<'_>) -> std::io::Result<([u8; PROG_INFO_LEN], usize)>
     let mut attr = InfoAttr {
         bpf_fd: fd.as_raw_fd() as u32,
         info_len: PROG_INFO_LEN as u32,
-        info: info.as_mut_ptr() as u64,
+        info: bytes.as_mut_ptr() as u64,
     };
     // SAFETY: attr points at a buffer of info_len bytes, which the kernel
     // fills (up to the size it knows) and writes the length it used back.
@@ -79,10 +79,6 @@ fn raw_info(fd: BorrowedFd<'_>) -> std::io::Result<([u8; PROG_INFO_LEN], usize)>
     };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
-    }
-    let mut bytes = [0u8; PROG_INFO_LEN];
-    for (chunk, w) in bytes.chunks_exact_mut(8).zip(info) {
-        chunk.copy_from_slice(&w.to_ne_bytes());
     }
     Ok((bytes, (attr.info_len as usize).min(PROG_INFO_LEN)))
 }
