@@ -121,6 +121,11 @@ async fn serve(agent: &mut Agent, run: &mut Running) -> Result<(), DaemonError> 
         if let Some(m) = &agent.metrics {
             m.beat();
         }
+        // The close linger's 50 ms tick was half of an idle agent's
+        // wake-ups; it has work only while a close waits for its flow, and
+        // such a close arrives through a turn of this loop.
+        let closes = agent.flows.has_closes();
+        let jobs_due = run.schedule.next_except(|j| j == Job::Closes && !closes);
         // Checked in this order: under a flood the ring buffer is always
         // ready, and picking among ready sources at random would leave the
         // watchdog, the timer and the operator waiting on chance.
@@ -132,7 +137,7 @@ async fn serve(agent: &mut Agent, run: &mut Running) -> Result<(), DaemonError> 
                 let _ = agent.reload();
                 let _ = agent.reload_sigma();
             }
-            _ = tokio::time::sleep_until(run.schedule.next()) => {
+            _ = tokio::time::sleep_until(jobs_due) => {
                 for job in run.schedule.due(tokio::time::Instant::now()) {
                     run_job(agent, &run.ebpf, job);
                 }
