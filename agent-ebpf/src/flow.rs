@@ -215,7 +215,7 @@ struct Parsed {
 fn parse(skb: Skb, l3: usize, egress: bool) -> Option<Parsed> {
     let mut first = MaybeUninit::<[u8; 1]>::uninit();
     let b0 = unsafe { byte(skb.bytes(l3, &mut first)?, 0) };
-    let (src, dst, proto, l4, ip_version) = match b0 >> 4 {
+    let (src, dst, proto, l4, ip_version, ports_known) = match b0 >> 4 {
         4 => {
             let mut v4 = MaybeUninit::<[u8; 20]>::uninit();
             let h = skb.bytes(l3, &mut v4)?;
@@ -228,19 +228,26 @@ fn parse(skb: Skb, l3: usize, egress: bool) -> Option<Parsed> {
                 unsafe { byte(h, 9) }
             };
             let (s, d) = unsafe { (word(h, 12), word(h, 16)) };
-            ([s, 0, 0, 0], [d, 0, 0, 0], proto, l3 + ihl, 4u8)
+            // A header length under 20 (a raw socket's, or one arriving on
+            // the TC tier before the IP stack drops it) would put the
+            // "ports" inside the addresses: such a packet is counted
+            // under its protocol without ports.
+            let ports_known = ihl >= 20;
+            let l4 = l3 + if ports_known { ihl } else { 20 };
+            ([s, 0, 0, 0], [d, 0, 0, 0], proto, l4, 4u8, ports_known)
         }
         6 => {
             let mut v6 = MaybeUninit::<[u8; 40]>::uninit();
             let h = skb.bytes(l3, &mut v6)?;
             let a = |i| unsafe { [word(h, i), word(h, i + 4), word(h, i + 8), word(h, i + 12)] };
-            (a(8), a(24), unsafe { byte(h, 6) }, l3 + 40, 6u8)
+            (a(8), a(24), unsafe { byte(h, 6) }, l3 + 40, 6u8, true)
         }
         _ => return None,
     };
     let len = skb.len() as usize;
     let mut l4buf = MaybeUninit::<[u8; 14]>::uninit();
-    let (sport, dport, hdr, flags) = match proto {
+    let l4_proto = if ports_known { proto } else { 0 };
+    let (sport, dport, hdr, flags) = match l4_proto {
         IPPROTO_TCP => {
             let t = skb.bytes(l4, &mut l4buf)?;
             let off = unsafe { byte(t, 12) } >> 4;

@@ -337,6 +337,46 @@ fn tcp_sent_from_a_raw_socket_still_makes_a_flow() {
     assert!(u64_of(&flows[0], "syn") >= 1, "{flows:?}");
 }
 
+/// An IPv4 header length under 20 is not valid IP, and the stack drops
+/// such a packet, but the TC tier sees it first. Read at that length, the
+/// "ports" would be bytes of the destination address, so such packets are
+/// counted without ports. (An IP raw socket refuses to send them, so the
+/// cgroup tier does not meet them.)
+#[test]
+fn a_header_length_under_the_minimum_is_counted_without_ports() {
+    let net = NetPair::new("ihl", 219);
+    let config = TEST_CONFIG.replacen("flows:\n", "flows:\n  attach: tc\n", 1);
+    let mut agent = Agent::start_in(Some(&net.b), &config, TempDir::new("ihl"));
+    let (ip_a, ip_b) = (net.ip_a(), net.ip_b());
+    let count = 5u64;
+    let iface = format!("vg{}a", net.subnet);
+    let args = ["raw-short-ihl", &iface, &ip_a, &ip_b, &count.to_string()];
+    let mut peer = net.spawn(&net.a, &args);
+    let out = read_json_line(&mut peer);
+    assert!(peer.wait().expect("raw sender").success());
+    assert_eq!(out["sent"], count, "{out}");
+    assert!(agent.stop());
+    // Seen from namespace b: local is b.
+    let flows: Vec<_> = agent
+        .records()
+        .into_iter()
+        .filter(|r| {
+            r["kind"] == "flow" && r["src_ip"] == ip_b.as_str() && r["dst_ip"] == ip_a.as_str()
+        })
+        .collect();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    let f = &flows[0];
+    let ports = (
+        f["proto"].as_str(),
+        f["src_port"].as_u64(),
+        f["dst_port"].as_u64(),
+    );
+    assert_eq!(ports, (Some("tcp"), Some(0), Some(0)), "{f}");
+    // 60-byte packets: the 20 bytes a header has at least, and 40 after.
+    let counts = (u64_of(f, "packets_in"), u64_of(f, "bytes_in"));
+    assert_eq!(counts, (count, 40 * count), "{f}");
+}
+
 /// `count` datagrams of `size` bytes from namespace a, echoed by a server
 /// on port 5353 in namespace b; the client's report.
 fn udp_exchange(net: &NetPair, count: u64, size: u64) -> Value {

@@ -17,6 +17,11 @@
 //!   netpeer beacon ADDR:PORT PERIOD_MS JITTER_PCT COUNT  periodic short connections
 //!   netpeer send-file ADDR:PORT FILE             serve one file to one client
 //!   netpeer fetch ADDR:PORT PATH                 download to PATH and make it executable
+//!   netpeer raw-short-ihl IFACE SRC DST COUNT    COUNT IPv4 packets claiming TCP whose header
+//!                                                length field says 16 bytes (invalid), 40
+//!                                                bytes after the 20-byte header, broadcast on
+//!                                                IFACE from a packet socket (an IP raw socket
+//!                                                refuses them)
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -421,6 +426,61 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(interval));
             }
             println!("{{\"rounds\":{rounds},\"ok\":{ok}}}");
+        }
+        Some("raw-short-ihl") => {
+            let parse = |a: &str| a.parse::<std::net::Ipv4Addr>().expect("IPv4 address");
+            let iface = std::ffi::CString::new(args[2].as_str()).expect("interface name");
+            let (src, dst) = (parse(&args[3]), parse(&args[4]));
+            // SAFETY: plain libc calls on a NUL-terminated name.
+            let (fd, ifindex) = unsafe {
+                let fd = libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_DGRAM,
+                    (libc::ETH_P_IP as u16).to_be() as i32,
+                );
+                (fd, libc::if_nametoindex(iface.as_ptr()))
+            };
+            assert!(
+                fd >= 0,
+                "packet socket: {}",
+                std::io::Error::last_os_error()
+            );
+            assert!(ifindex > 0, "no interface {}", args[2]);
+            let mut pkt = [0u8; 60];
+            pkt[0] = 0x44; // version 4, IHL 4: 16 bytes, below the minimum of 20
+            pkt[2..4].copy_from_slice(&60u16.to_be_bytes());
+            pkt[8] = 64; // TTL
+            pkt[9] = 6; // TCP
+            pkt[12..16].copy_from_slice(&src.octets());
+            pkt[16..20].copy_from_slice(&dst.octets());
+            pkt[20..24].copy_from_slice(&[0x1b, 0x58, 0x1b, 0x59]); // "ports" 7000, 7001
+                                                                    // SAFETY: all-zero is a valid sockaddr_ll; the fields are set below.
+            let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            to.sll_family = libc::AF_PACKET as u16;
+            to.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+            to.sll_ifindex = ifindex as i32;
+            to.sll_halen = 6;
+            to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+            let mut sent = 0;
+            for _ in 0..num(&args[5]) {
+                // SAFETY: pkt and to are valid for the lengths given.
+                let n = unsafe {
+                    libc::sendto(
+                        fd,
+                        pkt.as_ptr().cast(),
+                        pkt.len(),
+                        0,
+                        (&raw const to).cast(),
+                        std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                    )
+                };
+                if n == pkt.len() as isize {
+                    sent += 1;
+                }
+            }
+            // SAFETY: fd is ours.
+            unsafe { libc::close(fd) };
+            println!("{{\"pid\":{pid},\"sent\":{sent}}}");
         }
         _ => {
             eprintln!("usage: netpeer tcp-server|tcp-client|udp-echo|udp-client ...");
