@@ -38,6 +38,14 @@
 //! (comma list of exec, iperf, connect, flood, syscall; default all) narrow a run;
 //! `VIGIL_HOSTCOST_CONFIG` adds YAML to the agent's configuration;
 //! `VIGIL_HOSTCOST_FLOORS=0` leaves the floors out.
+//!
+//! First, the idle agent's wake-ups: context switches of all its threads
+//! over 5 s with nothing happening, each a wake-up of a CPU for the agent.
+//!
+//! `VIGIL_HOSTCOST_NOISE=1` runs every workload a second time without the
+//! agent in each round, right after the first, and reports that A/A change
+//! beside the agent's: what a median moves on this machine with nothing
+//! changed, so a difference smaller than it is not read as a cost.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -520,6 +528,39 @@ fn with_agent(workloads: &[Workload]) -> (Vec<WithAgent>, f64) {
     (out, hwm_mb)
 }
 
+/// Context switches of every thread of `pid` so far.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            std::fs::read_to_string(t.path().join("status"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("voluntary_ctxt") || l.starts_with("nonvoluntary_ctxt"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// The idle agent's wake-ups per second.
+fn idle_wakeups() -> f64 {
+    let mut agent = Agent::start_with(&format!(
+        "enforce:\n  enabled: false\nmetrics:\n  listen: \"{METRICS}\"\n"
+    ));
+    let pid = agent.pid().expect("agent pid");
+    settle();
+    let secs = 5.0;
+    let c0 = context_switches(pid);
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let n = context_switches(pid) - c0;
+    assert!(agent.stop(), "agent did not stop cleanly");
+    n as f64 / secs
+}
+
 /// Hooks only: what seeing every exec and connection end costs before any
 /// record leaves the kernel.
 const FLOOR_COUNT: &str = "tracepoint:sched:sched_process_exec { @exec = count(); }
@@ -635,6 +676,10 @@ fn main() {
          connections ({THREADS} threads x {CONNECTS_PER_THREAD}), 64-byte UDP flood \
          ({FLOOD_PACKETS} packets), 1-byte reads (one thread x {SYSCALLS})"
     );
+    println!(
+        "  idle agent: {:.0} wake-ups/s (context switches of all its threads over 5 s)",
+        idle_wakeups()
+    );
     let mut changes: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
     let floors = [
         (
@@ -652,17 +697,39 @@ fn main() {
     let mut floor_skipped: Option<String> = (std::env::var("VIGIL_HOSTCOST_FLOORS").as_deref()
         == Ok("0"))
     .then(|| "VIGIL_HOSTCOST_FLOORS=0".to_string());
+    let noise = std::env::var("VIGIL_HOSTCOST_NOISE").as_deref() == Ok("1");
+    let mut aa_changes: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
+    let mut aa_added: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
     for round in 1..=rounds {
         // Alternate which goes first: the machine's state drifts.
         let bare_all = || workloads.iter().map(|w| w.measure()).collect::<Vec<Run>>();
-        let (bare, (with, hwm)) = if round % 2 == 1 {
+        let again = || if noise { Some(bare_all()) } else { None };
+        let (bare, bare2, (with, hwm)) = if round % 2 == 1 {
             let bare = bare_all();
-            (bare, with_agent(&workloads))
+            let bare2 = again();
+            (bare, bare2, with_agent(&workloads))
         } else {
             let with = with_agent(&workloads);
-            (bare_all(), with)
+            let bare = bare_all();
+            (bare, again(), with)
         };
         println!("  round {round} (agent peak RSS {hwm:.1} MB):");
+        if let Some(bare2) = &bare2 {
+            for (i, ((w, b), b2)) in workloads.iter().zip(&bare).zip(bare2).enumerate() {
+                let change = (b2.figure / b.figure - 1.0) * 100.0;
+                let added = b2.cpu_per_op - b.cpu_per_op;
+                aa_changes[i].push(change);
+                aa_added[i].push(added);
+                println!(
+                    "    {:<28} without {:>9.2}  without again {:>9.2} ({change:+.1} %); host CPU \
+                     ({added:+.2} {})",
+                    w.name(),
+                    b.figure,
+                    b2.figure,
+                    w.per_op_unit()
+                );
+            }
+        }
         for (i, ((w, b), a)) in workloads.iter().zip(bare).zip(&with).enumerate() {
             let change = (a.run.figure / b.figure - 1.0) * 100.0;
             let added = a.run.cpu_per_op - b.cpu_per_op;
@@ -720,6 +787,15 @@ fn main() {
             spread(&mut added_cpu[i]),
             w.per_op_unit()
         );
+        if noise {
+            println!(
+                "    {:<28} noise, without vs without again: {} %; {} {}",
+                w.name(),
+                spread(&mut aa_changes[i]),
+                spread(&mut aa_added[i]),
+                w.per_op_unit()
+            );
+        }
     }
     for (w, per_floor) in workloads.iter().zip(floor_changes) {
         for ((label, _), runs) in floors.iter().zip(per_floor) {
