@@ -39,6 +39,12 @@
 //! `VIGIL_HOSTCOST_CONFIG` adds YAML to the agent's configuration;
 //! `VIGIL_HOSTCOST_FLOORS=0` leaves the floors out.
 //!
+//! `VIGIL_HOSTCOST_ONE_END=1` puts the iperf3 server in a cgroup of its
+//! own and attaches the agent's flow programs to that cgroup only
+//! (`flows.cgroup_path`), so one end of the transfer is accounted, as on a
+//! server whose peer is another machine; the default run accounts both
+//! ends, which are both on this host.
+//!
 //! First, the idle agent's wake-ups: context switches of all its threads
 //! over 5 s with nothing happening, each a wake-up of a CPU for the agent.
 //!
@@ -329,13 +335,51 @@ fn syscall_loop() -> f64 {
 /// iperf3 from the client namespace to a one-off server: Gbit/s received.
 /// A run that fails (the server not up yet, a stale one) is retried with a
 /// fresh server, at most 10 times.
+/// The cgroup the iperf3 server runs in under `VIGIL_HOSTCOST_ONE_END=1`.
+fn one_end() -> Option<&'static str> {
+    static CG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    CG.get_or_init(|| {
+        if std::env::var("VIGIL_HOSTCOST_ONE_END").as_deref() != Ok("1") {
+            return None;
+        }
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let root = mounts
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.get(2) == Some(&"cgroup2"))
+            .map(|f| f[1].to_string())
+            .expect("a cgroup v2 mount");
+        let cg = format!("{root}/vigil-hostcost-server");
+        let _ = std::fs::create_dir(&cg);
+        Some(cg)
+    })
+    .as_deref()
+}
+
+/// Removes the one-end cgroup (empty once the servers are gone) on drop.
+struct OneEnd;
+
+impl Drop for OneEnd {
+    fn drop(&mut self) {
+        if let Some(cg) = one_end() {
+            let _ = std::fs::remove_dir(cg);
+        }
+    }
+}
+
 fn iperf() -> f64 {
     let mut last = String::new();
     for _ in 0..10 {
-        let mut server = Command::new("ip")
-            .args([
-                "netns", "exec", NS_SERVER, "iperf3", "-s", "-1", "-B", SERVER_IP,
-            ])
+        let serve = format!("exec ip netns exec {NS_SERVER} iperf3 -s -1 -B {SERVER_IP}");
+        let script = match one_end() {
+            // Into the cgroup before it listens (accepted sockets take the
+            // listener's cgroup), and before `ip netns exec`, whose fresh
+            // /sys has no cgroup mount.
+            Some(cg) => format!("echo $$ > {cg}/cgroup.procs && {serve}"),
+            None => serve,
+        };
+        let mut server = Command::new("sh")
+            .args(["-c", &script])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -465,16 +509,20 @@ struct WithAgent {
     run: Run,
     cpu_pct: f64,
     rss_mb: f64,
-    /// (program, runs, ns per run) during the workload.
-    programs: Vec<(String, f64, f64)>,
-    lost: f64,
+    /// (program, runs, ns per run, runs skipped) during the workload.
+    programs: Vec<(String, f64, f64, f64)>,
+    /// Events lost in the kernel: (ring reserve failures, skipped runs).
+    lost: (f64, f64),
 }
 
 /// Every workload once with one agent; its peak RSS over the round.
 fn with_agent(workloads: &[Workload]) -> (Vec<WithAgent>, f64) {
     // VIGIL_HOSTCOST_CONFIG: more YAML for the agent, to take one part
     // out when finding what a loss is made of.
-    let extra = std::env::var("VIGIL_HOSTCOST_CONFIG").unwrap_or_default();
+    let mut extra = std::env::var("VIGIL_HOSTCOST_CONFIG").unwrap_or_default();
+    if let Some(cg) = one_end() {
+        extra.push_str(&format!("flows:\n  attach: cgroup\n  cgroup_path: {cg}\n"));
+    }
     let mut agent = Agent::start_with(&format!(
         "enforce:\n  enabled: false\nmetrics:\n  listen: \"{METRICS}\"\n{extra}"
     ));
@@ -499,9 +547,11 @@ fn with_agent(workloads: &[Workload]) -> (Vec<WithAgent>, f64) {
                 let s = series(&m1, "vigil_program_run_time_seconds_total", p)
                     - series(&m0, "vigil_program_run_time_seconds_total", p);
                 let ns = if runs > 0.0 { s * 1e9 / runs } else { 0.0 };
-                (p.to_string(), runs, ns)
+                let skipped = series(&m1, "vigil_program_recursion_misses_total", p)
+                    - series(&m0, "vigil_program_recursion_misses_total", p);
+                (p.to_string(), runs, ns, skipped)
             })
-            .filter(|(_, runs, _)| *runs > 0.0)
+            .filter(|(_, runs, _, _)| *runs > 0.0)
             .collect();
         // Lost in the kernel: reserve failures, and runs skipped because
         // another BPF program was running on the CPU.
@@ -512,15 +562,14 @@ fn with_agent(workloads: &[Workload]) -> (Vec<WithAgent>, f64) {
                     - series(&m0, "vigil_program_recursion_misses_total", p)
             })
             .sum();
-        let lost = metric(&m1, "vigil_kernel_reserve_failures_total").unwrap_or(0.0)
-            - metric(&m0, "vigil_kernel_reserve_failures_total").unwrap_or(0.0)
-            + skipped;
+        let reserve = metric(&m1, "vigil_kernel_reserve_failures_total").unwrap_or(0.0)
+            - metric(&m0, "vigil_kernel_reserve_failures_total").unwrap_or(0.0);
         out.push(WithAgent {
             run,
             cpu_pct: (c1 - c0) / secs * 100.0,
             rss_mb,
             programs,
-            lost,
+            lost: (reserve, skipped),
         });
     }
     let hwm_mb = status_kib(pid, "VmHWM:") as f64 / 1024.0;
@@ -552,7 +601,8 @@ fn idle_wakeups() -> f64 {
         "enforce:\n  enabled: false\nmetrics:\n  listen: \"{METRICS}\"\n"
     ));
     let pid = agent.pid().expect("agent pid");
-    settle();
+    // Past start-up (the /proc walk, the first sweeps and reads).
+    std::thread::sleep(Duration::from_secs(8));
     let secs = 5.0;
     let c0 = context_switches(pid);
     std::thread::sleep(Duration::from_secs_f64(secs));
@@ -668,6 +718,10 @@ fn main() {
         .filter(|&n| n > 0)
         .unwrap_or(ROUNDS);
     let _ns = Namespaces::new();
+    let _one_end = OneEnd;
+    if let Some(cg) = one_end() {
+        println!("  one end accounted: the iperf3 server in {cg}, the flow programs on it only");
+    }
     let names: Vec<&str> = workloads.iter().map(|w| w.key()).collect();
     println!(
         "host cost: without and with the agent (default configuration, bpf_stats off), \
@@ -738,7 +792,7 @@ fn main() {
             println!(
                 "    {:<28} without {:>9.2}  with {:>9.2} ({change:+.1} %); host CPU {:.2} -> \
                  {:.2} {} ({added:+.2}); agent CPU {:.1} % of one core, RSS {:.1} MB, events \
-                 lost {}",
+                 lost {} (ring full {}, runs skipped {})",
                 w.name(),
                 b.figure,
                 a.run.figure,
@@ -747,7 +801,9 @@ fn main() {
                 w.per_op_unit(),
                 a.cpu_pct,
                 a.rss_mb,
-                a.lost
+                a.lost.0 + a.lost.1,
+                a.lost.0,
+                a.lost.1
             );
             if !matches!(w, Workload::Exec | Workload::Connect) || floor_skipped.is_some() {
                 continue;
@@ -822,8 +878,8 @@ fn main() {
             w.name(),
             a.run.figure
         );
-        for (p, runs, ns) in &a.programs {
-            println!("      {p:<18} {runs:>9.0} runs  {ns:>7.0} ns/run");
+        for (p, runs, ns, skipped) in &a.programs {
+            println!("      {p:<18} {runs:>9.0} runs  {ns:>7.0} ns/run  {skipped:>4.0} skipped");
         }
     }
 }
