@@ -247,17 +247,24 @@ fn parse(skb: Skb, l3: usize, egress: bool) -> Option<Parsed> {
     let len = skb.len() as usize;
     let mut l4buf = MaybeUninit::<[u8; 14]>::uninit();
     let l4_proto = if ports_known { proto } else { 0 };
+    // An L4 header cut short (a raw socket can send one, and so can a
+    // remote sender on the TC tier) is counted without ports: left out, it
+    // would be traffic that leaves no flow.
+    let mut ubuf = MaybeUninit::<[u8; 4]>::uninit();
     let (sport, dport, hdr, flags) = match l4_proto {
-        IPPROTO_TCP => {
-            let t = skb.bytes(l4, &mut l4buf)?;
-            let off = unsafe { byte(t, 12) } >> 4;
-            unsafe { (be16(t, 0), be16(t, 2), (off as usize) * 4, byte(t, 13)) }
-        }
-        IPPROTO_UDP => {
-            let mut ubuf = MaybeUninit::<[u8; 4]>::uninit();
-            let u = skb.bytes(l4, &mut ubuf)?;
-            unsafe { (be16(u, 0), be16(u, 2), 8, 0) }
-        }
+        IPPROTO_TCP => match skb.bytes(l4, &mut l4buf) {
+            Some(t) => {
+                // A data offset under 5 is not valid TCP: the header is
+                // 20 bytes at least, whatever the field says.
+                let off = ((unsafe { byte(t, 12) } >> 4) as usize * 4).max(20);
+                unsafe { (be16(t, 0), be16(t, 2), off, byte(t, 13)) }
+            }
+            None => (0, 0, 0, 0),
+        },
+        IPPROTO_UDP => match skb.bytes(l4, &mut ubuf) {
+            Some(u) => unsafe { (be16(u, 0), be16(u, 2), 8, 0) },
+            None => (0, 0, 0, 0),
+        },
         _ => (0, 0, 0, 0),
     };
     let payload = len.saturating_sub(l4 + hdr) as u64;

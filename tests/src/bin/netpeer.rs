@@ -21,7 +21,10 @@
 //!                                                length field says 16 bytes (invalid), 40
 //!                                                bytes after the 20-byte header, broadcast on
 //!                                                IFACE from a packet socket (an IP raw socket
-//!                                                refuses them)
+//!                                                refuses them on recent kernels)
+//!   netpeer raw-short-l4 SRC DST COUNT           COUNT IPv4 packets claiming TCP with 8 bytes
+//!                                                after the header (a TCP header needs 20),
+//!                                                from an IP raw socket
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -133,6 +136,58 @@ fn addr(s: &str) -> SocketAddr {
 
 fn num(s: &str) -> usize {
     s.parse().unwrap_or_else(|e| panic!("bad number {s}: {e}"))
+}
+
+fn ipv4(a: &str) -> std::net::Ipv4Addr {
+    a.parse().expect("IPv4 address")
+}
+
+/// An IPv4 packet claiming TCP: `first` is the version/IHL byte, `after`
+/// starts at byte 20, zeros up to `total` bytes.
+fn ipv4_packet(
+    first: u8,
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    after: &[u8],
+    total: usize,
+) -> Vec<u8> {
+    let mut pkt = vec![0u8; total];
+    pkt[0] = first;
+    pkt[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    pkt[8] = 64; // TTL
+    pkt[9] = 6; // TCP
+    pkt[12..16].copy_from_slice(&src.octets());
+    pkt[16..20].copy_from_slice(&dst.octets());
+    pkt[20..20 + after.len()].copy_from_slice(after);
+    pkt
+}
+
+/// Sends `pkt` `count` times from a fresh socket of the given kind to
+/// `to`; how many sends took the whole packet.
+fn send_raw<A>(family: i32, kind: i32, proto: i32, pkt: &[u8], to: &A, count: usize) -> usize {
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(family, kind, proto) };
+    assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    let mut sent = 0;
+    for _ in 0..count {
+        // SAFETY: pkt and to are valid for the lengths given.
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (to as *const A).cast(),
+                std::mem::size_of::<A>() as libc::socklen_t,
+            )
+        };
+        if n == pkt.len() as isize {
+            sent += 1;
+        }
+    }
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    sent
 }
 
 fn main() {
@@ -428,58 +483,51 @@ fn main() {
             println!("{{\"rounds\":{rounds},\"ok\":{ok}}}");
         }
         Some("raw-short-ihl") => {
-            let parse = |a: &str| a.parse::<std::net::Ipv4Addr>().expect("IPv4 address");
+            let (src, dst) = (ipv4(&args[3]), ipv4(&args[4]));
+            // IHL 4: 16 bytes, below the minimum of 20; "ports" 7000, 7001 after 20.
+            let pkt = ipv4_packet(0x44, src, dst, &[0x1b, 0x58, 0x1b, 0x59], 60);
             let iface = std::ffi::CString::new(args[2].as_str()).expect("interface name");
-            let (src, dst) = (parse(&args[3]), parse(&args[4]));
-            // SAFETY: plain libc calls on a NUL-terminated name.
-            let (fd, ifindex) = unsafe {
-                let fd = libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_DGRAM,
-                    (libc::ETH_P_IP as u16).to_be() as i32,
-                );
-                (fd, libc::if_nametoindex(iface.as_ptr()))
-            };
-            assert!(
-                fd >= 0,
-                "packet socket: {}",
-                std::io::Error::last_os_error()
-            );
+            // SAFETY: plain libc call on a NUL-terminated name.
+            let ifindex = unsafe { libc::if_nametoindex(iface.as_ptr()) };
             assert!(ifindex > 0, "no interface {}", args[2]);
-            let mut pkt = [0u8; 60];
-            pkt[0] = 0x44; // version 4, IHL 4: 16 bytes, below the minimum of 20
-            pkt[2..4].copy_from_slice(&60u16.to_be_bytes());
-            pkt[8] = 64; // TTL
-            pkt[9] = 6; // TCP
-            pkt[12..16].copy_from_slice(&src.octets());
-            pkt[16..20].copy_from_slice(&dst.octets());
-            pkt[20..24].copy_from_slice(&[0x1b, 0x58, 0x1b, 0x59]); // "ports" 7000, 7001
-                                                                    // SAFETY: all-zero is a valid sockaddr_ll; the fields are set below.
+            let proto = (libc::ETH_P_IP as u16).to_be();
+            // SAFETY: all-zero is a valid sockaddr_ll; the fields are set below.
             let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             to.sll_family = libc::AF_PACKET as u16;
-            to.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+            to.sll_protocol = proto;
             to.sll_ifindex = ifindex as i32;
             to.sll_halen = 6;
             to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-            let mut sent = 0;
-            for _ in 0..num(&args[5]) {
-                // SAFETY: pkt and to are valid for the lengths given.
-                let n = unsafe {
-                    libc::sendto(
-                        fd,
-                        pkt.as_ptr().cast(),
-                        pkt.len(),
-                        0,
-                        (&raw const to).cast(),
-                        std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                    )
-                };
-                if n == pkt.len() as isize {
-                    sent += 1;
-                }
-            }
-            // SAFETY: fd is ours.
-            unsafe { libc::close(fd) };
+            let sent = send_raw(
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM,
+                proto as i32,
+                &pkt,
+                &to,
+                num(&args[5]),
+            );
+            println!("{{\"pid\":{pid},\"sent\":{sent}}}");
+        }
+        Some("raw-short-l4") => {
+            let (src, dst) = (ipv4(&args[2]), ipv4(&args[3]));
+            // IHL 5, then 8 bytes: ports and a sequence number, no more.
+            let pkt = ipv4_packet(0x45, src, dst, &[0x1b, 0x58, 0x1b, 0x59, 0, 0, 0, 1], 28);
+            let to = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(dst.octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            let sent = send_raw(
+                libc::AF_INET,
+                libc::SOCK_RAW,
+                libc::IPPROTO_RAW,
+                &pkt,
+                &to,
+                num(&args[4]),
+            );
             println!("{{\"pid\":{pid},\"sent\":{sent}}}");
         }
         _ => {
