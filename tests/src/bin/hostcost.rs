@@ -43,7 +43,9 @@
 //! own and attaches the agent's flow programs to that cgroup only
 //! (`flows.cgroup_path`), so one end of the transfer is accounted, as on a
 //! server whose peer is another machine; the default run accounts both
-//! ends, which are both on this host.
+//! ends, which are both on this host. Meant with
+//! `VIGIL_HOSTCOST_WORKLOADS=iperf` (the other loads' flows are then not
+//! accounted) and a `VIGIL_HOSTCOST_CONFIG` without a `flows:` key.
 //!
 //! First, the idle agent's wake-ups: context switches of all its threads
 //! over 5 s with nothing happening, each a wake-up of a CPU for the agent.
@@ -332,32 +334,39 @@ fn syscall_loop() -> f64 {
     SYSCALLS as f64 / start.elapsed().as_secs_f64() / 1e6
 }
 
-/// iperf3 from the client namespace to a one-off server: Gbit/s received.
-/// A run that fails (the server not up yet, a stale one) is retried with a
-/// fresh server, at most 10 times.
-/// The cgroup the iperf3 server runs in under `VIGIL_HOSTCOST_ONE_END=1`.
+/// The cgroup the iperf3 server runs in under `VIGIL_HOSTCOST_ONE_END=1`,
+/// made by [`OneEnd::new`].
+static ONE_END: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn one_end() -> Option<&'static str> {
-    static CG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    CG.get_or_init(|| {
-        if std::env::var("VIGIL_HOSTCOST_ONE_END").as_deref() != Ok("1") {
-            return None;
-        }
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-        let root = mounts
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f.get(2) == Some(&"cgroup2"))
-            .map(|f| f[1].to_string())
-            .expect("a cgroup v2 mount");
-        let cg = format!("{root}/vigil-hostcost-server");
-        let _ = std::fs::create_dir(&cg);
-        Some(cg)
-    })
-    .as_deref()
+    ONE_END.get().map(String::as_str)
 }
 
-/// Removes the one-end cgroup (empty once the servers are gone) on drop.
+/// Makes the one-end cgroup when asked for, and removes it (empty once
+/// the servers are gone) on drop.
 struct OneEnd;
+
+impl OneEnd {
+    fn new() -> OneEnd {
+        if std::env::var("VIGIL_HOSTCOST_ONE_END").as_deref() == Ok("1") {
+            let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+            let root = mounts
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .find(|f| f.get(2) == Some(&"cgroup2"))
+                .map(|f| f[1].to_string())
+                .expect("VIGIL_HOSTCOST_ONE_END needs a cgroup v2 mount");
+            let cg = format!("{root}/vigil-hostcost-server");
+            match std::fs::create_dir(&cg) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => panic!("cannot make {cg}: {e}"),
+            }
+            let _ = ONE_END.set(cg);
+        }
+        OneEnd
+    }
+}
 
 impl Drop for OneEnd {
     fn drop(&mut self) {
@@ -367,19 +376,22 @@ impl Drop for OneEnd {
     }
 }
 
+/// iperf3 from the client namespace to a one-off server: Gbit/s received.
+/// A run that fails (the server not up yet, a stale one) is retried with a
+/// fresh server, at most 10 times.
 fn iperf() -> f64 {
     let mut last = String::new();
     for _ in 0..10 {
         let serve = format!("exec ip netns exec {NS_SERVER} iperf3 -s -1 -B {SERVER_IP}");
+        // Into the cgroup before it listens (accepted sockets take the
+        // listener's cgroup), and before `ip netns exec`, whose fresh /sys
+        // has no cgroup mount.
         let script = match one_end() {
-            // Into the cgroup before it listens (accepted sockets take the
-            // listener's cgroup), and before `ip netns exec`, whose fresh
-            // /sys has no cgroup mount.
-            Some(cg) => format!("echo $$ > {cg}/cgroup.procs && {serve}"),
+            Some(_) => format!("echo $$ > \"$1/cgroup.procs\" && {serve}"),
             None => serve,
         };
         let mut server = Command::new("sh")
-            .args(["-c", &script])
+            .args(["-c", &script, "sh", one_end().unwrap_or("")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -520,6 +532,9 @@ fn with_agent(workloads: &[Workload]) -> (Vec<WithAgent>, f64) {
     // VIGIL_HOSTCOST_CONFIG: more YAML for the agent, to take one part
     // out when finding what a loss is made of.
     let mut extra = std::env::var("VIGIL_HOSTCOST_CONFIG").unwrap_or_default();
+    if !extra.is_empty() && !extra.ends_with('\n') {
+        extra.push('\n');
+    }
     if let Some(cg) = one_end() {
         extra.push_str(&format!("flows:\n  attach: cgroup\n  cgroup_path: {cg}\n"));
     }
@@ -606,7 +621,8 @@ fn idle_wakeups() -> f64 {
     let secs = 5.0;
     let c0 = context_switches(pid);
     std::thread::sleep(Duration::from_secs_f64(secs));
-    let n = context_switches(pid) - c0;
+    // A thread that ends meanwhile takes its count with it.
+    let n = context_switches(pid).saturating_sub(c0);
     assert!(agent.stop(), "agent did not stop cleanly");
     n as f64 / secs
 }
@@ -718,7 +734,7 @@ fn main() {
         .filter(|&n| n > 0)
         .unwrap_or(ROUNDS);
     let _ns = Namespaces::new();
-    let _one_end = OneEnd;
+    let _one_end = OneEnd::new();
     if let Some(cg) = one_end() {
         println!("  one end accounted: the iperf3 server in {cg}, the flow programs on it only");
     }
