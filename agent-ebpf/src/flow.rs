@@ -211,6 +211,55 @@ struct Parsed {
     flags: u8,
 }
 
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_DSTOPTS: u8 = 60;
+/// Extension headers stepped over before giving up on the ports.
+const V6_EXTENSIONS: usize = 4;
+
+#[inline(always)]
+fn is_v6_extension(next: u8) -> bool {
+    matches!(
+        next,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT
+    )
+}
+
+/// The upper-layer protocol of an IPv6 packet (high word) and where its
+/// header starts (low word), past up to [`V6_EXTENSIONS`] hop-by-hop,
+/// routing, fragment and destination-options headers. A socket's owner
+/// can add such headers (destination options with CAP_NET_RAW, which a
+/// user namespace grants); read as the protocol, they would strip the
+/// flow of its ports and flags. A later fragment, a header cut short or a
+/// longer chain gives protocol 0: counted without ports, as an IPv4 later
+/// fragment is. A function of its own, called only when an extension
+/// header is there, so the common path stays short.
+#[inline(never)]
+fn v6_upper_layer(skb: Skb, mut next: u8, mut off: usize) -> u64 {
+    let at = |proto: u8, off: usize| ((proto as u64) << 32) | (off as u32 as u64);
+    for _ in 0..V6_EXTENSIONS {
+        let mut b = MaybeUninit::<[u8; 4]>::uninit();
+        let Some(e) = skb.bytes(off, &mut b) else {
+            return at(0, off);
+        };
+        if next == IPPROTO_FRAGMENT {
+            if unsafe { be16(e, 2) } & 0xfff8 != 0 {
+                return at(0, off + 8);
+            }
+            next = unsafe { byte(e, 0) };
+            off += 8;
+        } else {
+            next = unsafe { byte(e, 0) };
+            off += (unsafe { byte(e, 1) } as usize + 1) * 8;
+        }
+        if !is_v6_extension(next) {
+            return at(next, off);
+        }
+    }
+    at(0, off)
+}
+
 #[inline(always)]
 fn parse(skb: Skb, l3: usize, egress: bool) -> Option<Parsed> {
     let mut first = MaybeUninit::<[u8; 1]>::uninit();
@@ -240,7 +289,14 @@ fn parse(skb: Skb, l3: usize, egress: bool) -> Option<Parsed> {
             let mut v6 = MaybeUninit::<[u8; 40]>::uninit();
             let h = skb.bytes(l3, &mut v6)?;
             let a = |i| unsafe { [word(h, i), word(h, i + 4), word(h, i + 8), word(h, i + 12)] };
-            (a(8), a(24), unsafe { byte(h, 6) }, l3 + 40, 6u8, true)
+            let next = unsafe { byte(h, 6) };
+            let (proto, l4) = if is_v6_extension(next) {
+                let at = v6_upper_layer(skb, next, l3 + 40);
+                ((at >> 32) as u8, at as u32 as usize)
+            } else {
+                (next, l3 + 40)
+            };
+            (a(8), a(24), proto, l4, 6u8, true)
         }
         _ => return None,
     };

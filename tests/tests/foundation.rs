@@ -222,6 +222,37 @@ fn tcp_over_ipv6_is_reported() {
     assert!(agent.stop());
 }
 
+/// An IPv6 extension header in front of TCP (here destination options,
+/// which a socket's owner with CAP_NET_RAW can add) is stepped over: both
+/// ends' flows keep their ports and exact byte counts.
+#[test]
+fn tcp_behind_an_ipv6_extension_header_keeps_its_ports() {
+    let mut agent = Agent::start();
+    let net = NetPair::new("ext6", 221);
+    let server_addr = format!("[{}]:7003", net.ip6_b());
+    let mut server = ChildGuard(net.spawn(&net.b, &["tcp-server", &server_addr, "10"]));
+    read_json_line(&mut server.0);
+    let mut client = net.spawn(&net.a, &["tcp-client", &server_addr, "1000", "dstopts"]);
+    let out = read_json_line(&mut client);
+    assert!(client.wait().expect("client").success());
+    let _ = server.0.wait();
+    let port = local_port(&out);
+    let f = agent.wait_for("flow", |r| r["src_port"] == port && r["proto"] == "tcp");
+    assert_eq!(u64_of(&f, "bytes_out"), 1000, "{f}");
+    assert_eq!(u64_of(&f, "bytes_in"), 10, "{f}");
+    let s = agent.wait_for("flow", |r| r["dst_port"] == port && r["proto"] == "tcp");
+    assert_eq!(u64_of(&s, "bytes_in"), 1000, "{s}");
+    assert!(agent.stop());
+    let others: Vec<_> = agent
+        .records()
+        .into_iter()
+        .filter(|r| {
+            r["kind"] == "flow" && r["proto"] != "tcp" && r["dst_ip"] == net.ip6_b().as_str()
+        })
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+}
+
 /// The agent with the userspace fallback (a close whose flow the kernel
 /// did not hand over is looked up after the linger) pushed out past the
 /// test: a flow that comes out came with its close.

@@ -3,7 +3,9 @@
 //! it did so tests can compare the agent's view with the socket's own.
 //!
 //!   netpeer tcp-server ADDR:PORT REPLY_BYTES
-//!   netpeer tcp-client ADDR:PORT SEND_BYTES [abort]  abort: send, then close with a reset
+//!   netpeer tcp-client ADDR:PORT SEND_BYTES [abort|dstopts]  abort: send, then close with a
+//!                                                reset; dstopts: an IPv6 destination-options
+//!                                                header on every packet after the handshake
 //!   netpeer udp-echo ADDR:PORT COUNT
 //!   netpeer udp-client ADDR:PORT COUNT SIZE
 //!   netpeer serve ADDR:PORT                      TCP line echo + UDP echo, until killed
@@ -221,6 +223,21 @@ fn main() {
             let mut s = TcpStream::connect_timeout(&addr(&args[2]), Duration::from_secs(5))
                 .expect("connect");
             let local = s.local_addr().expect("local addr");
+            if args.get(4).map(String::as_str) == Some("dstopts") {
+                // Next header (the kernel fills it), length 0 (8 bytes), PadN of 4.
+                let opts: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
+                // SAFETY: a valid socket and a buffer of the size given.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        libc::IPPROTO_IPV6,
+                        libc::IPV6_DSTOPTS,
+                        opts.as_ptr().cast(),
+                        opts.len() as libc::socklen_t,
+                    )
+                };
+                assert_eq!(rc, 0, "IPV6_DSTOPTS: {}", std::io::Error::last_os_error());
+            }
             s.write_all(&vec![b's'; num(&args[3])]).expect("write");
             if args.get(4).map(String::as_str) == Some("abort") {
                 // Close the established socket with a reset (SO_LINGER 0):
