@@ -388,23 +388,9 @@ fn a_header_length_under_the_minimum_is_counted_without_ports() {
     assert_eq!(out["sent"], count, "{out}");
     assert!(agent.stop());
     // Seen from namespace b: local is b.
-    let flows: Vec<_> = agent
-        .records()
-        .into_iter()
-        .filter(|r| {
-            r["kind"] == "flow" && r["src_ip"] == ip_b.as_str() && r["dst_ip"] == ip_a.as_str()
-        })
-        .collect();
-    assert_eq!(flows.len(), 1, "{flows:?}");
-    let f = &flows[0];
-    let ports = (
-        f["proto"].as_str(),
-        f["src_port"].as_u64(),
-        f["dst_port"].as_u64(),
-    );
-    assert_eq!(ports, (Some("tcp"), Some(0), Some(0)), "{f}");
+    let f = the_one_portless_tcp_flow(&agent, &ip_b, &ip_a);
     // 60-byte packets: the 20 bytes a header has at least, and 40 after.
-    let counts = (u64_of(f, "packets_in"), u64_of(f, "bytes_in"));
+    let counts = (u64_of(&f, "packets_in"), u64_of(&f, "bytes_in"));
     assert_eq!(counts, (count, 40 * count), "{f}");
 }
 
@@ -422,24 +408,29 @@ fn a_tcp_header_cut_short_is_counted_without_ports() {
     assert!(peer.wait().expect("raw sender").success());
     assert_eq!(out["sent"], count, "{out}");
     assert!(agent.stop());
+    let f = the_one_portless_tcp_flow(&agent, &ip_a, &ip_b);
+    // 28-byte packets: a 20-byte IP header and 8 bytes after it.
+    let counts = (u64_of(&f, "packets_out"), u64_of(&f, "bytes_out"));
+    assert_eq!(counts, (count, 8 * count), "{f}");
+}
+
+/// The stopped agent's only flow from `local` to `remote`, checked to be
+/// TCP without ports.
+fn the_one_portless_tcp_flow(agent: &Agent, local: &str, remote: &str) -> Value {
     let flows: Vec<_> = agent
         .records()
         .into_iter()
-        .filter(|r| {
-            r["kind"] == "flow" && r["src_ip"] == ip_a.as_str() && r["dst_ip"] == ip_b.as_str()
-        })
+        .filter(|r| r["kind"] == "flow" && r["src_ip"] == local && r["dst_ip"] == remote)
         .collect();
     assert_eq!(flows.len(), 1, "{flows:?}");
-    let f = &flows[0];
+    let f = flows.into_iter().next().expect("one flow");
     let ports = (
         f["proto"].as_str(),
         f["src_port"].as_u64(),
         f["dst_port"].as_u64(),
     );
     assert_eq!(ports, (Some("tcp"), Some(0), Some(0)), "{f}");
-    // 28-byte packets: a 20-byte IP header and 8 bytes after it.
-    let counts = (u64_of(f, "packets_out"), u64_of(f, "bytes_out"));
-    assert_eq!(counts, (count, 8 * count), "{f}");
+    f
 }
 
 /// `count` datagrams of `size` bytes from namespace a, echoed by a server
