@@ -349,12 +349,8 @@ struct OneEnd;
 impl OneEnd {
     fn new() -> OneEnd {
         if std::env::var("VIGIL_HOSTCOST_ONE_END").as_deref() == Ok("1") {
-            let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-            let root = mounts
-                .lines()
-                .map(|l| l.split_whitespace().collect::<Vec<_>>())
-                .find(|f| f.get(2) == Some(&"cgroup2"))
-                .map(|f| f[1].to_string())
+            // The mount the agent's loader attaches to by default.
+            let root = vigil::kernel::loader::cgroup2_root()
                 .expect("VIGIL_HOSTCOST_ONE_END needs a cgroup v2 mount");
             let cg = format!("{root}/vigil-hostcost-server");
             match std::fs::create_dir(&cg) {
@@ -554,7 +550,7 @@ fn with_agent(workloads: &[Workload]) -> (Vec<WithAgent>, f64) {
         let rss_mb = status_kib(pid, "VmRSS:") as f64 / 1024.0;
         settle();
         let m1 = metrics();
-        let programs = PROGRAMS
+        let all: Vec<(String, f64, f64, f64)> = PROGRAMS
             .iter()
             .map(|p| {
                 let runs = series(&m1, "vigil_program_runs_total", p)
@@ -566,17 +562,12 @@ fn with_agent(workloads: &[Workload]) -> (Vec<WithAgent>, f64) {
                     - series(&m0, "vigil_program_recursion_misses_total", p);
                 (p.to_string(), runs, ns, skipped)
             })
-            .filter(|(_, runs, _, _)| *runs > 0.0)
             .collect();
         // Lost in the kernel: reserve failures, and runs skipped because
-        // another BPF program was running on the CPU.
-        let skipped: f64 = PROGRAMS
-            .iter()
-            .map(|p| {
-                series(&m1, "vigil_program_recursion_misses_total", p)
-                    - series(&m0, "vigil_program_recursion_misses_total", p)
-            })
-            .sum();
+        // another BPF program was running on the CPU (any program, also
+        // one that ran no time in the workload).
+        let skipped: f64 = all.iter().map(|p| p.3).sum();
+        let programs = all.into_iter().filter(|p| p.1 > 0.0).collect();
         let reserve = metric(&m1, "vigil_kernel_reserve_failures_total").unwrap_or(0.0)
             - metric(&m0, "vigil_kernel_reserve_failures_total").unwrap_or(0.0);
         out.push(WithAgent {
